@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install every dependency if needed (see `setup`).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.edgefpga-installed
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: setup demo test test-fast bench train clean help
+
+help:
+	@echo "make demo       set up .venv if missing, run the main job (no board needed)"
+	@echo "make test       set up .venv if missing, run the full test suite (what CI runs)"
+	@echo "make test-fast  the suite without the slow (training / hardware simulation) tests"
+	@echo "make bench      benchmarks into bench/results/*.json"
+	@echo "make train      retrain the shipped ELPV model into models/zoo/elpv_defect"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/edgefpga demo
+
+test: $(STAMP)
+	$(PYTEST) tests
+
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow" tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+train: $(STAMP)
+	$(BIN)/edgefpga train elpv --out models/zoo/elpv_defect
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

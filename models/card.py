@@ -1,0 +1,137 @@
+"""Model cards: the ``card.json`` beside each ``model.onnx`` (DESIGN.md, contract 2).
+
+The card is what every later step trusts about a model: its classes, how an 8-bit camera image
+becomes the network input, where the weights came from and how good they are. Loading checks
+every required key so that a broken card fails here, naming the file, instead of deep inside
+conversion or a ROS node.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CARD_FILE = "card.json"
+MODEL_FILE = "model.onnx"
+REQUIRED_KEYS = ("name", "classes", "input", "dataset", "metrics", "params", "macs")
+REQUIRED_INPUT_KEYS = ("shape", "color", "resize", "scale", "mean", "std")
+REQUIRED_TEST_METRICS = ("accuracy", "balanced_accuracy", "f1_defective", "n")
+COLORS = ("gray", "bgr")
+RESIZES = ("area",)
+
+
+class ModelCardError(ValueError):
+    """A model folder or card that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an 8-bit image becomes the network input: resize, then ``(pixel*scale - mean)/std``."""
+
+    channels: int
+    height: int
+    width: int
+    color: str
+    resize: str
+    scale: float
+    mean: float
+    std: float
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any], source: str) -> "InputSpec":
+        missing = [k for k in REQUIRED_INPUT_KEYS if k not in spec]
+        if missing:
+            raise ModelCardError(f"{source}: 'input' is missing key(s) {missing}")
+        shape = spec["shape"]
+        if not (isinstance(shape, list) and len(shape) == 4 and shape[0] == 1
+                and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise ModelCardError(f"{source}: input.shape must be [1, C, H, W] positive ints, got {shape!r}")
+        if spec["color"] not in COLORS:
+            raise ModelCardError(f"{source}: input.color must be one of {COLORS}, got {spec['color']!r}")
+        expected_channels = 1 if spec["color"] == "gray" else 3
+        if shape[1] != expected_channels:
+            raise ModelCardError(
+                f"{source}: input.color {spec['color']!r} needs {expected_channels} channel(s), shape has {shape[1]}"
+            )
+        if spec["resize"] not in RESIZES:
+            raise ModelCardError(f"{source}: input.resize must be one of {RESIZES}, got {spec['resize']!r}")
+        if float(spec["std"]) == 0:
+            raise ModelCardError(f"{source}: input.std must not be zero")
+        return cls(
+            channels=shape[1], height=shape[2], width=shape[3], color=spec["color"],
+            resize=spec["resize"], scale=float(spec["scale"]), mean=float(spec["mean"]),
+            std=float(spec["std"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shape": [1, self.channels, self.height, self.width], "color": self.color,
+            "resize": self.resize, "scale": self.scale, "mean": self.mean, "std": self.std,
+        }
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A parsed, checked ``card.json``; ``raw`` keeps every key, including ones we do not model."""
+
+    path: Path
+    name: str
+    classes: list[str]
+    input: InputSpec
+    raw: dict[str, Any]
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / MODEL_FILE
+
+    @property
+    def test_metrics(self) -> dict[str, Any]:
+        return self.raw["metrics"]["test"]
+
+
+def parse_card(raw: dict[str, Any], source: str) -> tuple[str, list[str], InputSpec]:
+    """Check a card dictionary; ``source`` names it in errors."""
+    if not isinstance(raw, dict):
+        raise ModelCardError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise ModelCardError(f"{source}: missing key(s) {missing}")
+    classes = raw["classes"]
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+        raise ModelCardError(f"{source}: 'classes' must be a list of at least two names, got {classes!r}")
+    test = raw["metrics"].get("test") if isinstance(raw["metrics"], dict) else None
+    if not isinstance(test, dict) or any(k not in test for k in REQUIRED_TEST_METRICS):
+        raise ModelCardError(f"{source}: metrics.test must hold {list(REQUIRED_TEST_METRICS)}")
+    return raw["name"], classes, InputSpec.from_dict(raw["input"], source)
+
+
+def load_card(model_dir: str | Path) -> ModelCard:
+    """Load and check ``<model_dir>/card.json``; the ONNX file must exist beside it."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ModelCardError(f"{folder}: model folder does not exist")
+    path = folder / CARD_FILE
+    if not path.is_file():
+        raise ModelCardError(f"{path}: no model card (expected {CARD_FILE} beside {MODEL_FILE})")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelCardError(f"{path}: not valid JSON ({exc})") from exc
+    name, classes, spec = parse_card(raw, str(path))
+    if not (folder / MODEL_FILE).is_file():
+        raise ModelCardError(f"{folder / MODEL_FILE}: model file missing")
+    return ModelCard(path=path, name=name, classes=classes, input=spec, raw=raw)
+
+
+def write_card(folder: Path, card: dict[str, Any]) -> Path:
+    """Write a card after checking it with the same rules used for loading."""
+    path = Path(folder) / CARD_FILE
+    parse_card(card, str(path))
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path

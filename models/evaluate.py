@@ -1,0 +1,76 @@
+"""Evaluate a model folder (``model.onnx`` + ``card.json``) with ONNX Runtime on ELPV.
+
+This is the reference measurement: the float ONNX model, the card's OpenCV preprocessing, the
+contract test split. The card's ``metrics.test`` is written by this same function, so
+``edgefpga eval`` on a shipped model must reproduce the card exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import elpv
+from .card import ModelCard, ModelCardError, load_card
+from .metrics import classification_metrics, save_confusion_png
+from .preprocess import preprocess
+
+
+def onnx_session(card: ModelCard):
+    """An ONNX Runtime session for the card's model; a corrupt file is a ModelCardError."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(card.model_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several private exception types
+        raise ModelCardError(f"{card.model_path}: ONNX Runtime cannot load it ({exc})") from exc
+    shape = session.get_inputs()[0].shape
+    expected = [1, card.input.channels, card.input.height, card.input.width]
+    if list(shape) != expected:
+        raise ModelCardError(f"{card.model_path}: input shape {shape} does not match card {expected}")
+    return session
+
+
+def predict_scores(card: ModelCard, images: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Class scores (N, classes) for 8-bit images of any size, through the card's preprocessing."""
+    session = onnx_session(card)
+    name = session.get_inputs()[0].name
+    scores = [session.run(None, {name: preprocess(img, card.input, f"image {i}")})[0][0]
+              for i, img in enumerate(tqdm(images, desc="onnxruntime", unit="img", disable=not progress))]
+    return np.asarray(scores)
+
+
+def evaluate(model_dir: str | Path, subset: str = "test", progress: bool = False,
+             confusion_png: str | Path | None = None) -> dict:
+    """Metrics of the model on an ELPV subset (default: the 654 contract test cells)."""
+    card = load_card(model_dir)
+    if card.classes != elpv.CLASSES:
+        raise ModelCardError(f"{card.path}: classes {card.classes} are not the ELPV classes {elpv.CLASSES}")
+    data = elpv.load()
+    idx = elpv.subset(subset, data)
+    scores = predict_scores(card, data.images[idx], progress)
+    metrics = classification_metrics(data.labels[idx], scores.argmax(1), len(card.classes))
+    metrics.update({"subset": subset, "backend": "onnxruntime"})
+    if confusion_png:
+        save_confusion_png(metrics["confusion_matrix"], card.classes, Path(confusion_png),
+                           f"{card.name} on ELPV {subset} (n={metrics['n']}): "
+                           f"acc {metrics['accuracy']:.3f}, bal {metrics['balanced_accuracy']:.3f}")
+    return metrics
+
+
+def format_report(name: str, metrics: dict, classes: list[str]) -> str:
+    """A terminal report: headline metrics and the confusion matrix."""
+    cm = np.asarray(metrics["confusion_matrix"])
+    width = max(len(c) for c in classes) + 2
+    lines = [
+        f"{name} on ELPV {metrics['subset']} split ({metrics['n']} cells, {metrics['backend']})",
+        f"  accuracy           {metrics['accuracy']:.4f}",
+        f"  balanced accuracy  {metrics['balanced_accuracy']:.4f}",
+        f"  F1 (defective)     {metrics['f1_defective']:.4f}",
+        "  confusion matrix (rows: true, columns: predicted)",
+        "  " + " " * width + "".join(f"{c:>{width}}" for c in classes),
+    ]
+    lines += ["  " + f"{c:<{width}}" + "".join(f"{v:>{width}}" for v in row) for c, row in zip(classes, cm)]
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""Classification metrics for inspection: accuracy, balanced accuracy, F1 of the defect class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """Rows are true classes, columns predicted classes."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels), np.asarray(preds)), 1)
+    return cm
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: int = 2,
+                           positive: int = 1) -> dict:
+    """Accuracy, balanced accuracy (mean per-class recall), F1 of ``positive``, confusion matrix."""
+    cm = confusion_matrix(labels, preds, num_classes)
+    support = cm.sum(axis=1)
+    recalls = np.divide(np.diag(cm), support, out=np.zeros(num_classes), where=support > 0)
+    tp = cm[positive, positive]
+    precision = tp / cm[:, positive].sum() if cm[:, positive].sum() else 0.0
+    recall = recalls[positive]
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": round(float(np.trace(cm) / cm.sum()), 4),
+        "balanced_accuracy": round(float(recalls[support > 0].mean()), 4),
+        "f1_defective": round(float(f1), 4),
+        "n": int(cm.sum()),
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def save_confusion_png(cm: np.ndarray | list, classes: list[str], path: Path, title: str) -> Path:
+    """Write a confusion-matrix heat map with counts and row percentages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{cm[i, j]}\n{rates[i, j]:.1%}", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

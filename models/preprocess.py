@@ -1,0 +1,61 @@
+"""OpenCV preprocessing driven by the model card: the one definition every backend shares.
+
+The accelerator takes the resized 8-bit pixels and folds ``(pixel*scale - mean)/std`` into its
+first layer, so preprocessing is split in two: ``resize_u8`` (what the FPGA receives) and
+``normalize`` (what the float model adds). Training, evaluation, the emulator and the runtime
+all go through these functions so that their inputs agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .card import InputSpec
+
+
+class ImageError(ValueError):
+    """An image that cannot be fed to a model: the message says which and why."""
+
+
+def to_model_color(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.ndarray:
+    """Convert an 8-bit gray (H, W) / (H, W, 1) or BGR (H, W, 3) image to the card's color."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"{name}: expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"{name}: expected 8-bit pixels (uint8), got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ImageError(f"{name}: expected a gray (H, W) or BGR (H, W, 3) image, got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageError(f"{name}: empty image of shape {image.shape}")
+    if spec.color == "gray":
+        return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+
+
+def resize_u8(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.ndarray:
+    """8-bit pixels exactly as the accelerator receives them: (C, H, W) uint8."""
+    image = to_model_color(image, spec, name)
+    if image.shape[:2] != (spec.height, spec.width):
+        image = cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
+def normalize(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """``(pixel*scale - mean)/std`` as float32; works on any array of 8-bit pixels."""
+    return ((pixels.astype(np.float32) * np.float32(spec.scale) - np.float32(spec.mean))
+            / np.float32(spec.std)).astype(np.float32)
+
+
+def preprocess(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.ndarray:
+    """One image to the float network input (1, C, H, W)."""
+    return normalize(resize_u8(image, spec, name), spec)[None]
+
+
+def resize_batch(images: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """A stack of images to (N, C, H, W) uint8 pixels."""
+    return np.stack([resize_u8(img, spec, f"image {i}") for i, img in enumerate(images)])

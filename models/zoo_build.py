@@ -1,0 +1,174 @@
+"""``edgefpga train elpv``: from the ELPV package to a shipped model folder, as named steps.
+
+Like FINN's builder, the flow is an ordered list of small steps; each reads the build state and
+writes its artifact into the output folder, so a reader sees the whole road at once:
+
+    step_train -> step_export_onnx -> step_check_onnx -> step_evaluate_test
+               -> step_check_fixed_point -> step_write_card -> step_plot
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import elpv
+from .arch import ArchConfig, count_cost
+from .augment import AugmentConfig
+from .card import MODEL_FILE, write_card
+from .evaluate import evaluate
+from .export import export_onnx, max_abs_difference
+from .preprocess import normalize, resize_batch
+from .ptq import ptq_check
+from .train import TrainConfig, TrainResult, input_spec, train
+
+ONNX_TOLERANCE = 1e-4
+
+
+@dataclass
+class ZooBuild:
+    """What the steps share: the configuration in, the artifacts and facts out."""
+
+    name: str
+    out: Path
+    arch: ArchConfig
+    train_cfg: TrainConfig
+    augment_cfg: AugmentConfig
+    progress: bool = True
+    result: TrainResult | None = None
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def spec(self):
+        return input_spec(self.arch)
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            print(f"[{self.name}] {message}", flush=True)
+
+
+def _normalized(b: ZooBuild, subset: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    data = elpv.load()
+    idx = elpv.subset(subset, data)[:limit]
+    return normalize(resize_batch(data.images[idx], b.spec), b.spec), data.labels[idx]
+
+
+def step_train(b: ZooBuild) -> None:
+    b.result = train(b.arch, b.train_cfg, b.augment_cfg, progress=b.progress)
+    b.log(f"trained in {b.result.seconds:.0f} s, best epoch {b.result.best_epoch}, "
+          f"validation accuracy {b.result.val_metrics['accuracy']:.4f}")
+    (b.out / "history.json").write_text(json.dumps(b.result.history, indent=1) + "\n")
+
+
+def step_export_onnx(b: ZooBuild) -> None:
+    export_onnx(b.result.model, (b.arch.in_channels, b.arch.size, b.arch.size), b.out / MODEL_FILE)
+
+
+def step_check_onnx(b: ZooBuild) -> None:
+    """ONNX Runtime must match PyTorch on real validation images before anything ships."""
+    inputs, _ = _normalized(b, "val", limit=32)
+    diff = max_abs_difference(b.result.model, b.out / MODEL_FILE, inputs)
+    if diff > ONNX_TOLERANCE:
+        raise RuntimeError(f"{b.out / MODEL_FILE}: ONNX Runtime differs from PyTorch by {diff:.2e}")
+    b.facts["onnx_max_abs_diff"] = diff
+
+
+def step_evaluate_test(b: ZooBuild) -> None:
+    """Test metrics through the same path as ``edgefpga eval`` (needs a provisional card)."""
+    write_card(b.out, card_dict(b, test_metrics={"accuracy": 0, "balanced_accuracy": 0, "f1_defective": 0, "n": 0}))
+    b.facts["test"] = evaluate(b.out, "test", progress=b.progress)
+    b.log(f"test accuracy {b.facts['test']['accuracy']:.4f}, balanced {b.facts['test']['balanced_accuracy']:.4f}")
+
+
+def step_check_fixed_point(b: ZooBuild) -> None:
+    calib, _ = _normalized(b, "fit", limit=256)
+    inputs, labels = _normalized(b, "test")
+    b.facts["fixed_point"] = ptq_check(b.result.model, calib, inputs, labels)
+
+
+def step_write_card(b: ZooBuild) -> None:
+    write_card(b.out, card_dict(b, test_metrics=b.facts["test"]))
+
+
+def step_plot(b: ZooBuild) -> None:
+    from .metrics import save_confusion_png
+
+    t = b.facts["test"]
+    save_confusion_png(t["confusion_matrix"], elpv.CLASSES, b.out / "confusion_test.png",
+                       f"{b.name}, ELPV test (n={t['n']}): acc {t['accuracy']:.3f}, bal {t['balanced_accuracy']:.3f}")
+
+
+STEPS: list[Callable[[ZooBuild], None]] = [
+    step_train, step_export_onnx, step_check_onnx, step_evaluate_test, step_check_fixed_point,
+    step_write_card, step_plot,
+]
+
+
+def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
+    """The model card (DESIGN.md contract 2) with training provenance and cost."""
+    cost = count_cost(b.result.model, (b.arch.in_channels, b.arch.size, b.arch.size))
+    r = b.result
+    parts = elpv.split(elpv.load())
+    return {
+        "name": b.name,
+        "task": "solar-cell electroluminescence inspection: functional vs defective cell",
+        "classes": elpv.CLASSES,
+        "input": b.spec.to_dict(),
+        "output": {"kind": "logits", "decision": "argmax", "defective_class": 1},
+        "dataset": {
+            "name": "ELPV", "source": elpv.SOURCE, "license": elpv.LICENSE,
+            "license_note": "Trained on CC BY-NC-SA 4.0 data: these weights are for non-commercial use "
+                            "and derived works must be shared alike.",
+            "label": "defective when the expert defect probability is >= 0.5",
+            "split": {"rule": "DESIGN.md stratified_split(test_frac=0.25, seed=0)", "train": len(parts.train),
+                      "test": len(parts.test), "validation": "15% of train, same stratification, seed 1 (model selection, bias calibration)"},
+        },
+        "metrics": {
+            "test": {k: test_metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_defective", "n")}
+                    | {"confusion_matrix": test_metrics.get("confusion_matrix"), "backend": "onnxruntime"},
+            "validation": {k: r.val_metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_defective", "n")},
+            "fixed_point_check": b.facts.get("fixed_point", []),
+        },
+        "params": cost.params,
+        "macs": cost.macs,
+        "layers": cost.layers,
+        "architecture": b.arch.to_dict(),
+        "training": {
+            "config": b.train_cfg.to_dict(), "augment": b.augment_cfg.to_dict(), "best_epoch": r.best_epoch,
+            "calibrated_logit_bias": round(r.logit_bias, 5), "seconds": round(r.seconds, 1),
+            "torch": torch.__version__, "machine": f"{platform.machine()}, {b.train_cfg.threads} CPU thread(s)",
+        },
+        "onnx": {"opset": 13, "layout": "NCHW", "dtype": "float32", "batchnorm": "folded into Conv",
+                 "max_abs_diff_vs_pytorch": b.facts.get("onnx_max_abs_diff")},
+    }
+
+
+def build_zoo_model(out: str | Path, arch: ArchConfig, train_cfg: TrainConfig, augment_cfg: AugmentConfig,
+                    name: str | None = None, progress: bool = True) -> ZooBuild:
+    """Run every step into a temporary folder, then move it into place: no half-written model."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    build = ZooBuild(name=name or out.name, out=staging, arch=arch, train_cfg=train_cfg,
+                     augment_cfg=augment_cfg, progress=progress)
+    try:
+        for step in STEPS:
+            build.log(step.__name__)
+            step(build)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(str(staging), out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    build.out = out
+    return build
+

@@ -1,0 +1,1 @@
+"""ROS 2 nodes: inspection node, image source, results recorder (issue 6)."""

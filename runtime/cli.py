@@ -1,0 +1,138 @@
+"""The ``edgefpga`` command: one subcommand per step of the road (see ``edgefpga --help``).
+
+Heavy libraries (torch, onnxruntime) are imported inside the subcommands so that ``--help`` and
+error messages are instant. Every failure the user can fix (bad folder, bad card, bad image)
+ends with one line naming the input and the reason, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgefpga import __version__
+
+DEFAULT_ZOO_MODEL = Path(__file__).resolve().parent.parent / "models" / "zoo" / "elpv_defect"
+
+
+class UserError(Exception):
+    """An error in what the user asked for; printed without a traceback."""
+
+
+def resolve_model_dir(value: str) -> Path:
+    """A model folder path, or the name of a shipped zoo model (e.g. ``elpv_defect``)."""
+    path = Path(value)
+    if path.exists() or "/" in value:
+        return path
+    zoo = DEFAULT_ZOO_MODEL.parent / value
+    return zoo if zoo.exists() else path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edgefpga.models.arch import ArchConfig
+    from edgefpga.models.augment import AugmentConfig
+    from edgefpga.models.train import TrainConfig
+    from edgefpga.models.zoo_build import build_zoo_model
+
+    if args.dataset != "elpv":
+        raise UserError(f"unknown dataset {args.dataset!r}: only 'elpv' is built in")
+    arch = ArchConfig(size=args.size, widths=tuple(args.widths))
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, limit=args.limit)
+    build = build_zoo_model(args.out, arch, cfg, AugmentConfig(), name=args.name)
+    print(f"wrote {build.out}/model.onnx and card.json: test accuracy {build.facts['test']['accuracy']:.4f}, "
+          f"balanced {build.facts['test']['balanced_accuracy']:.4f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edgefpga.models.card import load_card
+    from edgefpga.models.evaluate import evaluate, format_report
+
+    model_dir = resolve_model_dir(args.model)
+    card = load_card(model_dir)
+    metrics = evaluate(model_dir, args.subset, progress=not args.quiet, confusion_png=args.confusion_png)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(format_report(card.name, metrics, card.classes))
+        if args.confusion_png:
+            print(f"confusion matrix plot: {args.confusion_png}")
+    if args.subset == "test":
+        expected = {k: card.test_metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_defective", "n")}
+        got = {k: metrics[k] for k in expected}
+        if got != expected and not args.json:
+            print(f"note: the card records {expected}; this run gives {got}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The train-free demo: evaluate the shipped model and print what it is and how good it is."""
+    from edgefpga.models.card import load_card
+    from edgefpga.models.evaluate import evaluate, format_report
+
+    card = load_card(args.model)
+    raw = card.raw
+    print(f"edgefpga {__version__} demo: shipped model {card.name} ({card.model_path})")
+    print(f"  input {card.input.height}x{card.input.width} {card.input.color}, {raw['params']} parameters, "
+          f"{raw['macs'] / 1e6:.2f} M multiply-accumulates per image")
+    print(f"  data: {raw['dataset']['name']}, license {raw['dataset']['license']}")
+    metrics = evaluate(card.folder, "test", progress=True, confusion_png=args.confusion_png)
+    print(format_report(card.name, metrics, card.classes))
+    for row in raw["metrics"].get("fixed_point_check", []):
+        print(f"  fixed point {row['weight_bits']}-bit weights / {row['activation_bits']}-bit activations: "
+              f"accuracy {row['accuracy']:.4f}, top-1 agreement with float {row['top1_agreement']:.4f}")
+    print(f"confusion matrix plot: {args.confusion_png}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgefpga", description=(
+        "Small CNN (ONNX) -> hls4ml -> FPGA accelerator -> PYNQ runtime -> ROS 2, "
+        "with simulation standing in for the board."))
+    parser.add_argument("--version", action="version", version=f"edgefpga {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model on a built-in dataset and write a model folder")
+    p.add_argument("dataset", help="dataset name (elpv)")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write (model.onnx, card.json)")
+    p.add_argument("--name", help="model name in the card (default: the folder name)")
+    p.add_argument("--epochs", type=int, default=120)
+    p.add_argument("--size", type=int, default=96, help="input height and width in pixels")
+    p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32, 48, 64], help="conv widths")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a model folder on ELPV with ONNX Runtime")
+    p.add_argument("model", help="model folder (model.onnx + card.json) or zoo name")
+    p.add_argument("--subset", default="test", choices=["test", "val", "fit", "train"])
+    p.add_argument("--confusion-png", type=Path, help="also save the confusion matrix as a PNG")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="the main job on the embedded default (no board needed)")
+    p.add_argument("--model", type=Path, default=DEFAULT_ZOO_MODEL)
+    p.add_argument("--confusion-png", type=Path, default=Path("demo_out/confusion_test.png"))
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgefpga.models.arch import ArchitectureError
+    from edgefpga.models.card import ModelCardError
+    from edgefpga.models.preprocess import ImageError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, ModelCardError, ImageError, ArchitectureError) as exc:
+        print(f"edgefpga {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""`edgefpga train elpv` end to end on a tiny budget: every artifact written, nothing half-done."""
+
+import json
+
+import pytest
+
+from edgefpga.models.card import load_card
+from edgefpga.models.evaluate import evaluate
+from edgefpga.runtime.cli import main
+
+
+def test_train_command_writes_a_complete_model_folder(tmp_path, capsys):
+    out = tmp_path / "zoo" / "tiny"
+    args = ["train", "elpv", "--out", str(out), "--epochs", "2", "--limit", "96", "--size", "32",
+            "--widths", "4", "8", "8", "--threads", "2"]
+    assert main(args) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    card = load_card(out)
+    assert card.name == "tiny" and card.raw["training"]["config"]["epochs"] == 2
+    assert card.raw["onnx"]["max_abs_diff_vs_pytorch"] < 1e-4
+    for name in ("model.onnx", "card.json", "history.json", "confusion_test.png"):
+        assert (out / name).is_file(), name
+    assert len(json.loads((out / "history.json").read_text())) == 2
+    metrics = evaluate(out)
+    assert metrics["accuracy"] == card.test_metrics["accuracy"]
+    assert [p.name for p in out.parent.iterdir()] == ["tiny"]  # no staging folder left
+
+
+def test_oversized_architecture_fails_cleanly(tmp_path, capsys):
+    out = tmp_path / "zoo" / "big"
+    args = ["train", "elpv", "--out", str(out), "--epochs", "1", "--size", "128", "--widths", "64", "64", "64"]
+    assert main(args) == 2
+    assert "FPGA budget" in capsys.readouterr().err
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_unknown_dataset(tmp_path, capsys):
+    assert main(["train", "mnist", "--out", str(tmp_path / "m")]) == 2
+    assert "unknown dataset 'mnist'" in capsys.readouterr().err

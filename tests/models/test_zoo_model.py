@@ -1,0 +1,50 @@
+"""The shipped ELPV model: its card is complete and honest, its numbers reproduce."""
+
+import json
+
+import onnx
+import pytest
+
+from edgefpga.models.card import REQUIRED_KEYS, load_card
+from edgefpga.models.evaluate import evaluate
+
+
+def test_card_is_complete(zoo_model):
+    card = load_card(zoo_model)
+    assert set(REQUIRED_KEYS) <= set(card.raw)
+    assert card.classes == ["functional", "defective"]
+    assert card.input.to_dict()["shape"] == [1, 1, card.input.height, card.input.width]
+    assert card.raw["dataset"]["license"] == "CC BY-NC-SA 4.0"
+    assert card.raw["params"] <= 100_000 and card.raw["macs"] <= 10_000_000
+
+
+def test_onnx_matches_card(zoo_model):
+    card = load_card(zoo_model)
+    graph = onnx.load(str(card.model_path))
+    assert graph.opset_import[0].version == 13
+    dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == card.raw["input"]["shape"]
+
+
+@pytest.fixture(scope="module")
+def test_metrics(zoo_model):
+    return evaluate(zoo_model, "test")
+
+
+def test_eval_reproduces_card_metrics(zoo_model, test_metrics):
+    recorded = json.loads((zoo_model / "card.json").read_text())["metrics"]["test"]
+    for key in ("accuracy", "balanced_accuracy", "f1_defective", "n"):
+        assert test_metrics[key] == recorded[key], key
+    assert test_metrics["confusion_matrix"] == recorded["confusion_matrix"]
+
+
+def test_shipped_model_meets_the_accuracy_bar(test_metrics):
+    assert test_metrics["n"] == 654
+    assert test_metrics["accuracy"] >= 0.85
+    assert test_metrics["balanced_accuracy"] >= 0.82
+
+
+def test_fixed_point_check_recorded(zoo_model):
+    rows = load_card(zoo_model).raw["metrics"]["fixed_point_check"]
+    eight_bit_weights = [r for r in rows if r["weight_bits"] == 8 and r["activation_bits"] == 16]
+    assert eight_bit_weights and eight_bit_weights[0]["top1_agreement"] >= 0.98

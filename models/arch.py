@@ -28,8 +28,15 @@ class ArchConfig:
     in_channels: int = 1
     size: int = 96
     widths: tuple[int, ...] = (8, 16, 32, 48, 64)
+    stem_stride: int = 1  # 2: the first conv sees full resolution but computes at half of it
+    head: str = "avg"  # global pooling before the dense layer: "avg" or "max"
     num_classes: int = 2
     dropout: float = 0.2
+
+    @property
+    def reduction(self) -> int:
+        """Total spatial downsampling from the input to the last conv block."""
+        return self.stem_stride * 2 ** (len(self.widths) - 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,12 +50,14 @@ class InspectionCNN(nn.Module):
         layers: list[nn.Module] = []
         channels = cfg.in_channels
         for i, width in enumerate(cfg.widths):
-            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            stride = cfg.stem_stride if i == 0 else 1
+            layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False),
+                       nn.BatchNorm2d(width), nn.ReLU()]
             if i < len(cfg.widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             channels = width
-        final_size = cfg.size // 2 ** (len(cfg.widths) - 1)
-        layers.append(nn.AvgPool2d(final_size))
+        pool = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}[cfg.head]
+        layers.append(pool(cfg.size // cfg.reduction))
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(channels, cfg.num_classes)
@@ -103,8 +112,10 @@ def count_cost(model: nn.Module, input_shape: tuple[int, int, int]) -> Cost:
 
 def build(cfg: ArchConfig) -> InspectionCNN:
     """Build a model and refuse one that would not fit the FPGA budget."""
-    if cfg.size % 2 ** (len(cfg.widths) - 1):
-        raise ArchitectureError(f"input size {cfg.size} must be divisible by {2 ** (len(cfg.widths) - 1)}")
+    if cfg.head not in ("avg", "max"):
+        raise ArchitectureError(f"head must be 'avg' or 'max', got {cfg.head!r}")
+    if cfg.size % cfg.reduction:
+        raise ArchitectureError(f"input size {cfg.size} must be divisible by {cfg.reduction}")
     model = InspectionCNN(cfg)
     cost = count_cost(model, (cfg.in_channels, cfg.size, cfg.size))
     if cost.params > MAX_PARAMS or cost.macs > MAX_MACS:

@@ -40,6 +40,7 @@ class TrainConfig:
     class_balance: float = 0.5  # 0: none, 1: inverse frequency, in between: its power
     ema_decay: float = 0.995
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(a, a) mixing of image pairs and their targets; 0 disables
     seed: int = 0
     threads: int = 2
     limit: int | None = None  # train on the first N fit images only (smoke tests)
@@ -116,6 +117,14 @@ def fold_logit_bias(model: torch.nn.Module, delta: float) -> None:
         model.classifier.bias[1] += delta
 
 
+def mixup(x: torch.Tensor, target: torch.Tensor, alpha: float, gen: torch.Generator):
+    """Blend each sample with a shuffled partner; targets blend with the same weights."""
+    lam = torch.distributions.Beta(alpha, alpha).sample((x.shape[0],)).clamp(0.5, 1.0)
+    partner = torch.randperm(x.shape[0], generator=gen)
+    x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[partner]
+    return x, lam[:, None] * target + (1 - lam[:, None]) * target[partner]
+
+
 def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool = True) -> TrainResult:
     """Train on the ELPV fit part, select the EMA snapshot with the best validation score."""
     start = time.perf_counter()
@@ -151,6 +160,8 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
             target = y_fit[idx]
             if cfg.label_smoothing:
                 target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2
+            if cfg.mixup:
+                x, target = mixup(x, target, cfg.mixup, gen)
             logp = F.log_softmax(model(x), dim=1)
             loss = -(target * logp * weights).sum(1).mean()
             opt.zero_grad(set_to_none=True)

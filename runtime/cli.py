@@ -38,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.dataset != "elpv":
         raise UserError(f"unknown dataset {args.dataset!r}: only 'elpv' is built in")
-    arch = ArchConfig(size=args.size, widths=tuple(args.widths))
+    arch = ArchConfig(size=args.size, widths=tuple(args.widths), stem_stride=args.stem_stride)
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, limit=args.limit)
     build = build_zoo_model(args.out, arch, cfg, AugmentConfig(), name=args.name)
     print(f"wrote {build.out}/model.onnx and card.json: test accuracy {build.facts['test']['accuracy']:.4f}, "
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=120)
     p.add_argument("--size", type=int, default=96, help="input height and width in pixels")
     p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32, 48, 64], help="conv widths")
+    p.add_argument("--stem-stride", type=int, default=1, choices=[1, 2],
+                   help="stride of the first conv (2: full-resolution input at half the compute)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")

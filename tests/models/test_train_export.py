@@ -61,3 +61,14 @@ def test_default_architecture_fits_the_fpga_budget():
 def test_oversized_architecture_is_refused():
     with pytest.raises(ArchitectureError, match="MACs"):
         build(ArchConfig(size=128, widths=(32, 64, 64, 64, 64)))
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ArchitectureError, match="head"):
+        build(ArchConfig(head="sum"))
+
+
+def test_stem_stride_halves_the_first_layer_resolution():
+    cost = count_cost(build(ArchConfig(size=192, stem_stride=2)), (1, 192, 192))
+    assert cost.layers[0]["out"] == [8, 96, 96]
+    assert cost.macs == count_cost(build(ArchConfig(size=96)), (1, 96, 96)).macs

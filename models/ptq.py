@@ -1,10 +1,11 @@
 """Post-training fixed-point check: does the model keep its accuracy at FPGA word widths?
 
 This is the training-time sanity check, not the hardware's precision search (that is
-``edgefpga.hw``, which works on the hls4ml graph). It mimics ``ap_fixed`` with truncation and
-saturation: weights get ``weight_bits`` with just enough integer bits for the largest weight of
-their layer, every layer output gets ``activation_bits`` with just enough integer bits for the
-largest value seen on calibration images. If accuracy holds here at 8-bit weights, the precision
+``edgefpga.hw``, which works on the hls4ml graph). It mimics ``ap_fixed``: weights are rounded to
+nearest (they are constants, so the converter can round them once) with ``weight_bits`` and just
+enough integer bits for the largest weight of their layer; every layer output is truncated and
+saturated (hls4ml's default AP_TRN, AP_SAT) to ``activation_bits`` with just enough integer bits
+for the largest value seen on calibration images. If accuracy holds here at 8-bit weights, the precision
 search has room to work with.
 """
 
@@ -27,11 +28,13 @@ def integer_bits(max_abs: float) -> int:
     return max(1, math.floor(math.log2(max_abs)) + 2) if max_abs > 0 else 1
 
 
-def fixed_point(x: torch.Tensor, bits: int, int_bits: int) -> torch.Tensor:
-    """``ap_fixed<bits, int_bits, AP_TRN, AP_SAT>`` applied to ``x``."""
+def fixed_point(x: torch.Tensor, bits: int, int_bits: int, rounding: str = "trn") -> torch.Tensor:
+    """``ap_fixed<bits, int_bits, AP_TRN|AP_RND_CONV, AP_SAT>`` applied to ``x``
+    (``rounding`` "trn" truncates toward minus infinity, "rnd" rounds to nearest even)."""
     step = 2.0 ** (int_bits - bits)
     low, high = -(2.0 ** (int_bits - 1)), 2.0 ** (int_bits - 1) - step
-    return torch.clamp(torch.floor(x / step) * step, low, high)
+    scaled = torch.floor(x / step) if rounding == "trn" else torch.round(x / step)
+    return torch.clamp(scaled * step, low, high)
 
 
 def output_ranges(model: nn.Module, calib: torch.Tensor) -> dict[str, float]:
@@ -59,7 +62,7 @@ def quantized(model: nn.Module, ranges: dict[str, float], weight_bits: int, acti
         for name, mod in model.named_modules():
             if isinstance(mod, (nn.Conv2d, nn.Linear)):
                 w = mod.weight
-                w.copy_(fixed_point(w, weight_bits, integer_bits(float(w.abs().max()))))
+                w.copy_(fixed_point(w, weight_bits, integer_bits(float(w.abs().max())), rounding="rnd"))
             if name in ranges:
                 ib = integer_bits(ranges[name])
                 hooks.append(mod.register_forward_hook(

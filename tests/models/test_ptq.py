@@ -8,6 +8,7 @@ def test_fixed_point_truncates_and_saturates():
     x = torch.tensor([0.30, -0.30, 1.9, -2.5, 0.0])
     # ap_fixed<4,2>: step 0.25, range [-2, 1.75]
     np.testing.assert_allclose(fixed_point(x, 4, 2).numpy(), [0.25, -0.5, 1.75, -2.0, 0.0])
+    np.testing.assert_allclose(fixed_point(x, 4, 2, rounding="rnd").numpy(), [0.25, -0.25, 1.75, -2.0, 0.0])
 
 
 def test_integer_bits_hold_the_range():

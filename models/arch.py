@@ -27,11 +27,11 @@ class ArchConfig:
 
     in_channels: int = 1
     size: int = 96
-    widths: tuple[int, ...] = (8, 16, 32, 48, 64)
+    widths: tuple[int, ...] = (8, 16, 32, 48, 64, 80)
     stem_stride: int = 1  # 2: the first conv sees full resolution but computes at half of it
     head: str = "avg"  # global pooling before the dense layer: "avg" or "max"
     num_classes: int = 2
-    dropout: float = 0.2
+    dropout: float = 0.1
 
     @property
     def reduction(self) -> int:

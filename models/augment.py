@@ -18,12 +18,12 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class AugmentConfig:
     flip: bool = True
-    rotate_deg: float = 4.0
+    rotate_deg: float = 2.0
     translate: float = 0.04
     scale: float = 0.06
-    gain: float = 0.25
+    gain: float = 0.15
     offset: float = 0.08
-    noise: float = 0.01
+    noise: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

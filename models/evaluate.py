@@ -54,10 +54,15 @@ def evaluate(model_dir: str | Path, subset: str = "test", progress: bool = False
     metrics = classification_metrics(data.labels[idx], scores.argmax(1), len(card.classes))
     metrics.update({"subset": subset, "backend": "onnxruntime"})
     if confusion_png:
-        save_confusion_png(metrics["confusion_matrix"], card.classes, Path(confusion_png),
-                           f"{card.name} on ELPV {subset} (n={metrics['n']}): "
-                           f"acc {metrics['accuracy']:.3f}, bal {metrics['balanced_accuracy']:.3f}")
+        plot_confusion(card.name, card.classes, metrics, Path(confusion_png))
     return metrics
+
+
+def plot_confusion(name: str, classes: list[str], metrics: dict, path: Path) -> Path:
+    """The confusion-matrix PNG of an ``evaluate`` result, titled with its headline numbers."""
+    return save_confusion_png(metrics["confusion_matrix"], classes, path,
+                              f"{name}\nELPV {metrics['subset']} (n={metrics['n']}): "
+                              f"acc {metrics['accuracy']:.3f}, bal {metrics['balanced_accuracy']:.3f}")
 
 
 def format_report(name: str, metrics: dict, classes: list[str]) -> str:

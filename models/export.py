@@ -9,10 +9,12 @@ static shapes.
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -40,10 +42,28 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path)
     dummy = torch.zeros(1, *input_shape)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(folded, (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
-                      output_names=[OUTPUT_NAME], dynamo=False, do_constant_folding=True)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated, but it writes the plain Conv/Gemm graph that
+        # qonnx and hls4ml convert; the dynamo exporter's graph needs more cleanup.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(folded, (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamo=False, do_constant_folding=True)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path
+
+
+def load_folded(onnx_path: Path, model: nn.Module) -> nn.Module:
+    """Rebuild the exported (BatchNorm-folded) PyTorch model from ``onnx_path``, given a model of
+    the same architecture: lets a later step work from the model folder alone."""
+    folded = fold_batchnorm(model)
+    weights = {i.name: torch.from_numpy(onnx.numpy_helper.to_array(i).copy())
+               for i in onnx.load(str(onnx_path)).graph.initializer}
+    state = folded.state_dict()
+    missing = sorted(set(state) - set(weights))
+    if missing:
+        raise ValueError(f"{onnx_path}: no initializers for {missing}; was it exported from this architecture?")
+    folded.load_state_dict({name: weights[name] for name in state})
+    return folded.eval()
 
 
 def max_abs_difference(model: nn.Module, onnx_path: Path, inputs: np.ndarray) -> float:

@@ -32,12 +32,12 @@ from .preprocess import resize_batch
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 120
+    epochs: int = 200
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 5e-4
     soft_targets: bool = True
-    class_balance: float = 0.5  # 0: none, 1: inverse frequency, in between: its power
+    class_balance: float = 1.0  # 0: none, 1: inverse frequency, in between: its power
     ema_decay: float = 0.995
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs and their targets; 0 disables

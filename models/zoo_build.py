@@ -24,7 +24,7 @@ from . import elpv
 from .arch import ArchConfig, count_cost
 from .augment import AugmentConfig
 from .card import MODEL_FILE, write_card
-from .evaluate import evaluate
+from .evaluate import evaluate, plot_confusion
 from .export import export_onnx, max_abs_difference
 from .preprocess import normalize, resize_batch
 from .ptq import ptq_check
@@ -99,11 +99,7 @@ def step_write_card(b: ZooBuild) -> None:
 
 
 def step_plot(b: ZooBuild) -> None:
-    from .metrics import save_confusion_png
-
-    t = b.facts["test"]
-    save_confusion_png(t["confusion_matrix"], elpv.CLASSES, b.out / "confusion_test.png",
-                       f"{b.name}, ELPV test (n={t['n']}): acc {t['accuracy']:.3f}, bal {t['balanced_accuracy']:.3f}")
+    plot_confusion(b.name, elpv.CLASSES, b.facts["test"], b.out / "confusion_test.png")
 
 
 STEPS: list[Callable[[ZooBuild], None]] = [
@@ -165,6 +161,7 @@ def build_zoo_model(out: str | Path, arch: ArchConfig, train_cfg: TrainConfig, a
             step(build)
         if out.exists():
             shutil.rmtree(out)
+        staging.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
         shutil.move(str(staging), out)
     finally:
         if staging.exists():

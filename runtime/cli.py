@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgefpga import __version__
 
+XC7Z020_DSPS = 220
 DEFAULT_ZOO_MODEL = Path(__file__).resolve().parent.parent / "models" / "zoo" / "elpv_defect"
 
 
@@ -30,6 +31,24 @@ def resolve_model_dir(value: str) -> Path:
     return zoo if zoo.exists() else path
 
 
+def given(args: argparse.Namespace, *names: str) -> dict:
+    """The options the user set; the rest keep the defaults of the config dataclasses."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def recorded_configs(model: str) -> dict:
+    """Architecture, training and augmentation settings recorded in a model's card."""
+    from edgefpga.models.card import ModelCardError, load_card
+
+    card = load_card(resolve_model_dir(model))
+    try:
+        arch = dict(card.raw["architecture"])
+        arch["widths"] = tuple(arch["widths"])
+        return {"arch": arch, "train": card.raw["training"]["config"], "augment": card.raw["training"]["augment"]}
+    except (KeyError, TypeError) as exc:
+        raise ModelCardError(f"{card.path}: no training record to copy ({exc})") from exc
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from edgefpga.models.arch import ArchConfig
     from edgefpga.models.augment import AugmentConfig
@@ -38,9 +57,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.dataset != "elpv":
         raise UserError(f"unknown dataset {args.dataset!r}: only 'elpv' is built in")
-    arch = ArchConfig(size=args.size, widths=tuple(args.widths), stem_stride=args.stem_stride)
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, limit=args.limit)
-    build = build_zoo_model(args.out, arch, cfg, AugmentConfig(), name=args.name)
+    base = recorded_configs(args.like) if args.like else {"arch": {}, "train": {}, "augment": {}}
+    widths = {"widths": tuple(args.widths)} if args.widths else {}
+    arch = ArchConfig(**base["arch"] | given(args, "size", "stem_stride") | widths)
+    cfg = TrainConfig(**base["train"] | given(args, "epochs", "seed", "threads", "limit"))
+    build = build_zoo_model(args.out, arch, cfg, AugmentConfig(**base["augment"]), name=args.name)
     print(f"wrote {build.out}/model.onnx and card.json: test accuracy {build.facts['test']['accuracy']:.4f}, "
           f"balanced {build.facts['test']['balanced_accuracy']:.4f}")
     return 0
@@ -83,6 +104,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for row in raw["metrics"].get("fixed_point_check", []):
         print(f"  fixed point {row['weight_bits']}-bit weights / {row['activation_bits']}-bit activations: "
               f"accuracy {row['accuracy']:.4f}, top-1 agreement with float {row['top1_agreement']:.4f}")
+    cycles = max(card.input.height * card.input.width * card.input.channels, raw["macs"] / XC7Z020_DSPS)
+    print(f"  accelerator bound on a PYNQ-Z2 (xc7z020, {XC7Z020_DSPS} DSPs, 100 MHz): >= {cycles:,.0f} cycles "
+          f"per frame, <= {100e6 / cycles:,.0f} frames/s (roofline; RTL cycle counts come with `edgefpga verify`)")
     print(f"confusion matrix plot: {args.confusion_png}")
     return 0
 
@@ -98,13 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="dataset name (elpv)")
     p.add_argument("--out", required=True, type=Path, help="model folder to write (model.onnx, card.json)")
     p.add_argument("--name", help="model name in the card (default: the folder name)")
-    p.add_argument("--epochs", type=int, default=120)
-    p.add_argument("--size", type=int, default=96, help="input height and width in pixels")
-    p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32, 48, 64], help="conv widths")
-    p.add_argument("--stem-stride", type=int, default=1, choices=[1, 2],
+    p.add_argument("--like", metavar="MODEL", help="start from the settings recorded in MODEL's card "
+                   "(e.g. elpv_defect to retrain the shipped model); other options override them")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the shipped model's)")
+    p.add_argument("--size", type=int, help="input height and width in pixels")
+    p.add_argument("--widths", type=int, nargs="+", help="conv block widths, 2x2 max-pool between blocks")
+    p.add_argument("--stem-stride", type=int, choices=[1, 2],
                    help="stride of the first conv (2: full-resolution input at half the compute)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")
     p.set_defaults(func=cmd_train)
 

@@ -7,7 +7,7 @@ import torch
 
 from edgefpga.models.arch import ArchConfig, ArchitectureError, build, count_cost
 from edgefpga.models.augment import AugmentConfig
-from edgefpga.models.export import export_onnx, fold_batchnorm, max_abs_difference
+from edgefpga.models.export import export_onnx, fold_batchnorm, load_folded, max_abs_difference
 from edgefpga.models.train import TrainConfig, train
 
 HLS_STREAM_OPS = {"Conv", "Relu", "MaxPool", "AveragePool", "Flatten", "Gemm"}
@@ -51,6 +51,16 @@ def test_onnx_export_matches_pytorch_under_onnxruntime(tmp_path):
     assert dims == [1, 1, 32, 32]
     x = np.random.default_rng(0).normal(size=(8, 1, 32, 32)).astype(np.float32)
     assert max_abs_difference(model, path, x) < 1e-5
+
+
+def test_folded_model_reloads_from_onnx(tmp_path):
+    model = _model_with_trained_looking_batchnorm()
+    path = export_onnx(model, (1, 32, 32), tmp_path / "model.onnx")
+    fresh = build(ArchConfig(size=32, widths=(4, 8, 8, 16)))
+    reloaded = load_folded(path, fresh)
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), model(x), atol=1e-5, rtol=1e-5)
 
 
 def test_default_architecture_fits_the_fpga_budget():

@@ -25,6 +25,12 @@ def test_train_command_writes_a_complete_model_folder(tmp_path, capsys):
     assert metrics["accuracy"] == card.test_metrics["accuracy"]
     assert [p.name for p in out.parent.iterdir()] == ["tiny"]  # no staging folder left
 
+    again = tmp_path / "zoo" / "again"
+    assert main(["train", "elpv", "--like", str(out), "--out", str(again), "--epochs", "1"]) == 0
+    copied = load_card(again).raw
+    assert copied["architecture"] == card.raw["architecture"]
+    assert copied["training"]["config"] == card.raw["training"]["config"] | {"epochs": 1}
+
 
 def test_oversized_architecture_fails_cleanly(tmp_path, capsys):
     out = tmp_path / "zoo" / "big"
@@ -37,3 +43,15 @@ def test_oversized_architecture_fails_cleanly(tmp_path, capsys):
 def test_unknown_dataset(tmp_path, capsys):
     assert main(["train", "mnist", "--out", str(tmp_path / "m")]) == 2
     assert "unknown dataset 'mnist'" in capsys.readouterr().err
+
+
+def test_like_a_card_without_training_record(zoo_model, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "foreign"
+    shutil.copytree(zoo_model, folder)
+    card = json.loads((folder / "card.json").read_text())
+    del card["training"]
+    (folder / "card.json").write_text(json.dumps(card))
+    assert main(["train", "elpv", "--like", str(folder), "--out", str(tmp_path / "x")]) == 2
+    assert "no training record" in capsys.readouterr().err

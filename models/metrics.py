@@ -33,13 +33,39 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: i
     }
 
 
-def save_confusion_png(cm: np.ndarray | list, classes: list[str], path: Path, title: str) -> Path:
-    """Write a confusion-matrix heat map with counts and row percentages."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_training_curves(history: list[dict], path: Path, best_epoch: int | None = None) -> Path:
+    """Loss and validation accuracy per epoch, with the selected epoch marked."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=110)
+    ax_loss.plot(epochs, [h["loss"] for h in history])
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
+    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], label="accuracy")
+    ax_acc.plot(epochs, [h["val_balanced_accuracy"] for h in history], label="balanced accuracy")
+    ax_acc.set(xlabel="epoch", title="validation")
+    if best_epoch:
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(best_epoch, color="gray", linestyle=":", label=f"selected ({best_epoch})")
+    ax_acc.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_confusion_png(cm: np.ndarray | list, classes: list[str], path: Path, title: str) -> Path:
+    """Write a confusion-matrix heat map with counts and row percentages."""
+    plt = _pyplot()
     cm = np.asarray(cm)
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)

@@ -26,6 +26,7 @@ from .augment import AugmentConfig
 from .card import MODEL_FILE, write_card
 from .evaluate import evaluate, plot_confusion
 from .export import export_onnx, max_abs_difference
+from .metrics import save_training_curves
 from .preprocess import normalize, resize_batch
 from .ptq import ptq_check
 from .train import TrainConfig, TrainResult, input_spec, train
@@ -100,6 +101,7 @@ def step_write_card(b: ZooBuild) -> None:
 
 def step_plot(b: ZooBuild) -> None:
     plot_confusion(b.name, elpv.CLASSES, b.facts["test"], b.out / "confusion_test.png")
+    save_training_curves(b.result.history, b.out / "training_curves.png", b.result.best_epoch)
 
 
 STEPS: list[Callable[[ZooBuild], None]] = [

@@ -18,7 +18,7 @@ def test_train_command_writes_a_complete_model_folder(tmp_path, capsys):
     card = load_card(out)
     assert card.name == "tiny" and card.raw["training"]["config"]["epochs"] == 2
     assert card.raw["onnx"]["max_abs_diff_vs_pytorch"] < 1e-4
-    for name in ("model.onnx", "card.json", "history.json", "confusion_test.png"):
+    for name in ("model.onnx", "card.json", "history.json", "confusion_test.png", "training_curves.png"):
         assert (out / name).is_file(), name
     assert len(json.loads((out / "history.json").read_text())) == 2
     metrics = evaluate(out)

@@ -13,6 +13,7 @@ from edgefpga.models.train import TrainConfig, train
 HLS_STREAM_OPS = {"Conv", "Relu", "MaxPool", "AveragePool", "Flatten", "Gemm"}
 
 
+@pytest.mark.slow
 def test_short_training_really_learns():
     arch = ArchConfig(size=48, widths=(8, 16, 16, 32))
     result = train(arch, TrainConfig(epochs=8, limit=384, lr=5e-3, threads=2), AugmentConfig(), progress=False)

@@ -8,6 +8,8 @@ from edgefpga.models.card import load_card
 from edgefpga.models.evaluate import evaluate
 from edgefpga.runtime.cli import main
 
+pytestmark = pytest.mark.slow  # real training runs (a few epochs each)
+
 
 def test_train_command_writes_a_complete_model_folder(tmp_path, capsys):
     out = tmp_path / "zoo" / "tiny"

@@ -1,0 +1,360 @@
+"""``edgefpga convert``: a small CNN (ONNX) to an hls4ml accelerator project with automatically
+chosen fixed-point types, and its bit-accurate emulator.
+
+Like FINN's builder, conversion is an ordered list of named steps (``STEPS``); each reads what
+earlier steps left in the build folder / context and writes its own artifact:
+
+    build/<name>/
+      model/        source.onnx, card.json (with any assumptions), canonical.onnx, channels_last.onnx
+      calibration/  ranges.json (profile), search.json (every design tried)
+      hls/          the hls4ml project (firmware/, build scripts, board driver)
+      report.json   per-layer types, sizes, cycle estimates, emulator agreement; report.md, ranges.png
+
+A failing step removes the folder it was writing (an older build folder there is put back), so
+no half-written build is ever left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from edgefpga import __version__
+from edgefpga.models.card import CARD_FILE, MODEL_FILE, InputSpec, ModelCardError, load_card
+
+from . import hls, schedule
+from .boards import Board, get_board
+from .fixed import FixedType
+from .graph import canonical_graph, channels_last
+from .images import ImageSet, load_image_set
+from .onnx_check import ConversionError, check_onnx
+from .precision import Criterion, Precisions, build_knobs, load_overrides, proxy_graph, run_logits, score, \
+    search_precisions
+from .profile import TensorRange, profile_activations, with_outputs
+
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class ConvertConfig:
+    """What ``edgefpga convert`` asks of the user; the defaults are what a PYNQ-Z2 user wants."""
+
+    board: str = "pynq-z2"
+    calibration: str | None = None  # image source (see images.py); ELPV cards default to elpv:train
+    calibration_images: int = 1024
+    agreement: float = 0.995
+    max_accuracy_drop: float = 0.005
+    guard: float = 1.5
+    overrides: Path | None = None
+    emulator_images: int = 200
+    scale: float | None = None  # normalization for a bare .onnx (a card's own values win)
+    mean: float | None = None
+    std: float | None = None
+    classes: list[str] | None = None
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class ModelSource:
+    """What conversion knows about the model: from its card, or assumed for a bare .onnx."""
+
+    name: str
+    onnx_path: Path
+    spec: InputSpec
+    classes: list[str]
+    card: dict | None
+    assumed: list[str] = field(default_factory=list)
+
+    @property
+    def default_calibration(self) -> str | None:
+        dataset = (self.card or {}).get("dataset", {}).get("name")
+        return "elpv:train" if dataset == "ELPV" else None
+
+
+@dataclass
+class BuildContext:
+    """Carried from step to step; everything worth keeping is also written to ``out``."""
+
+    source_arg: str
+    out: Path
+    cfg: ConvertConfig
+    board: Board | None = None
+    source: ModelSource | None = None
+    onnx_model: onnx.ModelProto | None = None
+    canonical: object = None  # qonnx ModelWrapper
+    calibration: ImageSet | None = None
+    ranges: dict[str, TensorRange] = field(default_factory=dict)
+    precisions: Precisions | None = None
+    costs: list = field(default_factory=list)
+    hls_model: object = None
+    emulator: object = None
+    report: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def write_json(self, relative: str, data) -> Path:
+        path = self.out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        return path
+
+
+def read_model_source(arg: str, cfg: ConvertConfig) -> ModelSource:
+    """A model folder with a card (or zoo name resolved by the CLI), or a bare .onnx."""
+    path = Path(arg)
+    if path.is_dir():
+        card = load_card(path)
+        return ModelSource(card.name, card.model_path, card.input, card.classes, card.raw)
+    if path.suffix != ".onnx":
+        raise ConversionError(f"{arg}: expected a model folder (model.onnx + card.json) or an .onnx file")
+    _, shape = check_onnx(path)
+    assumed = []
+    norm = {"scale": cfg.scale, "mean": cfg.mean, "std": cfg.std}
+    defaults = {"scale": 1.0, "mean": 0.0, "std": 1.0}
+    for key, value in norm.items():
+        if value is None:
+            norm[key] = defaults[key]
+            assumed.append(f"input.{key} = {defaults[key]} (no card, no --{key}): the network gets 8-bit pixels as they are")
+    color = "gray" if shape[1] == 1 else "bgr"
+    spec = InputSpec(shape[1], shape[2], shape[3], color, "area", norm["scale"], norm["mean"], norm["std"])
+    assumed.append(f"input.color = {color} (from {shape[1]} input channel(s)), resize = area")
+    classes = cfg.classes
+    if classes is None:
+        out_dim = check_onnx(path)[0].graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+        classes = [f"class{i}" for i in range(out_dim)]
+        assumed.append(f"classes = {classes} (no card, no --classes)")
+    return ModelSource(path.stem, path, spec, classes, None, assumed)
+
+
+# ---- the steps -------------------------------------------------------------------------------
+
+def step_check_onnx(ctx: BuildContext) -> None:
+    """Refuse what the flow cannot stream, before anything else; keep a copy of the input."""
+    ctx.board = get_board(ctx.cfg.board)
+    ctx.source = read_model_source(ctx.source_arg, ctx.cfg)
+    ctx.onnx_model, shape = check_onnx(ctx.source.onnx_path)
+    spec = ctx.source.spec
+    if shape[1:] != [spec.channels, spec.height, spec.width]:
+        raise ConversionError(f"{ctx.source.onnx_path}: input shape {shape} does not match the card's "
+                              f"{[1, spec.channels, spec.height, spec.width]}")
+    (ctx.out / "model").mkdir(parents=True)
+    shutil.copyfile(ctx.source.onnx_path, ctx.out / "model" / "source.onnx")
+    card = dict(ctx.source.card or {"name": ctx.source.name, "classes": ctx.source.classes})
+    card["input"] = spec.to_dict()
+    card["assumed"] = ctx.source.assumed
+    ctx.write_json(f"model/{CARD_FILE}", card)
+
+
+def step_canonicalize(ctx: BuildContext) -> None:
+    """qonnx cleanup, folds, normalization in front (raw 8-bit pixels in), MatMul + Add dense."""
+    spec = ctx.source.spec
+    ctx.canonical = canonical_graph(ctx.onnx_model, str(ctx.source.onnx_path), spec.scale,
+                                    [spec.mean] * spec.channels, [spec.std] * spec.channels)
+    ctx.canonical.save(str(ctx.out / "model" / "canonical.onnx"))
+
+
+def step_load_calibration(ctx: BuildContext) -> None:
+    """Calibration images from the train split (or the user's set), as 8-bit pixels."""
+    source = ctx.cfg.calibration or ctx.source.default_calibration
+    if source is None:
+        raise ConversionError(f"{ctx.source_arg}: no calibration images: pass --calibration with a folder of "
+                              "images or an .npz (the precision search needs real inputs)")
+    images = load_image_set(source, ctx.source.spec, ctx.source.classes)
+    ctx.calibration = images.take(ctx.cfg.calibration_images, ctx.cfg.seed)
+    check_canonical_matches_source(ctx)
+
+
+def check_canonical_matches_source(ctx: BuildContext) -> None:
+    """The rewritten graph must compute what the user's graph computes (float, first 32 images)."""
+    from edgefpga.models.preprocess import normalize
+
+    pixels = ctx.calibration.pixels[:32]
+    ours = run_logits(with_outputs(ctx.canonical, []), pixels.astype(np.float32))
+    theirs = run_source(ctx.onnx_model, normalize(pixels, ctx.source.spec))
+    diff = float(np.abs(ours - theirs).max())
+    ctx.report["canonical_max_abs_diff"] = diff
+    if diff > 1e-3 * max(1.0, float(np.abs(theirs).max())):
+        raise ConversionError(f"{ctx.source.onnx_path}: the cleaned-up graph differs from the original by {diff:.3g}; "
+                              "please report this model")
+
+
+def run_source(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
+    """The user's own graph in ONNX Runtime, one image at a time (its batch size may be fixed)."""
+    from .graph import onnx_session
+
+    session = onnx_session(model)
+    name = session.get_inputs()[0].name
+    outputs = [session.run(None, {name: inputs[i:i + 1]})[0] for i in range(len(inputs))]
+    return np.concatenate(outputs).reshape(len(inputs), -1)
+
+
+def step_profile(ctx: BuildContext) -> None:
+    """Value range of every tensor on the calibration images (sets integer bits)."""
+    ctx.ranges = profile_activations(ctx.canonical, ctx.calibration.pixels.astype(np.float32), ctx.cfg.progress)
+    ctx.write_json("calibration/ranges.json", {t: r.to_dict() for t, r in ctx.ranges.items()})
+
+
+def step_search_precision(ctx: BuildContext) -> None:
+    """Smallest per-layer widths meeting the agreement and accuracy bar (precision.py)."""
+    knobs = build_knobs(ctx.canonical, ctx.ranges)
+    overrides = load_overrides(ctx.cfg.overrides, knobs)
+    criterion = Criterion(ctx.cfg.agreement, ctx.cfg.max_accuracy_drop, ctx.cfg.guard)
+    result = search_precisions(ctx.canonical, knobs, ctx.ranges, ctx.calibration.pixels.astype(np.float32),
+                               ctx.calibration.labels, criterion, overrides, ctx.cfg.progress)
+    ctx.precisions = result.precisions
+    ctx.report["precision_search"] = {
+        "criterion": asdict(criterion), "calibration": {"source": ctx.calibration.source, "n": len(ctx.calibration),
+                                                        "labels": ctx.calibration.labels is not None},
+        "evaluations": result.evaluations, "overrides": {k: str(v) for k, v in overrides.items()},
+        "widths": result.widths, "proxy_on_calibration": result.score.to_dict()}
+    ctx.write_json("calibration/search.json", {"widths": result.widths, "trace": result.trace,
+                                               "knobs": [asdict(k) for k in knobs]})
+
+
+def step_plan_reuse(ctx: BuildContext) -> None:
+    """Multipliers per layer within the board's DSP budget; cycle estimates."""
+    ctx.costs = schedule.layer_costs(ctx.canonical)
+    spec = ctx.source.spec
+    pixels = spec.channels * spec.height * spec.width
+    budget = int(ctx.board.dsp * schedule.DSP_SHARE)
+    interval = schedule.plan_reuse(ctx.costs, pixels, budget)
+    macs = sum(c.macs for c in ctx.costs)
+    roofline = schedule.roofline_cycles(macs, pixels, ctx.board.dsp)
+    ctx.report["estimate"] = {
+        "ii_cycles": interval, "latency_cycles": schedule.estimate_latency(ctx.costs, interval),
+        "roofline_cycles": roofline, "ii_over_roofline": round(interval / roofline, 3),
+        "multipliers": sum(c.multipliers for c in ctx.costs), "dsp_budget": budget,
+        "fps_at_clock": round(ctx.board.clock_mhz * 1e6 / interval, 1), "clock_mhz": ctx.board.clock_mhz,
+        "note": "HLS estimate from the reuse plan; `edgefpga verify` measures exact cycles in RTL simulation"}
+
+
+def output_type(ctx: BuildContext) -> FixedType:
+    return ctx.precisions.tensors[ctx.canonical.graph.output[0].name]
+
+
+def step_hls_project(ctx: BuildContext) -> None:
+    """The hls4ml project (io_stream, 8-bit pixel input) for the board."""
+    cl = channels_last(ctx.canonical)
+    cl.save(str(ctx.out / "model" / "channels_last.onnx"))
+    ctx.hls_model = hls.convert(cl, ctx.precisions, ctx.costs, ctx.board, ctx.out / "hls", output_type(ctx))
+
+
+def step_compile_emulator(ctx: BuildContext) -> None:
+    """g++ C simulation of the project: the bit-accurate emulator."""
+    start = time.perf_counter()
+    spec = ctx.source.spec
+    ctx.emulator = hls.Emulator.load(ctx.out / "hls", [1, spec.channels, spec.height, spec.width])
+    ctx.report["emulator_compile_s"] = round(time.perf_counter() - start, 1)
+
+
+def step_check_emulator(ctx: BuildContext) -> None:
+    """The emulator against the float model and the proxy on calibration images: the search's
+    promise checked on the real HLS code."""
+    check = ctx.calibration.take(ctx.cfg.emulator_images, ctx.cfg.seed + 1)
+    pixels = check.pixels.astype(np.float32)
+    emulator = ctx.emulator.predict(check.pixels, ctx.cfg.progress)
+    reference = run_logits(with_outputs(ctx.canonical, []), pixels)
+    proxy = run_logits(proxy_graph(ctx.canonical, ctx.precisions), pixels)
+    s = score(emulator, reference, check.labels, ctx.cfg.guard)
+    ctx.report["emulator_on_calibration"] = {
+        "n": len(check), **s.to_dict(), "agreement_with_proxy": float(np.mean(emulator.argmax(1) == proxy.argmax(1))),
+        "max_abs_diff_vs_proxy": float(np.abs(emulator - proxy).max()),
+        "max_abs_diff_vs_float": float(np.abs(emulator - reference).max())}
+    if s.agreement < ctx.cfg.agreement:
+        raise ConversionError(f"the hls4ml emulator agrees with the float model on only {s.agreement:.2%} of "
+                              f"{len(check)} calibration images (bar {ctx.cfg.agreement:.2%}); "
+                              "widen types with --overrides")
+
+
+def layer_rows(ctx: BuildContext) -> list[dict]:
+    costs = {c.node: c for c in ctx.costs}
+    rows = []
+    for node in ctx.canonical.graph.node:
+        out = node.output[0]
+        row = {"node": node.name, "op": node.op_type, "shape": ctx.canonical.get_tensor_shape(out),
+               "types": {k: v.to_dict() for k, v in ctx.precisions.layers.get(node.name, {}).items()},
+               "range": ctx.ranges[out].to_dict()}
+        if node.name in costs:
+            row.update({k: v for k, v in costs[node.name].to_dict().items() if k not in ("node", "op")})
+        rows.append(row)
+    return rows
+
+
+def step_report(ctx: BuildContext) -> None:
+    """report.json, a readable report.md and the range plot."""
+    from .report import plot_ranges, write_markdown
+
+    src = ctx.source
+    ctx.report.update({
+        "edgefpga_version": __version__, "name": src.name,
+        "model": {"source": str(src.onnx_path), "classes": src.classes, "input": src.spec.to_dict(),
+                  "assumed": src.assumed},
+        "board": ctx.board.to_dict(),
+        "hls": {"project": "hls", "backend": ctx.board.backend, "io_type": "io_stream", "strategy": "Resource",
+                "input_type": str(ctx.precisions.tensors[ctx.canonical.graph.input[0].name]),
+                "output_type": str(output_type(ctx))},
+        "totals": {"params": sum(c.params for c in ctx.costs), "macs": sum(c.macs for c in ctx.costs)},
+        "layers": layer_rows(ctx), "timings_s": ctx.timings})
+    ctx.write_json(REPORT_FILE, ctx.report)
+    write_markdown(ctx.report, ctx.out / "report.md")
+    plot_ranges(ctx.report, ctx.out / "ranges.png")
+
+
+STEPS: list[Callable[[BuildContext], None]] = [
+    step_check_onnx, step_canonicalize, step_load_calibration, step_profile, step_search_precision,
+    step_plan_reuse, step_hls_project, step_compile_emulator, step_check_emulator, step_report,
+]
+
+
+@contextmanager
+def build_folder(out: Path, force: bool):
+    """Write into ``out``; on failure remove it and put back what was there before."""
+    out = out.resolve()
+    backup = out.with_name(out.name + ".previous")
+    if out.exists():
+        if not force:
+            raise ConversionError(f"{out}: already exists; pass --force to replace it")
+        shutil.rmtree(backup, ignore_errors=True)
+        out.rename(backup)
+    out.mkdir(parents=True)
+    try:
+        yield out
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if backup.exists():
+            backup.rename(out)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def convert(source: str, out: str | Path, cfg: ConvertConfig | None = None, force: bool = False,
+            log: Callable[[str], None] = print) -> dict:
+    """Run every step into ``out``; return the report."""
+    cfg = cfg or ConvertConfig()
+    with build_folder(Path(out), force) as folder:
+        ctx = BuildContext(source, folder, cfg)
+        for step in STEPS:
+            name = step.__name__.removeprefix("step_")
+            log(f"[convert] {name}: {(step.__doc__ or '').strip().splitlines()[0]}")
+            start = time.perf_counter()
+            step(ctx)
+            ctx.timings[name] = round(time.perf_counter() - start, 2)
+    return ctx.report
+
+
+def load_report(build_dir: str | Path) -> dict:
+    path = Path(build_dir) / REPORT_FILE
+    if not path.is_file():
+        raise ConversionError(f"{build_dir}: not a build folder (no {REPORT_FILE}); run `edgefpga convert` first")
+    return json.loads(path.read_text())
+
+
+__all__ = ["ConvertConfig", "convert", "load_report", "STEPS", "ModelCardError", "MODEL_FILE"]

@@ -1,0 +1,175 @@
+"""The hls4ml side: per-layer configuration from the chosen precisions, the HLS project for a
+board, and its C simulation compiled into the bit-accurate emulator.
+
+hls4ml's ONNX frontend reads the channels-last graph; its per-layer configuration keys are the
+graph's node names, and every constant input is a layer of its own named ``<node>_param<i>``.
+All of them get explicit types: anything left to hls4ml's default becomes ``ap_fixed<16,6>``,
+cast by truncation (see docs/dev/hls4ml-emulator-prototype.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+
+from .boards import Board
+from .fixed import FixedType
+from .precision import Precisions
+from .schedule import LayerCost
+
+PROJECT = "myproject"  # hls4ml's top-level name; the board drivers and Tcl scripts expect it
+PARAM_INPUTS = {"Conv": ("weight", "bias"), "MatMul": ("weight",), "BatchNormalization": ("scale", "bias")}
+
+
+def quiet_hls4ml():
+    """hls4ml prints every layer it creates; keep the terminal for our progress bars."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def layer_config(config: dict, node: str) -> dict:
+    return config["LayerName"].setdefault(node, {}).setdefault("Precision", {})
+
+
+def hls4ml_config(cl: ModelWrapper, precisions: Precisions, costs: list[LayerCost], backend: str) -> dict:
+    """hls4ml configuration for the channels-last graph ``cl`` (node names as in the canonical graph)."""
+    import hls4ml
+
+    with quiet_hls4ml():
+        config = hls4ml.utils.config_from_onnx_model(cl.model, granularity="name", backend=backend,
+                                                     default_precision="ap_fixed<16,6>")
+    config["Model"]["Strategy"] = "Resource"
+    input_t = str(precisions.tensors[cl.graph.input[0].name])
+    for name in config["LayerName"]:
+        if name == "global_in" or name.startswith("Transpose"):
+            layer_config(config, name)["result"] = input_t
+    for node in cl.graph.node:
+        fields = precisions.layers.get(node.name, {})
+        for key, value in fields.items():
+            if not (node.op_type == "MatMul" and key == "result"):
+                layer_config(config, node.name)[key] = str(value)
+        for index, key in enumerate(PARAM_INPUTS.get(node.op_type, ())):
+            if key in fields and f"{node.name}_param{index}" in config["LayerName"]:
+                layer_config(config, f"{node.name}_param{index}")["result"] = str(fields[key])
+        if node.op_type == "Add" and f"{node.name}_param0" in config["LayerName"]:
+            matmul = cl.find_producer(node.input[0])
+            layer_config(config, f"{node.name}_param0")["result"] = str(precisions.layers[matmul.name]["bias"])
+    for cost in costs:
+        config["LayerName"][cost.node]["ReuseFactor"] = cost.reuse
+    return config
+
+
+def set_dense_outputs(hls_model, cl: ModelWrapper, precisions: Precisions) -> None:
+    """hls4ml fuses MatMul + bias Add into one Dense only when the MatMul's output type is left
+    open, and then ignores the Add's type; set the fused layer's output type afterwards."""
+    from hls4ml.backends.fpga.fpga_types import APTypeConverter
+    from hls4ml.model.types import FixedPrecisionType
+
+    for node in cl.get_nodes_by_op_type("Add"):
+        t = precisions.layers.get(node.name, {}).get("result")
+        matmul = cl.find_producer(node.input[0])
+        layer = next((lay for lay in hls_model.get_layers() if lay.name.endswith(matmul.name)), None)
+        if t is None or layer is None:
+            continue
+        layer.get_output_variable().type.precision = APTypeConverter().convert(FixedPrecisionType(
+            t.width, t.integer, t.signed, rounding_mode="RND_CONV", saturation_mode="SAT"))
+
+
+def convert(cl: ModelWrapper, precisions: Precisions, costs: list[LayerCost], board: Board, out_dir: Path,
+            output_type: FixedType):
+    """Write the hls4ml project for ``board`` into ``out_dir`` and return the hls4ml model."""
+    import hls4ml
+
+    config = hls4ml_config(cl, precisions, costs, board.backend)
+    kwargs = dict(output_dir=str(out_dir), project_name=PROJECT, backend=board.backend, io_type="io_stream",
+                  hls_config=config, part=board.part, clock_period=board.clock_period_ns)
+    if board.backend == "VivadoAccelerator":
+        kwargs.update(board=board.name, interface="axi_stream", driver="python",
+                      input_type="ap_uint<8>",
+                      output_type=str(output_type))
+    with quiet_hls4ml():
+        hls_model = hls4ml.converters.convert_from_onnx_model(cl.model, **kwargs)
+        set_dense_outputs(hls_model, cl, precisions)
+        hls_model.write()
+    if board.backend == "VivadoAccelerator":
+        fix_axi_types(out_dir, output_type)
+    drop_embedded_onnx(out_dir)
+    return hls_model
+
+
+def drop_embedded_onnx(out_dir: Path) -> None:
+    """hls4ml pickles the whole ONNX model into hls4ml_config.yml as a python/object tag, which
+    its own ``link_existing_project`` cannot read back (and which makes the file megabytes). The
+    same graph is in ``model/channels_last.onnx`` of the build folder."""
+    path = out_dir / "hls4ml_config.yml"
+    kept, skipping = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("OnnxModel:"):
+            kept.append("OnnxModel: null  # edgefpga: see ../model/channels_last.onnx")
+            skipping = True
+            continue
+        if skipping and line and not line[0].isspace():
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    path.write_text("\n".join(kept) + "\n")
+
+
+def fix_axi_types(out_dir: Path, output_type: FixedType) -> None:
+    """hls4ml 1.3.0's VivadoAccelerator writer prints non-float AXI types in its generic spelling
+    (``uint<8>``, ``fixed<16,4,RND_CONV,SAT,0>``), which does not compile; write the ap_ types.
+    The output word is the network's output type widened to whole bytes (same integer bits, so
+    the widening is exact)."""
+    header = out_dir / "firmware" / f"{PROJECT}_axi.h"
+    width = -(-output_type.width // 8) * 8
+    axi_out = FixedType(width, output_type.integer, output_type.signed)
+    lines = []
+    for line in header.read_text().splitlines():
+        if line.startswith("typedef") and line.endswith("T_in;"):
+            line = "typedef ap_uint<8> T_in;"
+        elif line.startswith("typedef") and line.endswith("T_out;"):
+            line = f"typedef {axi_out} T_out;"
+        lines.append(line)
+    header.write_text("\n".join(lines) + "\n")
+
+
+class EmulatorError(RuntimeError):
+    """The emulator cannot be built or run; the message names the project folder."""
+
+
+class Emulator:
+    """The compiled C simulation of an hls4ml project: the bit-accurate golden model.
+
+    ``predict`` takes 8-bit pixels (N, C, H, W) exactly as the accelerator's input stream sees
+    them and returns the class scores as the accelerator's output stream holds them."""
+
+    def __init__(self, hls_model, input_shape: list[int]):
+        self.hls_model = hls_model
+        self.input_shape = input_shape
+
+    @classmethod
+    def load(cls, hls_dir: Path, input_shape: list[int]) -> "Emulator":
+        """Link an existing project folder and compile it (g++, no vendor tool)."""
+        import hls4ml
+
+        hls_dir = Path(hls_dir).resolve()
+        with quiet_hls4ml():
+            model = hls4ml.converters.link_existing_project(str(hls_dir))
+            model.config.config["OutputDir"] = str(hls_dir)  # the folder may have moved since convert
+            try:
+                model.compile()
+            except Exception as exc:  # hls4ml raises a bare Exception and prints g++'s output
+                raise EmulatorError(f"{hls_dir}: the C simulation does not compile ({exc}); "
+                                    f"run {hls_dir}/build_lib.sh to see g++'s messages") from exc
+        return cls(model, input_shape)
+
+    def predict(self, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
+        from tqdm import tqdm
+
+        nhwc = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1), dtype=np.float32)
+        rows = [np.asarray(self.hls_model.predict(np.ascontiguousarray(nhwc[i:i + 1]))).reshape(-1)
+                for i in tqdm(range(len(nhwc)), desc="emulator", unit="img", disable=not progress)]
+        return np.stack(rows)

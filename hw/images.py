@@ -1,0 +1,90 @@
+"""Image sets for calibration and verification, as the accelerator sees them: (N, C, H, W) uint8
+after the card's color conversion and INTER_AREA resize.
+
+Sources: ``elpv:<subset>`` (the built-in dataset: ``train`` for calibration, ``test`` for
+verification), a folder of images (``<folder>/<class name>/*.png`` gives labels, loose files
+give none), or an ``.npz`` with ``images`` (N, H, W[, C]) uint8 and optionally ``labels``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgefpga.models import elpv
+from edgefpga.models.card import InputSpec
+from edgefpga.models.preprocess import ImageError, resize_batch
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass
+class ImageSet:
+    pixels: np.ndarray  # (N, C, H, W) uint8
+    labels: np.ndarray | None
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def take(self, n: int | None, seed: int = 0) -> "ImageSet":
+        """A fixed random sample of ``n`` (all when ``n`` is None or large enough), kept in order."""
+        if n is None or n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        labels = None if self.labels is None else self.labels[idx]
+        return ImageSet(self.pixels[idx], labels, f"{self.source} ({n} of {len(self)}, seed {seed})")
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"{path}: not an image OpenCV can read")
+    if image.dtype != np.uint8:
+        raise ImageError(f"{path}: expected 8-bit pixels, got {image.dtype}")
+    return image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image
+
+
+def folder_set(folder: Path, spec: InputSpec, classes: list[str]) -> ImageSet:
+    class_dirs = [folder / c for c in classes if (folder / c).is_dir()]
+    if class_dirs:
+        files = [(p, classes.index(d.name)) for d in class_dirs for p in sorted(d.iterdir())
+                 if p.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        files = [(p, -1) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise ImageError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    pixels = resize_batch(np.array([read_image(p) for p, _ in files], dtype=object), spec)
+    labels = np.array([label for _, label in files]) if class_dirs else None
+    return ImageSet(pixels, labels, str(folder))
+
+
+def npz_set(path: Path, spec: InputSpec) -> ImageSet:
+    try:
+        data = np.load(path)
+        images = data["images"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ImageError(f"{path}: expected an .npz holding 'images' (N, H, W[, C]) uint8 ({exc})") from exc
+    labels = data["labels"].astype(int) if "labels" in data else None
+    return ImageSet(resize_batch(images, spec), labels, str(path))
+
+
+def elpv_set(subset: str, spec: InputSpec) -> ImageSet:
+    data = elpv.load()
+    idx = elpv.subset(subset, data)
+    return ImageSet(resize_batch(data.images[idx], spec), data.labels[idx], f"ELPV {subset} split")
+
+
+def load_image_set(source: str, spec: InputSpec, classes: list[str]) -> ImageSet:
+    """An image set from ``elpv:<subset>``, a folder or an .npz (see module docstring)."""
+    if source.startswith("elpv:"):
+        return elpv_set(source.split(":", 1)[1], spec)
+    path = Path(source)
+    if path.is_dir():
+        return folder_set(path, spec, classes)
+    if path.suffix == ".npz" and path.is_file():
+        return npz_set(path, spec)
+    raise ImageError(f"{source}: not an image folder, an .npz file or elpv:<subset>")

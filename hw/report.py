@@ -1,0 +1,74 @@
+"""The readable side of a build report: a Markdown summary and a plot of value ranges against
+the ranges of the chosen fixed-point types (in the style of hls4ml's profiling plots)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .fixed import FixedType
+
+
+def type_text(row: dict, key: str) -> str:
+    t = row["types"].get(key)
+    return t["hls"].split(",AP_")[0] + ">" if t else ""
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The few lines a user wants after `convert`: what was built and how faithful it is."""
+    est, emu = report["estimate"], report["emulator_on_calibration"]
+    search = report["precision_search"]
+    return [
+        f"{report['name']} for {report['board']['name']} ({report['board']['part']}, hls4ml {report['hls']['backend']}, "
+        f"io_stream): {report['totals']['params']:,} parameters, {report['totals']['macs']:,} MACs per frame",
+        f"precision search: {search['evaluations']} designs tried on {search['calibration']['n']} calibration images "
+        f"({search['calibration']['source']})",
+        f"emulator vs float on {emu['n']} calibration images: top-1 agreement {emu['agreement']:.2%}"
+        + (f", accuracy {emu['accuracy']:.4f} (float {emu['accuracy'] + emu['accuracy_drop']:.4f})"
+           if emu.get("accuracy") is not None else ""),
+        f"estimate: {est['multipliers']} multipliers (budget {est['dsp_budget']} DSPs), II {est['ii_cycles']:,} cycles "
+        f"({est['ii_over_roofline']}x roofline {est['roofline_cycles']:,}), latency ~{est['latency_cycles']:,} cycles, "
+        f"{est['fps_at_clock']:,} frames/s at {est['clock_mhz']:.0f} MHz",
+    ]
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    lines = [f"# {report['name']}: conversion report", "", *[f"- {line}" for line in summary_lines(report)], "",
+             "| layer | op | output shape | weight | bias | result | reuse | multipliers | observed range |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in report["layers"]:
+        rng = row["range"]
+        lines.append(f"| {row['node']} | {row['op']} | {row['shape']} | {type_text(row, 'weight')} | "
+                     f"{type_text(row, 'bias')} | {type_text(row, 'result')} | {row.get('reuse', '')} | "
+                     f"{row.get('multipliers', '')} | [{rng['min']:.3g}, {rng['max']:.3g}] |")
+    if report["model"]["assumed"]:
+        lines += ["", "Assumed (no model card):", *[f"- {a}" for a in report["model"]["assumed"]]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_ranges(report: dict, path: Path) -> None:
+    """One row per typed layer output: the chosen type's span (smallest step to largest value, log2)
+    as a bar, the observed maximum |x| and its 99.9th percentile as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["layers"] if "result" in r["types"]]
+    fig, ax = plt.subplots(figsize=(8, 0.38 * len(rows) + 1.4))
+    for i, row in enumerate(rows):
+        t = FixedType.from_dict(row["types"]["result"])
+        low, high = -t.frac, math.log2(t.high + t.step)
+        ax.barh(i, high - low, left=low, color="#9ecae1", edgecolor="#3182bd")
+        for value, marker, label in ((row["range"]["max_abs"], "o", "max |x|"),
+                                     (row["range"]["p999"], "|", "99.9th pct |x|")):
+            if value > 0:
+                ax.plot(math.log2(value), i, marker, color="#e6550d", markersize=7, label=label if i == 0 else None)
+    ax.set_yticks(range(len(rows)), [f"{r['node']} {type_text(r, 'result')}" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("log2 of value: bar = chosen type (resolution .. largest value)")
+    ax.set_title(f"{report['name']}: layer outputs vs chosen fixed-point types")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -33,7 +33,7 @@ from edgefpga.models.card import CARD_FILE, MODEL_FILE, InputSpec, ModelCardErro
 from . import hls, schedule
 from .boards import Board, get_board
 from .fixed import FixedType
-from .graph import canonical_graph, channels_last
+from .graph import DROPPED_SOFTMAX, canonical_graph, channels_last
 from .images import ImageSet, load_image_set
 from .onnx_check import ConversionError, check_onnx
 from .precision import Criterion, Precisions, build_knobs, load_overrides, proxy_graph, run_logits, score, \
@@ -52,7 +52,8 @@ class ConvertConfig:
     calibration_images: int = 1024
     agreement: float = 0.995
     max_accuracy_drop: float = 0.005
-    guard: float = 1.5
+    guard: float = 2.0
+    margin: float = 0.004
     overrides: Path | None = None
     emulator_images: int = 200
     scale: float | None = None  # normalization for a bare .onnx (a card's own values win)
@@ -178,12 +179,20 @@ def check_canonical_matches_source(ctx: BuildContext) -> None:
 
     pixels = ctx.calibration.pixels[:32]
     ours = run_logits(with_outputs(ctx.canonical, []), pixels.astype(np.float32))
+    if ctx.canonical.get_metadata_prop(DROPPED_SOFTMAX):
+        ours = softmax(ours)
+        ctx.report["notes"] = ["the final Softmax was removed: the accelerator returns logits (same argmax)"]
     theirs = run_source(ctx.onnx_model, normalize(pixels, ctx.source.spec))
     diff = float(np.abs(ours - theirs).max())
     ctx.report["canonical_max_abs_diff"] = diff
     if diff > 1e-3 * max(1.0, float(np.abs(theirs).max())):
         raise ConversionError(f"{ctx.source.onnx_path}: the cleaned-up graph differs from the original by {diff:.3g}; "
                               "please report this model")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
 
 
 def run_source(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
@@ -206,7 +215,7 @@ def step_search_precision(ctx: BuildContext) -> None:
     """Smallest per-layer widths meeting the agreement and accuracy bar (precision.py)."""
     knobs = build_knobs(ctx.canonical, ctx.ranges)
     overrides = load_overrides(ctx.cfg.overrides, knobs)
-    criterion = Criterion(ctx.cfg.agreement, ctx.cfg.max_accuracy_drop, ctx.cfg.guard)
+    criterion = Criterion(ctx.cfg.agreement, ctx.cfg.max_accuracy_drop, ctx.cfg.guard, ctx.cfg.margin)
     result = search_precisions(ctx.canonical, knobs, ctx.ranges, ctx.calibration.pixels.astype(np.float32),
                                ctx.calibration.labels, criterion, overrides, ctx.cfg.progress)
     ctx.precisions = result.precisions
@@ -296,7 +305,7 @@ def step_report(ctx: BuildContext) -> None:
     ctx.report.update({
         "edgefpga_version": __version__, "name": src.name,
         "model": {"source": str(src.onnx_path), "classes": src.classes, "input": src.spec.to_dict(),
-                  "assumed": src.assumed},
+                  "dataset": (src.card or {}).get("dataset", {}).get("name"), "assumed": src.assumed},
         "board": ctx.board.to_dict(),
         "hls": {"project": "hls", "backend": ctx.board.backend, "io_type": "io_stream", "strategy": "Resource",
                 "input_type": str(ctx.precisions.tensors[ctx.canonical.graph.input[0].name]),

@@ -28,6 +28,7 @@ from .onnx_check import ConversionError, default_opset  # noqa: E402
 
 TARGET_OPSET = 13
 CHANNELS_LAST_DOMAIN = "qonnx.custom_op.channels_last"
+DROPPED_SOFTMAX = "edgefpga.dropped_final_softmax"  # metadata: the source's outputs were softmax(logits)
 
 
 def to_target_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
@@ -99,6 +100,43 @@ class FoldBiasAddIntoConv(Transformation):
         return model, False
 
 
+class ExplicitDefaultAttributes(Transformation):
+    """Write out ONNX's default Conv / pooling attributes (strides, pads, dilations, group): qonnx's
+    channels-last ops require them, and exporters often omit them."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.graph.node:
+            if node.op_type not in ("Conv", "MaxPool", "AveragePool"):
+                continue
+            present = {a.name for a in node.attribute}
+            if node.op_type == "Conv":
+                kernel = list(model.get_initializer(node.input[1]).shape[2:])
+            else:
+                kernel = list(next(a.ints for a in node.attribute if a.name == "kernel_shape"))
+            defaults = {"kernel_shape": kernel, "strides": [1] * len(kernel), "pads": [0] * 2 * len(kernel)}
+            if node.op_type == "Conv":
+                defaults.update(dilations=[1] * len(kernel), group=1)
+            for name, value in defaults.items():
+                if name not in present:
+                    node.attribute.append(helper.make_attribute(name, value))
+        return model, False
+
+
+class GlobalPoolToAveragePool(Transformation):
+    """GlobalAveragePool becomes an AveragePool over the whole map: hls4ml 1.3.0's ONNX parser reads
+    a global pool's channel count from the wrong axis of a channels-last tensor."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.get_nodes_by_op_type("GlobalAveragePool"):
+            h, w = model.get_tensor_shape(node.input[0])[2:]
+            pool = helper.make_node("AveragePool", [node.input[0]], [node.output[0]], kernel_shape=[h, w],
+                                    strides=[h, w], pads=[0, 0, 0, 0], name=node.name)
+            model.graph.node.insert(model.get_node_index(node), pool)
+            model.graph.node.remove(node)
+            return model, True
+        return model, False
+
+
 class ReshapeToFlatten(Transformation):
     """Reshape(x, [1|-1|0, K]) of a 4-D tensor becomes Flatten(axis=1): the same values, but it keeps
     working for any batch size (profiling runs batches) and qonnx knows how to move it to NHWC."""
@@ -127,6 +165,7 @@ class DropFinalSoftmax(Transformation):
             producer = model.find_producer(node.input[0])
             producer.output[0] = out
             model.graph.node.remove(node)
+            model.set_metadata_prop(DROPPED_SOFTMAX, "1")
             return model, True
         return model, False
 
@@ -170,7 +209,8 @@ def canonical_graph(model: onnx.ModelProto, source: str, scale: float = 1.0, mea
     std = std if std is not None else [1.0] * channels
     wrapper = ModelWrapper(to_target_opset(model, source))
     wrapper = cleanup_model(wrapper, override_inpsize=1)
-    for step in (FoldBatchNormIntoConv(), FoldBiasAddIntoConv(), ReshapeToFlatten(), DropFinalSoftmax(), GemmToMatMul()):
+    for step in (ExplicitDefaultAttributes(), FoldBiasAddIntoConv(), FoldBatchNormIntoConv(), GlobalPoolToAveragePool(),
+                 ReshapeToFlatten(), DropFinalSoftmax(), GemmToMatMul()):
         wrapper = wrapper.transform(step)
     if not normalization_is_identity(scale, mean, std):
         wrapper = wrapper.transform(PrependNormalization(scale, mean, std))
@@ -183,27 +223,50 @@ def node_of_output(model: ModelWrapper) -> dict[str, str]:
 
 
 def channels_last(model: ModelWrapper) -> ModelWrapper:
-    """The NHWC graph hls4ml's ONNX frontend converts with io_stream; node names are kept."""
-    cl = cleanup_model(model.transform(ConvertToChannelsLastAndClean()))
+    """The NHWC graph hls4ml's ONNX frontend converts with io_stream; node names are kept and the
+    input itself is NHWC, so the accelerator's stream is pixels with their channels interleaved."""
+    cl = cleanup_model(model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True)))
     for pool in cl.get_nodes_by_op_type("AveragePool"):
-        keep_pool_channels_last(cl, pool)
+        make_pool_channels_last(cl, pool)
+    leftover = [n.name for n in cl.graph.node if n.op_type == "Transpose"]
+    if leftover:
+        raise ConversionError(f"layout conversion left Transpose node(s) {', '.join(leftover)}: hls4ml cannot stream "
+                              "them; please report this model")
     return cl
 
 
-def keep_pool_channels_last(model: ModelWrapper, pool: onnx.NodeProto) -> None:
-    """qonnx leaves an AveragePool covering the whole feature map channels-first behind a
-    Transpose(0,3,1,2); hls4ml then computes nonsense. Read the NHWC tensor directly and mark the
-    pool channels-last (docs/dev/hls4ml-onnx-check.md)."""
-    transpose = model.find_producer(pool.input[0])
-    if transpose is None or transpose.op_type != "Transpose":
+def transpose_perm(node: onnx.NodeProto | None) -> list[int] | None:
+    if node is None or node.op_type != "Transpose":
+        return None
+    return list(next(a.ints for a in node.attribute if a.name == "perm"))
+
+
+def bypass(model: ModelWrapper, node: onnx.NodeProto) -> None:
+    """Remove a single-input node, wiring its consumers to its input."""
+    for consumer in model.find_consumers(node.output[0]):
+        consumer.input[:] = [node.input[0] if t == node.output[0] else t for t in consumer.input]
+    if node.output[0] in [o.name for o in model.graph.output]:
+        model.find_producer(node.input[0]).output[0] = node.output[0]
+    model.graph.node.remove(node)
+
+
+def make_pool_channels_last(model: ModelWrapper, pool: onnx.NodeProto) -> None:
+    """qonnx has no channels-last AveragePool, so it wraps one in Transpose(0,3,1,2) ..
+    Transpose(0,2,3,1); hls4ml then streams nonsense. Drop both transposes and mark the pool
+    channels-last, which hls4ml's parser reads (docs/dev/hls4ml-onnx-check.md). A pool that
+    reduces to 1x1 has no transpose after it: a 1x1 map reads the same in either layout."""
+    before = model.find_producer(pool.input[0])
+    if transpose_perm(before) != [0, 3, 1, 2]:
         return
-    perm = list(next(a.ints for a in transpose.attribute if a.name == "perm"))
-    if perm != [0, 3, 1, 2]:
+    after = model.find_consumers(pool.output[0])
+    if len(after) == 1 and transpose_perm(after[0]) == [0, 2, 3, 1]:
+        bypass(model, after[0])
+    elif model.get_tensor_shape(pool.output[0])[2:] != [1, 1]:
         return
-    pool.input[0] = transpose.input[0]
+    bypass(model, before)
     pool.domain = CHANNELS_LAST_DOMAIN
-    if not model.find_consumers(transpose.output[0]):
-        model.graph.node.remove(transpose)
+    n, c, h, w = model.get_tensor_shape(pool.output[0])
+    model.set_tensor_shape(pool.output[0], [n, h, w, c])
 
 
 def initializer_array(model: ModelWrapper, name: str) -> np.ndarray:

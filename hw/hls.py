@@ -136,6 +136,14 @@ def fix_axi_types(out_dir: Path, output_type: FixedType) -> None:
     header.write_text("\n".join(lines) + "\n")
 
 
+def compiler_messages(hls_dir: Path, lines: int = 20) -> str:
+    """The last lines g++ prints when building the C simulation (hls4ml's build_lib.sh)."""
+    import subprocess
+
+    run = subprocess.run(["bash", "build_lib.sh"], cwd=hls_dir, capture_output=True, text=True)
+    return "\n".join((run.stdout + run.stderr).strip().splitlines()[-lines:])
+
+
 class EmulatorError(RuntimeError):
     """The emulator cannot be built or run; the message names the project folder."""
 
@@ -161,9 +169,8 @@ class Emulator:
             model.config.config["OutputDir"] = str(hls_dir)  # the folder may have moved since convert
             try:
                 model.compile()
-            except Exception as exc:  # hls4ml raises a bare Exception and prints g++'s output
-                raise EmulatorError(f"{hls_dir}: the C simulation does not compile ({exc}); "
-                                    f"run {hls_dir}/build_lib.sh to see g++'s messages") from exc
+            except Exception as exc:  # hls4ml raises bare Exceptions and swallows g++'s messages
+                raise EmulatorError(f"{hls_dir}: the C simulation does not compile:\n{compiler_messages(hls_dir)}") from exc
         return cls(model, input_shape)
 
     def predict(self, pixels: np.ndarray, progress: bool = False) -> np.ndarray:

@@ -111,6 +111,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.hw.report import summary_lines
+
+    source = resolve_model_dir(args.model)
+    out = args.out or Path("build") / source.stem
+    cfg = ConvertConfig(board=args.board, calibration=args.calibration, calibration_images=args.calibration_images,
+                        agreement=args.agreement, max_accuracy_drop=args.max_accuracy_drop, overrides=args.overrides,
+                        scale=args.scale, mean=args.mean, std=args.std, classes=args.classes,
+                        progress=not args.quiet)
+    report = convert(str(source), out, cfg, force=args.force, log=(lambda _m: None) if args.quiet else print)
+    print("\n".join(summary_lines(report)))
+    print(f"wrote {out}/ (report.json, report.md, ranges.png, hls/); next: edgefpga verify {out} --emulator-only")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edgefpga.sim.verify import verify
+
+    result = verify(args.build, images=args.images, limit=args.limit, emulator_only=args.emulator_only,
+                    progress=not args.quiet)
+    emu = result["emulator"]
+    line = f"emulator vs float on {emu['n']} images ({emu['images']}): top-1 agreement {emu['top1_agreement']:.2%}"
+    if "accuracy" in emu:
+        line += f", accuracy {emu['accuracy']:.4f} (float {emu['float_accuracy']:.4f})"
+    print(line)
+    print(f"wrote {Path(args.build) / 'verify.json'}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgefpga.hw.vendor_build import build
+
+    files = build(args.build, bitfile=not args.no_bitfile)
+    for path in files:
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefpga", description=(
         "Small CNN (ONNX) -> hls4ml -> FPGA accelerator -> PYNQ runtime -> ROS 2, "
@@ -142,6 +181,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("convert", help="ONNX model -> hls4ml accelerator project with automatic fixed point")
+    p.add_argument("model", help="model folder (model.onnx + card.json), zoo name, or a bare .onnx file")
+    p.add_argument("--board", default="pynq-z2", help="pynq-z2 (default), zcu102, zcu104 or kv260")
+    p.add_argument("--out", type=Path, help="build folder to write (default: build/<model name>)")
+    p.add_argument("--force", action="store_true", help="replace an existing build folder")
+    p.add_argument("--calibration", help="calibration images: folder, .npz, or elpv:<subset> "
+                   "(default for ELPV models: elpv:train)")
+    p.add_argument("--calibration-images", type=int, default=1024, help="how many to use (default 1024)")
+    p.add_argument("--agreement", type=float, default=0.995, help="top-1 agreement bar (default 0.995)")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.005, help="accuracy drop bar (default 0.005)")
+    p.add_argument("--overrides", type=Path, help="JSON of fixed types, e.g. {\"Conv_0.weight\": \"ap_fixed<8,3>\"}")
+    p.add_argument("--scale", type=float, help="bare .onnx: input scale (x = (pixel*scale - mean)/std)")
+    p.add_argument("--mean", type=float, help="bare .onnx: input mean")
+    p.add_argument("--std", type=float, help="bare .onnx: input std")
+    p.add_argument("--classes", nargs="+", help="bare .onnx: class names")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("verify", help="check a build folder against the float model; writes verify.json")
+    p.add_argument("build", type=Path, help="build folder from `edgefpga convert`")
+    p.add_argument("--emulator-only", action="store_true", help="only the hls4ml emulator check")
+    p.add_argument("--images", help="images to verify on: folder, .npz or elpv:<subset> (ELPV models: elpv:test)")
+    p.add_argument("--limit", type=int, help="use a fixed random sample of N images")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("build", help="run Vivado/Vitis on a build folder (bitstream + .hwh); needs AMD tools")
+    p.add_argument("build", type=Path, help="build folder from `edgefpga convert`")
+    p.add_argument("--no-bitfile", action="store_true", help="stop after HLS synthesis and IP export")
+    p.set_defaults(func=cmd_build)
+
     p = sub.add_parser("demo", help="the main job on the embedded default (no board needed)")
     p.add_argument("--model", type=Path, default=DEFAULT_ZOO_MODEL)
     p.add_argument("--confusion-png", type=Path, default=Path("demo_out/confusion_test.png"))
@@ -155,9 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     from edgefpga.models.preprocess import ImageError
 
     args = build_parser().parse_args(argv)
+    errors: tuple[type[Exception], ...] = (UserError, ModelCardError, ImageError, ArchitectureError)
+    if args.command in ("convert", "verify", "build"):
+        from edgefpga.hw.hls import EmulatorError
+        from edgefpga.hw.onnx_check import ConversionError
+
+        errors += (ConversionError, EmulatorError)
     try:
         return args.func(args)
-    except (UserError, ModelCardError, ImageError, ArchitectureError) as exc:
+    except errors as exc:
         print(f"edgefpga {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

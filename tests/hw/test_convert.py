@@ -1,0 +1,137 @@
+"""`edgefpga convert` and `verify --emulator-only` end to end (real hls4ml, real g++ C simulation):
+the shipped ELPV model and a differently shaped foreign CNN meet the agreement bar on held-out
+images; bad input is refused without leaving a build folder behind."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from conftest import convert_foreign
+from foreign_cnn import CLASSES
+from onnx import TensorProto, helper
+from test_onnx_check import conv_net
+
+from edgefpga.hw.convert import ConvertConfig, convert
+from edgefpga.hw.onnx_check import ConversionError
+from edgefpga.sim.verify import verify
+
+pytestmark = pytest.mark.slow
+
+
+def test_elpv_emulator_meets_the_bar_on_all_654_test_cells(elpv_build):
+    result = verify(elpv_build, emulator_only=True, progress=False)
+    emu = result["emulator"]
+    assert emu["n"] == 654
+    assert emu["top1_agreement"] >= 0.995
+    assert emu["float_accuracy"] == pytest.approx(0.8563, abs=1e-4)  # the card's float accuracy
+    assert emu["accuracy_drop"] <= 0.005
+    assert json.loads((elpv_build / "verify.json").read_text()) == result
+
+
+def test_elpv_report_and_project_files(elpv_build):
+    report = json.loads((elpv_build / "report.json").read_text())
+    assert report["totals"] == {"params": 93_794, "macs": 9_372_832}
+    assert report["hls"]["input_type"].startswith("ap_ufixed<8,8")
+    types = {row["node"]: row["types"] for row in report["layers"]}
+    assert all(types[f"Conv_{i}"]["weight"]["width"] <= 10 for i in range(6))
+    emu = report["emulator_on_calibration"]
+    assert emu["max_abs_diff_vs_proxy"] == 0.0  # the ONNX proxy the search used is bit-exact
+    assert report["estimate"]["multipliers"] <= report["estimate"]["dsp_budget"]
+    hls = elpv_build / "hls"
+    for name in ("firmware/myproject.cpp", "firmware/myproject_axi.cpp", "build_prj.tcl", "design.tcl",
+                 "axi_stream_driver.py", "hls4ml_config.yml"):
+        assert (hls / name).is_file(), name
+    axi = (hls / "firmware" / "myproject_axi.h").read_text()
+    assert "typedef ap_uint<8> T_in;" in axi and "typedef ap_fixed<16," in axi
+    assert "xc7z020clg400-1" in (hls / "project.tcl").read_text()
+    for name in ("report.md", "ranges.png", "model/canonical.onnx", "model/channels_last.onnx",
+                 "calibration/ranges.json", "calibration/search.json"):
+        assert (elpv_build / name).is_file(), name
+
+
+def test_foreign_cnn_meets_the_same_bar(foreign_build, foreign_dir):
+    result = verify(foreign_build, images=str(foreign_dir / "test.npz"), emulator_only=True, progress=False)
+    assert result["emulator"]["n"] == 654
+    assert result["emulator"]["top1_agreement"] >= 0.995
+    report = json.loads((foreign_build / "report.json").read_text())
+    assert report["model"]["classes"] == CLASSES
+    assert any("color = bgr" in a for a in report["model"]["assumed"])
+    assert report["notes"] == ["the final Softmax was removed: the accelerator returns logits (same argmax)"]
+
+
+def test_vitis_board_project(foreign_dir, tmp_path):
+    report = convert_foreign(foreign_dir, tmp_path / "kv260", board="kv260", calibration_images=200,
+                             emulator_images=20)
+    assert report["hls"]["backend"] == "Vitis"
+    assert "xck26-sfvc784-2LV-c" in (tmp_path / "kv260" / "hls" / "hls4ml_config.yml").read_text()
+
+
+def bad_models(tmp_path):
+    sigmoid = helper.make_node("Sigmoid", ["y0"], ["y"], name="gate")
+    yield "unsupported", conv_net(tmp_path / "sig.onnx", extra_nodes=[sigmoid]), "'gate' (Sigmoid)"
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage")
+    yield "corrupt", corrupt, "not a valid ONNX model"
+    extra = helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 1, 8, 8])
+    yield "two inputs", conv_net(tmp_path / "two.onnx", extra_inputs=[extra]), "2 inputs"
+    yield "dynamic", conv_net(tmp_path / "dyn.onnx", in_shape=(1, 1, "h", "w")), "dynamic shape"
+
+
+def test_refusals_leave_no_build_folder(tmp_path):
+    for label, path, message in bad_models(tmp_path):
+        out = tmp_path / f"build_{label.replace(' ', '_')}"
+        with pytest.raises(ConversionError, match=re.escape(message)):
+            convert(str(path), out, ConvertConfig(calibration="elpv:val", progress=False), log=lambda _m: None)
+        assert not out.exists(), label
+
+
+def test_failed_rebuild_restores_the_previous_folder(foreign_dir, tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep.txt").write_text("old build")
+    with pytest.raises(ConversionError, match="already exists"):
+        convert(str(foreign_dir / "foreign.onnx"), out, ConvertConfig(), log=lambda _m: None)
+    with pytest.raises(ConversionError, match="no calibration images"):
+        convert(str(foreign_dir / "foreign.onnx"), out, ConvertConfig(progress=False), force=True,
+                log=lambda _m: None)
+    assert (out / "keep.txt").read_text() == "old build"
+    assert not (tmp_path / "b.previous").exists()
+
+
+def test_old_opset_model_converts(tmp_path, elpv_data):
+    """opset 8, bias as a separate Add, Flatten over a 6x6 map before MatMul + Add."""
+    from edgefpga.models import elpv
+
+    model = conv_net(tmp_path / "old.onnx", opset=8)
+    cells = elpv_data.images[elpv.split(elpv_data).train[:300]]
+    np.savez(tmp_path / "cal.npz", images=cells)
+    report = convert(str(model), tmp_path / "old", ConvertConfig(calibration=str(tmp_path / "cal.npz"),
+                                                                  calibration_images=300, emulator_images=100,
+                                                                  progress=False), log=lambda _m: None)
+    assert report["emulator_on_calibration"]["agreement"] >= 0.995
+    assert report["model"]["input"]["scale"] == 1.0  # bare .onnx: pixels as they are, recorded as assumed
+    assert any("input.scale" in a for a in report["model"]["assumed"])
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "edgefpga.runtime.cli", *args], capture_output=True, text=True,
+                          env=env)
+
+
+def test_build_without_vivado_says_what_to_install(foreign_build):
+    env = dict(os.environ, PATH="/usr/bin:/bin")
+    run = run_cli("build", str(foreign_build), env=env)
+    assert run.returncode == 2
+    assert "needs AMD vivado_hls and vivado on PATH" in run.stderr
+    assert "Nothing else needs them" in run.stderr
+    assert not (foreign_build / "bitstream").exists()
+
+
+def test_verify_without_rtl_asks_for_emulator_only(foreign_build):
+    run = run_cli("verify", str(foreign_build))
+    assert run.returncode == 2 and "--emulator-only" in run.stderr

@@ -1,0 +1,96 @@
+"""The precision search on the foreign CNN with real (false-color ELPV) calibration images: it
+shrinks widths, keeps its bar, honours overrides, and its ONNX proxy casts exactly as declared."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from foreign_cnn import CLASSES
+from qonnx.core.modelwrapper import ModelWrapper
+
+from edgefpga.hw.fixed import FixedType
+from edgefpga.hw.graph import canonical_graph, onnx_session
+from edgefpga.hw.images import load_image_set
+from edgefpga.hw.precision import (ACTIVATION_BITS, WEIGHT_BITS, Criterion, PrecisionError, build_knobs,
+                                   load_overrides, proxy_graph, resolve, run_logits, score, search_precisions)
+from edgefpga.hw.profile import profile_activations, with_outputs
+from edgefpga.models.card import InputSpec
+
+SPEC = InputSpec(3, 40, 40, "bgr", "area", 1 / 255, 0.5, 0.25)
+
+
+@pytest.fixture(scope="module")
+def setup(foreign_dir):
+    canon = canonical_graph(onnx.load(str(foreign_dir / "foreign.onnx")), "foreign", SPEC.scale, [SPEC.mean] * 3,
+                            [SPEC.std] * 3)
+    images = load_image_set(str(foreign_dir / "calib.npz"), SPEC, CLASSES)
+    pixels = images.pixels.astype(np.float32)
+    ranges = profile_activations(canon, pixels)
+    return canon, pixels, ranges, build_knobs(canon, ranges)
+
+
+def test_knobs_cover_weights_biases_and_outputs(setup):
+    _, _, _, knobs = setup
+    names = {k.name for k in knobs}
+    assert {"Conv_0.weight", "Conv_0.bias", "MatMul_0.weight", "MatMul_0.bias", "Relu_0.result",
+            "AveragePool_0.result", "Add_0.result", "BatchNormalization_0.result"} <= names
+    assert "Conv_0.result" not in names  # a Conv feeding a ReLU takes the ReLU's type plus a sign bit
+
+
+def test_search_shrinks_widths_and_keeps_the_bar(setup):
+    canon, pixels, ranges, knobs = setup
+    criterion = Criterion()
+    result = search_precisions(canon, knobs, ranges, pixels, None, criterion)
+    assert criterion.passes(result.score)
+    weights = [result.widths[k.name] for k in knobs if k.field == "weight"]
+    activations = [result.widths[k.name] for k in knobs if k.field == "result"]
+    assert max(weights) < WEIGHT_BITS[1] and max(activations) < ACTIVATION_BITS[1]
+    assert sum(activations) < 0.75 * ACTIVATION_BITS[1] * len(activations)
+    conv0 = result.precisions.layers["Conv_0"]["result"]
+    relu0 = result.precisions.layers["Relu_0"]["result"]
+    assert (conv0.width, conv0.integer, conv0.signed) == (relu0.width + 1, relu0.integer + 1, True)
+
+
+def test_too_strict_a_bar_is_refused(setup):
+    canon, pixels, ranges, knobs = setup
+    with pytest.raises(PrecisionError, match="widest types"):
+        search_precisions(canon, knobs, ranges, pixels, None, Criterion(agreement=1.0, guard=50.0))
+
+
+def test_proxy_casts_every_output_to_its_type(setup):
+    canon, pixels, ranges, knobs = setup
+    p = resolve(canon, knobs, {k.name: 6 for k in knobs}, ranges)
+    proxy = proxy_graph(canon, p)
+    names = [t for t, ty in p.tensors.items() if ty is not None and t != canon.graph.input[0].name]
+    session = onnx_session(with_outputs(ModelWrapper(proxy), names))
+    values = dict(zip([o.name for o in session.get_outputs()], session.run(None, {session.get_inputs()[0].name: pixels[:4]})))
+    for name in names:
+        t: FixedType = p.tensors[name]
+        v = values[name].astype(np.float64)
+        assert np.all(v >= t.low) and np.all(v <= t.high), name
+        np.testing.assert_array_equal(v / t.step, np.round(v / t.step), err_msg=name)
+
+
+def test_overrides_fix_types_and_unknown_names_are_refused(setup, tmp_path):
+    canon, pixels, ranges, knobs = setup
+    path = tmp_path / "over.json"
+    path.write_text(json.dumps({"Relu_1.result": "ap_ufixed<16,4>", "Conv_0.weight": 16}))
+    overrides = load_overrides(path, knobs)
+    result = search_precisions(canon, knobs, ranges, pixels, None, Criterion(), overrides)
+    assert result.precisions.layers["Relu_1"]["result"] == FixedType(16, 4, signed=False)
+    assert result.precisions.layers["Conv_0"]["weight"].width == 16
+    assert "Relu_1.result=" not in str(result.trace)  # overridden knobs are not searched
+    path.write_text(json.dumps({"Conv_9.weight": 8}))
+    with pytest.raises(PrecisionError, match="Conv_9.weight"):
+        load_overrides(path, knobs)
+    path.write_text("{not json")
+    with pytest.raises(PrecisionError, match="cannot read"):
+        load_overrides(path, knobs)
+
+
+def test_guarded_agreement_counts_near_flips():
+    reference = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.0]])
+    logits = np.array([[1.0, 0.0], [0.0, 1.0], [0.05, 0.0]])  # third margin shrank 0.2 -> 0.05: no flip yet
+    s = score(logits, reference, None, guard=2.0)
+    assert s.agreement == 1.0 and s.guarded_agreement == pytest.approx(2 / 3)

@@ -8,6 +8,7 @@ earlier steps left in the build folder / context and writes its own artifact:
       model/        source.onnx, card.json (with any assumptions), canonical.onnx, channels_last.onnx
       calibration/  ranges.json (profile), search.json (every design tried)
       hls/          the hls4ml project (firmware/, build scripts, board driver)
+      precisions.json  every chosen type (weights, biases, accumulators, layer outputs)
       report.json   per-layer types, sizes, cycle estimates, emulator agreement; report.md, ranges.png
 
 A failing step removes the folder it was writing (an older build folder there is put back), so
@@ -41,6 +42,7 @@ from .precision import Criterion, Precisions, build_knobs, load_overrides, proxy
 from .profile import TensorRange, profile_activations, with_outputs
 
 REPORT_FILE = "report.json"
+PRECISIONS_FILE = "precisions.json"  # every type of the design, keyed by canonical graph names
 
 
 @dataclass
@@ -226,6 +228,7 @@ def step_search_precision(ctx: BuildContext) -> None:
         "widths": result.widths, "proxy_on_calibration": result.score.to_dict()}
     ctx.write_json("calibration/search.json", {"widths": result.widths, "trace": result.trace,
                                                "knobs": [asdict(k) for k in knobs]})
+    ctx.write_json(PRECISIONS_FILE, result.precisions.to_dict())
 
 
 def step_plan_reuse(ctx: BuildContext) -> None:

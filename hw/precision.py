@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 from tqdm import tqdm
 
-from .fixed import FixedType, parse_hls_type, type_for_range
+from .fixed import FixedType, integer_bits_for, parse_hls_type, type_for_range
 from .graph import onnx_session
 from .onnx_check import ConversionError
 from .profile import TensorRange, run_batches, with_outputs
@@ -96,6 +96,17 @@ class Precisions:
         if value is not None:
             self.layers.setdefault(node, {})[field_name] = value
 
+    def to_dict(self) -> dict:
+        return {"params": {k: v.to_dict() for k, v in self.params.items()},
+                "tensors": {k: v.to_dict() if v else None for k, v in self.tensors.items()},
+                "layers": {n: {k: v.to_dict() for k, v in f.items()} for n, f in self.layers.items()}}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Precisions":
+        return cls({k: FixedType.from_dict(v) for k, v in raw["params"].items()},
+                   {k: FixedType.from_dict(v) if v else None for k, v in raw["tensors"].items()},
+                   {n: {k: FixedType.from_dict(v) for k, v in f.items()} for n, f in raw["layers"].items()})
+
 
 def sole_consumer(model: ModelWrapper, tensor: str) -> onnx.NodeProto | None:
     consumers = model.find_consumers(tensor)
@@ -169,10 +180,29 @@ def resolve(model: ModelWrapper, knobs: list[Knob], widths: dict[str, int], rang
     return p
 
 
+def largest_magnitude(t: FixedType) -> float:
+    return max(abs(t.low), t.high)
+
+
+def exact_accumulator(x: FixedType, w: FixedType, b: FixedType, n_in: int) -> FixedType:
+    """An accumulator in which products, their sum and the bias are all exact, so the layer's
+    only rounding is the final cast to its result type (the RTL mirrors that with one shift).
+    Left to itself, hls4ml infers an accumulator per layer that is not always this wide."""
+    frac = max(x.frac + w.frac, b.frac)
+    bound = n_in * largest_magnitude(x) * largest_magnitude(w) + largest_magnitude(b)
+    integer = integer_bits_for(bound, signed=True)
+    return FixedType(integer + frac, integer, True)
+
+
 def resolve_derived(model: ModelWrapper, node: onnx.NodeProto, p: Precisions, by_tensor: dict) -> None:
     """Types no knob sets: pass-through layers keep their input type, a Conv feeding a ReLU gets
     the ReLU's type plus a sign bit (so the ReLU is lossless), MatMul's output stays exact."""
     out = node.output[0]
+    if node.op_type in ("Conv", "MatMul"):
+        weight = model.get_initializer(node.input[1])
+        n_in = int(np.prod(weight.shape[1:])) if node.op_type == "Conv" else weight.shape[0]
+        layer = p.layers[node.name]
+        p.set_layer(node.name, "accum", exact_accumulator(p.tensors[node.input[0]], layer["weight"], layer["bias"], n_in))
     if node.op_type in PASS_THROUGH:
         p.tensors[out] = p.tensors[node.input[0]]
         p.set_layer(node.name, "result", p.tensors[out])

@@ -135,3 +135,28 @@ def test_build_without_vivado_says_what_to_install(foreign_build):
 def test_verify_without_rtl_asks_for_emulator_only(foreign_build):
     run = run_cli("verify", str(foreign_build))
     assert run.returncode == 2 and "--emulator-only" in run.stderr
+
+
+def integer_model_vs_emulator(build, source):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from edgefpga.hw.convert import PRECISIONS_FILE
+    from edgefpga.hw.hls import Emulator
+    from edgefpga.hw.images import load_image_set
+    from edgefpga.hw.intmodel import IntegerModel
+    from edgefpga.hw.precision import Precisions
+    from edgefpga.models.card import InputSpec
+
+    report = json.loads((build / "report.json").read_text())
+    images = load_image_set(source, InputSpec.from_dict(report["model"]["input"], "report"),
+                            report["model"]["classes"]).take(60)
+    precisions = Precisions.from_dict(json.loads((build / PRECISIONS_FILE).read_text()))
+    ints = IntegerModel(ModelWrapper(str(build / "model" / "canonical.onnx")), precisions).run(images.pixels)
+    emulator = Emulator.load(build / "hls", report["model"]["input"]["shape"]).predict(images.pixels)
+    return ints.real, emulator
+
+
+def test_integer_model_is_bit_exact_with_the_emulator(elpv_build, foreign_build, foreign_dir):
+    for build, source in ((elpv_build, "elpv:test"), (foreign_build, str(foreign_dir / "test.npz"))):
+        ints, emulator = integer_model_vs_emulator(build, source)
+        np.testing.assert_array_equal(ints, emulator)

@@ -1,0 +1,143 @@
+"""The chosen fixed-point design as integer arithmetic: the specification the RTL implements.
+
+Every tensor is held as integers ``q`` with a known number of fractional bits (value = q * 2^-frac).
+Products and sums are exact (the accumulators are exact, see ``precision.exact_accumulator``); the
+only rounding is the cast of a layer's result: an arithmetic right shift that rounds half to even,
+then saturation to the type's range. Average pooling divides like hls4ml's ``ap_fixed`` does: the
+window sum, widened to the accumulator's fractional bits, divided by the window size with
+truncation, then cast. This model reproduces the hls4ml emulator bit for bit (tests/hw), and the
+RTL generator reads its integer weights and shifts from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from numpy.lib.stride_tricks import sliding_window_view
+from qonnx.core.modelwrapper import ModelWrapper
+
+from .fixed import FixedType
+from .precision import Precisions
+
+
+@dataclass
+class Fixed:
+    """Integers ``q`` (int64) standing for ``q * 2**-frac``."""
+
+    q: np.ndarray
+    frac: int
+
+    @property
+    def real(self) -> np.ndarray:
+        return self.q.astype(np.float64) * 2.0 ** -self.frac
+
+
+def to_int(values: np.ndarray, t: FixedType) -> np.ndarray:
+    """Integers of values that already lie on ``t``'s grid (weights are rounded by the search)."""
+    return np.round(t.quantize(values) / t.step).astype(np.int64)
+
+
+def shift_round_even(q: np.ndarray, shift: int) -> np.ndarray:
+    """``q * 2**-shift`` rounded half to even (a left shift when ``shift`` is negative)."""
+    if shift <= 0:
+        return q << -shift
+    floor = q >> shift
+    rest = q - (floor << shift)
+    half = 1 << (shift - 1)
+    return floor + ((rest > half) | ((rest == half) & (floor & 1 == 1)))
+
+
+def cast(x: Fixed, t: FixedType) -> Fixed:
+    """``ap_fixed<W,I,AP_RND_CONV,AP_SAT>`` assignment: round half to even, then saturate."""
+    q = shift_round_even(x.q, x.frac - t.frac)
+    return Fixed(np.clip(q, round(t.low / t.step), round(t.high / t.step)), t.frac)
+
+
+def align(q: np.ndarray, frac: int, target: int) -> np.ndarray:
+    """Exact change of fractional bits upward (``target >= frac``); a bias with more fractional
+    bits than the accumulator is truncated, as hls4ml's cast into ``accum_t`` does."""
+    return q << (target - frac) if target >= frac else q >> (frac - target)
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return list(a.ints) if a.ints else a.i
+    return default
+
+
+def windows(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]) -> np.ndarray:
+    """(N, C, OH, OW, KH, KW) windows of a zero-padded (N, C, H, W) integer map."""
+    top, left, bottom, right = pads
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    view = sliding_window_view(padded, kernel, axis=(2, 3))
+    return view[:, :, ::strides[0], ::strides[1]]
+
+
+class IntegerModel:
+    """Runs the canonical graph with the design's integer arithmetic on (N, C, H, W) uint8 pixels."""
+
+    def __init__(self, model: ModelWrapper, precisions: Precisions):
+        self.model = model
+        self.p = precisions
+
+    def param(self, name: str) -> tuple[np.ndarray, FixedType]:
+        t = self.p.params[name]
+        return to_int(self.model.get_initializer(name), t), t
+
+    def run(self, pixels: np.ndarray) -> Fixed:
+        values = {self.model.graph.input[0].name: Fixed(pixels.astype(np.int64), 0)}
+        for node in self.model.graph.node:
+            values[node.output[0]] = getattr(self, "op_" + node.op_type)(node, values[node.input[0]])
+        return values[self.model.graph.output[0].name]
+
+    def result_type(self, node: onnx.NodeProto) -> FixedType | None:
+        return self.p.tensors.get(node.output[0])
+
+    def op_BatchNormalization(self, node, x: Fixed) -> Fixed:
+        scale, ts = self.param(node.input[1])
+        bias, tb = self.param(node.input[2])
+        frac = max(x.frac + ts.frac, tb.frac)
+        acc = align(x.q * scale[None, :, None, None], x.frac + ts.frac, frac) + align(bias, tb.frac, frac)[None, :, None, None]
+        return cast(Fixed(acc, frac), self.result_type(node))
+
+    def op_Conv(self, node, x: Fixed) -> Fixed:
+        weight, tw = self.param(node.input[1])
+        bias, tb = self.param(node.input[2])
+        acc_t = self.p.layers[node.name]["accum"]
+        win = windows(x.q, list(weight.shape[2:]), attr(node, "strides"), attr(node, "pads"))
+        acc = np.einsum("nchwyx,ocyx->nohw", win, weight)
+        acc = align(acc, x.frac + tw.frac, acc_t.frac) + align(bias, tb.frac, acc_t.frac)[None, :, None, None]
+        return cast(Fixed(acc, acc_t.frac), self.result_type(node))
+
+    def op_Relu(self, node, x: Fixed) -> Fixed:
+        return cast(Fixed(np.maximum(x.q, 0), x.frac), self.result_type(node))
+
+    def op_MaxPool(self, node, x: Fixed) -> Fixed:
+        win = windows(x.q, attr(node, "kernel_shape"), attr(node, "strides"), attr(node, "pads", [0, 0, 0, 0]))
+        return Fixed(win.max(axis=(4, 5)), x.frac)
+
+    def op_AveragePool(self, node, x: Fixed) -> Fixed:
+        kernel = attr(node, "kernel_shape")
+        acc_t = self.p.layers[node.name]["accum"]
+        win = windows(x.q, kernel, attr(node, "strides"), attr(node, "pads", [0, 0, 0, 0]))
+        total = align(win.sum(axis=(4, 5)), x.frac, acc_t.frac)
+        count = kernel[0] * kernel[1]
+        quotient = np.sign(total) * (np.abs(total) // count)  # ap_fixed division truncates toward zero
+        return cast(Fixed(quotient, acc_t.frac), self.result_type(node))
+
+    def op_Flatten(self, node, x: Fixed) -> Fixed:
+        return Fixed(x.q.reshape(len(x.q), -1), x.frac)
+
+    def op_MatMul(self, node, x: Fixed) -> Fixed:
+        weight, tw = self.param(node.input[1])
+        return Fixed(x.q @ weight, x.frac + tw.frac)
+
+    def op_Add(self, node, x: Fixed) -> Fixed:
+        matmul = self.model.find_producer(node.input[0])
+        bias, tb = self.param(node.input[1])
+        acc_t = self.p.layers[matmul.name]["accum"]
+        acc = align(x.q, x.frac, acc_t.frac) + align(bias, tb.frac, acc_t.frac)[None, :]
+        return cast(Fixed(acc, acc_t.frac), self.result_type(node))

@@ -12,6 +12,8 @@ and hls4ml's per-layer configuration.
 
 from __future__ import annotations
 
+import warnings
+
 import onnx
 
 onnx.IR_VERSION = 13  # onnx 1.23 writes IR 14, which ONNX Runtime 1.31 (run inside qonnx) refuses
@@ -211,7 +213,9 @@ def canonical_graph(model: onnx.ModelProto, source: str, scale: float = 1.0, mea
     wrapper = cleanup_model(wrapper, override_inpsize=1)
     for step in (ExplicitDefaultAttributes(), FoldBiasAddIntoConv(), FoldBatchNormIntoConv(), GlobalPoolToAveragePool(),
                  ReshapeToFlatten(), DropFinalSoftmax(), GemmToMatMul()):
-        wrapper = wrapper.transform(step)
+        with warnings.catch_warnings():  # GemmToMatMul warns for every opset but 9; its rewrite is opset-neutral
+            warnings.simplefilter("ignore", UserWarning)
+            wrapper = wrapper.transform(step)
     if not normalization_is_identity(scale, mean, std):
         wrapper = wrapper.transform(PrependNormalization(scale, mean, std))
     return cleanup_model(wrapper)

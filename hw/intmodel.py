@@ -88,10 +88,15 @@ class IntegerModel:
         return to_int(self.model.get_initializer(name), t), t
 
     def run(self, pixels: np.ndarray) -> Fixed:
+        """The network's output scores for (N, C, H, W) pixels."""
+        return self.run_all(pixels)[self.model.graph.output[0].name]
+
+    def run_all(self, pixels: np.ndarray) -> dict[str, Fixed]:
+        """Every tensor of the graph, by name: the per-layer golden values for RTL layer tests."""
         values = {self.model.graph.input[0].name: Fixed(pixels.astype(np.int64), 0)}
         for node in self.model.graph.node:
             values[node.output[0]] = getattr(self, "op_" + node.op_type)(node, values[node.input[0]])
-        return values[self.model.graph.output[0].name]
+        return values
 
     def result_type(self, node: onnx.NodeProto) -> FixedType | None:
         return self.p.tensors.get(node.output[0])

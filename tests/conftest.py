@@ -1,10 +1,14 @@
-"""Shared fixtures: the real ELPV data (from the installed package) and the shipped model."""
+"""Shared fixtures: the real ELPV data (from the installed package), the shipped model, a second
+foreign-style CNN with real (false-color ELPV) images, and converted build folders shared by the
+slow hardware tests (tests/hw, tests/sim)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from foreign_cnn import CLASSES, build_foreign_cnn, false_color
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_MODEL = ROOT / "models" / "zoo" / "elpv_defect"
@@ -20,3 +24,40 @@ def elpv_data():
 @pytest.fixture(scope="session")
 def zoo_model() -> Path:
     return ZOO_MODEL
+
+@pytest.fixture(scope="session")
+def foreign_dir(tmp_path_factory, elpv_data) -> Path:
+    """foreign.onnx plus calib.npz (1000 train cells) and test.npz (the 654 test cells), in BGR."""
+    from edgefpga.models import elpv
+
+    folder = tmp_path_factory.mktemp("foreign")
+    build_foreign_cnn(folder / "foreign.onnx")
+    parts = elpv.split(elpv_data)
+    calib = np.random.default_rng(0).choice(parts.train, 1000, replace=False)
+    np.savez(folder / "calib.npz", images=false_color(elpv_data.images[calib]))
+    np.savez(folder / "test.npz", images=false_color(elpv_data.images[parts.test]))
+    return folder
+
+
+def convert_foreign(folder: Path, out: Path, **overrides) -> dict:
+    from edgefpga.hw.convert import ConvertConfig, convert
+
+    cfg = ConvertConfig(calibration=str(folder / "calib.npz"), scale=1 / 255, mean=0.5, std=0.25, classes=CLASSES,
+                        progress=False, **overrides)
+    return convert(str(folder / "foreign.onnx"), out, cfg, log=lambda _m: None)
+
+
+@pytest.fixture(scope="session")
+def foreign_build(tmp_path_factory, foreign_dir) -> Path:
+    out = tmp_path_factory.mktemp("builds") / "foreign"
+    convert_foreign(foreign_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def elpv_build(tmp_path_factory, zoo_model) -> Path:
+    from edgefpga.hw.convert import ConvertConfig, convert
+
+    out = tmp_path_factory.mktemp("builds") / "elpv_defect"
+    convert(str(zoo_model), out, ConvertConfig(progress=False), log=lambda _m: None)
+    return out

@@ -1,0 +1,40 @@
+// ef_axis_out: a vector of N scores (OW bits each, two's complement) to an AXI-Stream of N beats,
+// score i in class order, sign-extended to TW bits, tlast on the last.
+module ef_axis_out #(
+    parameter N = 2, OW = 16, TW = 16
+) (
+    input  wire            clk,
+    input  wire            rst_n,
+    input  wire            in_valid,
+    output wire            in_ready,
+    input  wire [N*OW-1:0] in_data,
+    output wire [TW-1:0]   m_axis_tdata,
+    output wire            m_axis_tvalid,
+    input  wire            m_axis_tready,
+    output wire            m_axis_tlast
+);
+    reg [N*OW-1:0] scores;
+    reg [31:0] index;
+    reg busy;
+    assign in_ready = !busy;
+    wire [OW-1:0] score = scores[index * OW +: OW];
+    generate
+        if (TW > OW) begin : extend
+            assign m_axis_tdata = {{(TW-OW){score[OW-1]}}, score};
+        end else begin : same
+            assign m_axis_tdata = score;
+        end
+    endgenerate
+    assign m_axis_tvalid = busy;
+    assign m_axis_tlast = busy && (index == N - 1);
+    always @(posedge clk) begin
+        if (!rst_n) begin
+            busy <= 1'b0; index <= 0;
+        end else if (!busy) begin
+            if (in_valid) begin scores <= in_data; busy <= 1'b1; index <= 0; end
+        end else if (m_axis_tready) begin
+            if (index == N - 1) busy <= 1'b0;
+            else index <= index + 1;
+        end
+    end
+endmodule

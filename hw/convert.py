@@ -8,6 +8,7 @@ earlier steps left in the build folder / context and writes its own artifact:
       model/        source.onnx, card.json (with any assumptions), canonical.onnx, channels_last.onnx
       calibration/  ranges.json (profile), search.json (every design tried)
       hls/          the hls4ml project (firmware/, build scripts, board driver)
+      rtl/          open Verilog of the same design: manifest.json, src/*.v, ROM files src/*.mem
       precisions.json  every chosen type (weights, biases, accumulators, layer outputs)
       report.json   per-layer types, sizes, cycle estimates, emulator agreement; report.md, ranges.png
 
@@ -286,6 +287,25 @@ def step_check_emulator(ctx: BuildContext) -> None:
                               "widen types with --overrides")
 
 
+def step_generate_rtl(ctx: BuildContext) -> None:
+    """Open Verilog for the same design (rtl/src, rtl/manifest.json): no vendor tool needed."""
+    from .rtlgen import write_rtl
+
+    interval = ctx.report["estimate"]["roofline_cycles"]
+    manifest = write_rtl(ctx.canonical, ctx.precisions, ctx.out / "rtl", safe_name(ctx.source.name), interval,
+                         str(ctx.source.onnx_path), __version__)
+    ctx.report["rtl"] = {"manifest": "rtl/manifest.json", "top": manifest["top"],
+                         "multipliers": sum(st["multipliers"] for st in manifest["stages"]),
+                         "slowest_stage_cycles": max(st["cycles_per_frame"] for st in manifest["stages"]),
+                         "target_interval_cycles": interval}
+
+
+def safe_name(name: str) -> str:
+    """A Verilog identifier from a model name."""
+    text = "".join(ch if ch.isalnum() else "_" for ch in name)
+    return text if text[:1].isalpha() else f"m_{text}"
+
+
 def layer_rows(ctx: BuildContext) -> list[dict]:
     costs = {c.node: c for c in ctx.costs}
     rows = []
@@ -322,7 +342,7 @@ def step_report(ctx: BuildContext) -> None:
 
 STEPS: list[Callable[[BuildContext], None]] = [
     step_check_onnx, step_canonicalize, step_load_calibration, step_profile, step_search_precision,
-    step_plan_reuse, step_hls_project, step_compile_emulator, step_check_emulator, step_report,
+    step_plan_reuse, step_hls_project, step_compile_emulator, step_check_emulator, step_generate_rtl, step_report,
 ]
 
 

@@ -48,17 +48,17 @@ class ConvLayer:
         return wfile, bfile
 
 
-def conv_layer(model: ModelWrapper, p: Precisions, node_name: str, ci: int, po: int) -> ConvLayer:
-    """Parameters of ``node_name`` (a Conv) with ``ci`` input channels and ``po`` output channels
-    per cycle; a following ReLU is fused (its type has the same fractional bits)."""
+def conv_layer(model: ModelWrapper, p: Precisions, node_name: str, ci: int, po: int, kp: int = 1) -> ConvLayer:
+    """Parameters of ``node_name`` (a Conv) with ``ci`` input channels, ``po`` output channels and
+    ``kp`` adjacent window positions per cycle; a following ReLU is fused (same fractional bits)."""
     node = model.get_node_from_name(node_name)
     x_t = p.tensors[node.input[0]]
     w_t, b_t, acc_t = (p.layers[node.name][k] for k in ("weight", "bias", "accum"))
     weight = to_int(model.get_initializer(node.input[1]), w_t)  # (OC, C, K, K)
     bias = align(to_int(model.get_initializer(node.input[2]), b_t), b_t.frac, acc_t.frac)
     oc, c, k, _ = weight.shape
-    if oc % po or c % ci:
-        raise ValueError(f"{node.name}: {po} output / {ci} input lanes must divide {oc} / {c} channels")
+    if oc % po or c % ci or k % kp:
+        raise ValueError(f"{node.name}: lanes {po}/{ci}/{kp} must divide {oc} outputs / {c} inputs / kernel {k}")
     relu = sole_consumer(model, node.output[0])
     fused = relu is not None and relu.op_type == "Relu"
     out_t = p.tensors[relu.output[0]] if fused else p.tensors[node.output[0]]
@@ -67,10 +67,11 @@ def conv_layer(model: ModelWrapper, p: Precisions, node_name: str, ci: int, po: 
         raise ValueError(f"{node.name}: output type has more fractional bits than the accumulator")
     _, _, h, w = model.get_tensor_shape(node.input[0])
     pads = attr(node, "pads")
-    words = [hex_word([weight[g * po + lane, ch * ci + i, ky, kx] for lane in range(po) for i in range(ci)], w_t.width)
-             for g in range(oc // po) for ky in range(k) for kx in range(k) for ch in range(c // ci)]
+    words = [hex_word([weight[g * po + lane, ch * ci + i, ky, kx + j] for lane in range(po) for j in range(kp)
+                       for i in range(ci)], w_t.width)
+             for g in range(oc // po) for ky in range(k) for kx in range(0, k, kp) for ch in range(c // ci)]
     biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
-    params = dict(H=h, W=w, C=c, K=k, S=attr(node, "strides")[0], PAD=pads[0], OC=oc, CI=ci, PO=po,
+    params = dict(H=h, W=w, C=c, K=k, S=attr(node, "strides")[0], PAD=pads[0], OC=oc, CI=ci, PO=po, KP=kp,
                   XW=x_t.width, XSIGNED=int(x_t.signed), WW=w_t.width, ACCW=acc_t.width, SHIFT=shift,
                   OW=out_t.width, OMIN=0 if fused else round(out_t.low / out_t.step),
                   OMAX=round(out_t.high / out_t.step))
@@ -121,13 +122,13 @@ def affine_stage(model: ModelWrapper, p: Precisions, node) -> Stage:
     return Stage(node.name, "ef_affine", params, {"AFILE": words}, c, out_t.width)
 
 
-def conv_stage(model: ModelWrapper, p: Precisions, node, ci: int, po: int) -> Stage:
-    layer = conv_layer(model, p, node.name, ci, po)
+def conv_stage(model: ModelWrapper, p: Precisions, node, ci: int, po: int, kp: int) -> Stage:
+    layer = conv_layer(model, p, node.name, ci, po, kp)
     q = layer.params
     _, _, oh, ow = model.get_tensor_shape(node.output[0])
-    steps = oh * ow * q["K"] * q["K"] * (q["C"] // ci) * (q["OC"] // po)
+    steps = oh * ow * q["K"] * (q["K"] // kp) * (q["C"] // ci) * (q["OC"] // po)
     return Stage(layer.node, "ef_conv2d", q, {"WFILE": layer.weight_words, "BFILE": layer.bias_words},
-                 q["OC"], q["OW"], steps, ci * po)
+                 q["OC"], q["OW"], steps, ci * po * kp)
 
 
 def exact_divider(n: int, max_value: int) -> tuple[int, int]:
@@ -190,14 +191,25 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def choose_lanes(c: int, oc: int, steps_per_lane: int, interval: int) -> tuple[int, int]:
-    """(ci, po) with the fewest multipliers whose cycles (``steps_per_lane`` / (ci*po)) fit in
-    ``interval``; the most parallel choice when none does."""
-    options = sorted(((ci * po, -ci, ci, po) for ci in divisors(c) for po in divisors(oc)))
-    for lanes, _, ci, po in options:
-        if steps_per_lane // lanes <= interval:
-            return ci, po
-    return c, oc
+def choose_lanes(c: int, oc: int, macs: int, interval: int, k: int = 1) -> tuple[int, int, int]:
+    """(ci, po, kp) with the fewest multipliers whose cycles (``macs`` / multipliers) fit in
+    ``interval``; the most parallel choice when none does. Ties prefer whole input pixels (ci)."""
+    options = sorted((ci * po * kp, -ci, -kp, ci, po, kp)
+                     for ci in divisors(c) for po in divisors(oc) for kp in divisors(k))
+    for lanes, _, _, ci, po, kp in options:
+        if macs // lanes <= interval:
+            return ci, po, kp
+    return c, oc, k
+
+
+SHORT_MAP_ROWS = 6
+
+
+def layer_interval(interval: int, out_rows: int) -> int:
+    """Cycles per frame a layer may take. A layer with few output rows starts late (it waits for
+    most of its input) and its last rows add to the latency at its own pace, so layers with fewer
+    than SHORT_MAP_ROWS rows get proportionally less time (more multipliers)."""
+    return interval * min(out_rows, SHORT_MAP_ROWS) // SHORT_MAP_ROWS
 
 
 def network_stages(model: ModelWrapper, p: Precisions, interval: int) -> list[Stage]:
@@ -211,8 +223,9 @@ def network_stages(model: ModelWrapper, p: Precisions, interval: int) -> list[St
         elif node.op_type == "Conv":
             weight = model.get_initializer(node.input[1])
             _, _, oh, ow = model.get_tensor_shape(node.output[0])
-            ci, po = choose_lanes(weight.shape[1], weight.shape[0], oh * ow * weight.size, interval)
-            stages.append(conv_stage(model, p, node, ci, po))
+            ci, po, kp = choose_lanes(weight.shape[1], weight.shape[0], oh * ow * weight.size,
+                                      layer_interval(interval, oh), weight.shape[3])
+            stages.append(conv_stage(model, p, node, ci, po, kp))
             consumer = sole_consumer(model, node.output[0])
             if consumer is not None and consumer.op_type == "Relu":
                 skip.add(consumer.name)
@@ -228,7 +241,7 @@ def network_stages(model: ModelWrapper, p: Precisions, interval: int) -> list[St
             if len(shape) == 1:
                 shape = [shape[0], 1, 1]
             weight = model.get_initializer(node.input[1])
-            ci, po = choose_lanes(shape[0], weight.shape[1], weight.size, interval)
+            ci, po, _ = choose_lanes(shape[0], weight.shape[1], weight.size, interval)
             stages.append(dense_stage(model, p, node, add, shape, ci, po))
             skip.add(add.name)
         else:

@@ -2,8 +2,9 @@
 //
 // Input and output are pixel streams in raster order, one pixel (all channels, channel 0 in the
 // low bits) per valid/ready transfer. A line buffer holds the last K+S input rows; an engine
-// computes each output pixel as (OC/PO) channel groups x K*K window positions x (C/CI) input
-// channel chunks, one step per cycle, with PO*CI multipliers. Arithmetic is the integer model of
+// computes each output pixel as (OC/PO) channel groups x K*(K/KP) window steps (KP horizontally
+// adjacent positions each) x (C/CI) input channel chunks, one step per cycle, with PO*KP*CI
+// multipliers. Arithmetic is the integer model of
 // edgefpga.hw.intmodel: exact products and sums in an ACCW-bit accumulator that starts at the
 // (pre-aligned) bias, then a right shift by SHIFT rounding half to even and saturation to
 // [OMIN, OMAX] (OMIN = 0 fuses a ReLU). Zero padding of PAD pixels surrounds the map.
@@ -12,7 +13,7 @@
 // the previous frame's last output pixel.
 module ef_conv2d #(
     parameter H = 8, W = 8, C = 1, K = 3, S = 1, PAD = 1,
-    parameter OC = 8, CI = 1, PO = 8,
+    parameter OC = 8, CI = 1, PO = 8, KP = 1,
     parameter XW = 8, XSIGNED = 1,
     parameter WW = 8, ACCW = 32,
     parameter SHIFT = 8, OW = 8,
@@ -34,7 +35,8 @@ module ef_conv2d #(
     localparam R = (K + S <= 2) ? 2 : (K + S <= 4) ? 4 : (K + S <= 8) ? 8 : 16;  // rows kept (power of 2)
     localparam GROUPS = OC / PO;
     localparam CHUNKS = C / CI;
-    localparam WDEPTH = GROUPS * K * K * CHUNKS;
+    localparam KSTEPS = K / KP;
+    localparam WDEPTH = GROUPS * K * KSTEPS * CHUNKS;
 
     // ---- line buffer ---------------------------------------------------------------------
     reg [C*XW-1:0] lb [0:R*W-1];
@@ -51,11 +53,10 @@ module ef_conv2d #(
             lb[(in_row % R) * W + in_col] <= in_data;
     end
 
-    // ---- engine ----------------------------------------------------------------------------
+    // ---- engine: stage A issues a step (counters, synchronous ROM and line-buffer reads),
+    // stage B multiplies, accumulates and, at a group's last step, requantizes ----------------
     reg [31:0] group, ky, kx, chunk;
-    reg signed [ACCW-1:0] acc [0:PO-1];
-    reg [OC*OW-1:0] result, out_reg;
-    reg [PO*CI*WW-1:0] wrom [0:WDEPTH-1];
+    reg [PO*KP*CI*WW-1:0] wrom [0:WDEPTH-1];
     reg [PO*ACCW-1:0] brom [0:GROUPS-1];
     initial begin
         $readmemh(WFILE, wrom);
@@ -63,22 +64,38 @@ module ef_conv2d #(
     end
 
     wire signed [31:0] iy = first_row + $signed(ky);
-    wire signed [31:0] ix = $signed(ox * S) - PAD + $signed(kx);
-    wire in_map = (iy >= 0) && (iy < H) && (ix >= 0) && (ix < W);
+    wire signed [31:0] ix = $signed(ox * S) - PAD + $signed(kx);   // first of the KP positions
     // the window's last input pixel (clamped to the map) must have arrived
     wire signed [31:0] need_row = (first_row + K - 1 < H) ? first_row + K - 1 : H - 1;
     wire signed [31:0] need_col0 = $signed(ox * S) - PAD + K - 1;
     wire signed [31:0] need_col = (need_col0 < W) ? need_col0 : W - 1;
     wire arrived = (in_row >= H) || ($signed(in_row) > need_row) ||
                    ($signed(in_row) == need_row && $signed(in_col) > need_col);
-    wire last_step = (chunk == CHUNKS - 1) && (ky == K - 1) && (kx == K - 1);
-    wire pixel_end = last_step && (group == GROUPS - 1);
-    wire busy = !frame_done && arrived && (!pixel_end || !out_valid || out_ready);
+    wire a_last = (chunk == CHUNKS - 1) && (ky == K - 1) && (kx == K - KP);
+    wire a_first = (chunk == 0) && (ky == 0) && (kx == 0);
 
-    wire [C*XW-1:0] pixel = in_map ? lb[(iy % R) * W + ix] : {C*XW{1'b0}};
-    wire [PO*CI*WW-1:0] wword = wrom[((group * K + ky) * K + kx) * CHUNKS + chunk];
+    // stage B registers
+    reg b_valid, b_first, b_last, b_pixel_end;
+    reg [31:0] b_group, b_chunk;
+    reg [PO*KP*CI*WW-1:0] b_w;
+    reg [C*XW-1:0] b_pixels [0:KP-1];
+    wire stall = b_valid && b_pixel_end && out_valid && !out_ready;   // output register still full
+    wire issue = !stall && !frame_done && arrived;
 
-    // products of this step, summed per output lane
+    integer j;
+    always @(posedge clk) begin
+        if (!stall) begin
+            b_w <= wrom[((group * K + ky) * KSTEPS + kx / KP) * CHUNKS + chunk];
+            for (j = 0; j < KP; j = j + 1)
+                b_pixels[j] <= (iy >= 0 && iy < H && ix + j >= 0 && ix + j < W) ? lb[(iy % R) * W + ix + j]
+                                                                                 : {C*XW{1'b0}};
+        end
+    end
+
+    reg signed [ACCW-1:0] acc [0:PO-1];
+    reg [OC*OW-1:0] result, out_reg;
+
+    // products of stage B's step, summed per output lane
     reg signed [ACCW-1:0] step_sum [0:PO-1];
     integer p, i;
     reg signed [XW:0] xv;
@@ -86,11 +103,13 @@ module ef_conv2d #(
     always @* begin
         for (p = 0; p < PO; p = p + 1) begin
             step_sum[p] = 0;
-            for (i = 0; i < CI; i = i + 1) begin
-                xv = XSIGNED ? $signed({pixel[(chunk * CI + i) * XW + XW - 1], pixel[(chunk * CI + i) * XW +: XW]})
-                             : $signed({1'b0, pixel[(chunk * CI + i) * XW +: XW]});
-                wv = $signed(wword[(p * CI + i) * WW +: WW]);
-                step_sum[p] = step_sum[p] + xv * wv;
+            for (j = 0; j < KP; j = j + 1) begin
+                for (i = 0; i < CI; i = i + 1) begin
+                    xv = XSIGNED ? $signed({b_pixels[j][(b_chunk * CI + i) * XW + XW - 1], b_pixels[j][(b_chunk * CI + i) * XW +: XW]})
+                                 : $signed({1'b0, b_pixels[j][(b_chunk * CI + i) * XW +: XW]});
+                    wv = $signed(b_w[((p * KP + j) * CI + i) * WW +: WW]);
+                    step_sum[p] = step_sum[p] + xv * wv;
+                end
             end
         end
     end
@@ -112,39 +131,45 @@ module ef_conv2d #(
         end
     endfunction
 
-    // this step's accumulator values and, at a group's last step, its requantized outputs
     reg signed [ACCW-1:0] total [0:PO-1];
     reg signed [63:0] q;
     reg [OC*OW-1:0] next_result;
     always @* begin
         next_result = result;
         for (p = 0; p < PO; p = p + 1) begin
-            total[p] = ((ky == 0 && kx == 0 && chunk == 0) ? $signed(brom[group][p * ACCW +: ACCW]) : acc[p])
-                       + step_sum[p];
+            total[p] = (b_first ? $signed(brom[b_group][p * ACCW +: ACCW]) : acc[p]) + step_sum[p];
             q = requant(total[p]);
-            if (last_step) next_result[(group * PO + p) * OW +: OW] = q[OW-1:0];
+            if (b_last) next_result[(b_group * PO + p) * OW +: OW] = q[OW-1:0];
         end
     end
 
     always @(posedge clk) begin
         if (!rst_n) begin
             group <= 0; ky <= 0; kx <= 0; chunk <= 0; oy <= 0; ox <= 0;
-            out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0;
+            out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
         end else begin
             if (in_valid && in_ready) begin
                 if (in_col == W - 1) begin in_col <= 0; in_row <= in_row + 1; end
                 else in_col <= in_col + 1;
             end
             if (out_valid && out_ready) out_valid <= 1'b0;
-            if (frame_done) begin                  // every output computed: take the next frame
+            if (frame_done) begin                  // every step issued: take the next frame
                 frame_done <= 1'b0; in_row <= 0; in_col <= 0;
             end
-            if (busy) begin
+            // stage B
+            if (b_valid && !stall) begin
                 for (p = 0; p < PO; p = p + 1) acc[p] <= total[p];
                 result <= next_result;
-                if (pixel_end) begin
-                    out_reg <= next_result;
-                    out_valid <= 1'b1;
+                if (b_pixel_end) begin out_reg <= next_result; out_valid <= 1'b1; end
+            end
+            // stage A
+            if (!stall) begin
+                b_valid <= issue;
+                b_first <= a_first; b_last <= a_last; b_pixel_end <= a_last && (group == GROUPS - 1);
+                b_group <= group; b_chunk <= chunk;
+            end
+            if (issue) begin
+                if (a_last && group == GROUPS - 1) begin
                     if (ox == OWD - 1) begin
                         ox <= 0;
                         if (oy == OH - 1) begin oy <= 0; frame_done <= 1'b1; end
@@ -153,13 +178,13 @@ module ef_conv2d #(
                 end
                 if (chunk == CHUNKS - 1) begin
                     chunk <= 0;
-                    if (kx == K - 1) begin
+                    if (kx == K - KP) begin
                         kx <= 0;
                         if (ky == K - 1) begin
                             ky <= 0;
                             group <= (group == GROUPS - 1) ? 0 : group + 1;
                         end else ky <= ky + 1;
-                    end else kx <= kx + 1;
+                    end else kx <= kx + KP;
                 end else chunk <= chunk + 1;
             end
         end

@@ -131,12 +131,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from edgefpga.sim.verify import verify
 
     result = verify(args.build, images=args.images, limit=args.limit, emulator_only=args.emulator_only,
-                    progress=not args.quiet)
+                    progress=not args.quiet, resources=not args.no_resources)
     emu = result["emulator"]
     line = f"emulator vs float on {emu['n']} images ({emu['images']}): top-1 agreement {emu['top1_agreement']:.2%}"
     if "accuracy" in emu:
         line += f", accuracy {emu['accuracy']:.4f} (float {emu['float_accuracy']:.4f})"
     print(line)
+    if "rtl" in result:
+        rtl = result["rtl"]
+        print(f"RTL vs emulator: {rtl['bit_exact_frames']} of {rtl['n']} frames bit-exact "
+              f"({rtl['idle_percent']} % idle input, {rtl['backpressure_percent']} % backpressure); "
+              f"latency {rtl['latency_cycles']:,} cycles, II {rtl['ii_cycles']:,} cycles "
+              f"({rtl['ii_over_roofline']}x roofline), {rtl['fps_at_clock']:,} frames/s at the board clock")
+    if "resources" in result:
+        res = result["resources"]
+        print("Yosys estimate: " + ", ".join(f"{k} {res['used'][k]:,.0f} of {res['available'][k]:,} "
+                                               f"({res['share'][k]:.0%})" for k in res["used"]))
     print(f"wrote {Path(args.build) / 'verify.json'}")
     return 0
 
@@ -202,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a build folder against the float model; writes verify.json")
     p.add_argument("build", type=Path, help="build folder from `edgefpga convert`")
     p.add_argument("--emulator-only", action="store_true", help="only the hls4ml emulator check")
+    p.add_argument("--no-resources", action="store_true", help="skip the Yosys resource estimate (minutes)")
     p.add_argument("--images", help="images to verify on: folder, .npz or elpv:<subset> (ELPV models: elpv:test)")
     p.add_argument("--limit", type=int, help="use a fixed random sample of N images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -229,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("convert", "verify", "build"):
         from edgefpga.hw.hls import EmulatorError
         from edgefpga.hw.onnx_check import ConversionError
+        from edgefpga.sim.verilator import SimulatorError
 
-        errors += (ConversionError, EmulatorError)
+        errors += (ConversionError, EmulatorError, SimulatorError)
     try:
         return args.func(args)
     except errors as exc:

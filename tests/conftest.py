@@ -61,3 +61,18 @@ def elpv_build(tmp_path_factory, zoo_model) -> Path:
     out = tmp_path_factory.mktemp("builds") / "elpv_defect"
     convert(str(zoo_model), out, ConvertConfig(progress=False), log=lambda _m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def elpv_verify(elpv_build) -> dict:
+    """`edgefpga verify` on the ELPV build (emulator and RTL on all 654 test cells; no Yosys)."""
+    from edgefpga.sim.verify import verify
+
+    return verify(elpv_build, progress=False, resources=False)
+
+
+@pytest.fixture(scope="session")
+def foreign_verify(foreign_build, foreign_dir) -> dict:
+    from edgefpga.sim.verify import verify
+
+    return verify(foreign_build, images=str(foreign_dir / "test.npz"), progress=False, resources=False)

@@ -23,14 +23,13 @@ from edgefpga.sim.verify import verify
 pytestmark = pytest.mark.slow
 
 
-def test_elpv_emulator_meets_the_bar_on_all_654_test_cells(elpv_build):
-    result = verify(elpv_build, emulator_only=True, progress=False)
-    emu = result["emulator"]
+def test_elpv_emulator_meets_the_bar_on_all_654_test_cells(elpv_verify, elpv_build):
+    emu = elpv_verify["emulator"]
     assert emu["n"] == 654
     assert emu["top1_agreement"] >= 0.995
     assert emu["float_accuracy"] == pytest.approx(0.8563, abs=1e-4)  # the card's float accuracy
     assert emu["accuracy_drop"] <= 0.005
-    assert json.loads((elpv_build / "verify.json").read_text()) == result
+    assert json.loads((elpv_build / "verify.json").read_text()) == elpv_verify
 
 
 def test_elpv_report_and_project_files(elpv_build):
@@ -54,8 +53,8 @@ def test_elpv_report_and_project_files(elpv_build):
         assert (elpv_build / name).is_file(), name
 
 
-def test_foreign_cnn_meets_the_same_bar(foreign_build, foreign_dir):
-    result = verify(foreign_build, images=str(foreign_dir / "test.npz"), emulator_only=True, progress=False)
+def test_foreign_cnn_meets_the_same_bar(foreign_verify, foreign_build):
+    result = foreign_verify
     assert result["emulator"]["n"] == 654
     assert result["emulator"]["top1_agreement"] >= 0.995
     report = json.loads((foreign_build / "report.json").read_text())
@@ -132,8 +131,12 @@ def test_build_without_vivado_says_what_to_install(foreign_build):
     assert not (foreign_build / "bitstream").exists()
 
 
-def test_verify_without_rtl_asks_for_emulator_only(foreign_build):
-    run = run_cli("verify", str(foreign_build))
+def test_verify_without_rtl_asks_for_emulator_only(foreign_build, tmp_path):
+    import shutil
+
+    copy = tmp_path / "no_rtl"
+    shutil.copytree(foreign_build, copy, ignore=shutil.ignore_patterns("rtl", "sim"))
+    run = run_cli("verify", str(copy))
     assert run.returncode == 2 and "--emulator-only" in run.stderr
 
 

@@ -1,0 +1,47 @@
+"""The generated RTL of whole networks, against the hls4ml emulator bit for bit (`edgefpga verify`,
+Verilator harness, random idle input and backpressure), with exact cycle counts; and through its
+AXI-Stream ports in cocotb for the protocol cases."""
+
+import json
+
+import pytest
+
+from edgefpga.hw.images import load_image_set
+from edgefpga.models.card import InputSpec
+from edgefpga.sim.axis_check import check_axis_top, frame_beats
+
+pytestmark = pytest.mark.slow
+
+
+def test_elpv_rtl_is_bit_exact_and_near_the_roofline(elpv_verify, elpv_build):
+    rtl = elpv_verify["rtl"]
+    assert rtl["n"] == 654 and rtl["bit_exact_frames"] == 654 and rtl["framing_errors"] == 0
+    assert rtl["idle_percent"] > 0 and rtl["backpressure_percent"] > 0
+    assert rtl["ii_cycles"] <= 1.25 * rtl["roofline_cycles"]
+    assert rtl["latency_cycles"] <= 2 * rtl["roofline_cycles"]
+    assert rtl["verilator_build_s"] < 300
+    manifest = json.loads((elpv_build / "rtl" / "manifest.json").read_text())
+    assert manifest["input"] == {"prefix": "s_axis", "tdata_bits": 8, "height": 96, "width": 96, "channels": 1}
+    assert manifest["reset"] == {"name": "rst_n", "active_low": True}
+    assert all((elpv_build / "rtl" / src).is_file() for src in manifest["sources"])
+
+
+def test_foreign_rtl_is_bit_exact(foreign_verify):
+    rtl = foreign_verify["rtl"]
+    assert rtl["bit_exact_frames"] == rtl["n"] == 654
+
+
+def test_axis_protocol_cases(foreign_build, foreign_dir, tmp_path):
+    report = json.loads((foreign_build / "report.json").read_text())
+    spec = InputSpec.from_dict(report["model"]["input"], "report")
+    pixels = load_image_set(str(foreign_dir / "test.npz"), spec, report["model"]["classes"]).take(5).pixels
+    f = [frame_beats(x) for x in pixels]
+    sequence = [{"beats": f[0]}, {"beats": f[1]},                      # back to back
+                {"beats": f[2][: len(f[2]) // 2]},                     # short: tlast halfway
+                {"beats": f[3]},                                       # must be right again
+                {"beats": f[4] + f[0][:100]},                          # long: 100 beats too many
+                {"beats": f[1]},                                       # right again
+                {"beats": f[2], "reset_before": True}, {"beats": f[3]}]  # reset between frames
+    result = check_axis_top(foreign_build, sequence, tmp_path / "axis")
+    assert [frame["ok"] for frame in result["frames"]] == [True] * len(sequence)
+    assert result["err_short_pulses"] == 1 and result["err_long_pulses"] == 1

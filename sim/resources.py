@@ -48,7 +48,7 @@ def yosys_estimate(rtl_dir: Path, board: dict, timeout_s: int = 3600) -> dict:
     manifest = json.loads((rtl_dir / "manifest.json").read_text())
     sources = " ".join(Path(s).name for s in manifest["sources"])
     stat_file = rtl_dir / "src" / "yosys_stat.txt"  # YoWASP sees only its working directory
-    script = (f"read_verilog -defer {sources}; hierarchy -top {manifest['top']}; "
+    script = (f"read_verilog -defer -I. {sources}; hierarchy -top {manifest['top']}; "
               f"synth_xilinx -family xc7 -top {manifest['top']} -flatten; tee -o {stat_file.name} stat")
     start = time.perf_counter()
     run = subprocess.run([yosys, "-q", "-p", script], cwd=rtl_dir / "src", capture_output=True, text=True,

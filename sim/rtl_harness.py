@@ -42,9 +42,10 @@ def build_harness(rtl_dir: Path, work: Path) -> tuple[Path, float]:
     prepare_environment(work)
     sources = [str((rtl_dir / s).resolve()) for s in manifest["sources"]]
     mem_dir = str((rtl_dir / "src").resolve()) + "/"
+    includes = [f"-I{(rtl_dir / inc).resolve()}" for inc in manifest.get("includes", [])]
     cmd = [str(verilator_binary()), "--cc", "--exe", "--build", "-O3", "-j", str(os.cpu_count() or 2),
            "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", manifest["top"], "--prefix", "Vtop",
-           "-Mdir", str(work / "obj"), f"-GMEM_DIR=\"{mem_dir}\"",
+           "-Mdir", str(work / "obj"), f"-GMEM_DIR=\"{mem_dir}\"", *includes,
            "-CFLAGS", "-O2 -DTOP_HEADER='\"Vtop.h\"' -DTOP_CLASS=Vtop", "-o", "harness", *sources, str(HARNESS)]
     start = time.perf_counter()
     run = subprocess.run(cmd, capture_output=True, text=True)

@@ -40,7 +40,7 @@ def prepare_environment(build_dir: Path) -> None:
 
 
 def build_and_test(sources: list[Path], toplevel: str, parameters: dict, build_dir: Path, test_module: str,
-                   extra_env: dict[str, str]) -> Path:
+                   extra_env: dict[str, str], includes: list[Path] = ()) -> Path:
     """Compile ``sources`` with Verilator and run the cocotb ``test_module`` (a dotted module
     name importable in this environment); return the results XML. A failing test does not raise:
     the caller reads what the testbench wrote."""
@@ -49,7 +49,8 @@ def build_and_test(sources: list[Path], toplevel: str, parameters: dict, build_d
     build_dir = Path(build_dir).resolve()
     prepare_environment(build_dir)
     runner = get_runner("verilator")
-    runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel, parameters=parameters,
+    runner.build(sources=[str(s) for s in sources], includes=[str(i) for i in includes], hdl_toplevel=toplevel,
+                 parameters=parameters,
                  build_dir=str(build_dir), build_args=["-Wno-fatal", "-O3", "--x-assign", "fast"],
                  always=True, log_file=str(build_dir / "build.log"))
     try:

@@ -25,21 +25,16 @@ module ef_affine #(
     reg [C*OW-1:0] result;
     reg signed [XW:0] xv;
     reg signed [SW:0] sv;
-    reg signed [63:0] acc, fl, rest;
+    reg signed [63:0] acc, q;
     integer c;
+    `include "ef_requant.vh"
     always @* begin
         for (c = 0; c < C; c = c + 1) begin
             xv = XSIGNED ? $signed({in_data[c * XW + XW - 1], in_data[c * XW +: XW]}) : $signed({1'b0, in_data[c * XW +: XW]});
             sv = SSIGNED ? $signed({arom[c][SW-1], arom[c][SW-1:0]}) : $signed({1'b0, arom[c][SW-1:0]});
             acc = xv * sv + $signed(arom[c][SW +: ACCW]);
-            fl = acc >>> SHIFT;
-            if (SHIFT > 0) begin
-                rest = acc - (fl <<< SHIFT);
-                if (rest > (64'sd1 <<< (SHIFT - 1)) || (rest == (64'sd1 <<< (SHIFT - 1)) && fl[0])) fl = fl + 1;
-            end
-            if (fl > OMAX) fl = OMAX;
-            if (fl < OMIN) fl = OMIN;
-            result[c * OW +: OW] = fl[OW-1:0];
+            q = requant(acc);
+            result[c * OW +: OW] = q[OW-1:0];
         end
     end
 

@@ -126,22 +126,7 @@ module ef_conv2d #(
         end
     end
 
-    // requantization: round half to even by SHIFT bits, saturate to [OMIN, OMAX]
-    function signed [63:0] requant(input signed [ACCW-1:0] a);
-        reg signed [63:0] wide, fl, rest;
-        begin
-            wide = a;
-            fl = wide >>> SHIFT;
-            if (SHIFT > 0) begin
-                rest = wide - (fl <<< SHIFT);
-                if (rest > (64'sd1 <<< (SHIFT - 1)) || (rest == (64'sd1 <<< (SHIFT - 1)) && fl[0]))
-                    fl = fl + 1;
-            end
-            if (fl > OMAX) fl = OMAX;
-            if (fl < OMIN) fl = OMIN;
-            requant = fl;
-        end
-    endfunction
+    `include "ef_requant.vh"
 
     reg signed [ACCW-1:0] total [0:PO-1];
     reg signed [63:0] q;

@@ -42,9 +42,10 @@ module ef_dense #(
     reg signed [ACCW-1:0] total [0:PO-1];
     reg signed [XW:0] xv;
     reg signed [WW-1:0] wv;
-    reg signed [63:0] fl, rest;
+    reg signed [63:0] q;
     reg [OC*OW-1:0] result;
     integer p, i, o;
+    `include "ef_requant.vh"
     always @* begin
         for (p = 0; p < PO; p = p + 1) begin
             total[p] = (pix == 0 && chunk == 0) ? $signed(brom[group * PO + p]) : acc[group * PO + p];
@@ -56,15 +57,8 @@ module ef_dense #(
             end
         end
         for (o = 0; o < OC; o = o + 1) begin
-            fl = (o / PO == group) ? total[o % PO] : acc[o];
-            fl = fl >>> SHIFT;
-            if (SHIFT > 0) begin
-                rest = ((o / PO == group) ? total[o % PO] : acc[o]) - (fl <<< SHIFT);
-                if (rest > (64'sd1 <<< (SHIFT - 1)) || (rest == (64'sd1 <<< (SHIFT - 1)) && fl[0])) fl = fl + 1;
-            end
-            if (fl > OMAX) fl = OMAX;
-            if (fl < OMIN) fl = OMIN;
-            result[o * OW +: OW] = fl[OW-1:0];
+            q = requant((o / PO == group) ? total[o % PO] : acc[o]);
+            result[o * OW +: OW] = q[OW-1:0];
         end
     end
 

@@ -50,8 +50,9 @@ module ef_pool2d #(
     reg signed [SUMW-1:0] nxt [0:C-1];
     reg [C*OW-1:0] result, out_reg;
     reg signed [XW:0] xv;
-    reg signed [63:0] q, mag, quo, rest, fl;
+    reg signed [63:0] q, mag, quo;
     integer c;
+    `include "ef_requant.vh"
 
     always @* begin
         result = out_reg;
@@ -67,14 +68,7 @@ module ef_pool2d #(
                 if (mag < 0) mag = -mag;
                 quo = ((mag <<< ALIGN) * DIV_M) >>> DIV_SH;     // floor(|sum| * 2^ALIGN / (K*K))
                 if (nxt[c] < 0) quo = -quo;
-                fl = quo >>> SHIFT;
-                if (SHIFT > 0) begin
-                    rest = quo - (fl <<< SHIFT);
-                    if (rest > (64'sd1 <<< (SHIFT - 1)) || (rest == (64'sd1 <<< (SHIFT - 1)) && fl[0])) fl = fl + 1;
-                end
-                if (fl > OMAX) fl = OMAX;
-                if (fl < OMIN) fl = OMIN;
-                q = fl;
+                q = requant(quo);
             end
             result[c * OW +: OW] = q[OW-1:0];
         end

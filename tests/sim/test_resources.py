@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 def test_yosys_estimate_of_a_module(tmp_path):
     (tmp_path / "src").mkdir()
-    shutil.copyfile(RTL_DIR / "ef_affine.v", tmp_path / "src" / "ef_affine.v")
+    for name in ("ef_affine.v", "ef_requant.vh"):
+        shutil.copyfile(RTL_DIR / name, tmp_path / "src" / name)
     (tmp_path / "src" / "affine.mem").write_text("1000040\n")  # bias 1 (aligned), scale 0x40
     (tmp_path / "manifest.json").write_text(json.dumps({"top": "ef_affine", "sources": ["src/ef_affine.v"]}))
     result = yosys_estimate(tmp_path, get_board("pynq-z2").to_dict())

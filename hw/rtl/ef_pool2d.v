@@ -4,7 +4,8 @@
 // MODE 1 (average): the window sum, widened by ALIGN fractional bits, divided by K*K with
 // truncation toward zero (hls4ml's ap_fixed division), then rounded half to even by SHIFT bits
 // and saturated to [OMIN, OMAX]. The division is a multiplication by DIV_M and a right shift by
-// DIV_SH, exact for every sum the input type allows (the generator checks that).
+// DIV_SH, exact for every sum the input type allows (the generator checks that); one divider
+// serves the channels in turn (C cycles per output pixel) instead of C wide multipliers.
 // One window position per cycle; pixel streams as in ef_conv2d.
 module ef_pool2d #(
     parameter H = 4, W = 4, C = 1, K = 2, S = 2,
@@ -43,12 +44,14 @@ module ef_pool2d #(
     wire [31:0] need_col = ox * S + K - 1;
     wire arrived = (in_row >= H) || (in_row > need_row) || (in_row == need_row && in_col > need_col);
     wire last_step = (ky == K - 1) && (kx == K - 1);
-    wire busy = !frame_done && arrived && (!last_step || !out_valid || out_ready);
+    reg dividing;                              // MODE 1: dividing the finished window's sums
+    reg [31:0] dc;                             // channel being divided
+    wire busy = !frame_done && !dividing && arrived && (MODE == 1 || !last_step || !out_valid || out_ready);
     wire [C*XW-1:0] pixel = lb[((first_row + ky) % R) * W + ox * S + kx];
 
     reg signed [SUMW-1:0] acc [0:C-1];
     reg signed [SUMW-1:0] nxt [0:C-1];
-    reg [C*OW-1:0] result, out_reg;
+    reg [C*OW-1:0] result, out_reg, divided, divided_all;
     reg signed [XW:0] xv;
     reg signed [63:0] q, mag, quo;
     integer c;
@@ -61,23 +64,22 @@ module ef_pool2d #(
             if (ky == 0 && kx == 0) nxt[c] = xv;
             else if (MODE == 0) nxt[c] = (xv > acc[c]) ? xv : acc[c];
             else nxt[c] = acc[c] + xv;
-            if (MODE == 0) begin
-                q = nxt[c];
-            end else begin
-                mag = nxt[c];
-                if (mag < 0) mag = -mag;
-                quo = ((mag <<< ALIGN) * DIV_M) >>> DIV_SH;     // floor(|sum| * 2^ALIGN / (K*K))
-                if (nxt[c] < 0) quo = -quo;
-                q = requant(quo);
-            end
+            q = nxt[c];
             result[c * OW +: OW] = q[OW-1:0];
         end
+        mag = acc[dc];
+        if (mag < 0) mag = -mag;
+        quo = ((mag <<< ALIGN) * DIV_M) >>> DIV_SH;             // floor(|sum| * 2^ALIGN / (K*K))
+        if (acc[dc] < 0) quo = -quo;
+        q = requant(quo);
+        divided_all = divided;
+        divided_all[dc * OW +: OW] = q[OW-1:0];
     end
 
     always @(posedge clk) begin
         if (!rst_n) begin
             in_row <= 0; in_col <= 0; oy <= 0; ox <= 0; ky <= 0; kx <= 0;
-            out_valid <= 1'b0; frame_done <= 1'b0;
+            out_valid <= 1'b0; frame_done <= 1'b0; dividing <= 1'b0; dc <= 0;
         end else begin
             if (in_valid && in_ready) begin
                 if (in_col == W - 1) begin in_col <= 0; in_row <= in_row + 1; end
@@ -85,11 +87,26 @@ module ef_pool2d #(
             end
             if (out_valid && out_ready) out_valid <= 1'b0;
             if (frame_done) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
+            if (dividing) begin
+                if (dc != C - 1) begin
+                    divided <= divided_all;
+                    dc <= dc + 1;
+                end else if (!out_valid || out_ready) begin
+                    out_reg <= divided_all;
+                    out_valid <= 1'b1;
+                    dividing <= 1'b0;
+                end
+            end
             if (busy) begin
                 for (c = 0; c < C; c = c + 1) acc[c] <= nxt[c];
                 if (last_step) begin
-                    out_reg <= result;
-                    out_valid <= 1'b1;
+                    if (MODE == 0) begin
+                        out_reg <= result;
+                        out_valid <= 1'b1;
+                    end else begin
+                        dividing <= 1'b1;
+                        dc <= 0;
+                    end
                     ky <= 0; kx <= 0;
                     if (ox == OWD - 1) begin
                         ox <= 0;

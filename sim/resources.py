@@ -18,8 +18,13 @@ CELLS = {"LUT": r"LUT\d", "FF": r"FD[CPRS]E?", "DSP": r"DSP48E1", "BRAM36": r"RA
 
 
 def parse_stat(text: str) -> dict[str, int]:
-    """Cell counts by kind from Yosys's ``stat`` output of the top."""
+    """Cell counts by kind from Yosys's ``stat -top`` output: the design hierarchy's totals when
+    the design kept its hierarchy, else the one module's counts."""
     counts = dict.fromkeys(CELLS, 0)
+    if "=== design hierarchy ===" in text:
+        text = text.split("=== design hierarchy ===", 1)[1]
+        if "Number of cells" in text:
+            text = text[text.index("Number of cells"):]
     for line in text.splitlines():
         parts = line.split()
         if len(parts) != 2:
@@ -48,8 +53,9 @@ def yosys_estimate(rtl_dir: Path, board: dict, timeout_s: int = 3600) -> dict:
     manifest = json.loads((rtl_dir / "manifest.json").read_text())
     sources = " ".join(Path(s).name for s in manifest["sources"])
     stat_file = rtl_dir / "src" / "yosys_stat.txt"  # YoWASP sees only its working directory
+    # layer by layer (no -flatten): ABC on one flattened network did not finish in 40 minutes
     script = (f"read_verilog -defer -I. {sources}; hierarchy -top {manifest['top']}; "
-              f"synth_xilinx -family xc7 -top {manifest['top']} -flatten; tee -o {stat_file.name} stat")
+              f"synth_xilinx -family xc7 -top {manifest['top']}; tee -o {stat_file.name} stat -top {manifest['top']}")
     start = time.perf_counter()
     run = subprocess.run([yosys, "-q", "-p", script], cwd=rtl_dir / "src", capture_output=True, text=True,
                          timeout=timeout_s)

@@ -28,3 +28,29 @@ def test_parse_stat_counts_cells_by_kind():
     text = "   Number of cells:   10\n     FDRE    5\n     LUT4   3\n     LUT6   2\n     DSP48E1   1\n   RAMB18E1   2\n"
     counts = parse_stat(text)
     assert counts["FF"] == 5 and counts["LUT"] == 5 and counts["DSP"] == 1 and counts["BRAM18"] == 2
+
+
+def test_hierarchy_totals_are_counted_once(tmp_path):
+    """Two instances of a module under a top: the estimate is twice one instance, not the sum of
+    the per-module sections and the hierarchy's totals."""
+    single = tmp_path / "single"
+    pair = tmp_path / "pair"
+    for folder in (single, pair):
+        (folder / "src").mkdir(parents=True)
+        for name in ("ef_affine.v", "ef_requant.vh"):
+            shutil.copyfile(RTL_DIR / name, folder / "src" / name)
+        (folder / "src" / "affine.mem").write_text("1000040\n")
+    (single / "manifest.json").write_text(json.dumps({"top": "ef_affine", "sources": ["src/ef_affine.v"]}))
+    (pair / "src" / "pair.v").write_text(
+        "module pair(input clk, input rst_n, input [15:0] d, input v, output [15:0] q, output o);\n"
+        "  wire r0, r1, v0;\n  wire [7:0] q0;\n"
+        "  ef_affine a0(.clk(clk), .rst_n(rst_n), .in_valid(v), .in_ready(r0), .in_data(d[7:0]),\n"
+        "               .out_valid(v0), .out_ready(r1), .out_data(q0));\n"
+        "  ef_affine a1(.clk(clk), .rst_n(rst_n), .in_valid(v0), .in_ready(r1), .in_data(q0 ^ d[15:8]),\n"
+        "               .out_valid(o), .out_ready(1'b1), .out_data(q[7:0]));\n"
+        "  assign q[15:8] = 8'd0;\nendmodule\n")
+    (pair / "manifest.json").write_text(json.dumps({"top": "pair", "sources": ["src/ef_affine.v", "src/pair.v"]}))
+    board = get_board("pynq-z2").to_dict()
+    one, two = yosys_estimate(single, board), yosys_estimate(pair, board)
+    assert two["used"]["FF"] == 2 * one["used"]["FF"]
+    assert two["used"]["DSP"] == 2 * one["used"]["DSP"]

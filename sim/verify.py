@@ -105,7 +105,7 @@ def verify_rtl(build_dir: Path, images: ImageSet, emulator_scores: np.ndarray, i
 
 
 def verify(build_dir: str | Path, images: str | None = None, limit: int | None = None,
-           emulator_only: bool = False, progress: bool = True, resources: bool = True) -> dict:
+           emulator_only: bool = False, progress: bool = True, resources: bool = False) -> dict:
     """Run the checks and write ``<build_dir>/verify.json``; return its content."""
     build_dir = Path(build_dir)
     report = load_report(build_dir)

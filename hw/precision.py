@@ -30,6 +30,7 @@ WEIGHT_BITS = (2, 16)
 BIAS_BITS = (4, 16)
 ACTIVATION_BITS = (4, 16)
 OUTPUT_BITS = (8, 16)
+PIXEL_TYPE = FixedType(8, 8, signed=False)  # 8-bit pixels in: 0..255 exactly
 CONSTANT_BITS = 16  # the input normalization's scale and offset: two numbers, not worth searching
 PASS_THROUGH = ("MaxPool", "Flatten")
 
@@ -158,11 +159,6 @@ def build_knobs(model: ModelWrapper, ranges: dict[str, TensorRange]) -> list[Kno
     return sorted(knobs, key=lambda k: order[k.field])
 
 
-def input_type(ranges: dict[str, TensorRange], input_tensor: str) -> FixedType:
-    """8-bit pixels in: ap_ufixed<8,8> holds 0..255 exactly."""
-    return FixedType(8, 8, signed=False)
-
-
 def resolve(model: ModelWrapper, knobs: list[Knob], widths: dict[str, int], ranges: dict[str, TensorRange],
             fixed: dict[str, FixedType] | None = None) -> Precisions:
     """Turn knob widths (or fixed types from an override file) into every type of the design."""
@@ -171,7 +167,7 @@ def resolve(model: ModelWrapper, knobs: list[Knob], widths: dict[str, int], rang
     by_tensor = {k.tensor: (k, chosen[k.name]) for k in knobs}
     p = Precisions()
     inp = model.graph.input[0].name
-    p.tensors[inp] = input_type(ranges, inp)
+    p.tensors[inp] = PIXEL_TYPE
     for k in knobs:
         (p.params if k.field != "result" else p.tensors)[k.tensor] = chosen[k.name]
         p.set_layer(k.node, k.field, chosen[k.name])

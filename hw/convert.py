@@ -301,6 +301,14 @@ def step_generate_rtl(ctx: BuildContext) -> None:
                          "target_interval_cycles": interval}
 
 
+def step_generate_overlay(ctx: BuildContext) -> None:
+    """The PYNQ overlay pieces (overlay/): AXI-DMA wrapper, hardware handoff, stream format."""
+    from .overlay import write_overlay
+
+    overlay = write_overlay(ctx.out, ctx.board.to_dict(), __version__)
+    ctx.report["overlay"] = {"folder": "overlay", "wrapper": overlay["wrapper"], "hwh": overlay["hwh"]}
+
+
 def safe_name(name: str) -> str:
     """A Verilog identifier from a model name."""
     text = "".join(ch if ch.isalnum() else "_" for ch in name)
@@ -328,7 +336,7 @@ def step_report(ctx: BuildContext) -> None:
     src = ctx.source
     ctx.report.update({
         "edgefpga_version": __version__, "name": src.name,
-        "model": {"source": str(src.onnx_path), "classes": src.classes, "input": src.spec.to_dict(),
+        "model": {"name": src.name, "source": str(src.onnx_path), "classes": src.classes, "input": src.spec.to_dict(),
                   "dataset": (src.card or {}).get("dataset", {}).get("name"), "assumed": src.assumed},
         "board": ctx.board.to_dict(),
         "hls": {"project": "hls", "backend": ctx.board.backend, "io_type": "io_stream", "strategy": "Resource",
@@ -343,7 +351,8 @@ def step_report(ctx: BuildContext) -> None:
 
 STEPS: list[Callable[[BuildContext], None]] = [
     step_check_onnx, step_canonicalize, step_load_calibration, step_profile, step_search_precision,
-    step_plan_reuse, step_hls_project, step_compile_emulator, step_check_emulator, step_generate_rtl, step_report,
+    step_plan_reuse, step_hls_project, step_compile_emulator, step_check_emulator, step_generate_rtl, step_generate_overlay,
+    step_report,
 ]
 
 

@@ -54,15 +54,30 @@ def build_harness(rtl_dir: Path, work: Path) -> tuple[Path, float]:
     return work / "obj" / "harness", time.perf_counter() - start
 
 
+def ensure_harness(rtl_dir: Path, work: Path) -> tuple[Path, float]:
+    """The harness program, rebuilt only when it is older than the RTL or the harness source
+    (the runtime's ``rtl`` backend opens in a second instead of a Verilator build each time)."""
+    program = work / "obj" / "harness"
+    manifest = json.loads((rtl_dir / "manifest.json").read_text())
+    inputs = [rtl_dir / "manifest.json", HARNESS, *(rtl_dir / s for s in manifest["sources"])]
+    if program.is_file() and program.stat().st_mtime > max(p.stat().st_mtime for p in inputs):
+        return program, 0.0
+    return build_harness(rtl_dir, work)
+
+
 def run_harness(program: Path, pixels: np.ndarray, outputs: int, work: Path, idle: int = 0, stall: int = 0,
-                seed: int = 1) -> HarnessRun:
+                seed: int = 1, timeout_s: float | None = None) -> HarnessRun:
     """Stream (N, C, H, W) uint8 pixels (sent NHWC, channels interleaved) and collect the scores."""
     frames = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)).astype(np.uint8)
     (work / "pixels.bin").write_bytes(frames.tobytes())
     beats = frames[0].size
     start = time.perf_counter()
-    run = subprocess.run([str(program), str(work / "pixels.bin"), str(len(frames)), str(beats), str(outputs),
-                          str(work / "scores.txt"), str(idle), str(stall), str(seed)], capture_output=True, text=True)
+    try:
+        run = subprocess.run([str(program), str(work / "pixels.bin"), str(len(frames)), str(beats), str(outputs),
+                              str(work / "scores.txt"), str(idle), str(stall), str(seed)], capture_output=True,
+                             text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise SimulatorError(f"{program}: no result after {timeout_s:g} s for {len(frames)} frame(s)") from exc
     seconds = time.perf_counter() - start
     if run.returncode != 0:
         raise SimulatorError(f"{program}: {run.stderr.strip()}")

@@ -64,7 +64,14 @@ def bench_cpu_inference(model_dir: Path = ZOO_MODEL, repeats: int = 3) -> dict:
     return {"model": card.name, "n_images": len(images), "repeats": repeats, **results}
 
 
-BENCHES = {"cpu_inference": bench_cpu_inference}
+def bench_runtime() -> dict:
+    """Every runtime backend on the same ELPV cells, and the board projection (edgefpga bench)."""
+    from edgefpga.runtime.bench import bench_runtime as run
+
+    return run("build/elpv_defect", out=None)
+
+
+BENCHES = {"cpu_inference": bench_cpu_inference, "runtime": bench_runtime}
 
 
 def main(names: list[str]) -> int:

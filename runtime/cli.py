@@ -151,6 +151,81 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_results_table(results: list, rows: int) -> list[str]:
+    """The first ``rows`` results as an aligned table."""
+    lines = [f"{'image':<34} {'label':<12} {'score':>6} {'defective':>9} {'ms':>8} {'cycles':>8}"]
+    for r in results[:rows]:
+        cycles = f"{r.cycles:,}" if r.cycles is not None else "-"
+        lines.append(f"{r.source[-34:]:<34} {r.label:<12} {r.score:>6.3f} {str(r.defective):>9} "
+                     f"{r.latency_ms:>8.2f} {cycles:>8}")
+    if len(results) > rows:
+        lines.append(f"... {len(results) - rows} more (--rows N to show them, --csv FILE to save all)")
+    return lines
+
+
+def summary_lines(results: list, labels, classes: list[str]) -> list[str]:
+    import numpy as np
+
+    from edgefpga.models.metrics import classification_metrics
+
+    ms = np.array([r.latency_ms for r in results])
+    counts = ", ".join(f"{c} {sum(r.label == c for r in results)}" for c in classes)
+    lines = [f"{len(results)} images: {counts}; latency per image median {np.median(ms):.2f} ms, "
+             f"p99 {np.percentile(ms, 99):.2f} ms (wall time, preprocessing included)"]
+    cycles = [r.cycles for r in results if r.cycles is not None]
+    if cycles:
+        lines.append(f"accelerator: median {int(np.median(cycles)):,} cycles per frame, first pixel in to last score out")
+    if labels is not None:
+        m = classification_metrics(labels, np.array([r.label_index for r in results]), len(classes))
+        lines.append(f"against the labels: accuracy {m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, "
+                     f"F1 (defective) {m['f1_defective']:.4f}")
+    return lines
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    import csv
+
+    from tqdm import tqdm
+
+    import edgefpga.runtime as rt
+    from edgefpga.runtime.inputs import collect_inputs
+
+    with rt.open(args.model, backend=args.backend, defect_threshold=args.threshold) as engine:
+        print(f"model {engine.describe()}", file=sys.stderr)
+        inputs = collect_inputs(args.images, engine.classes)
+        stream = engine.stream(inputs.images, batch_size=args.batch)
+        results = list(tqdm(stream, total=len(inputs), unit="img", desc=engine.backend_name, disable=args.quiet))
+    for r, name in zip(results, inputs.names):
+        r.source = name
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=1))
+        return 0
+    print("\n".join(format_results_table(results, args.rows)))
+    print("\n".join(summary_lines(results, inputs.labels, engine.classes)))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(results[0].to_dict()))
+            writer.writeheader()
+            writer.writerows(r.to_dict() for r in results)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgefpga.runtime.bench import bench_runtime
+
+    result = bench_runtime(args.model, n_images=args.images, out=args.out, pynq_sim=not args.no_pynq_sim,
+                           progress=not args.quiet)
+    for name, row in result["backends"].items():
+        print(f"{name:<10} {row['images_per_s']:>10,.1f} images/s   per image median {row['latency_ms']['median']:>9.2f} ms, "
+              f"p99 {row['latency_ms']['p99']:>9.2f} ms   {row['note']}")
+    proj = result["projection"]
+    print(f"board projection: {proj['fps']:,.0f} frames/s at {proj['clock_mhz']:g} MHz ({proj['ii_cycles']:,} cycles "
+          f"per frame), {proj['ratio_vs_onnx_cpu']:.1f}x ONNX Runtime on this CPU")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from edgefpga.hw.vendor_build import build
 
@@ -224,6 +299,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bitfile", action="store_true", help="stop after HLS synthesis and IP export")
     p.set_defaults(func=cmd_build)
 
+    p = sub.add_parser("infer", help="classify images with a model on a backend (board, RTL, emulator or ONNX)")
+    p.add_argument("images", nargs="+", help="image files, folders (class subfolders give labels) or elpv:<subset>[:N]")
+    p.add_argument("--model", default="elpv_defect", help="build folder, model folder or zoo name (default elpv_defect)")
+    p.add_argument("--backend", default="auto", help="auto (default), pynq, rtl, emulator or onnx")
+    p.add_argument("--threshold", type=float, default=0.5, help="defect probability threshold (default 0.5)")
+    p.add_argument("--batch", type=int, help="images per backend call (default: the backend's)")
+    p.add_argument("--rows", type=int, default=20, help="table rows to print (default 20)")
+    p.add_argument("--csv", type=Path, help="write every result to this CSV file")
+    p.add_argument("--json", action="store_true", help="print every result as JSON instead of the table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("bench", help="images/s and latency per backend, board projection; writes runtime.json")
+    p.add_argument("--model", default="build/elpv_defect",
+                   help="build folder (default build/elpv_defect, converted from the shipped model if missing)")
+    p.add_argument("--images", type=int, default=32, help="ELPV test cells per backend (default 32)")
+    p.add_argument("--out", type=Path, default=Path("bench/results/runtime.json"))
+    p.add_argument("--no-pynq-sim", action="store_true", help="skip the pynq backend on the simulated PS-PL")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("demo", help="the main job on the embedded default (no board needed)")
     p.add_argument("--model", type=Path, default=DEFAULT_ZOO_MODEL)
     p.add_argument("--confusion-png", type=Path, default=Path("demo_out/confusion_test.png"))
@@ -238,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     errors: tuple[type[Exception], ...] = (UserError, ModelCardError, ImageError, ArchitectureError)
-    if args.command in ("convert", "verify", "build"):
+    if args.command in ("convert", "verify", "build", "infer", "bench"):
+        from edgefpga.runtime.backends import EngineError
+
+        errors += (EngineError,)
+    if args.command in ("convert", "verify", "build", "infer", "bench"):
         from edgefpga.hw.hls import EmulatorError
         from edgefpga.hw.onnx_check import ConversionError
         from edgefpga.sim.verilator import SimulatorError

@@ -1,0 +1,153 @@
+"""The Engine: one API over the board, the RTL simulation, the emulator and ONNX Runtime.
+
+``edgefpga.runtime.open(model, backend="auto")`` resolves the model (build folder, model folder
+or zoo name), picks the backend and returns an Engine. ``infer`` takes images of any size as
+8-bit gray or BGR arrays (or image files), runs the card's OpenCV preprocessing once, and gives
+one ``Result`` per image. A bad image or a failed backend call raises with the image or part
+named; the engine stays usable for the next call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefpga.models.preprocess import ImageError, resize_u8
+
+from .backends import BACKENDS, Backend, BackendUnavailable, choose_backend
+from .source import ModelRef
+
+ImageLike = np.ndarray | str | Path
+
+
+@dataclass
+class Result:
+    """The verdict on one image."""
+
+    label: str
+    label_index: int
+    defective: bool  # P(any class but the first, the good class) >= the engine's defect threshold
+    score: float  # that probability
+    scores: list[float]  # class scores as the backend computes them (logits)
+    probabilities: list[float]
+    classes: list[str]
+    latency_ms: float  # wall time of the call that produced it (preprocessing included) / images in it
+    batch_size: int
+    backend: str
+    model_id: str
+    cycles: int | None = None  # accelerator clock cycles, first pixel in to last score out (rtl)
+    source: str = ""  # file name or "image <i>"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    from edgefpga.hw.images import read_image
+
+    if not Path(path).is_file():
+        raise ImageError(f"{path}: no such image file")
+    return read_image(Path(path))
+
+
+class Engine:
+    """A model on a backend. Use as a context manager, or call ``close``."""
+
+    def __init__(self, model: ModelRef, backend: Backend, chosen_because: str, defect_threshold: float = 0.5):
+        if not 0.0 <= defect_threshold <= 1.0:
+            raise ValueError(f"defect_threshold must be within [0, 1], got {defect_threshold}")
+        self.model = model
+        self.backend = backend
+        self.chosen_because = chosen_because
+        self.defect_threshold = defect_threshold
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def classes(self) -> list[str]:
+        return self.model.classes
+
+    def preprocess(self, images: Iterable[ImageLike]) -> tuple[np.ndarray, list[str]]:
+        """(N, C, H, W) uint8 frames as the accelerator receives them, and a name per image."""
+        frames, names = [], []
+        for i, image in enumerate(images):
+            name = str(image) if isinstance(image, (str, Path)) else f"image {i}"
+            array = read_image_file(Path(image)) if isinstance(image, (str, Path)) else image
+            frames.append(resize_u8(array, self.model.spec, name))
+            names.append(name)
+        if not frames:
+            raise ImageError("no images given")
+        return np.stack(frames), names
+
+    def infer(self, images: ImageLike | Iterable[ImageLike]) -> list[Result]:
+        """Results for one image or a sequence of images, in order."""
+        if isinstance(images, (np.ndarray, str, Path)):
+            images = [images]
+        start = time.perf_counter()
+        frames, names = self.preprocess(images)
+        out = self.backend.run(frames)
+        per_image_ms = (time.perf_counter() - start) * 1e3 / len(frames)
+        return self._results(out.scores, out.cycles, names, per_image_ms)
+
+    def stream(self, images: Iterable[ImageLike], batch_size: int | None = None) -> Iterator[Result]:
+        """Results as they come, in batches of ``batch_size`` (default: the backend's preferred batch)."""
+        size = batch_size or self.backend.max_batch
+        batch: list[ImageLike] = []
+        for image in images:
+            batch.append(image)
+            if len(batch) == size:
+                yield from self.infer(batch)
+                batch = []
+        if batch:
+            yield from self.infer(batch)
+
+    def _results(self, scores: np.ndarray, cycles: np.ndarray | None, names: list[str], ms: float) -> list[Result]:
+        probs = softmax(scores)
+        defect = 1.0 - probs[:, 0]
+        return [Result(label=self.classes[int(k)], label_index=int(k), defective=bool(defect[i] >= self.defect_threshold),
+                       score=float(defect[i]), scores=scores[i].tolist(), probabilities=probs[i].tolist(),
+                       classes=list(self.classes), latency_ms=round(ms, 4), batch_size=len(scores),
+                       backend=self.backend.name, model_id=self.model.model_id,
+                       cycles=None if cycles is None else int(cycles[i]), source=names[i])
+                for i, k in enumerate(scores.argmax(axis=1))]
+
+    def describe(self) -> str:
+        return f"{self.model.model_id} on {self.backend.describe()}: {self.chosen_because}"
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_engine(model: str | Path, backend: str = "auto", defect_threshold: float = 0.5, **options) -> Engine:
+    """An Engine for ``model`` (build folder, model folder or zoo name) on ``backend``: one of
+    ``auto``, ``pynq``, ``rtl``, ``emulator``, ``onnx``. Options go to the backend (e.g.
+    ``timeout_s`` for ``pynq``, ``threads`` for ``onnx``)."""
+    ref = ModelRef.resolve(model)
+    if backend == "auto":
+        backend, why = choose_backend(ref)
+    elif backend in BACKENDS:
+        why = "asked for"
+    else:
+        raise BackendUnavailable(f"unknown backend {backend!r}: choose auto, {', '.join(BACKENDS)}")
+    return Engine(ref, BACKENDS[backend](ref, **options), why, defect_threshold)

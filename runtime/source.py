@@ -1,0 +1,77 @@
+"""What the user points the runtime at: a build folder, a model folder or a zoo model name.
+
+A build folder (``edgefpga convert``'s output) serves every backend: its float model for
+``onnx``, the hls4ml project for ``emulator``, the RTL for ``rtl``, the overlay for ``pynq``. A
+model folder (``model.onnx`` + ``card.json``) serves ``onnx`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefpga.models.card import InputSpec, ModelCardError, load_card
+
+ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
+REPORT_FILE = "report.json"
+
+
+def resolve_model_dir(value: str | Path) -> Path:
+    """A folder path, or the name of a shipped zoo model (e.g. ``elpv_defect``)."""
+    path = Path(value)
+    if path.exists() or "/" in str(value):
+        return path
+    zoo = ZOO / str(value)
+    return zoo if zoo.exists() else path
+
+
+def file_digest(path: Path, chars: int = 12) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:chars]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: its classes, preprocessing, float ONNX file and (if any) build folder."""
+
+    name: str
+    classes: list[str]
+    spec: InputSpec
+    onnx_path: Path
+    build_dir: Path | None
+    model_id: str  # name@sha256 prefix of the float ONNX file: which weights gave a result
+
+    @classmethod
+    def resolve(cls, value: str | Path) -> "ModelRef":
+        folder = resolve_model_dir(value)
+        if (folder / REPORT_FILE).is_file():
+            return cls.from_build(folder)
+        if folder.is_dir() and not (folder / "card.json").is_file():
+            raise ModelCardError(f"{folder}: neither a build folder (no {REPORT_FILE}) nor a model folder "
+                                 "(no card.json)")
+        card = load_card(folder)
+        return cls(card.name, card.classes, card.input, card.model_path, None,
+                   f"{card.name}@{file_digest(card.model_path)}")
+
+    @classmethod
+    def from_build(cls, build_dir: Path) -> "ModelRef":
+        report_path = build_dir / REPORT_FILE
+        try:
+            model = json.loads(report_path.read_text())["model"]
+            spec = InputSpec.from_dict(model["input"], str(report_path))
+            classes = model["classes"]
+            name = model.get("name") or build_dir.name  # older builds did not record the name
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ModelCardError(f"{report_path}: not a report of `edgefpga convert` ({exc})") from exc
+        onnx_path = build_dir / "model" / "source.onnx"
+        if not onnx_path.is_file():
+            raise ModelCardError(f"{onnx_path}: missing from the build folder (convert it again)")
+        return cls(name, classes, spec, onnx_path, build_dir, f"{name}@{file_digest(onnx_path)}")
+
+    def needs_build(self, backend: str) -> Path:
+        """The build folder, or an error that says how to make one."""
+        if self.build_dir is None:
+            raise ModelCardError(f"{self.onnx_path.parent}: the {backend} backend needs a build folder: run "
+                                 f"`edgefpga convert {self.onnx_path.parent}` and open build/<name> instead")
+        return self.build_dir

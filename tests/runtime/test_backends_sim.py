@@ -1,0 +1,72 @@
+"""The simulation backends on the converted ELPV model: rtl and emulator identical on all 654
+test cells, onnx the float model's accuracy, and the pynq driver on the simulated PS-PL
+identical to rtl, including a DMA that never completes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgefpga.runtime as rt
+from edgefpga.models.card import load_card
+from edgefpga.models.metrics import classification_metrics
+from edgefpga.runtime.inputs import elpv_inputs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def test_cells():
+    return elpv_inputs("elpv:test")
+
+
+@pytest.fixture(scope="module")
+def rtl_results(elpv_build, test_cells):
+    with rt.open(elpv_build, backend="rtl") as engine:
+        return engine.infer(test_cells.images)
+
+
+def accuracy(results, labels) -> float:
+    return classification_metrics(labels, np.array([r.label_index for r in results]))["accuracy"]
+
+
+def test_rtl_and_emulator_give_identical_scores_on_all_test_cells(elpv_build, elpv_verify, test_cells, rtl_results):
+    with rt.open(elpv_build, backend="emulator") as engine:
+        emulator = engine.infer(test_cells.images)
+    assert len(rtl_results) == len(emulator) == 654
+    assert np.array_equal([r.scores for r in rtl_results], [r.scores for r in emulator])
+    assert accuracy(rtl_results, test_cells.labels) == elpv_verify["emulator"]["accuracy"]
+    assert all(r.cycles > 0 for r in rtl_results) and all(r.cycles is None for r in emulator)
+
+
+def test_onnx_backend_gives_the_float_models_accuracy(elpv_build, zoo_model, test_cells):
+    with rt.open(elpv_build, backend="onnx") as engine:
+        results = engine.infer(test_cells.images)
+    assert accuracy(results, test_cells.labels) == load_card(zoo_model).test_metrics["accuracy"]
+
+
+def test_auto_picks_rtl_on_a_build_without_board(elpv_build):
+    with rt.open(elpv_build) as engine:
+        assert engine.backend_name == "rtl" and "no board" in engine.chosen_because
+
+
+def test_pynq_backend_on_simulated_pl_matches_rtl_and_survives_a_hung_dma(elpv_build, test_cells, rtl_results,
+                                                                          tmp_path):
+    from edgefpga.runtime.pynq_simulation import run_pynq_backend
+
+    images = np.stack(test_cells.images[:6])
+    result = run_pynq_backend(elpv_build, images, tmp_path, max_batch=4, hang_check=True, hang_timeout_s=3.0)
+    expected = [r.scores for r in rtl_results[:6]]
+    assert result["scores"] == expected  # two DMA batches (4 + 2 frames), every score exact
+    assert "did not complete within 3 s" in result["hang_error"]
+    assert result["hang_seconds"] < 60  # raised, did not hang
+    assert result["after_hang_scores"] == expected[:2]  # usable again after the PL reset
+
+
+def test_overlay_hardware_handoff_reads_as_pynq_reads_it(elpv_build):
+    from pynqmetadata.frontends import Metadata
+    from pynqmetadata.views.runtime import IpDictView
+
+    ip_dict = IpDictView(Metadata(str(elpv_build / "overlay" / "elpv_defect.hwh"))).view
+    assert ip_dict["axi_dma_0"]["type"].startswith("xilinx.com:ip:axi_dma:")
+    assert ip_dict["axi_dma_0"]["phys_addr"] == 0x40400000

@@ -72,14 +72,13 @@ class _StreamPort:
         return AxiStreamBus.from_prefix(dut, prefix)
 
 
-class _SendChannel:
-    """MM2S: memory -> stream. ``transfer`` queues the bytes as one packet, tlast on the last word."""
+class _Channel:
+    """What both directions share: PYNQ's status properties, start/stop and polling. ``idle``
+    runs the simulation for POLL_CYCLES before it answers, as time passes on a board between
+    two register reads."""
 
-    def __init__(self, pl: "SimulatedPL", port: _StreamPort):
-        from cocotbext.axi import AxiStreamSource
-
+    def __init__(self, pl: "SimulatedPL"):
         self._pl = pl
-        self._source = AxiStreamSource(port.bus(pl.dut), pl.clk, pl.rst_n, reset_active_level=False)
         self.running = True
         self.error = False
         self.transferred = 0
@@ -89,24 +88,48 @@ class _SendChannel:
 
     @_resume
     async def stop(self) -> None:
-        """Abort: drop what was not yet sent, as a DMA reset does."""
-        self._source.clear()
+        """Abort the transfer in flight, as a DMA reset does."""
+        self._abort()
         self.running = False
 
     @_resume
     async def _poll(self) -> bool:
         await self._pl.cycles(POLL_CYCLES)
-        return self._source.idle()
+        return self._finished()
 
     @property
     def idle(self) -> bool:
         return self._poll()
 
+    def wait(self) -> None:
+        """PYNQ's wait: spins until idle, however long that takes (drivers should poll with a deadline)."""
+        while not self.idle:
+            pass
+
+    def _check_running(self) -> None:
+        if not self.running:
+            raise RuntimeError("DMA channel not started")
+
+    def _finished(self) -> bool:
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        raise NotImplementedError
+
+
+class _SendChannel(_Channel):
+    """MM2S: memory -> stream. ``transfer`` queues the bytes as one packet, tlast on the last word."""
+
+    def __init__(self, pl: "SimulatedPL", port: _StreamPort):
+        from cocotbext.axi import AxiStreamSource
+
+        super().__init__(pl)
+        self._source = AxiStreamSource(port.bus(pl.dut), pl.clk, pl.rst_n, reset_active_level=False)
+
     def transfer(self, array: np.ndarray, start: int = 0, nbytes: int = 0) -> None:
         from cocotbext.axi import AxiStreamFrame
 
-        if not self.running:
-            raise RuntimeError("DMA channel not started")
+        self._check_running()
         data = array.view(np.uint8).reshape(-1)
         nbytes = nbytes or data.nbytes - start
         self._queue(AxiStreamFrame(bytes(data[start:start + nbytes])))
@@ -116,47 +139,26 @@ class _SendChannel:
     async def _queue(self, frame) -> None:
         await self._source.send(frame)
 
-    def wait(self) -> None:
-        while not self.idle:
-            pass
+    def _finished(self) -> bool:
+        return self._source.idle()
+
+    def _abort(self) -> None:
+        self._source.clear()
 
 
-class _RecvChannel:
+class _RecvChannel(_Channel):
     """S2MM: stream -> memory. A transfer completes at the packet's tlast (or errs past nbytes)."""
 
     def __init__(self, pl: "SimulatedPL", port: _StreamPort):
         from cocotbext.axi import AxiStreamSink
 
-        self._pl = pl
+        super().__init__(pl)
         self._sink = AxiStreamSink(port.bus(pl.dut), pl.clk, pl.rst_n, reset_active_level=False)
         self._task = None
         self._done = True
-        self.running = True
-        self.error = False
-        self.transferred = 0
-
-    def start(self) -> None:
-        self.running = True
-
-    @_resume
-    async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._sink.clear()
-        self._done, self.running = True, False
-
-    @_resume
-    async def _poll(self) -> bool:
-        await self._pl.cycles(POLL_CYCLES)
-        return self._done
-
-    @property
-    def idle(self) -> bool:
-        return self._poll()
 
     def transfer(self, array: np.ndarray, start: int = 0, nbytes: int = 0) -> None:
-        if not self.running:
-            raise RuntimeError("DMA channel not started")
+        self._check_running()
         target = array.view(np.uint8).reshape(-1)
         nbytes = nbytes or target.nbytes - start
         self._done, self.error = False, False
@@ -178,9 +180,14 @@ class _RecvChannel:
         self.transferred = data.nbytes
         self._done = True
 
-    def wait(self) -> None:
-        while not self.idle:
-            pass
+    def _finished(self) -> bool:
+        return self._done
+
+    def _abort(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._sink.clear()
+        self._done = True
 
 
 class SimDMA:

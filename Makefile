@@ -18,16 +18,17 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard ros_nodes/edgefpga_msgs/msg/*.msg)
 	@command -v g++ >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && apt-get install -y -q g++ >/dev/null; } || \
 		{ echo "g++ is needed for hls4ml's C simulation (the emulator): install it (apt-get install g++)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ros]'
+	$(BIN)/python ros_nodes/build_interfaces.py --venv $(VENV)
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/edgefpga demo
+	$(BIN)/edgefpga-demo
 
 test: $(STAMP)
 	$(PYTEST) tests

@@ -71,7 +71,14 @@ def bench_runtime() -> dict:
     return run("build/elpv_defect", out=None)
 
 
-BENCHES = {"cpu_inference": bench_cpu_inference, "runtime": bench_runtime}
+def bench_ros_node() -> dict:
+    """The inspection node's added latency over the bare Engine call (ros_nodes/bench.py)."""
+    from edgefpga.ros_nodes.bench import bench_node_latency
+
+    return bench_node_latency()
+
+
+BENCHES = {"cpu_inference": bench_cpu_inference, "runtime": bench_runtime, "ros_node": bench_ros_node}
 
 
 def main(names: list[str]) -> int:

@@ -1,0 +1,81 @@
+"""sensor_msgs/Image and CompressedImage <-> numpy, with the checks a node needs before it trusts
+a message: encoding, size, row step, data length. Pure numpy + OpenCV (no cv_bridge on PyPI).
+
+A bad message raises ``BadImage`` naming the problem; the node counts it by ``kind`` and goes on.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CHANNELS = {"mono8": 1, "bgr8": 3, "rgb8": 3}
+MAX_PIXELS = 4096 * 4096  # a larger image is refused before any allocation (a 16 Mpx frame is plenty)
+
+
+class BadImage(ValueError):
+    """A message that cannot become an image; ``kind`` is the diagnostics counter it goes to."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def image_to_array(msg) -> np.ndarray:
+    """A sensor_msgs/Image as an 8-bit gray (H, W) or BGR (H, W, 3) array (a view where possible)."""
+    if msg.encoding not in CHANNELS:
+        raise BadImage("encoding", f"encoding {msg.encoding!r} is not supported (use {', '.join(CHANNELS)})")
+    height, width, step, channels = msg.height, msg.width, msg.step, CHANNELS[msg.encoding]
+    if height == 0 or width == 0:
+        raise BadImage("size", f"zero-size image ({width}x{height})")
+    if height * width > MAX_PIXELS:
+        raise BadImage("size", f"image of {width}x{height} is larger than {MAX_PIXELS:,} pixels")
+    if step < width * channels:
+        raise BadImage("layout", f"step {step} is shorter than width x channels = {width * channels}")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size < height * step:
+        raise BadImage("layout", f"data holds {data.size} bytes, fewer than height x step = {height * step}")
+    rows = data[: height * step].reshape(height, step)[:, : width * channels]
+    if channels == 1:
+        return rows
+    image = rows.reshape(height, width, 3)
+    return image[:, :, ::-1] if msg.encoding == "rgb8" else image
+
+
+def compressed_to_array(msg) -> np.ndarray:
+    """A sensor_msgs/CompressedImage (JPEG, PNG, ...) decoded with OpenCV to gray or BGR."""
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise BadImage("compressed", "empty compressed image")
+    header = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)  # cheap probe of the size before the full decode
+    if header is None:
+        raise BadImage("compressed", f"compressed data ({msg.format or 'no format'}, {data.size} bytes) does not decode")
+    if header.shape[0] * header.shape[1] * 64 > MAX_PIXELS:
+        raise BadImage("size", f"compressed image of about {header.shape[1] * 8}x{header.shape[0] * 8} is too large")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image.dtype != np.uint8:
+        raise BadImage("encoding", f"compressed image has {image.dtype} pixels, expected 8-bit")
+    return image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image
+
+
+def array_to_image(image: np.ndarray, msg, encoding: str | None = None):
+    """Fill a sensor_msgs/Image from an 8-bit gray or BGR array; return it."""
+    gray = image.ndim == 2
+    msg.encoding = encoding or ("mono8" if gray else "bgr8")
+    if msg.encoding == "rgb8":
+        image = image[:, :, ::-1]
+    msg.height, msg.width = image.shape[:2]
+    msg.step = msg.width * CHANNELS[msg.encoding]
+    msg.is_bigendian = 0
+    msg.data = np.ascontiguousarray(image).tobytes()
+    return msg
+
+
+def grid_cells(image: np.ndarray, rows: int, cols: int) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """Split an image into rows x cols cells, row-major: (cell, (x, y, width, height)).
+    The last row and column take the remainder, so every pixel is in one cell."""
+    height, width = image.shape[:2]
+    ys = [height * r // rows for r in range(rows + 1)]
+    xs = [width * c // cols for c in range(cols + 1)]
+    return [(image[ys[r]:ys[r + 1], xs[c]:xs[c + 1]], (xs[c], ys[r], xs[c + 1] - xs[c], ys[r + 1] - ys[r]))
+            for r in range(rows) for c in range(cols)]

@@ -1,0 +1,158 @@
+"""The results recorder: ``inspection/result`` to a CSV file and/or a ROS 2 bag, and, given the
+image source's labels (keyed by header stamp), accuracy against them.
+
+Parameters: ``csv`` (path, empty: none), ``bag`` (folder for an MCAP bag written with rosbags,
+empty: none), ``labels_csv`` (the image source's), ``expected`` (stop after this many results;
+0: run until shut down), ``idle_timeout`` (stop when no result came for this long, once at least
+one did; 0: never).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from edgefpga.models.metrics import classification_metrics
+
+PARAMETERS = {"csv": "", "bag": "", "labels_csv": "", "expected": 0, "idle_timeout": 0.0, "queue_depth": 1000}
+CSV_FIELDS = ["stamp_ns", "frame_id", "label", "label_index", "defective", "score", "latency_ms",
+              "accelerator_cycles", "backend", "model_id", "received_ns"]
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def read_labels(path: str | Path) -> dict[int, tuple[str, str]]:
+    """stamp_ns -> (image name, class name) from the image source's labels CSV."""
+    with open(path, newline="") as f:
+        return {int(row["stamp_ns"]): (row["name"], row["label"]) for row in csv.DictReader(f)}
+
+
+def score_rows(rows: list[dict], labels: dict[int, tuple[str, str]], classes: list[str]) -> dict:
+    """Accuracy of recorded results against the labels, matched by stamp; counts what is missing."""
+    by_stamp = {int(r["stamp_ns"]): r for r in rows}
+    labelled = {s: v for s, v in labels.items() if v[1]}
+    matched = [s for s in labelled if s in by_stamp]
+    out = {"published": len(labels), "received": len(rows), "missing": len(labelled) - len(matched)}
+    if matched:
+        truth = np.array([classes.index(labelled[s][1]) for s in matched])
+        pred = np.array([int(by_stamp[s]["label_index"]) for s in matched])
+        out |= classification_metrics(truth, pred, len(classes))
+    return out
+
+
+class BagWriter:
+    """InspectionResult messages into an MCAP bag, with the message definition registered."""
+
+    def __init__(self, folder: Path, topic: str):
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+
+        from .bag_types import register_result_types
+
+        self.typestore = get_typestore(Stores.LATEST)
+        register_result_types(self.typestore)
+        self.writer = Writer(folder, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self.connection = self.writer.add_connection(topic, "edgefpga_msgs/msg/InspectionResult",
+                                                     typestore=self.typestore)
+
+    def write(self, raw: bytes, timestamp_ns: int) -> None:
+        self.writer.write(self.connection, timestamp_ns, raw)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Recorder(Node):
+    def __init__(self, name: str = "recorder", **kwargs):
+        from edgefpga_msgs.msg import InspectionResult
+
+        super().__init__(name, **kwargs)
+        for key, default in PARAMETERS.items():
+            self.declare_parameter(key, default)
+        self.rows: list[dict] = []
+        self.classes: list[str] = []
+        self.last_received = None
+        self.csv_file = self._open_csv(self.param("csv"))
+        self.bag = BagWriter(Path(self.param("bag")), "inspection/result") if self.param("bag") else None
+        qos = QoSProfile(depth=self.param("queue_depth"), reliability=ReliabilityPolicy.RELIABLE,
+                         history=HistoryPolicy.KEEP_LAST)
+        self.create_subscription(InspectionResult, "inspection/result", self.on_result, qos, raw=self.bag is not None)
+
+    def param(self, name: str):
+        return self.get_parameter(name).value
+
+    def _open_csv(self, path: str):
+        if not path:
+            return None
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "w", newline="")
+        csv.DictWriter(handle, CSV_FIELDS).writeheader()
+        return handle
+
+    def on_result(self, msg) -> None:
+        received = time.time_ns()
+        if self.bag is not None:  # raw CDR bytes: write them as they came, then deserialize for the CSV
+            from edgefpga_msgs.msg import InspectionResult
+            from rclpy.serialization import deserialize_message
+
+            self.bag.write(msg, received)
+            msg = deserialize_message(msg, InspectionResult)
+        row = {"stamp_ns": stamp_ns(msg.header), "frame_id": msg.header.frame_id, "label": msg.label,
+               "label_index": msg.label_index, "defective": msg.defective, "score": round(msg.score, 6),
+               "latency_ms": round(msg.latency_ms, 4), "accelerator_cycles": msg.accelerator_cycles,
+               "backend": msg.backend, "model_id": msg.model_id, "received_ns": received}
+        self.classes = list(msg.class_names)
+        self.rows.append(row)
+        self.last_received = time.monotonic()
+        if self.csv_file:
+            csv.DictWriter(self.csv_file, CSV_FIELDS).writerow(row)
+
+    @property
+    def done(self) -> bool:
+        expected, idle = self.param("expected"), self.param("idle_timeout")
+        if expected and len(self.rows) >= expected:
+            return True
+        return bool(idle and self.last_received and time.monotonic() - self.last_received > idle)
+
+    def summary(self) -> dict:
+        labels = self.param("labels_csv")
+        if not labels or not Path(labels).is_file():
+            return {"received": len(self.rows)}
+        return score_rows(self.rows, read_labels(labels), self.classes)
+
+    def close(self) -> None:
+        if self.csv_file:
+            self.csv_file.close()
+        if self.bag:
+            self.bag.close()
+
+
+def main(args: list[str] | None = None) -> None:
+    import json
+
+    rclpy.init(args=args)
+    node = Recorder()
+    try:
+        while rclpy.ok() and not node.done:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        print(json.dumps(node.summary()), flush=True)
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

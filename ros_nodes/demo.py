@@ -32,7 +32,7 @@ class DemoConfig:
     out: Path = Path("demo_out")
     source: str = "elpv:test"
     backend: str = "rtl"
-    rate: float = 8.0
+    rate: float = 5.0
     timeout_s: float = 900.0
 
 
@@ -137,13 +137,25 @@ def example_cells(rows: list[dict], labels: dict, out: Path, count: int = 8) -> 
     wrong = [s for s in seen if s[2]["label"] != s[1]][: count // 2]
     right = [s for s in seen if s[2]["label"] == s[1]][: count - len(wrong)]
     picked = []
+    (out / "cells").mkdir(parents=True, exist_ok=True)
     for name, label, row in wrong + right:
         index = int(name[name.index("[") + 1:-1])
-        path = out / f"cell_{index}.png"
+        path = out / "cells" / f"cell_{index}.png"
         cv2.imwrite(str(path), cv2.resize(data.images[index], (128, 128), interpolation=cv2.INTER_AREA))
         picked.append({"name": name, "label": label, "verdict": row["label"], "score": float(row["score"]),
                        "image": png_data_uri(path)})
     return picked
+
+
+def model_line(build: Path) -> str:
+    """Which model, and the license of the data it was trained on (the card says)."""
+    card_path = build / "model" / "card.json"
+    if not card_path.is_file():
+        return f"  model: {build}"
+    card = json.loads(card_path.read_text())
+    data = card.get("dataset", {})
+    return (f"  model {card.get('name')} ({card.get('params', '?'):,} parameters), trained on {data.get('name')} "
+            f"(license {data.get('license')})")
 
 
 def report(cfg: DemoConfig, summary: dict, rows: list[dict], projection: dict, classes: list[str]) -> list[str]:
@@ -153,7 +165,8 @@ def report(cfg: DemoConfig, summary: dict, rows: list[dict], projection: dict, c
     node_ms = np.array([(int(r["received_ns"]) - int(r["stamp_ns"])) / 1e6 for r in rows]) if rows else np.zeros(1)
     cycles = [int(r["accelerator_cycles"]) for r in rows if int(r["accelerator_cycles"]) >= 0]
     lines = [f"edgefpga demo: {summary.get('received', 0)} of {summary.get('published', 0)} cells inspected over DDS "
-             f"({summary.get('missing', 0)} lost), backend {rows[0]['backend'] if rows else cfg.backend}"]
+             f"({summary.get('missing', 0)} lost), backend {rows[0]['backend'] if rows else cfg.backend}",
+             model_line(cfg.build)]
     if "accuracy" in summary:
         lines.append(f"  accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
                      f"F1 (defective) {summary['f1_defective']:.4f}; confusion {summary['confusion_matrix']}")
@@ -220,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DemoConfig.out, help="report folder (default demo_out)")
     parser.add_argument("--source", default=DemoConfig.source, help="elpv:<subset>[:N] or a folder of images")
     parser.add_argument("--backend", default=DemoConfig.backend, help="inspection backend (default rtl)")
-    parser.add_argument("--rate", type=float, default=DemoConfig.rate, help="images per second (default 8)")
+    parser.add_argument("--rate", type=float, default=DemoConfig.rate, help="images per second (default 5)")
     args = parser.parse_args(argv)
     cfg = DemoConfig(build=args.build, out=args.out, source=args.source, backend=args.backend, rate=args.rate)
     try:

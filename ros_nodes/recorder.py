@@ -116,6 +116,7 @@ class Recorder(Node):
         self.last_received = time.monotonic()
         if self.csv_file:
             csv.DictWriter(self.csv_file, CSV_FIELDS).writerow(row)
+            self.csv_file.flush()  # followers (the demo's progress bar) read it as it grows
 
     @property
     def done(self) -> bool:

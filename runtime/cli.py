@@ -14,21 +14,11 @@ from pathlib import Path
 
 from edgefpga import __version__
 
-XC7Z020_DSPS = 220
-DEFAULT_ZOO_MODEL = Path(__file__).resolve().parent.parent / "models" / "zoo" / "elpv_defect"
+from .source import resolve_model_dir
 
 
 class UserError(Exception):
     """An error in what the user asked for; printed without a traceback."""
-
-
-def resolve_model_dir(value: str) -> Path:
-    """A model folder path, or the name of a shipped zoo model (e.g. ``elpv_defect``)."""
-    path = Path(value)
-    if path.exists() or "/" in value:
-        return path
-    zoo = DEFAULT_ZOO_MODEL.parent / value
-    return zoo if zoo.exists() else path
 
 
 def given(args: argparse.Namespace, *names: str) -> dict:
@@ -88,27 +78,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The train-free demo: evaluate the shipped model and print what it is and how good it is."""
-    from edgefpga.models.card import load_card
-    from edgefpga.models.evaluate import evaluate, format_report
+def run_demo(demo_args: list[str]) -> int:
+    """The end-to-end job lives with the ROS nodes (``edgefpga-demo``); run it as its own process,
+    since nothing imports ``ros_nodes``. Its options pass through unchanged."""
+    import os
 
-    card = load_card(args.model)
-    raw = card.raw
-    print(f"edgefpga {__version__} demo: shipped model {card.name} ({card.model_path})")
-    print(f"  input {card.input.height}x{card.input.width} {card.input.color}, {raw['params']} parameters, "
-          f"{raw['macs'] / 1e6:.2f} M multiply-accumulates per image")
-    print(f"  data: {raw['dataset']['name']}, license {raw['dataset']['license']}")
-    metrics = evaluate(card.folder, "test", progress=True, confusion_png=args.confusion_png)
-    print(format_report(card.name, metrics, card.classes))
-    for row in raw["metrics"].get("fixed_point_check", []):
-        print(f"  fixed point {row['weight_bits']}-bit weights / {row['activation_bits']}-bit activations: "
-              f"accuracy {row['accuracy']:.4f}, top-1 agreement with float {row['top1_agreement']:.4f}")
-    cycles = max(card.input.height * card.input.width * card.input.channels, raw["macs"] / XC7Z020_DSPS)
-    print(f"  accelerator bound on a PYNQ-Z2 (xc7z020, {XC7Z020_DSPS} DSPs, 100 MHz): >= {cycles:,.0f} cycles "
-          f"per frame, <= {100e6 / cycles:,.0f} frames/s (roofline; RTL cycle counts come with `edgefpga verify`)")
-    print(f"confusion matrix plot: {args.confusion_png}")
-    return 0
+    script = Path(sys.executable).parent / "edgefpga-demo"
+    if not script.is_file():
+        print(f"edgefpga demo: error: {script}: missing (the demo comes with the ROS 2 extra: make setup "
+              "installs it)", file=sys.stderr)
+        return 2
+    os.execv(str(script), [str(script), *demo_args])
+    return 0  # not reached
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -320,10 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("demo", help="the main job on the embedded default (no board needed)")
-    p.add_argument("--model", type=Path, default=DEFAULT_ZOO_MODEL)
-    p.add_argument("--confusion-png", type=Path, default=Path("demo_out/confusion_test.png"))
-    p.set_defaults(func=cmd_demo)
+    sub.add_parser("demo", help="the end-to-end job: ELPV cells through the ROS 2 inspection node on the "
+                   "RTL simulation, with a report (options: edgefpga demo --help)")
     return parser
 
 
@@ -332,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     from edgefpga.models.card import ModelCardError
     from edgefpga.models.preprocess import ImageError
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        return run_demo(argv[1:])
     args = build_parser().parse_args(argv)
     errors: tuple[type[Exception], ...] = (UserError, ModelCardError, ImageError, ArchitectureError)
     if args.command in ("convert", "verify", "build", "infer", "bench"):

@@ -18,14 +18,6 @@ def test_help_lists_the_steps():
         assert command in result.stdout
 
 
-def test_demo_prints_the_report(tmp_path):
-    result = run("demo", "--confusion-png", str(tmp_path / "cm.png"))
-    assert result.returncode == 0, result.stderr
-    assert "accuracy" in result.stdout and "fixed point 8-bit weights" in result.stdout
-    assert "CC BY-NC-SA 4.0" in result.stdout
-    assert (tmp_path / "cm.png").is_file()
-
-
 def test_eval_by_zoo_name_matches_folder(zoo_model):
     by_name = run("eval", "elpv_defect", "--json", "--quiet")
     by_path = run("eval", str(zoo_model), "--json", "--quiet")

@@ -61,8 +61,7 @@ class PynqBackend(Backend):
         except OverlayMissing as exc:
             raise BackendUnavailable(str(exc)) from exc
         self.api = pynq_module or import_pynq()
-        default_bit = (folder.parent / BITSTREAM_DIR / self.format["bitstream"]) if not overlay_dir else folder / self.format["bitstream"]
-        self.bitfile = Path(bitfile) if bitfile else default_bit
+        self.bitfile = Path(bitfile) if bitfile else self.default_bitfile(folder, from_build=overlay_dir is None)
         if not self.bitfile.with_suffix(".hwh").is_file():
             raise BackendUnavailable(f"{self.bitfile.with_suffix('.hwh')}: no hardware handoff beside the bitstream "
                                      "(copy the .bit and .hwh that `edgefpga build` wrote, with the same name)")
@@ -75,6 +74,11 @@ class PynqBackend(Backend):
         words_in, scores = self.format["input"]["frame_words"], self.format["output"]["scores"]
         self.in_buffer = self.api.allocate(shape=(max_batch * words_in,), dtype=np.uint32)
         self.out_buffer = self.api.allocate(shape=(max_batch * scores,), dtype=np.int32)
+
+    def default_bitfile(self, folder: Path, from_build: bool) -> Path:
+        """``<build>/bitstream/<name>.bit`` (where `edgefpga build` and docs/board.md put it), or
+        beside overlay.json when the overlay folder is given on its own."""
+        return (folder.parent / BITSTREAM_DIR if from_build else folder) / self.format["bitstream"]
 
     @classmethod
     def unavailable(cls, model) -> str | None:

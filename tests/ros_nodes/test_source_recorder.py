@@ -54,3 +54,45 @@ def test_folder_source_to_recorder_scores_every_image(ros, tmp_path, elpv_data):
     with AnyReader([bag], default_typestore=store) as reader:
         msgs = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()]
     assert len(msgs) == 12 and {m.label for m in msgs} <= set(classes)
+
+
+def write_image_bag(folder, images: list) -> None:
+    """A ROS 2 bag (MCAP) with sensor_msgs/Image messages on /camera/image_raw, written with rosbags."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.LATEST)
+    Image, Header, Time = (store.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                      "builtin_interfaces/msg/Time"))
+    with Writer(folder, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        for i, image in enumerate(images):
+            msg = Image(header=Header(stamp=Time(sec=i, nanosec=0), frame_id="cam"), height=image.shape[0],
+                        width=image.shape[1], encoding="mono8", is_bigendian=0, step=image.shape[1],
+                        data=image.reshape(-1))
+            writer.write(conn, i * 1_000_000, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+
+
+def test_bag_source_publishes_the_bags_images(ros, tmp_path):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from ros_helpers import spin_until
+
+    from edgefpga.ros_nodes.images import image_to_array
+
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (20 + i, 30), dtype=np.uint8) for i in range(3)]
+    write_image_bag(tmp_path / "bag", images)
+    node = ros.create_node("bag_listener")
+    received = []
+    node.create_subscription(Image, "image", received.append, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    params = tmp_path / "source.yaml"
+    params.write_text(f"image_source:\n  ros__parameters:\n    source: {tmp_path / 'bag'}\n    rate: 20.0\n")
+    source = NodeProcess("edgefpga-image-source", params, tmp_path / "source.log")
+    try:
+        assert spin_until(node, lambda: len(received) == 3, 60), source.output()[-2000:]
+    finally:
+        source.stop()
+        node.destroy_node()
+    assert all(np.array_equal(image_to_array(m), img) for m, img in zip(received, images))
+    assert "3 images from" in source.output()

@@ -183,7 +183,7 @@ def dense_stage(model: ModelWrapper, p: Precisions, matmul, add, in_shape: list[
     params = dict(NPIX=h * w, C=c, OC=oc, CI=ci, PO=po, XW=x_t.width, XSIGNED=int(x_t.signed), WW=w_t.width,
                   ACCW=acc_t.width, SHIFT=acc_t.frac - out_t.frac, OW=out_t.width,
                   OMIN=round(out_t.low / out_t.step), OMAX=round(out_t.high / out_t.step))
-    biases = [format(int(b) & ((1 << acc_t.width) - 1), "x") for b in bias]
+    biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
     return Stage(matmul.name, "ef_dense", params, {"WFILE": words, "BFILE": biases}, oc, out_t.width,
                  h * w * (oc // po) * (c // ci), ci * po)
 

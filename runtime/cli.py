@@ -112,7 +112,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from edgefpga.sim.verify import verify
 
     result = verify(args.build, images=args.images, limit=args.limit, emulator_only=args.emulator_only,
-                    progress=not args.quiet, resources=args.resources)
+                    progress=not args.quiet, resources=args.resources, jobs=args.jobs)
     emu = result["emulator"]
     line = f"emulator vs float on {emu['n']} images ({emu['images']}): top-1 agreement {emu['top1_agreement']:.2%}"
     if "accuracy" in emu:
@@ -126,8 +126,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"({rtl['ii_over_roofline']}x roofline), {rtl['fps_at_clock']:,} frames/s at the board clock")
     if "resources" in result:
         res = result["resources"]
+        fits = "yes" if res.get("fits") else "no"
+        verdict = f"; within {res['limit_share']:.0%} of each: {fits}" if "fits" in res else ""
         print("Yosys estimate: " + ", ".join(f"{k} {res['used'][k]:,.0f} of {res['available'][k]:,} "
-                                               f"({res['share'][k]:.0%})" for k in res["used"]))
+                                               f"({res['share'][k]:.0%})" for k in res["used"])
+              + f"{verdict} ({res['seconds']} s)")
     print(f"wrote {Path(args.build) / 'verify.json'}")
     return 0
 
@@ -269,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("build", type=Path, help="build folder from `edgefpga convert`")
     p.add_argument("--emulator-only", action="store_true", help="only the hls4ml emulator check")
     p.add_argument("--resources", action="store_true",
-                   help="also estimate LUT/FF/DSP/BRAM with Yosys (slow: see docs/rtl.md)")
+                   help="also estimate LUT/FF/DSP/BRAM with Yosys, layer by layer (minutes: see docs/rtl.md)")
+    p.add_argument("--jobs", type=int, default=1, help="Yosys processes at a time for --resources (default 1)")
     p.add_argument("--images", help="images to verify on: folder, .npz or elpv:<subset> (ELPV models: elpv:test)")
     p.add_argument("--limit", type=int, help="use a fixed random sample of N images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

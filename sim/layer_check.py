@@ -25,12 +25,12 @@ def load_design(build_dir: Path) -> tuple[ModelWrapper, Precisions]:
 
 def check_conv_layer(build_dir: Path, node: str, ci: int, po: int, pixels: np.ndarray, work: Path,
                      idle: float = 0.2, stall: float = 0.2, seed: int = 1, corrupt: bool = False,
-                     use_dsp: bool = True) -> dict:
+                     use_dsp: bool = True, kp: int = 1) -> dict:
     """Stream ``pixels`` (N, C, H, W uint8 network inputs) through the integer model up to
     ``node``'s input, then through ef_conv2d; return the testbench's result (``mismatches``, cycles).
     ``corrupt`` flips one expected bit: the negative control that shows the check can fail."""
     model, precisions = load_design(Path(build_dir))
-    layer = conv_layer(model, precisions, node, ci, po)
+    layer = conv_layer(model, precisions, node, ci, po, kp)
     values = IntegerModel(model, precisions).run_all(pixels)
     conv = model.get_node_from_name(node)
     relu = model.find_consumer(conv.output[0])

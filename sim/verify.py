@@ -105,8 +105,9 @@ def verify_rtl(build_dir: Path, images: ImageSet, emulator_scores: np.ndarray, i
 
 
 def verify(build_dir: str | Path, images: str | None = None, limit: int | None = None,
-           emulator_only: bool = False, progress: bool = True, resources: bool = False) -> dict:
-    """Run the checks and write ``<build_dir>/verify.json``; return its content."""
+           emulator_only: bool = False, progress: bool = True, resources: bool = False, jobs: int = 1) -> dict:
+    """Run the checks and write ``<build_dir>/verify.json``; return its content. ``jobs``: Yosys
+    processes at a time for the resource estimate."""
     build_dir = Path(build_dir)
     report = load_report(build_dir)
     if not emulator_only and not (build_dir / "rtl" / "manifest.json").is_file():
@@ -124,6 +125,6 @@ def verify(build_dir: str | Path, images: str | None = None, limit: int | None =
         if resources:
             from .resources import yosys_estimate
 
-            result["resources"] = yosys_estimate(build_dir / "rtl", report["board"])
+            result["resources"] = yosys_estimate(build_dir / "rtl", report["board"], jobs=jobs)
     (build_dir / VERIFY_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -13,11 +13,12 @@ module ef_axis_out #(
     input  wire            m_axis_tready,
     output wire            m_axis_tlast
 );
-    reg [N*OW-1:0] scores;
-    reg [31:0] index;
+    localparam IB = (N > 1) ? $clog2(N) : 1;
+    reg [N*OW-1:0] scores;                     // shifted down one score per beat: no index multiplexer
+    reg [IB-1:0] index;
     reg busy;
     assign in_ready = !busy;
-    wire [OW-1:0] score = scores[index * OW +: OW];
+    wire [OW-1:0] score = scores[OW-1:0];
     generate
         if (TW > OW) begin : extend
             assign m_axis_tdata = {{(TW-OW){score[OW-1]}}, score};
@@ -34,7 +35,7 @@ module ef_axis_out #(
             if (in_valid) begin scores <= in_data; busy <= 1'b1; index <= 0; end
         end else if (m_axis_tready) begin
             if (index == N - 1) busy <= 1'b0;
-            else index <= index + 1;
+            else begin index <= index + 1; scores <= scores >> OW; end
         end
     end
 endmodule

@@ -1,7 +1,7 @@
 // ef_conv2d: streaming 2-D convolution with fused requantization (and ReLU), Verilog-2005.
 //
 // Input and output are pixel streams in raster order, one pixel (all channels, channel 0 in the
-// low bits) per valid/ready transfer. A line buffer holds the last K+S input rows; an engine
+// low bits) per valid/ready transfer. A line buffer holds the last R >= K+S input rows; an engine
 // computes each output pixel as (OC/PO) channel groups x K*(K/KP) window steps (KP horizontally
 // adjacent positions each) x (C/CI) input channel chunks, one step per cycle, with PO*KP*CI
 // multipliers. Arithmetic is the integer model of
@@ -11,6 +11,12 @@
 //
 // Frames follow each other; the next frame's pixels are accepted once the engine has finished
 // the previous frame's last output pixel.
+//
+// Written for small synthesis results (docs/rtl.md, Resources): no multiplication outside the
+// multipliers themselves (window positions and ROM addresses are counters, the line buffer's
+// address is {row mod R, column} with the row length padded to a power of two), synchronous
+// reads of every memory (block or distributed RAM, not registers and multiplexers), narrow
+// counters, and the output vector filled by shifting in one channel group at a time.
 module ef_conv2d #(
     parameter H = 8, W = 8, C = 1, K = 3, S = 1, PAD = 1,
     parameter OC = 8, CI = 1, PO = 8, KP = 1,
@@ -33,68 +39,100 @@ module ef_conv2d #(
 );
     localparam OH = (H + 2 * PAD - K) / S + 1;
     localparam OWD = (W + 2 * PAD - K) / S + 1;
-    localparam R = (K + S <= 2) ? 2 : (K + S <= 4) ? 4 : (K + S <= 8) ? 8 : 16;  // rows kept (power of 2)
+    localparam R = (K + S <= 2) ? 2 : (K + S <= 4) ? 4 : (K + S <= 8) ? 8 : (K + S <= 16) ? 16 :
+                   (K + S <= 32) ? 32 : (K + S <= 64) ? 64 : 128;   // rows kept (power of 2)
+    localparam RB = $clog2(R);
+    localparam WB = (W > 1) ? $clog2(W) : 1;  // column bits: a row occupies 2^WB entries
     localparam GROUPS = OC / PO;
     localparam CHUNKS = C / CI;
     localparam KSTEPS = K / KP;
     localparam WDEPTH = GROUPS * K * KSTEPS * CHUNKS;
+    localparam GB = (GROUPS > 1) ? $clog2(GROUPS) : 1;
+    localparam CB = (CHUNKS > 1) ? $clog2(CHUNKS) : 1;
+    localparam KB = $clog2(K + 1);
+    localparam AB = (WDEPTH > 1) ? $clog2(WDEPTH) : 1;
+    localparam NB = 16;                        // signed row / column positions (maps up to 16k)
+    localparam signed [NB-1:0] LAST_COL0 = (OWD - 1) * S - PAD;
+    localparam signed [NB-1:0] LAST_ROW0 = (OH - 1) * S - PAD;
 
     // ---- line buffer ---------------------------------------------------------------------
-    reg [C*XW-1:0] lb [0:R*W-1];
-    reg [31:0] in_row, in_col;                 // next input pixel of the current input frame
-    reg [31:0] oy, ox;                         // output pixel the engine computes
+    reg [C*XW-1:0] lb [0:R*(1<<WB)-1];
+    reg signed [NB-1:0] in_row, in_col;        // next input pixel of the current input frame
+    reg signed [NB-1:0] row0, col0;            // window origin of the output pixel (oy*S-PAD, ox*S-PAD)
     reg        frame_done;                     // engine finished the frame; input may start the next
 
-    wire signed [31:0] first_row = $signed(oy * S) - PAD;   // first input row the engine still needs
-    wire input_free = (in_row < H) && ($signed(in_row) - first_row < R);
+    wire input_free = (in_row < H) && (in_row - row0 < R);
     assign in_ready = input_free && !frame_done;
 
     always @(posedge clk) begin
         if (in_valid && in_ready)
-            lb[(in_row % R) * W + in_col] <= in_data;
+            lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
     end
 
     // ---- engine: stage A issues a step (counters, synchronous ROM and line-buffer reads),
     // stage B multiplies, accumulates and, at a group's last step, requantizes ----------------
-    reg [31:0] group, ky, kx, chunk;
-    (* rom_style = "block", ram_style = "block" *) reg [PO*KP*CI*WW-1:0] wrom [0:WDEPTH-1];
+    reg [GB-1:0] group;
+    reg [KB-1:0] ky, kx;
+    reg [CB-1:0] chunk;
+    reg [AB-1:0] waddr;                        // = ((group*K + ky)*KSTEPS + kx/KP)*CHUNKS + chunk
+    reg [PO*KP*CI*WW-1:0] wrom [0:WDEPTH-1];  // synthesis picks block RAM, LUT RAM or logic by size
     reg [PO*ACCW-1:0] brom [0:GROUPS-1];
     initial begin
         $readmemh(WFILE, wrom);
         $readmemh(BFILE, brom);
     end
 
-    wire signed [31:0] iy = first_row + $signed(ky);
-    wire signed [31:0] ix = $signed(ox * S) - PAD + $signed(kx);   // first of the KP positions
+    wire signed [NB-1:0] iy = row0 + $signed({1'b0, ky});
+    wire signed [NB-1:0] ix = col0 + $signed({1'b0, kx});  // first of the KP positions
     // the window's last input pixel (clamped to the map) must have arrived
-    wire signed [31:0] need_row = (first_row + K - 1 < H) ? first_row + K - 1 : H - 1;
-    wire signed [31:0] need_col0 = $signed(ox * S) - PAD + K - 1;
-    wire signed [31:0] need_col = (need_col0 < W) ? need_col0 : W - 1;
-    wire arrived = (in_row >= H) || ($signed(in_row) > need_row) ||
-                   ($signed(in_row) == need_row && $signed(in_col) > need_col);
+    wire signed [NB-1:0] need_row = (row0 + K - 1 < H) ? row0 + K - 1 : H - 1;
+    wire signed [NB-1:0] need_col = (col0 + K - 1 < W) ? col0 + K - 1 : W - 1;
+    wire arrived = (in_row >= H) || (in_row > need_row) || (in_row == need_row && in_col > need_col);
     wire a_last = (chunk == CHUNKS - 1) && (ky == K - 1) && (kx == K - KP);
     wire a_first = (chunk == 0) && (ky == 0) && (kx == 0);
+    wire a_group_last = (group == GROUPS - 1);
 
     // stage B registers
     reg b_valid, b_first, b_last, b_pixel_end;
-    reg [31:0] b_group, b_chunk;
+    reg [CB-1:0] b_chunk;
     reg [PO*KP*CI*WW-1:0] b_w;
-    reg [C*XW-1:0] b_pixels [0:KP-1];
+    reg [PO*ACCW-1:0] b_bias;
     wire stall = b_valid && b_pixel_end && out_valid && !out_ready;   // output register still full
     wire issue = !stall && !frame_done && arrived;
 
-    integer j;
     always @(posedge clk) begin
-        if (!stall) begin
-            b_w <= wrom[((group * K + ky) * KSTEPS + kx / KP) * CHUNKS + chunk];
-            for (j = 0; j < KP; j = j + 1)
-                b_pixels[j] <= (iy >= 0 && iy < H && ix + j >= 0 && ix + j < W) ? lb[(iy % R) * W + ix + j]
-                                                                                 : {C*XW{1'b0}};
+        if (issue) begin
+            b_w <= wrom[waddr];
+            b_bias <= brom[group];
         end
     end
 
-    reg signed [ACCW-1:0] acc [0:PO-1];
-    reg [OC*OW-1:0] result, out_reg;
+    // KP line-buffer reads per step; a position in the padding reads as zero (masked in stage B)
+    wire [KP*CI*XW-1:0] x_step;                // the step's CI-channel chunk at each position
+    genvar gj;
+    generate
+        for (gj = 0; gj < KP; gj = gj + 1) begin : pos
+            wire signed [NB-1:0] ixj = ix + gj;
+            wire in_map = (iy >= 0) && (iy < H) && (ixj >= 0) && (ixj < W);
+            reg [C*XW-1:0] rd;
+            reg rd_inside;
+            always @(posedge clk) begin
+                if (issue) begin
+                    rd <= lb[{iy[RB-1:0], ixj[WB-1:0]}];
+                    rd_inside <= in_map;
+                end
+            end
+            reg [CI*XW-1:0] part;
+            integer c;
+            always @* begin
+                part = {CI*XW{1'b0}};
+                for (c = 0; c < CHUNKS; c = c + 1)
+                    if (b_chunk == c) part = rd[c * CI * XW +: CI * XW];
+                if (!rd_inside) part = {CI*XW{1'b0}};
+            end
+            assign x_step[gj * CI * XW +: CI * XW] = part;
+        end
+    endgenerate
 
     // signed product as shift-and-add: synthesis maps it to LUTs and carry chains, never to a DSP
     function signed [XW+WW:0] lut_mul(input signed [XW:0] a, input signed [WW-1:0] b);
@@ -107,42 +145,49 @@ module ef_conv2d #(
         end
     endfunction
 
-    // products of stage B's step, summed per output lane
-    reg signed [ACCW-1:0] step_sum [0:PO-1];
-    integer p, i;
-    reg signed [XW:0] xv;
-    reg signed [WW-1:0] wv;
-    always @* begin
-        for (p = 0; p < PO; p = p + 1) begin
-            step_sum[p] = 0;
-            for (j = 0; j < KP; j = j + 1) begin
-                for (i = 0; i < CI; i = i + 1) begin
-                    xv = XSIGNED ? $signed({b_pixels[j][(b_chunk * CI + i) * XW + XW - 1], b_pixels[j][(b_chunk * CI + i) * XW +: XW]})
-                                 : $signed({1'b0, b_pixels[j][(b_chunk * CI + i) * XW +: XW]});
-                    wv = $signed(b_w[((p * KP + j) * CI + i) * WW +: WW]);
-                    step_sum[p] = step_sum[p] + (USE_DSP ? xv * wv : lut_mul(xv, wv));
-                end
-            end
-        end
-    end
-
     `include "ef_requant.vh"
 
-    reg signed [ACCW-1:0] total [0:PO-1];
+    // products of stage B's step summed per output lane, the new accumulators and outputs
+    reg [PO*ACCW-1:0] acc;
+    reg [PO*ACCW-1:0] total;
+    reg [PO*OW-1:0] q_group;                   // the group's requantized outputs
+    reg signed [ACCW-1:0] sum;
+    reg signed [XW:0] xv;
+    reg signed [WW-1:0] wv;
     reg signed [63:0] q;
-    reg [OC*OW-1:0] next_result;
+    integer p, j, i;
     always @* begin
-        next_result = result;
         for (p = 0; p < PO; p = p + 1) begin
-            total[p] = (b_first ? $signed(brom[b_group][p * ACCW +: ACCW]) : acc[p]) + step_sum[p];
-            q = requant(total[p]);
-            if (b_last) next_result[(b_group * PO + p) * OW +: OW] = q[OW-1:0];
+            sum = b_first ? $signed(b_bias[p * ACCW +: ACCW]) : $signed(acc[p * ACCW +: ACCW]);
+            for (j = 0; j < KP; j = j + 1) begin
+                for (i = 0; i < CI; i = i + 1) begin
+                    xv = XSIGNED ? $signed({x_step[(j * CI + i) * XW + XW - 1], x_step[(j * CI + i) * XW +: XW]})
+                                 : $signed({1'b0, x_step[(j * CI + i) * XW +: XW]});
+                    wv = $signed(b_w[((p * KP + j) * CI + i) * WW +: WW]);
+                    sum = sum + (USE_DSP ? xv * wv : lut_mul(xv, wv));
+                end
+            end
+            total[p * ACCW +: ACCW] = sum;
+            q = requant(sum);
+            q_group[p * OW +: OW] = q[OW-1:0];
         end
     end
+
+    // the output vector: each finished group is shifted in from the top, so after the last
+    // group the first one sits in the low bits
+    reg [OC*OW-1:0] result, out_reg;
+    wire [OC*OW-1:0] next_result;
+    generate
+        if (GROUPS > 1) begin : shift_in
+            assign next_result = {q_group, result[OC*OW-1:PO*OW]};
+        end else begin : whole
+            assign next_result = q_group;
+        end
+    endgenerate
 
     always @(posedge clk) begin
         if (!rst_n) begin
-            group <= 0; ky <= 0; kx <= 0; chunk <= 0; oy <= 0; ox <= 0;
+            group <= 0; ky <= 0; kx <= 0; chunk <= 0; waddr <= 0; row0 <= -PAD; col0 <= -PAD;
             out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
         end else begin
             if (in_valid && in_ready) begin
@@ -155,23 +200,24 @@ module ef_conv2d #(
             end
             // stage B
             if (b_valid && !stall) begin
-                for (p = 0; p < PO; p = p + 1) acc[p] <= total[p];
-                result <= next_result;
+                acc <= total;
+                if (b_last) result <= next_result;
                 if (b_pixel_end) begin out_reg <= next_result; out_valid <= 1'b1; end
             end
             // stage A
             if (!stall) begin
                 b_valid <= issue;
-                b_first <= a_first; b_last <= a_last; b_pixel_end <= a_last && (group == GROUPS - 1);
-                b_group <= group; b_chunk <= chunk;
+                b_first <= a_first; b_last <= a_last; b_pixel_end <= a_last && a_group_last;
+                b_chunk <= chunk;
             end
             if (issue) begin
-                if (a_last && group == GROUPS - 1) begin
-                    if (ox == OWD - 1) begin
-                        ox <= 0;
-                        if (oy == OH - 1) begin oy <= 0; frame_done <= 1'b1; end
-                        else oy <= oy + 1;
-                    end else ox <= ox + 1;
+                waddr <= (waddr == WDEPTH - 1) ? 0 : waddr + 1;
+                if (a_last && a_group_last) begin
+                    if (col0 == LAST_COL0) begin
+                        col0 <= -PAD;
+                        if (row0 == LAST_ROW0) begin row0 <= -PAD; frame_done <= 1'b1; end
+                        else row0 <= row0 + S;
+                    end else col0 <= col0 + S;
                 end
                 if (chunk == CHUNKS - 1) begin
                     chunk <= 0;
@@ -179,7 +225,7 @@ module ef_conv2d #(
                         kx <= 0;
                         if (ky == K - 1) begin
                             ky <= 0;
-                            group <= (group == GROUPS - 1) ? 0 : group + 1;
+                            group <= a_group_last ? 0 : group + 1;
                         end else ky <= ky + 1;
                     end else kx <= kx + KP;
                 end else chunk <= chunk + 1;

@@ -7,6 +7,11 @@
 // DIV_SH, exact for every sum the input type allows (the generator checks that); one divider
 // serves the channels in turn (C cycles per output pixel) instead of C wide multipliers.
 // One window position per cycle; pixel streams as in ef_conv2d.
+//
+// Written for small synthesis results (docs/rtl.md, Resources): the line buffer is read
+// synchronously (block or distributed RAM, not registers and a wide multiplexer) at address
+// {row mod R, column}, window positions are counters, and the divider takes the channels from a
+// rotating accumulator and shifts its results into the output vector (no channel multiplexers).
 module ef_pool2d #(
     parameter H = 4, W = 4, C = 1, K = 2, S = 2,
     parameter MODE = 0,
@@ -30,56 +35,90 @@ module ef_pool2d #(
     localparam OWD = (W - K) / S + 1;
     localparam R = (K + S <= 2) ? 2 : (K + S <= 4) ? 4 : (K + S <= 8) ? 8 : (K + S <= 16) ? 16 :
                    (K + S <= 32) ? 32 : (K + S <= 64) ? 64 : 128;
+    localparam RB = $clog2(R);
+    localparam WB = (W > 1) ? $clog2(W) : 1;
+    localparam KB = $clog2(K + 1);
+    localparam CB = (C > 1) ? $clog2(C) : 1;
+    localparam AW = (MODE == 0) ? XW + 1 : SUMW;   // accumulator: a value (max) or a sum (average)
+    localparam NB = 16;
+    localparam signed [NB-1:0] LAST_COL0 = (OWD - 1) * S;
+    localparam signed [NB-1:0] LAST_ROW0 = (OH - 1) * S;
 
-    reg [C*XW-1:0] lb [0:R*W-1];
-    reg [31:0] in_row, in_col, oy, ox, ky, kx;
+    reg [C*XW-1:0] lb [0:R*(1<<WB)-1];
+    reg signed [NB-1:0] in_row, in_col, row0, col0;   // next input pixel; window origin (oy*S, ox*S)
+    reg [KB-1:0] ky, kx;
     reg frame_done;
 
-    wire [31:0] first_row = oy * S;
-    wire input_free = (in_row < H) && (in_row - first_row < R);
+    wire input_free = (in_row < H) && (in_row - row0 < R);
     assign in_ready = input_free && !frame_done;
-    always @(posedge clk) if (in_valid && in_ready) lb[(in_row % R) * W + in_col] <= in_data;
+    always @(posedge clk) if (in_valid && in_ready) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
 
-    wire [31:0] need_row = first_row + K - 1;
-    wire [31:0] need_col = ox * S + K - 1;
+    wire signed [NB-1:0] need_row = row0 + K - 1;
+    wire signed [NB-1:0] need_col = col0 + K - 1;
     wire arrived = (in_row >= H) || (in_row > need_row) || (in_row == need_row && in_col > need_col);
-    wire last_step = (ky == K - 1) && (kx == K - 1);
-    reg dividing;                              // MODE 1: dividing the finished window's sums
-    reg [31:0] dc;                             // channel being divided
-    wire busy = !frame_done && !dividing && arrived && (MODE == 1 || !last_step || !out_valid || out_ready);
-    wire [C*XW-1:0] pixel = lb[((first_row + ky) % R) * W + ox * S + kx];
+    wire a_last = (ky == K - 1) && (kx == K - 1);
+    wire a_first = (ky == 0) && (kx == 0);
+    wire signed [NB-1:0] ry = row0 + $signed({1'b0, ky});
+    wire signed [NB-1:0] rx = col0 + $signed({1'b0, kx});
 
-    reg signed [SUMW-1:0] acc [0:C-1];
-    reg signed [SUMW-1:0] nxt [0:C-1];
-    reg [C*OW-1:0] result, out_reg, divided, divided_all;
+    // stage A issues a window position (synchronous line-buffer read), stage B folds it in
+    reg b_valid, b_first, b_last;
+    reg [C*XW-1:0] b_pix;
+    reg dividing;                              // MODE 1: dividing the finished window's sums
+    wire div_busy = (MODE == 1) && dividing;
+    reg [CB-1:0] dc;                           // channel being divided
+    wire stall = b_valid && (div_busy || (MODE == 0 && b_last && out_valid && !out_ready));
+    wire issue = !stall && !frame_done && arrived;
+    always @(posedge clk) if (issue) b_pix <= lb[{ry[RB-1:0], rx[WB-1:0]}];
+
+    reg [C*AW-1:0] acc, nxt;
+    reg [C*OW-1:0] result, out_reg, divided;
     reg signed [XW:0] xv;
-    reg signed [63:0] q, mag, quo;
+    reg signed [AW-1:0] a, n;
+    localparam DMW = $clog2(DIV_M + 1);
+    reg [AW-1:0] mag;                          // |sum|
+    reg [AW+ALIGN+DMW-1:0] prod;
+    reg signed [63:0] q, quo;
     integer c;
     `include "ef_requant.vh"
 
     always @* begin
-        result = out_reg;
         for (c = 0; c < C; c = c + 1) begin
-            xv = XSIGNED ? $signed({pixel[c * XW + XW - 1], pixel[c * XW +: XW]}) : $signed({1'b0, pixel[c * XW +: XW]});
-            if (ky == 0 && kx == 0) nxt[c] = xv;
-            else if (MODE == 0) nxt[c] = (xv > acc[c]) ? xv : acc[c];
-            else nxt[c] = acc[c] + xv;
-            q = nxt[c];
+            xv = XSIGNED ? $signed({b_pix[c * XW + XW - 1], b_pix[c * XW +: XW]}) : $signed({1'b0, b_pix[c * XW +: XW]});
+            a = acc[c * AW +: AW];
+            if (b_first) n = xv;
+            else if (MODE == 0) n = (xv > a) ? xv : a;
+            else n = a + xv;
+            nxt[c * AW +: AW] = n;
+            q = n;
             result[c * OW +: OW] = q[OW-1:0];
         end
-        mag = acc[dc];
-        if (mag < 0) mag = -mag;
-        quo = ((mag <<< ALIGN) * DIV_M) >>> DIV_SH;             // floor(|sum| * 2^ALIGN / (K*K))
-        if (acc[dc] < 0) quo = -quo;
+        // the divider reads channel dc from the bottom; operands as narrow as the sum allows
+        mag = $signed(acc[AW-1:0]) < 0 ? -acc[AW-1:0] : acc[AW-1:0];
+        prod = mag;
+        prod = (prod << ALIGN) * DIV_M;
+        quo = prod >> DIV_SH;                                    // floor(|sum| * 2^ALIGN / (K*K))
+        if ($signed(acc[AW-1:0]) < 0) quo = -quo;
         q = requant(quo);
-        divided_all = divided;
-        divided_all[dc * OW +: OW] = q[OW-1:0];
     end
+
+    // rotation of the accumulators and shift of the divided outputs, one channel per cycle
+    wire [C*AW-1:0] acc_rot;
+    wire [C*OW-1:0] divided_next;
+    generate
+        if (C > 1) begin : rotate
+            assign acc_rot = {acc[AW-1:0], acc[C*AW-1:AW]};
+            assign divided_next = {q[OW-1:0], divided[C*OW-1:OW]};
+        end else begin : single
+            assign acc_rot = acc;
+            assign divided_next = q[OW-1:0];
+        end
+    endgenerate
 
     always @(posedge clk) begin
         if (!rst_n) begin
-            in_row <= 0; in_col <= 0; oy <= 0; ox <= 0; ky <= 0; kx <= 0;
-            out_valid <= 1'b0; frame_done <= 1'b0; dividing <= 1'b0; dc <= 0;
+            in_row <= 0; in_col <= 0; row0 <= 0; col0 <= 0; ky <= 0; kx <= 0;
+            out_valid <= 1'b0; frame_done <= 1'b0; dividing <= 1'b0; dc <= 0; b_valid <= 1'b0;
         end else begin
             if (in_valid && in_ready) begin
                 if (in_col == W - 1) begin in_col <= 0; in_row <= in_row + 1; end
@@ -87,19 +126,21 @@ module ef_pool2d #(
             end
             if (out_valid && out_ready) out_valid <= 1'b0;
             if (frame_done) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
-            if (dividing) begin
+            if (div_busy) begin
                 if (dc != C - 1) begin
-                    divided <= divided_all;
+                    divided <= divided_next;
+                    acc <= acc_rot;
                     dc <= dc + 1;
                 end else if (!out_valid || out_ready) begin
-                    out_reg <= divided_all;
+                    out_reg <= divided_next;
                     out_valid <= 1'b1;
                     dividing <= 1'b0;
                 end
             end
-            if (busy) begin
-                for (c = 0; c < C; c = c + 1) acc[c] <= nxt[c];
-                if (last_step) begin
+            // stage B
+            if (b_valid && !stall) begin
+                acc <= nxt;
+                if (b_last) begin
                     if (MODE == 0) begin
                         out_reg <= result;
                         out_valid <= 1'b1;
@@ -107,12 +148,20 @@ module ef_pool2d #(
                         dividing <= 1'b1;
                         dc <= 0;
                     end
+                end
+            end
+            // stage A
+            if (!stall) begin
+                b_valid <= issue; b_first <= a_first; b_last <= a_last;
+            end
+            if (issue) begin
+                if (a_last) begin
                     ky <= 0; kx <= 0;
-                    if (ox == OWD - 1) begin
-                        ox <= 0;
-                        if (oy == OH - 1) begin oy <= 0; frame_done <= 1'b1; end
-                        else oy <= oy + 1;
-                    end else ox <= ox + 1;
+                    if (col0 == LAST_COL0) begin
+                        col0 <= 0;
+                        if (row0 == LAST_ROW0) begin row0 <= 0; frame_done <= 1'b1; end
+                        else row0 <= row0 + S;
+                    end else col0 <= col0 + S;
                 end else if (kx == K - 1) begin kx <= 0; ky <= ky + 1; end
                 else kx <= kx + 1;
             end

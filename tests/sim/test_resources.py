@@ -54,3 +54,20 @@ def test_hierarchy_totals_are_counted_once(tmp_path):
     one, two = yosys_estimate(single, board), yosys_estimate(pair, board)
     assert two["used"]["FF"] == 2 * one["used"]["FF"]
     assert two["used"]["DSP"] == 2 * one["used"]["DSP"]
+
+
+def test_elpv_design_fits_a_pynq_z2(elpv_build):
+    """Issue 4: the ELPV network's Yosys estimate (sum of per-layer syntheses) is within 80 % of
+    every xc7z020 resource. The same counts against a board with half the DSPs must not fit (the
+    check can fail), and a second estimate comes from the cache."""
+    board = get_board("pynq-z2").to_dict()
+    result = yosys_estimate(elpv_build / "rtl", board)
+    assert result["method"].startswith("sum of per-instance syntheses")
+    assert {part["name"] for part in result["parts"]} >= {"Conv_0_Relu_0", "MatMul_0", "axis_in", "axis_out"}
+    for kind, share in result["share"].items():
+        assert share <= 0.8, f"{kind}: {result['used'][kind]} of {result['available'][kind]}"
+    assert result["fits"] and result["used"]["LUT"] > 1000 and result["used"]["DSP"] > 100
+    small = dict(board, dsp=board["dsp"] // 2)
+    again = yosys_estimate(elpv_build / "rtl", small)
+    assert all(part["cached"] for part in again["parts"])
+    assert again["used"] == result["used"] and not again["fits"]

@@ -29,6 +29,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import Image
 
 from .images import CHANNELS, array_to_image
+from .node_io import open_csv, spin_until_done
 
 PARAMETERS = {
     "source": "elpv:test",
@@ -114,21 +115,13 @@ class ImageSource(Node):
         if not self.frames:
             raise ValueError(f"source {self.param('source')!r} holds no images")
         self.sent = 0
-        self.labels_file = self._open_labels(self.param("labels_csv"))
+        self.labels_file = open_csv(self.param("labels_csv"), ["stamp_ns", "name", "label"])
         self.get_logger().info(f"{len(self.frames)} images from {self.param('source')} at {self.param('rate')} Hz")
         self._start = self.create_timer(self.param("start_delay"), self._begin)
         self.timer = None
 
     def param(self, name: str):
         return self.get_parameter(name).value
-
-    def _open_labels(self, path: str):
-        if not path:
-            return None
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "w", newline="")
-        csv.writer(handle).writerow(["stamp_ns", "name", "label"])
-        return handle
 
     def _begin(self) -> None:
         if self.publisher.get_subscription_count() < self.param("wait_for_subscribers"):
@@ -170,8 +163,7 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = ImageSource()
     try:
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
+        spin_until_done(rclpy, node)
         node.get_logger().info(f"published {node.sent} images")
         rclpy.spin_until_future_complete(node, rclpy.task.Future(), timeout_sec=LINGER_S)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -21,6 +21,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from edgefpga.models.metrics import classification_metrics
 
+from .node_io import open_csv, spin_until_done
+
 PARAMETERS = {"csv": "", "bag": "", "labels_csv": "", "expected": 0, "idle_timeout": 0.0, "queue_depth": 1000}
 CSV_FIELDS = ["stamp_ns", "frame_id", "label", "label_index", "defective", "score", "latency_ms",
               "accelerator_cycles", "backend", "model_id", "received_ns"]
@@ -82,7 +84,7 @@ class Recorder(Node):
         self.rows: list[dict] = []
         self.classes: list[str] = []
         self.last_received = None
-        self.csv_file = self._open_csv(self.param("csv"))
+        self.csv_file = open_csv(self.param("csv"), CSV_FIELDS)
         self.bag = BagWriter(Path(self.param("bag")), "inspection/result") if self.param("bag") else None
         qos = QoSProfile(depth=self.param("queue_depth"), reliability=ReliabilityPolicy.RELIABLE,
                          history=HistoryPolicy.KEEP_LAST)
@@ -90,14 +92,6 @@ class Recorder(Node):
 
     def param(self, name: str):
         return self.get_parameter(name).value
-
-    def _open_csv(self, path: str):
-        if not path:
-            return None
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "w", newline="")
-        csv.DictWriter(handle, CSV_FIELDS).writeheader()
-        return handle
 
     def on_result(self, msg) -> None:
         received = time.time_ns()
@@ -144,8 +138,7 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node = Recorder()
     try:
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
+        spin_until_done(rclpy, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -19,6 +19,7 @@ REQUIRED_KEYS = ("name", "classes", "input", "dataset", "metrics", "params", "ma
 REQUIRED_INPUT_KEYS = ("shape", "color", "resize", "scale", "mean", "std")
 REQUIRED_TEST_METRICS = ("accuracy", "balanced_accuracy", "f1_defective", "n")
 COLORS = ("gray", "bgr")
+ZOO = Path(__file__).resolve().parent / "zoo"
 RESIZES = ("area",)
 
 
@@ -109,6 +110,15 @@ def parse_card(raw: dict[str, Any], source: str) -> tuple[str, list[str], InputS
     if not isinstance(test, dict) or any(k not in test for k in REQUIRED_TEST_METRICS):
         raise ModelCardError(f"{source}: metrics.test must hold {list(REQUIRED_TEST_METRICS)}")
     return raw["name"], classes, InputSpec.from_dict(raw["input"], source)
+
+
+def resolve_model_dir(value: str | Path) -> Path:
+    """A folder path, or the name of a shipped zoo model (e.g. ``elpv_defect``)."""
+    path = Path(value)
+    if path.exists() or "/" in str(value):
+        return path
+    zoo = ZOO / str(value)
+    return zoo if zoo.exists() else path
 
 
 def load_card(model_dir: str | Path) -> ModelCard:

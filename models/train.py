@@ -3,6 +3,8 @@
 Choices and why:
 - soft targets: the experts' defect probability (0, 1/3, 2/3, 1) is used as the target
   distribution, so uncertain cells pull less than certain ones;
+- optional distillation: with ``teachers``, the target is blended with the teachers' mean
+  prediction on the same augmented image (``teacher_weight`` of it), see ``teacher.py``;
 - class weights: defective cells are a third of the data and the line cares about both recalls;
 - an exponential moving average (EMA) of the weights is what gets evaluated and exported, which
   is steadier on a 1.7k-image training set than the last step's weights;
@@ -28,6 +30,7 @@ from .augment import AugmentConfig, augment
 from .card import InputSpec
 from .metrics import classification_metrics
 from .preprocess import resize_batch
+from .teacher import TeacherEnsemble
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,14 @@ class TrainConfig:
     ema_decay: float = 0.995
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs and their targets; 0 disables
+    teachers: tuple[str, ...] = ()  # model folders whose mean prediction is blended into the target
+    teacher_weight: float = 0.5
     seed: int = 0
     threads: int = 2
     limit: int | None = None  # train on the first N fit images only (smoke tests)
+
+    def __post_init__(self):
+        object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))  # JSON gives a list
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +65,7 @@ class TrainResult:
     logit_bias: float
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    teachers: list[dict] = field(default_factory=list)  # name and ONNX sha256 of each teacher
 
 
 def input_spec(arch: ArchConfig) -> InputSpec:
@@ -139,6 +148,7 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
     x_val = resize_batch(data.images[parts.val], spec)
     y_val = data.labels[parts.val]
     weights = class_weights(data.labels[fit], cfg.class_balance)
+    teacher = TeacherEnsemble(list(cfg.teachers), spec) if cfg.teachers else None
 
     model = build(arch)
     ema = torch.optim.swa_utils.AveragedModel(
@@ -158,6 +168,8 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             x = to_input(augment(x_fit[idx].float() / 255, aug, gen), spec)
             target = y_fit[idx]
+            if teacher:
+                target = (1 - cfg.teacher_weight) * target + cfg.teacher_weight * teacher.probabilities(x)
             if cfg.label_smoothing:
                 target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2
             if cfg.mixup:
@@ -186,4 +198,5 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
     fold_logit_bias(model, delta)
     val_metrics = classification_metrics(y_val, predict_logits(model, x_val, spec).argmax(1))
     return TrainResult(model=model.eval(), best_epoch=best["epoch"], val_metrics=val_metrics, logit_bias=delta,
-                       history=history, seconds=time.perf_counter() - start)
+                       history=history, seconds=time.perf_counter() - start,
+                       teachers=teacher.provenance if teacher else [])

@@ -141,7 +141,7 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
         "architecture": b.arch.to_dict(),
         "training": {
             "config": b.train_cfg.to_dict(), "augment": b.augment_cfg.to_dict(), "best_epoch": r.best_epoch,
-            "calibrated_logit_bias": round(r.logit_bias, 5), "seconds": round(r.seconds, 1),
+            "calibrated_logit_bias": round(r.logit_bias, 5), "seconds": round(r.seconds, 1), "teachers": r.teachers,
             "torch": torch.__version__, "machine": f"{platform.machine()}, {b.train_cfg.threads} CPU thread(s)",
         },
         "onnx": {"opset": 13, "layout": "NCHW", "dtype": "float32", "batchnorm": "folded into Conv",

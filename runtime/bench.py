@@ -30,7 +30,7 @@ def ensure_build(model: str | Path, progress: bool) -> Path:
     if (build / "report.json").is_file():
         return build
     from edgefpga.hw.convert import ConvertConfig, convert
-    from edgefpga.runtime.source import ZOO
+    from edgefpga.models.card import ZOO
 
     print(f"{build}: no build folder; converting the shipped model into it (about 2 minutes)")
     convert(str(ZOO / "elpv_defect"), build, ConvertConfig(progress=progress), log=print if progress else (lambda _m: None))

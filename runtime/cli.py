@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from edgefpga import __version__
-
-from .source import resolve_model_dir
+from edgefpga.models.card import resolve_model_dir
 
 
 class UserError(Exception):
@@ -50,7 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     base = recorded_configs(args.like) if args.like else {"arch": {}, "train": {}, "augment": {}}
     widths = {"widths": tuple(args.widths)} if args.widths else {}
     arch = ArchConfig(**base["arch"] | given(args, "size", "stem_stride") | widths)
-    cfg = TrainConfig(**base["train"] | given(args, "epochs", "seed", "threads", "limit"))
+    teachers = {"teachers": tuple(args.teacher)} if args.teacher else {}
+    cfg = TrainConfig(**base["train"] | given(args, "epochs", "seed", "threads", "limit", "teacher_weight") | teachers)
     build = build_zoo_model(args.out, arch, cfg, AugmentConfig(**base["augment"]), name=args.name)
     print(f"wrote {build.out}/model.onnx and card.json: test accuracy {build.facts['test']['accuracy']:.4f}, "
           f"balanced {build.facts['test']['balanced_accuracy']:.4f}")
@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")
+    p.add_argument("--teacher", action="append", metavar="MODEL",
+                   help="distil from this model folder or zoo name (repeat for an ensemble)")
+    p.add_argument("--teacher-weight", type=float, help="share of the target taken from the teachers (default 0.5)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model folder on ELPV with ONNX Runtime")

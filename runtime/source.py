@@ -12,19 +12,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefpga.models.card import InputSpec, ModelCardError, load_card
+from edgefpga.models.card import InputSpec, ModelCardError, load_card, resolve_model_dir
 
-ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 REPORT_FILE = "report.json"
-
-
-def resolve_model_dir(value: str | Path) -> Path:
-    """A folder path, or the name of a shipped zoo model (e.g. ``elpv_defect``)."""
-    path = Path(value)
-    if path.exists() or "/" in str(value):
-        return path
-    zoo = ZOO / str(value)
-    return zoo if zoo.exists() else path
 
 
 def file_digest(path: Path, chars: int = 12) -> str:

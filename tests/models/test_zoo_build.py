@@ -28,10 +28,21 @@ def test_train_command_writes_a_complete_model_folder(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["tiny"]  # no staging folder left
 
     again = tmp_path / "zoo" / "again"
-    assert main(["train", "elpv", "--like", str(out), "--out", str(again), "--epochs", "1"]) == 0
+    assert main(["train", "elpv", "--like", str(out), "--out", str(again), "--epochs", "1", "--teacher", str(out)]) == 0
     copied = load_card(again).raw
     assert copied["architecture"] == card.raw["architecture"]
-    assert copied["training"]["config"] == card.raw["training"]["config"] | {"epochs": 1}
+    assert copied["training"]["config"] == card.raw["training"]["config"] | {"epochs": 1, "teachers": [str(out)]}
+    assert copied["training"]["teachers"] == [{"name": "tiny", "model_sha256": sha256(out / "model.onnx")}]
+
+    wrong_size = tmp_path / "zoo" / "wrong"
+    assert main(["train", "elpv", "--like", str(out), "--out", str(wrong_size), "--size", "48", "--teacher", str(out)]) == 2
+    assert "teacher input" in capsys.readouterr().err and not wrong_size.exists()
+
+
+def sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_oversized_architecture_fails_cleanly(tmp_path, capsys):

@@ -1,0 +1,30 @@
+"""Distillation teachers are rebuilt from their model folder alone and predict as the card says."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgefpga.models import elpv
+from edgefpga.models.card import ModelCardError, load_card
+from edgefpga.models.preprocess import resize_batch
+from edgefpga.models.teacher import TeacherEnsemble
+from edgefpga.models.train import to_input
+
+
+def test_zoo_teacher_reproduces_the_cards_validation_accuracy(zoo_model, elpv_data):
+    spec = load_card(zoo_model).input
+    teacher = TeacherEnsemble(["elpv_defect"], spec)  # a zoo name, as a card records it
+    val = elpv.split(elpv_data).val
+    pixels = torch.from_numpy(resize_batch(elpv_data.images[val], spec)).float() / 255
+    proba = teacher.probabilities(to_input(pixels, spec)).numpy()
+    assert proba.shape == (len(val), 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    accuracy = float(((proba[:, 1] > 0.5) == elpv_data.labels[val]).mean())
+    assert accuracy == pytest.approx(load_card(zoo_model).raw["metrics"]["validation"]["accuracy"], abs=5e-4)
+
+
+def test_teacher_with_another_input_is_refused(zoo_model):
+    from dataclasses import replace
+
+    spec = replace(load_card(zoo_model).input, height=48, width=48)
+    with pytest.raises(ModelCardError, match="teacher input"):
+        TeacherEnsemble([zoo_model], spec)

@@ -3,8 +3,10 @@
 Choices and why:
 - soft targets: the experts' defect probability (0, 1/3, 2/3, 1) is used as the target
   distribution, so uncertain cells pull less than certain ones;
-- optional distillation: with ``teachers``, the target is blended with the teachers' mean
-  prediction on the same augmented image (``teacher_weight`` of it), see ``teacher.py``;
+- optional distillation: with ``teachers``, ``teacher_weight`` of the loss is cross-entropy
+  against the teachers' mean prediction on the same augmented image, see ``teacher.py``. That
+  term gets no class weights: the teachers were trained class-weighted already, and weighting
+  their predictions again would shift the student's decision towards ``defective`` twice;
 - class weights: defective cells are a third of the data and the line cares about both recalls;
 - an exponential moving average (EMA) of the weights is what gets evaluated and exported, which
   is steadier on a 1.7k-image training set than the last step's weights;
@@ -44,7 +46,7 @@ class TrainConfig:
     ema_decay: float = 0.995
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs and their targets; 0 disables
-    teachers: tuple[str, ...] = ()  # model folders whose mean prediction is blended into the target
+    teachers: tuple[str, ...] = ()  # model folders whose mean prediction is a second target
     teacher_weight: float = 0.5
     seed: int = 0
     threads: int = 2
@@ -168,14 +170,15 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             x = to_input(augment(x_fit[idx].float() / 255, aug, gen), spec)
             target = y_fit[idx]
-            if teacher:
-                target = (1 - cfg.teacher_weight) * target + cfg.teacher_weight * teacher.probabilities(x)
             if cfg.label_smoothing:
                 target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2
             if cfg.mixup:
                 x, target = mixup(x, target, cfg.mixup, gen)
             logp = F.log_softmax(model(x), dim=1)
             loss = -(target * logp * weights).sum(1).mean()
+            if teacher:
+                distill = -(teacher.probabilities(x) * logp).sum(1).mean()
+                loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * distill
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

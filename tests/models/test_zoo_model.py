@@ -39,15 +39,28 @@ def test_eval_reproduces_card_metrics(zoo_model, test_metrics):
 
 
 def test_shipped_model_accuracy(test_metrics):
-    """Issue 2 asks for accuracy >= 0.85 and balanced accuracy >= 0.82. The shipped model, chosen
-    on validation only, reaches 0.856 and 0.817: the accuracy bar holds, and balanced accuracy is
-    held at what was reached so that a worse model cannot replace it unnoticed."""
+    """Issue 2's bars: accuracy >= 0.85 and balanced accuracy >= 0.82 on the 654 test cells."""
     assert test_metrics["n"] == 654
     assert test_metrics["accuracy"] >= 0.85
-    assert test_metrics["balanced_accuracy"] >= 0.815
+    assert test_metrics["balanced_accuracy"] >= 0.82
 
 
 def test_fixed_point_check_recorded(zoo_model):
     rows = load_card(zoo_model).raw["metrics"]["fixed_point_check"]
     eight_bit_weights = [r for r in rows if r["weight_bits"] == 8 and r["activation_bits"] == 16]
     assert eight_bit_weights and eight_bit_weights[0]["top1_agreement"] >= 0.98
+
+
+def test_teachers_are_shipped_with_matching_weights(zoo_model):
+    """`--like elpv_defect` must be able to retrain the shipped model: its teachers are zoo models
+    whose ONNX files are the ones it was distilled from."""
+    import hashlib
+
+    from edgefpga.models.card import resolve_model_dir
+
+    training = load_card(zoo_model).raw["training"]
+    assert training["config"]["teachers"] == [t["name"] for t in training["teachers"]]
+    for teacher in training["teachers"]:
+        card = load_card(resolve_model_dir(teacher["name"]))
+        assert card.name == teacher["name"]
+        assert hashlib.sha256(card.model_path.read_bytes()).hexdigest() == teacher["model_sha256"]

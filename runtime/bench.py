@@ -24,17 +24,39 @@ NOTES = {"onnx": "float model, ONNX Runtime on this CPU (the baseline)", "emulat
          "rtl": f"Verilator; {SIM_NOTE}", "pynq": f"pynq driver on the simulated PS-PL (cocotb); {SIM_NOTE}"}
 
 
+SHIPPED_MODEL = "elpv_defect"
+
+
 def ensure_build(model: str | Path, progress: bool) -> Path:
-    """The build folder to measure; the shipped model is converted into it when it is missing."""
-    build = Path(model)
-    if (build / "report.json").is_file():
-        return build
+    """The build folder to measure, with the shipped model converted into it when needed."""
     from edgefpga.hw.convert import ConvertConfig, convert
     from edgefpga.models.card import ZOO
 
-    print(f"{build}: no build folder; converting the shipped model into it (about 2 minutes)")
-    convert(str(ZOO / "elpv_defect"), build, ConvertConfig(progress=progress), log=print if progress else (lambda _m: None))
+    build = Path(model)
+    reason = stale_reason(build)
+    if reason:
+        print(f"{build}: {reason}; converting the shipped model into it (about 2 minutes)")
+        convert(str(ZOO / SHIPPED_MODEL), build, ConvertConfig(progress=progress), force=True,
+                log=print if progress else (lambda _m: None))
     return build
+
+
+def stale_reason(build: Path) -> str | None:
+    """Why ``build`` must be (re)converted: missing, or converted from an earlier shipped model's
+    weights (after an update of the zoo). A build of any other model is the user's and is kept."""
+    from edgefpga.models.card import ZOO
+
+    report = build / "report.json"
+    if not report.is_file():
+        return "no build folder"
+    try:
+        name = json.loads(report.read_text())["model"].get("name")
+    except (json.JSONDecodeError, KeyError, AttributeError):
+        return None
+    source, shipped = build / "model" / "source.onnx", ZOO / SHIPPED_MODEL / "model.onnx"
+    if name == SHIPPED_MODEL and source.is_file() and source.read_bytes() != shipped.read_bytes():
+        return f"built from other weights than the shipped {shipped}"
+    return None
 
 
 def time_engine(engine: Engine, images: list) -> dict:

@@ -1,0 +1,34 @@
+"""`make demo` and `edgefpga bench` convert the shipped model again when the zoo has new weights."""
+
+import json
+
+from edgefpga.models.card import ZOO
+from edgefpga.runtime.bench import stale_reason
+
+
+def build_like(tmp_path, name: str, onnx_bytes: bytes):
+    """The two files the decision reads, as `edgefpga convert` writes them."""
+    build = tmp_path / name
+    (build / "model").mkdir(parents=True)
+    (build / "report.json").write_text(json.dumps({"model": {"name": name}}))
+    (build / "model" / "source.onnx").write_bytes(onnx_bytes)
+    return build
+
+
+def test_missing_build_is_converted(tmp_path):
+    assert stale_reason(tmp_path / "nothing") == "no build folder"
+
+
+def test_build_of_the_shipped_weights_is_kept(tmp_path):
+    build = build_like(tmp_path, "elpv_defect", (ZOO / "elpv_defect" / "model.onnx").read_bytes())
+    assert stale_reason(build) is None
+
+
+def test_build_of_earlier_shipped_weights_is_converted_again(tmp_path):
+    build = build_like(tmp_path, "elpv_defect", (ZOO / "elpv_defect_v1" / "model.onnx").read_bytes())
+    assert "other weights" in stale_reason(build)
+
+
+def test_a_users_own_build_is_never_replaced(tmp_path):
+    build = build_like(tmp_path, "my_model", (ZOO / "elpv_defect_v1" / "model.onnx").read_bytes())
+    assert stale_reason(build) is None

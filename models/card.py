@@ -19,8 +19,8 @@ REQUIRED_KEYS = ("name", "classes", "input", "dataset", "metrics", "params", "ma
 REQUIRED_INPUT_KEYS = ("shape", "color", "resize", "scale", "mean", "std")
 REQUIRED_TEST_METRICS = ("accuracy", "balanced_accuracy", "f1_defective", "n")
 COLORS = ("gray", "bgr")
-ZOO = Path(__file__).resolve().parent / "zoo"
 RESIZES = ("area",)
+ZOO = Path(__file__).resolve().parent / "zoo"  # the shipped models, addressed by folder name
 
 
 class ModelCardError(ValueError):

@@ -1,4 +1,4 @@
-"""Teachers for distillation: trained model folders whose averaged predictions become targets.
+"""Teachers for distillation: trained model folders whose averaged predictions are a second target.
 
 On 1.7k training cells the experts' labels are coarse (four defect probabilities) and noisy; the
 averaged class probabilities of earlier models, computed on the same augmented image the student

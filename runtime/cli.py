@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")
     p.add_argument("--teacher", action="append", metavar="MODEL",
                    help="distil from this model folder or zoo name (repeat for an ensemble)")
-    p.add_argument("--teacher-weight", type=float, help="share of the target taken from the teachers (default 0.5)")
+    p.add_argument("--teacher-weight", type=float, help="weight of the teachers' term in the loss (default 0.5)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model folder on ELPV with ONNX Runtime")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefpga.models.card import ZOO
+
 from .engine import Engine, open_engine
 
 SIM_NOTE = "simulation on this CPU, not board speed"
@@ -29,12 +31,11 @@ SHIPPED_MODEL = "elpv_defect"
 
 def ensure_build(model: str | Path, progress: bool) -> Path:
     """The build folder to measure, with the shipped model converted into it when needed."""
-    from edgefpga.hw.convert import ConvertConfig, convert
-    from edgefpga.models.card import ZOO
-
     build = Path(model)
     reason = stale_reason(build)
     if reason:
+        from edgefpga.hw.convert import ConvertConfig, convert  # hls4ml: heavy, only when converting
+
         print(f"{build}: {reason}; converting the shipped model into it (about 2 minutes)")
         convert(str(ZOO / SHIPPED_MODEL), build, ConvertConfig(progress=progress), force=True,
                 log=print if progress else (lambda _m: None))
@@ -44,8 +45,6 @@ def ensure_build(model: str | Path, progress: bool) -> Path:
 def stale_reason(build: Path) -> str | None:
     """Why ``build`` must be (re)converted: missing, or converted from an earlier shipped model's
     weights (after an update of the zoo). A build of any other model is the user's and is kept."""
-    from edgefpga.models.card import ZOO
-
     report = build / "report.json"
     if not report.is_file():
         return "no build folder"

@@ -32,14 +32,17 @@ import onnx
 from edgefpga import __version__
 from edgefpga.models.card import CARD_FILE, MODEL_FILE, InputSpec, ModelCardError, load_card
 
-from . import hls, schedule
+from . import hls
+from .capabilities import emulator_gaps
 from .boards import Board, get_board
 from .fixed import FixedType
-from .graph import DROPPED_SOFTMAX, canonical_graph, channels_last
+from .graph import OUTPUT_ACTIVATION, canonical_graph, channels_last
 from .images import ImageSet, load_image_set
+from .intmodel import IntegerModel
 from .onnx_check import ConversionError, check_onnx
 from .precision import Criterion, Precisions, build_knobs, load_overrides, proxy_graph, run_logits, score, \
     search_precisions
+from .plan import NetworkPlan, estimate_latency, plan_network
 from .profile import TensorRange, profile_activations, with_outputs
 
 REPORT_FILE = "report.json"
@@ -80,8 +83,11 @@ class ModelSource:
 
     @property
     def default_calibration(self) -> str | None:
-        dataset = (self.card or {}).get("dataset", {}).get("name")
-        return "elpv:train" if dataset == "ELPV" else None
+        """The card's own calibration source, else the ELPV training split for ELPV models."""
+        card = self.card or {}
+        if card.get("calibration"):
+            return card["calibration"]
+        return "elpv:train" if card.get("dataset", {}).get("name") == "ELPV" else None
 
 
 @dataclass
@@ -98,7 +104,7 @@ class BuildContext:
     calibration: ImageSet | None = None
     ranges: dict[str, TensorRange] = field(default_factory=dict)
     precisions: Precisions | None = None
-    costs: list = field(default_factory=list)
+    plan: NetworkPlan | None = None
     hls_model: object = None
     emulator: object = None
     report: dict = field(default_factory=dict)
@@ -182,9 +188,12 @@ def check_canonical_matches_source(ctx: BuildContext) -> None:
 
     pixels = ctx.calibration.pixels[:32]
     ours = run_logits(with_outputs(ctx.canonical, []), pixels.astype(np.float32))
-    if ctx.canonical.get_metadata_prop(DROPPED_SOFTMAX):
-        ours = softmax(ours)
-        ctx.report["notes"] = ["the final Softmax was removed: the accelerator returns logits (same argmax)"]
+    activation = ctx.canonical.get_metadata_prop(OUTPUT_ACTIVATION)
+    if activation:
+        ours = softmax(ours) if activation == "softmax" else 1.0 / (1.0 + np.exp(-ours))
+        ctx.report["notes"] = [f"the final {activation.capitalize()} was removed: the accelerator returns the scores "
+                               "before it (same ranking); the runtime applies it"]
+    ctx.report["output_activation"] = activation or "none"
     theirs = run_source(ctx.onnx_model, normalize(pixels, ctx.source.spec))
     diff = float(np.abs(ours - theirs).max())
     ctx.report["canonical_max_abs_diff"] = diff
@@ -232,21 +241,22 @@ def step_search_precision(ctx: BuildContext) -> None:
     ctx.write_json(PRECISIONS_FILE, result.precisions.to_dict())
 
 
-def step_plan_reuse(ctx: BuildContext) -> None:
-    """Multipliers per layer within the board's DSP budget; cycle estimates."""
-    ctx.costs = schedule.layer_costs(ctx.canonical)
-    spec = ctx.source.spec
-    pixels = spec.channels * spec.height * spec.width
-    budget = int(ctx.board.dsp * schedule.DSP_SHARE)
-    interval = schedule.plan_reuse(ctx.costs, pixels, budget)
-    macs = sum(c.macs for c in ctx.costs)
-    roofline = schedule.roofline_cycles(macs, pixels, ctx.board.dsp)
+def step_plan_parallelism(ctx: BuildContext) -> None:
+    """Multipliers per layer (RTL lanes and hls4ml reuse factors) for the roofline interval, within the board."""
+    from .rtlgen import operand_bits
+
+    ctx.plan = plan_network(ctx.canonical, ctx.board.dsp, ctx.board.lut, operand_bits(ctx.canonical, ctx.precisions))
+    plan = ctx.plan
+    ii = plan.ii_cycles
     ctx.report["estimate"] = {
-        "ii_cycles": interval, "latency_cycles": schedule.estimate_latency(ctx.costs, interval),
-        "roofline_cycles": roofline, "ii_over_roofline": round(interval / roofline, 3),
-        "multipliers": sum(c.multipliers for c in ctx.costs), "dsp_budget": budget,
-        "fps_at_clock": round(ctx.board.clock_mhz * 1e6 / interval, 1), "clock_mhz": ctx.board.clock_mhz,
-        "note": "HLS estimate from the reuse plan; `edgefpga verify` measures exact cycles in RTL simulation"}
+        "ii_cycles": ii, "latency_cycles": estimate_latency(plan), "roofline_cycles": plan.roofline,
+        "ii_over_roofline": round(ii / plan.roofline, 3), "multipliers": plan.multipliers,
+        "dsp_multipliers": plan.dsp_multipliers, "dsp_budget": plan.dsp_budget,
+        "lut_multiplier_luts": round(plan.lut_multiplier_cost()), "relaxed_to_fit": plan.relaxed,
+        "fps_at_clock": round(ctx.board.clock_mhz * 1e6 / ii, 1), "clock_mhz": ctx.board.clock_mhz,
+        "note": "planned engine cycles of the RTL (hw/plan.py); `edgefpga verify` measures exact cycles in RTL "
+                "simulation"}
+    ctx.write_json("plan.json", plan.to_dict())
 
 
 def output_type(ctx: BuildContext) -> FixedType:
@@ -254,14 +264,22 @@ def output_type(ctx: BuildContext) -> FixedType:
 
 
 def step_hls_project(ctx: BuildContext) -> None:
-    """The hls4ml project (io_stream, 8-bit pixel input) for the board."""
+    """The hls4ml project (io_stream, 8-bit pixel input) for the board, where hls4ml can represent the model."""
+    gaps = emulator_gaps(ctx.canonical)
+    ctx.report["hls"] = {"project": None if gaps else "hls", "backend": ctx.board.backend, "io_type": "io_stream",
+                         "strategy": "Resource", "not_generated_because": gaps}
+    if gaps:
+        return
     cl = channels_last(ctx.canonical)
     cl.save(str(ctx.out / "model" / "channels_last.onnx"))
-    ctx.hls_model = hls.convert(cl, ctx.precisions, ctx.costs, ctx.board, ctx.out / "hls", output_type(ctx))
+    ctx.hls_model = hls.convert(cl, ctx.precisions, list(ctx.plan.layers.values()), ctx.board, ctx.out / "hls",
+                                output_type(ctx))
 
 
 def step_compile_emulator(ctx: BuildContext) -> None:
-    """g++ C simulation of the project: the bit-accurate emulator."""
+    """g++ C simulation of the project: the bit-accurate emulator (skipped without an hls4ml project)."""
+    if ctx.report["hls"]["project"] is None:
+        return
     start = time.perf_counter()
     spec = ctx.source.spec
     ctx.emulator = hls.Emulator.load(ctx.out / "hls", [1, spec.channels, spec.height, spec.width])
@@ -269,36 +287,49 @@ def step_compile_emulator(ctx: BuildContext) -> None:
 
 
 def step_check_emulator(ctx: BuildContext) -> None:
-    """The emulator against the float model and the proxy on calibration images: the search's
-    promise checked on the real HLS code."""
+    """The bit-accurate model (the integer model the RTL implements, and the hls4ml emulator where
+    there is one, which must agree with it bit for bit) against the float model on calibration
+    images: the search's promise checked on the real arithmetic."""
     check = ctx.calibration.take(ctx.cfg.emulator_images, ctx.cfg.seed + 1)
     pixels = check.pixels.astype(np.float32)
-    emulator = ctx.emulator.predict(check.pixels, ctx.cfg.progress)
+    integer = IntegerModel(ctx.canonical, ctx.precisions).run(check.pixels).real
     reference = run_logits(with_outputs(ctx.canonical, []), pixels)
     proxy = run_logits(proxy_graph(ctx.canonical, ctx.precisions), pixels)
-    s = score(emulator, reference, check.labels, ctx.cfg.guard)
+    golden = integer
+    row = {"n": len(check), "model": "integer model (hw/intmodel.py)"}
+    if ctx.emulator is not None:
+        golden = ctx.emulator.predict(check.pixels, ctx.cfg.progress)
+        mismatched = int(np.sum(~np.all(golden == integer, axis=1)))
+        row.update(model="hls4ml emulator", integer_model_mismatched_images=mismatched)
+        if mismatched:
+            raise ConversionError(f"the hls4ml emulator and the integer model (which the RTL implements) differ on "
+                                  f"{mismatched} of {len(check)} calibration images; please report this model")
+    else:
+        row["stand_in_for_emulator"] = "; ".join(ctx.report["hls"]["not_generated_because"])
+    s = score(golden, reference, check.labels, ctx.cfg.guard)
     ctx.report["emulator_on_calibration"] = {
-        "n": len(check), **s.to_dict(), "agreement_with_proxy": float(np.mean(emulator.argmax(1) == proxy.argmax(1))),
-        "max_abs_diff_vs_proxy": float(np.abs(emulator - proxy).max()),
-        "max_abs_diff_vs_float": float(np.abs(emulator - reference).max())}
+        **row, **s.to_dict(), "agreement_with_proxy": float(np.mean(golden.argmax(1) == proxy.argmax(1))),
+        "max_abs_diff_vs_proxy": float(np.abs(golden - proxy).max()),
+        "max_abs_diff_vs_float": float(np.abs(golden - reference).max())}
     if s.agreement < ctx.cfg.agreement:
-        raise ConversionError(f"the hls4ml emulator agrees with the float model on only {s.agreement:.2%} of "
-                              f"{len(check)} calibration images (bar {ctx.cfg.agreement:.2%}); "
-                              "widen types with --overrides")
+        raise ConversionError(f"check failed: the {row['model']} agrees with the float model on only {s.agreement:.2%} "
+                              f"of {len(check)} calibration images (bar {ctx.cfg.agreement:.2%}); widen types with "
+                              "--overrides or use more calibration images")
 
 
 def step_generate_rtl(ctx: BuildContext) -> None:
     """Open Verilog for the same design (rtl/src, rtl/manifest.json): no vendor tool needed."""
     from .rtlgen import write_rtl
 
-    interval = ctx.report["estimate"]["roofline_cycles"]
-    manifest = write_rtl(ctx.canonical, ctx.precisions, ctx.out / "rtl", safe_name(ctx.source.name), interval,
-                         str(ctx.source.onnx_path), __version__, ctx.report["estimate"]["dsp_budget"])
+    manifest = write_rtl(ctx.canonical, ctx.precisions, ctx.plan, ctx.out / "rtl", safe_name(ctx.source.name),
+                         str(ctx.source.onnx_path), __version__)
     ctx.report["rtl"] = {"manifest": "rtl/manifest.json", "top": manifest["top"],
                          "multipliers": sum(st["multipliers"] for st in manifest["stages"]),
                          "dsp_multipliers": sum(st["multipliers"] for st in manifest["stages"] if st["dsp"]),
                          "slowest_stage_cycles": max(st["cycles_per_frame"] for st in manifest["stages"]),
-                         "target_interval_cycles": interval}
+                         "target_interval_cycles": ctx.plan.interval,
+                         "fifos": {st["name"]: st["params"]["DEPTH"] for st in manifest["stages"]
+                                   if st["module"] == "ef_fifo"}}
 
 
 def step_generate_overlay(ctx: BuildContext) -> None:
@@ -316,7 +347,7 @@ def safe_name(name: str) -> str:
 
 
 def layer_rows(ctx: BuildContext) -> list[dict]:
-    costs = {c.node: c for c in ctx.costs}
+    costs = ctx.plan.layers
     rows = []
     for node in ctx.canonical.graph.node:
         out = node.output[0]
@@ -324,7 +355,7 @@ def layer_rows(ctx: BuildContext) -> list[dict]:
                "types": {k: v.to_dict() for k, v in ctx.precisions.layers.get(node.name, {}).items()},
                "range": ctx.ranges[out].to_dict()}
         if node.name in costs:
-            row.update({k: v for k, v in costs[node.name].to_dict().items() if k not in ("node", "op")})
+            row["plan"] = {k: v for k, v in costs[node.name].to_dict().items() if k != "node"}
         rows.append(row)
     return rows
 
@@ -339,20 +370,27 @@ def step_report(ctx: BuildContext) -> None:
         "model": {"name": src.name, "source": str(src.onnx_path), "classes": src.classes, "input": src.spec.to_dict(),
                   "dataset": (src.card or {}).get("dataset", {}).get("name"), "assumed": src.assumed},
         "board": ctx.board.to_dict(),
-        "hls": {"project": "hls", "backend": ctx.board.backend, "io_type": "io_stream", "strategy": "Resource",
-                "input_type": str(ctx.precisions.tensors[ctx.canonical.graph.input[0].name]),
+        "hls": {**ctx.report["hls"], "input_type": str(ctx.precisions.tensors[ctx.canonical.graph.input[0].name]),
                 "output_type": str(output_type(ctx))},
-        "totals": {"params": sum(c.params for c in ctx.costs), "macs": sum(c.macs for c in ctx.costs)},
+        "totals": {"params": sum(c.params for c in ctx.plan.layers.values()),
+                   "macs": sum(c.macs for c in ctx.plan.layers.values())},
         "layers": layer_rows(ctx), "timings_s": ctx.timings})
     ctx.write_json(REPORT_FILE, ctx.report)
     write_markdown(ctx.report, ctx.out / "report.md")
     plot_ranges(ctx.report, ctx.out / "ranges.png")
 
 
+def step_fingerprint(ctx: BuildContext) -> None:
+    """fingerprints.json: what `edgefpga verify` checks the folder against (edited or half-written builds)."""
+    from .integrity import write_fingerprints
+
+    write_fingerprints(ctx.out)
+
+
 STEPS: list[Callable[[BuildContext], None]] = [
     step_check_onnx, step_canonicalize, step_load_calibration, step_profile, step_search_precision,
-    step_plan_reuse, step_hls_project, step_compile_emulator, step_check_emulator, step_generate_rtl, step_generate_overlay,
-    step_report,
+    step_plan_parallelism, step_hls_project, step_compile_emulator, step_check_emulator, step_generate_rtl, step_generate_overlay,
+    step_report, step_fingerprint,
 ]
 
 

@@ -2,8 +2,11 @@
 
 After :func:`canonical_graph` every model, whichever tool exported it, is: opset 13, batch 1,
 raw 8-bit pixels in (the card's normalization is a BatchNormalization node in front), Conv with
-its bias and any following BatchNorm folded in, ReLU, pooling, Flatten, MatMul + Add for dense
-layers, logits out (a final Softmax is dropped: argmax does not change). Node names are qonnx's
+explicit attributes (pads resolved from auto_pad), a bias and any following BatchNorm folded in,
+ReLU / LeakyRelu / Clip (both bounds as constants), pooling with explicit attributes (global
+pools as a window over the whole map), Flatten, MatMul + Add for every dense layer, residual Adds
+of two tensors, a BatchNormalization for any other per-channel affine map, scores out (a final
+Softmax or Sigmoid is dropped and recorded: the runtime applies it). Node names are qonnx's
 readable ones (``Conv_0``, ``Relu_0``, ...): the same names key the profile, the precision plan
 and hls4ml's per-layer configuration.
 
@@ -23,14 +26,38 @@ from onnx import helper, numpy_helper  # noqa: E402
 from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
 from qonnx.transformation.base import Transformation  # noqa: E402
 from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean  # noqa: E402
-from qonnx.transformation.gemm_to_matmul import GemmToMatMul  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
 
 from .onnx_check import ConversionError, default_opset  # noqa: E402
 
 TARGET_OPSET = 13
 CHANNELS_LAST_DOMAIN = "qonnx.custom_op.channels_last"
-DROPPED_SOFTMAX = "edgefpga.dropped_final_softmax"  # metadata: the source's outputs were softmax(logits)
+OUTPUT_ACTIVATION = "edgefpga.output_activation"  # metadata: "softmax" / "sigmoid" when the source applied one
+
+
+def without_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Before IR 4 exporters listed every initializer as a graph input too (the ONNX zoo's MNIST
+    does); qonnx would then treat weights as inputs."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    constants = {i.name for i in copy.graph.initializer}
+    keep = [i for i in copy.graph.input if i.name not in constants]
+    del copy.graph.input[:]
+    copy.graph.input.extend(keep)
+    copy.ir_version = max(copy.ir_version, 4)  # IR 4: initializers need not be inputs
+    return copy
+
+
+def with_batch_one(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Batch size 1 on the input and output; inner shapes are inferred again. (qonnx's own batch
+    rewrite also rewrites the first entry of every Reshape target, weights included.)"""
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_value = 1
+    del model.graph.value_info[:]
+    return model
 
 
 def to_target_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
@@ -56,6 +83,17 @@ def conv_bias(model: ModelWrapper, conv: onnx.NodeProto) -> np.ndarray:
     model.set_initializer(name, np.zeros(out_channels, np.float32))
     conv.input.append(name)
     return model.get_initializer(name)
+
+
+class ConvBias(Transformation):
+    """Every Conv gets a bias input (zeros when the file has none): one Conv form downstream."""
+
+    def apply(self, model: ModelWrapper):
+        for conv in model.get_nodes_by_op_type("Conv"):
+            if len(conv.input) < 3 or not conv.input[2]:
+                del conv.input[2:]
+                conv_bias(model, conv)
+        return model, False
 
 
 class FoldBatchNormIntoConv(Transformation):
@@ -87,8 +125,8 @@ class FoldBiasAddIntoConv(Transformation):
 
     def apply(self, model: ModelWrapper):
         for add in model.get_nodes_by_op_type("Add"):
-            conv = model.find_producer(add.input[0])
-            const = model.get_initializer(add.input[1])
+            data, const = constant_operand(model, add)
+            conv = model.find_producer(data) if data else None
             if conv is None or conv.op_type != "Conv" or const is None or not single_consumer(model, conv.output[0]):
                 continue
             channels = model.get_initializer(conv.input[1]).shape[0]
@@ -102,37 +140,111 @@ class FoldBiasAddIntoConv(Transformation):
         return model, False
 
 
+def constant_operand(model: ModelWrapper, node: onnx.NodeProto) -> tuple[str | None, np.ndarray | None]:
+    """(data input, constant) of a two-input node with one initializer; (None, None) otherwise."""
+    a, b = (model.get_initializer(t) for t in node.input[:2])
+    if b is not None and a is None:
+        return node.input[0], b
+    if a is not None and b is None:
+        return node.input[1], a
+    return None, None
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """An attribute's value (ints as a list, strings as str), or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    for a in list(node.attribute):
+        if a.name == name:
+            node.attribute.remove(a)
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+SPATIAL_OPS = ("Conv", "MaxPool", "AveragePool")
+
+
+class RemovePassThrough(Transformation):
+    """Identity and Dropout (inference) are wires."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.graph.node:
+            if node.op_type in ("Identity", "Dropout"):
+                del node.output[1:]
+                bypass(model, node)
+                return model, True
+        return model, False
+
+
+class ResolveAutoPad(Transformation):
+    """``auto_pad`` SAME_UPPER / SAME_LOWER / VALID as explicit ``pads`` (ONNX's rule: the total
+    padding makes the output ceil(input / stride); the odd pixel goes after, or before for LOWER)."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.graph.node:
+            mode = attr(node, "auto_pad", "NOTSET")
+            if node.op_type not in SPATIAL_OPS or mode == "NOTSET":
+                continue
+            kernel = kernel_of(model, node)
+            strides = list(attr(node, "strides", [1] * len(kernel)))
+            size = model.get_tensor_shape(node.input[0])[2:]
+            pads = [0] * (2 * len(kernel))
+            if mode != "VALID":
+                for axis, (n, k, s) in enumerate(zip(size, kernel, strides)):
+                    total = max(0, (-(-n // s) - 1) * s + k - n)
+                    first = total // 2 if mode == "SAME_UPPER" else total - total // 2
+                    pads[axis], pads[axis + len(kernel)] = first, total - first
+            set_attr(node, "pads", pads)
+            set_attr(node, "auto_pad", "NOTSET")
+        return model, False
+
+
+def kernel_of(model: ModelWrapper, node: onnx.NodeProto) -> list[int]:
+    if node.op_type == "Conv":
+        return list(model.get_initializer(node.input[1]).shape[2:])
+    return list(attr(node, "kernel_shape"))
+
+
 class ExplicitDefaultAttributes(Transformation):
     """Write out ONNX's default Conv / pooling attributes (strides, pads, dilations, group): qonnx's
     channels-last ops require them, and exporters often omit them."""
 
     def apply(self, model: ModelWrapper):
         for node in model.graph.node:
+            if node.op_type == "LeakyRelu" and attr(node, "alpha") is None:
+                node.attribute.append(helper.make_attribute("alpha", 0.01))
             if node.op_type not in ("Conv", "MaxPool", "AveragePool"):
                 continue
             present = {a.name for a in node.attribute}
-            if node.op_type == "Conv":
-                kernel = list(model.get_initializer(node.input[1]).shape[2:])
-            else:
-                kernel = list(next(a.ints for a in node.attribute if a.name == "kernel_shape"))
+            kernel = kernel_of(model, node)
             defaults = {"kernel_shape": kernel, "strides": [1] * len(kernel), "pads": [0] * 2 * len(kernel)}
             if node.op_type == "Conv":
                 defaults.update(dilations=[1] * len(kernel), group=1)
+            if node.op_type == "AveragePool":
+                defaults.update(count_include_pad=0)
             for name, value in defaults.items():
                 if name not in present:
                     node.attribute.append(helper.make_attribute(name, value))
         return model, False
 
 
-class GlobalPoolToAveragePool(Transformation):
-    """GlobalAveragePool becomes an AveragePool over the whole map: hls4ml 1.3.0's ONNX parser reads
-    a global pool's channel count from the wrong axis of a channels-last tensor."""
+class GlobalPoolToPool(Transformation):
+    """GlobalAveragePool / GlobalMaxPool become a pool over the whole map: hls4ml 1.3.0's ONNX parser
+    reads a global pool's channel count from the wrong axis of a channels-last tensor."""
 
     def apply(self, model: ModelWrapper):
-        for node in model.get_nodes_by_op_type("GlobalAveragePool"):
+        for node in model.graph.node:
+            if node.op_type not in ("GlobalAveragePool", "GlobalMaxPool"):
+                continue
             h, w = model.get_tensor_shape(node.input[0])[2:]
-            pool = helper.make_node("AveragePool", [node.input[0]], [node.output[0]], kernel_shape=[h, w],
-                                    strides=[h, w], pads=[0, 0, 0, 0], name=node.name)
+            extra = {"count_include_pad": 0} if node.op_type == "GlobalAveragePool" else {}
+            pool = helper.make_node(node.op_type.replace("Global", ""), [node.input[0]], [node.output[0]],
+                                    kernel_shape=[h, w], strides=[h, w], pads=[0, 0, 0, 0], name=node.name, **extra)
             model.graph.node.insert(model.get_node_index(node), pool)
             model.graph.node.remove(node)
             return model, True
@@ -156,18 +268,130 @@ class ReshapeToFlatten(Transformation):
         return model, False
 
 
-class DropFinalSoftmax(Transformation):
-    """A Softmax producing the graph output is removed: the accelerator returns logits, whose argmax
-    is the same, and hls4ml's table-based softmax would only add error and area."""
+class DropFinalActivation(Transformation):
+    """A Softmax or Sigmoid producing the graph output is removed: the accelerator returns the
+    scores before it (same argmax; hls4ml's table-based versions would only add error and area)
+    and the runtime applies it; the metadata records which."""
 
     def apply(self, model: ModelWrapper):
         out = model.graph.output[0].name
         node = model.find_producer(out)
-        if node is not None and node.op_type == "Softmax":
+        if node is not None and node.op_type in ("Softmax", "Sigmoid"):
             producer = model.find_producer(node.input[0])
             producer.output[0] = out
             model.graph.node.remove(node)
-            model.set_metadata_prop(DROPPED_SOFTMAX, "1")
+            model.set_metadata_prop(OUTPUT_ACTIVATION, node.op_type.lower())
+            return model, True
+        return model, False
+
+
+class GemmToDense(Transformation):
+    """Gemm becomes MatMul + Add with alpha, beta and transB folded into the constants and a zero
+    bias when C is absent (qonnx's GemmToMatMul supports neither a missing C nor folding)."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.get_nodes_by_op_type("Gemm"):
+            weight = model.get_initializer(node.input[1]).astype(np.float64)
+            if attr(node, "transB", 0):
+                weight = weight.T
+            weight = weight * attr(node, "alpha", 1.0)
+            bias = np.zeros(weight.shape[1])
+            if len(node.input) > 2 and node.input[2]:
+                bias = bias + model.get_initializer(node.input[2]).reshape(-1) * attr(node, "beta", 1.0)
+            names = (node.name + "_weight", node.name + "_bias", node.name + "_product")
+            model.set_initializer(names[0], weight.astype(np.float32))
+            model.set_initializer(names[1], bias.astype(np.float32))
+            index = model.get_node_index(node)
+            model.graph.node.insert(index, helper.make_node("Add", [names[2], names[1]], [node.output[0]],
+                                                            name=node.name + "_add"))
+            model.graph.node.insert(index, helper.make_node("MatMul", [node.input[0], names[0]], [names[2]],
+                                                            name=node.name + "_matmul"))
+            model.graph.node.remove(node)
+            return model, True
+        return model, False
+
+
+class DenseBias(Transformation):
+    """A MatMul with no bias Add after it gets a zero one: every dense layer is MatMul + Add."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.get_nodes_by_op_type("MatMul"):
+            consumers = model.find_consumers(node.output[0])
+            if len(consumers) == 1 and consumers[0].op_type == "Add" and constant_operand(model, consumers[0])[1] is not None:
+                continue
+            width = model.get_initializer(node.input[1]).shape[1]
+            out, product = node.output[0], node.name + "_nobias"
+            model.set_initializer(node.name + "_zero_bias", np.zeros(width, np.float32))
+            node.output[0] = product
+            model.graph.node.insert(model.get_node_index(node) + 1, helper.make_node(
+                "Add", [product, node.name + "_zero_bias"], [out], name=node.name + "_bias"))
+            return model, True
+        return model, False
+
+
+class BatchNormAsAffine(Transformation):
+    """A BatchNormalization left after folding (one that follows no Conv) as a plain per-channel
+    affine map: scale = gamma / sqrt(var + eps), shift = beta - mean * scale, with mean 0, variance
+    1 and epsilon 0, so its scale and shift are the two constants every later step quantizes."""
+
+    def apply(self, model: ModelWrapper):
+        for bn in model.get_nodes_by_op_type("BatchNormalization"):
+            gamma, beta, mean, var = (model.get_initializer(t).astype(np.float64) for t in bn.input[1:5])
+            eps = attr(bn, "epsilon", 1e-5)
+            if eps == 0 and not mean.any() and np.all(var == 1):
+                continue
+            scale = gamma / np.sqrt(var + eps)
+            for name, value in zip(bn.input[1:5], (scale, beta - mean * scale, np.zeros_like(mean), np.ones_like(var))):
+                model.set_initializer(name, value.astype(np.float32))
+            set_attr(bn, "epsilon", 0.0)
+        return model, False
+
+
+class ConstantAddToAffine(Transformation):
+    """A per-channel constant Add that is no bias of a Conv or dense layer becomes a
+    BatchNormalization with scale one (one per-channel affine stage in hardware); the dense
+    layer's bias keeps its ``data + constant`` order."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.get_nodes_by_op_type("Add"):
+            data, const = constant_operand(model, node)
+            if const is None:
+                continue
+            producer = model.find_producer(data)
+            if producer is not None and producer.op_type == "MatMul":
+                if node.input[0] != data:
+                    node.input[:] = [data, node.input[0]]
+                continue
+            channels = model.get_tensor_shape(data)[1]
+            bias = np.broadcast_to(const.reshape(-1), (channels,)).astype(np.float32)
+            names = [f"{node.name}_{k}" for k in ("scale", "shift", "mean", "var")]
+            for name, value in zip(names, (np.ones(channels), bias, np.zeros(channels), np.ones(channels))):
+                model.set_initializer(name, np.asarray(value, np.float32))
+            index = model.get_node_index(node)
+            model.graph.node.insert(index, helper.make_node("BatchNormalization", [data, *names], [node.output[0]],
+                                                            epsilon=0.0, name=node.name))
+            model.graph.node.remove(node)
+            return model, True
+        return model, False
+
+
+CLIP_LIMIT = 3.0e38  # a missing bound: beyond any value a fixed-point type holds
+
+
+class ClipBoundsAsInputs(Transformation):
+    """Clip with both bounds as initializer inputs (the opset-11+ form; a missing one unbounded)."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.get_nodes_by_op_type("Clip"):
+            inputs = list(node.input) + [""] * (3 - len(node.input))
+            if all(t and model.get_initializer(t) is not None and model.get_initializer(t).shape == () for t in inputs[1:]):
+                continue
+            for index, default in ((1, -CLIP_LIMIT), (2, CLIP_LIMIT)):
+                value = model.get_initializer(inputs[index]) if inputs[index] else None
+                name = f"{node.name}_{'min' if index == 1 else 'max'}"
+                model.set_initializer(name, np.asarray(default if value is None else value.reshape(-1)[0], np.float32))
+                inputs[index] = name
+            node.input[:] = inputs
             return model, True
         return model, False
 
@@ -209,11 +433,12 @@ def canonical_graph(model: onnx.ModelProto, source: str, scale: float = 1.0, mea
     channels = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
     mean = mean if mean is not None else [0.0] * channels
     std = std if std is not None else [1.0] * channels
-    wrapper = ModelWrapper(to_target_opset(model, source))
-    wrapper = cleanup_model(wrapper, override_inpsize=1)
-    for step in (ExplicitDefaultAttributes(), FoldBiasAddIntoConv(), FoldBatchNormIntoConv(), GlobalPoolToAveragePool(),
-                 ReshapeToFlatten(), DropFinalSoftmax(), GemmToMatMul()):
-        with warnings.catch_warnings():  # GemmToMatMul warns for every opset but 9; its rewrite is opset-neutral
+    model = with_batch_one(to_target_opset(without_initializer_inputs(model), source))
+    wrapper = cleanup_model(ModelWrapper(model))
+    for step in (RemovePassThrough(), ResolveAutoPad(), ExplicitDefaultAttributes(), ConvBias(), FoldBiasAddIntoConv(),
+                 FoldBatchNormIntoConv(), GlobalPoolToPool(), ReshapeToFlatten(), DropFinalActivation(), GemmToDense(),
+                 DenseBias(), ConstantAddToAffine(), BatchNormAsAffine(), ClipBoundsAsInputs()):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             wrapper = wrapper.transform(step)
     if not normalization_is_identity(scale, mean, std):
@@ -258,13 +483,17 @@ def make_pool_channels_last(model: ModelWrapper, pool: onnx.NodeProto) -> None:
     """qonnx has no channels-last AveragePool, so it wraps one in Transpose(0,3,1,2) ..
     Transpose(0,2,3,1); hls4ml then streams nonsense. Drop both transposes and mark the pool
     channels-last, which hls4ml's parser reads (docs/dev/hls4ml-onnx-check.md). A pool that
-    reduces to 1x1 has no transpose after it: a 1x1 map reads the same in either layout."""
+    reduces to 1x1 has no transpose after it: a 1x1 map reads the same in either layout. A pool
+    that a Flatten + dense layer reads has none either: its map is flattened channels-last now,
+    so the dense layer's weight rows are put in that order."""
     before = model.find_producer(pool.input[0])
     if transpose_perm(before) != [0, 3, 1, 2]:
         return
     after = model.find_consumers(pool.output[0])
     if len(after) == 1 and transpose_perm(after[0]) == [0, 2, 3, 1]:
         bypass(model, after[0])
+    elif len(after) == 1 and after[0].op_type == "Flatten" and model.get_tensor_shape(pool.output[0])[2:] != [1, 1]:
+        reorder_dense_rows(model, after[0], model.get_tensor_shape(pool.output[0])[1:])
     elif model.get_tensor_shape(pool.output[0])[2:] != [1, 1]:
         return
     bypass(model, before)
@@ -273,14 +502,37 @@ def make_pool_channels_last(model: ModelWrapper, pool: onnx.NodeProto) -> None:
     model.set_tensor_shape(pool.output[0], [n, h, w, c])
 
 
+def reorder_dense_rows(model: ModelWrapper, flatten: onnx.NodeProto, chw: list[int]) -> None:
+    """The dense layer after ``flatten`` reads a (C, H, W) map flattened in NHWC order: its weight
+    rows (NCHW flatten order in the graph) are permuted to match."""
+    matmul = model.find_consumer(flatten.output[0])
+    weight = model.get_initializer(matmul.input[1])
+    c, h, w = chw
+    model.set_initializer(matmul.input[1], weight.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1))
+
+
+def is_residual(model: ModelWrapper, node: onnx.NodeProto) -> bool:
+    """An Add of two computed tensors (a residual join), not a bias Add."""
+    return node.op_type == "Add" and all(model.get_initializer(t) is None for t in node.input[:2])
+
+
 def initializer_array(model: ModelWrapper, name: str) -> np.ndarray:
     return numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == name))
 
 
+ORT_MAX_IR = 13  # ONNX Runtime 1.31 reads IR versions up to 13; onnx 1.23 writes 14 by default
+
+
 def onnx_session(proto: onnx.ModelProto, threads: int = 2):
-    """An ONNX Runtime CPU session for an in-memory graph."""
+    """An ONNX Runtime CPU session for an in-memory graph (a file saved with IR 14 by a newer onnx
+    package runs as IR 13: the operators the flow accepts are the same in both)."""
     import onnxruntime as ort
 
+    if proto.ir_version > ORT_MAX_IR:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(proto)
+        copy.ir_version = ORT_MAX_IR
+        proto = copy
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3

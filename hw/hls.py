@@ -19,9 +19,10 @@ from qonnx.core.modelwrapper import ModelWrapper
 from .boards import Board
 from .fixed import FixedType
 from .precision import Precisions
-from .schedule import LayerCost
+from .plan import LayerPlan
 
 PROJECT = "myproject"  # hls4ml's top-level name; the board drivers and Tcl scripts expect it
+HLS4ML_FIELD = {"alpha": "param"}  # our field name -> hls4ml's (LeakyReLU's slope type is its "param")
 PARAM_INPUTS = {"Conv": ("weight", "bias"), "MatMul": ("weight",), "BatchNormalization": ("scale", "bias")}
 
 
@@ -34,7 +35,7 @@ def layer_config(config: dict, node: str) -> dict:
     return config["LayerName"].setdefault(node, {}).setdefault("Precision", {})
 
 
-def hls4ml_config(cl: ModelWrapper, precisions: Precisions, costs: list[LayerCost], backend: str) -> dict:
+def hls4ml_config(cl: ModelWrapper, precisions: Precisions, layers: list[LayerPlan], backend: str) -> dict:
     """hls4ml configuration for the channels-last graph ``cl`` (node names as in the canonical graph)."""
     import hls4ml
 
@@ -50,15 +51,16 @@ def hls4ml_config(cl: ModelWrapper, precisions: Precisions, costs: list[LayerCos
         fields = precisions.layers.get(node.name, {})
         for key, value in fields.items():
             if not (node.op_type == "MatMul" and key == "result"):
-                layer_config(config, node.name)[key] = str(value)
+                layer_config(config, node.name)[HLS4ML_FIELD.get(key, key)] = str(value)
         for index, key in enumerate(PARAM_INPUTS.get(node.op_type, ())):
             if key in fields and f"{node.name}_param{index}" in config["LayerName"]:
                 layer_config(config, f"{node.name}_param{index}")["result"] = str(fields[key])
         if node.op_type == "Add" and f"{node.name}_param0" in config["LayerName"]:
             matmul = cl.find_producer(node.input[0])
             layer_config(config, f"{node.name}_param0")["result"] = str(precisions.layers[matmul.name]["bias"])
-    for cost in costs:
-        config["LayerName"][cost.node]["ReuseFactor"] = cost.reuse
+    for layer in layers:
+        if layer.multipliers and layer.node in config["LayerName"]:
+            config["LayerName"][layer.node]["ReuseFactor"] = layer.reuse
     return config
 
 
@@ -69,21 +71,51 @@ def set_dense_outputs(hls_model, cl: ModelWrapper, precisions: Precisions) -> No
     from hls4ml.model.types import FixedPrecisionType
 
     for node in cl.get_nodes_by_op_type("Add"):
-        t = precisions.layers.get(node.name, {}).get("result")
         matmul = cl.find_producer(node.input[0])
-        layer = next((lay for lay in hls_model.get_layers() if lay.name.endswith(matmul.name)), None)
+        if matmul is None or matmul.op_type != "MatMul":
+            continue  # a residual join: hls4ml keeps its own type
+        t = precisions.tensors[node.output[0]]
+        layer = next((lay for lay in hls_model.get_layers() if lay.name in (matmul.name, f"Dense_{matmul.name}")), None)
         if t is None or layer is None:
             continue
         layer.get_output_variable().type.precision = APTypeConverter().convert(FixedPrecisionType(
             t.width, t.integer, t.signed, rounding_mode="RND_CONV", saturation_mode="SAT"))
 
 
-def convert(cl: ModelWrapper, precisions: Precisions, costs: list[LayerCost], board: Board, out_dir: Path,
+def keep_padding_types(hls_model) -> None:
+    """hls4ml 1.3 gives the zero-padding layer it inserts before a padded Conv a type of its own
+    choosing (seen: ap_fixed<5,3> after an ap_ufixed<4,0> ReLU, dropping two fractional bits);
+    padding only adds zeros, so it keeps its input's type."""
+    for layer in hls_model.get_layers():
+        if layer.class_name.startswith("ZeroPadding"):
+            source = layer.get_input_variable().type.precision
+            layer.get_output_variable().type.precision = source
+
+
+def depthwise_weights_for_hls4ml(cl: ModelWrapper) -> ModelWrapper:
+    """A copy of ``cl`` whose depthwise weights hls4ml 1.3 reads right. Its ONNX path writes a
+    depthwise kernel (C, KH, KW, 1) channel-major, then reads it as if position-major (weight
+    [k * C + c] for position k of channel c): the emulator was wrong on every 3x3 depthwise layer
+    (1x1 ones, with one position, were right). Handing it the kernel stored position-major makes
+    what it reads the real kernel (tests/hw: the emulator is bit-exact with the integer model)."""
+    copy = ModelWrapper(cl.model.__deepcopy__())
+    for node in copy.get_nodes_by_op_type("Conv"):
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if group == 1:
+            continue
+        w = copy.get_initializer(node.input[1])  # (C, KH, KW, 1) in the channels-last graph
+        c = w.shape[0]
+        copy.set_initializer(node.input[1], np.ascontiguousarray(w.reshape(c, -1).T).reshape(w.shape))
+    return copy
+
+
+def convert(cl: ModelWrapper, precisions: Precisions, layers: list[LayerPlan], board: Board, out_dir: Path,
             output_type: FixedType):
     """Write the hls4ml project for ``board`` into ``out_dir`` and return the hls4ml model."""
     import hls4ml
 
-    config = hls4ml_config(cl, precisions, costs, board.backend)
+    cl = depthwise_weights_for_hls4ml(cl)
+    config = hls4ml_config(cl, precisions, layers, board.backend)
     kwargs = dict(output_dir=str(out_dir), project_name=PROJECT, backend=board.backend, io_type="io_stream",
                   hls_config=config, part=board.part, clock_period=board.clock_period_ns)
     if board.backend == "VivadoAccelerator":
@@ -93,6 +125,7 @@ def convert(cl: ModelWrapper, precisions: Precisions, costs: list[LayerCost], bo
     with quiet_hls4ml():
         hls_model = hls4ml.converters.convert_from_onnx_model(cl.model, **kwargs)
         set_dense_outputs(hls_model, cl, precisions)
+        keep_padding_types(hls_model)
         hls_model.write()
     if board.backend == "VivadoAccelerator":
         fix_axi_types(out_dir, output_type)

@@ -57,7 +57,7 @@ def folder_set(folder: Path, spec: InputSpec, classes: list[str]) -> ImageSet:
         files = [(p, -1) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise ImageError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-    pixels = resize_batch(np.array([read_image(p) for p, _ in files], dtype=object), spec)
+    pixels = resize_batch([read_image(p) for p, _ in files], spec)  # a list: images may differ in size
     labels = np.array([label for _, label in files]) if class_dirs else None
     return ImageSet(pixels, labels, str(folder))
 

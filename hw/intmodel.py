@@ -4,13 +4,16 @@ Every tensor is held as integers ``q`` with a known number of fractional bits (v
 Products and sums are exact (the accumulators are exact, see ``precision.exact_accumulator``); the
 only rounding is the cast of a layer's result: an arithmetic right shift that rounds half to even,
 then saturation to the type's range. Average pooling divides like hls4ml's ``ap_fixed`` does: the
-window sum, widened to the accumulator's fractional bits, divided by the window size with
-truncation, then cast. This model reproduces the hls4ml emulator bit for bit (tests/hw), and the
+window sum (padding counted as zeros), widened to the accumulator's fractional bits, divided by
+the window size with truncation, then cast. A max pool's padding never wins. A residual Add
+aligns both branches exactly before its cast; a Clip keeps the grid values inside its bounds; a
+LeakyRelu multiplies negative values by its slope rounded to a 16-bit type. This model reproduces the hls4ml emulator bit for bit (tests/hw), and the
 RTL generator reads its integer weights and shifts from here.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from qonnx.core.modelwrapper import ModelWrapper
 
 from .fixed import FixedType
+from .graph import attr
 from .precision import Precisions
 
 
@@ -61,19 +65,41 @@ def align(q: np.ndarray, frac: int, target: int) -> np.ndarray:
     return q << (target - frac) if target >= frac else q >> (frac - target)
 
 
-def attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return list(a.ints) if a.ints else a.i
-    return default
+@dataclass(frozen=True)
+class Window:
+    """A 2-D sliding window of a canonical Conv or pool: kernel, strides, pads (top, left, bottom, right)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]
+
+    @classmethod
+    def of(cls, node: onnx.NodeProto, kernel: list[int] | None = None) -> "Window":
+        kernel = kernel or attr(node, "kernel_shape")
+        return cls(tuple(kernel), tuple(attr(node, "strides", [1, 1])), tuple(attr(node, "pads", [0, 0, 0, 0])))
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        top, left, bottom, right = self.pads
+        return ((h + top + bottom - self.kernel[0]) // self.strides[0] + 1,
+                (w + left + right - self.kernel[1]) // self.strides[1] + 1)
 
 
-def windows(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]) -> np.ndarray:
-    """(N, C, OH, OW, KH, KW) windows of a zero-padded (N, C, H, W) integer map."""
-    top, left, bottom, right = pads
-    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    view = sliding_window_view(padded, kernel, axis=(2, 3))
-    return view[:, :, ::strides[0], ::strides[1]]
+def windows(x: np.ndarray, window: Window, fill: int = 0) -> np.ndarray:
+    """(N, C, OH, OW, KH, KW) windows of an (N, C, H, W) integer map padded with ``fill``."""
+    top, left, bottom, right = window.pads
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
+    view = sliding_window_view(padded, window.kernel, axis=(2, 3))
+    return view[:, :, ::window.strides[0], ::window.strides[1]]
+
+
+PAD_MAX = np.iinfo(np.int64).min  # a max pool's padding never wins (every window holds a pixel)
+
+
+def clip_limits(model: ModelWrapper, node: onnx.NodeProto, frac: int) -> tuple[int, int]:
+    """A Clip's bounds on a grid of ``frac`` fractional bits: the grid values inside them."""
+    low, high = (float(model.get_initializer(t)) for t in node.input[1:3])
+    scale = 2.0 ** frac
+    return max(math.ceil(low * scale), -(1 << 62)), min(math.floor(high * scale), 1 << 62)
 
 
 class IntegerModel:
@@ -95,7 +121,8 @@ class IntegerModel:
         """Every tensor of the graph, by name: the per-layer golden values for RTL layer tests."""
         values = {self.model.graph.input[0].name: Fixed(pixels.astype(np.int64), 0)}
         for node in self.model.graph.node:
-            values[node.output[0]] = getattr(self, "op_" + node.op_type)(node, values[node.input[0]])
+            inputs = [values[t] for t in node.input if t in values]
+            values[node.output[0]] = getattr(self, "op_" + node.op_type)(node, *inputs)
         return values
 
     def result_type(self, node: onnx.NodeProto) -> FixedType | None:
@@ -104,32 +131,44 @@ class IntegerModel:
     def op_BatchNormalization(self, node, x: Fixed) -> Fixed:
         scale, ts = self.param(node.input[1])
         bias, tb = self.param(node.input[2])
+        shape = (1, -1) + (1,) * (x.q.ndim - 2)
         frac = max(x.frac + ts.frac, tb.frac)
-        acc = align(x.q * scale[None, :, None, None], x.frac + ts.frac, frac) + align(bias, tb.frac, frac)[None, :, None, None]
+        acc = align(x.q * scale.reshape(shape), x.frac + ts.frac, frac) + align(bias, tb.frac, frac).reshape(shape)
         return cast(Fixed(acc, frac), self.result_type(node))
 
     def op_Conv(self, node, x: Fixed) -> Fixed:
         weight, tw = self.param(node.input[1])
         bias, tb = self.param(node.input[2])
         acc_t = self.p.layers[node.name]["accum"]
-        win = windows(x.q, list(weight.shape[2:]), attr(node, "strides"), attr(node, "pads"))
-        acc = np.einsum("nchwyx,ocyx->nohw", win, weight)
+        win = windows(x.q, Window.of(node, list(weight.shape[2:])))
+        if attr(node, "group", 1) == 1:
+            acc = np.einsum("nchwyx,ocyx->nohw", win, weight)
+        else:  # depthwise: output channel c sees input channel c only
+            acc = np.einsum("nchwyx,cyx->nchw", win, weight[:, 0])
         acc = align(acc, x.frac + tw.frac, acc_t.frac) + align(bias, tb.frac, acc_t.frac)[None, :, None, None]
         return cast(Fixed(acc, acc_t.frac), self.result_type(node))
 
     def op_Relu(self, node, x: Fixed) -> Fixed:
         return cast(Fixed(np.maximum(x.q, 0), x.frac), self.result_type(node))
 
+    def op_Clip(self, node, x: Fixed, *_bounds) -> Fixed:
+        low, high = clip_limits(self.model, node, x.frac)
+        return cast(Fixed(np.clip(x.q, low, high), x.frac), self.result_type(node))
+
+    def op_LeakyRelu(self, node, x: Fixed) -> Fixed:
+        t = self.p.layers[node.name]["alpha"]
+        alpha = int(to_int(np.float64(attr(node, "alpha", 0.01)), t))
+        q = np.where(x.q >= 0, x.q << t.frac, x.q * alpha)
+        return cast(Fixed(q, x.frac + t.frac), self.result_type(node))
+
     def op_MaxPool(self, node, x: Fixed) -> Fixed:
-        win = windows(x.q, attr(node, "kernel_shape"), attr(node, "strides"), attr(node, "pads", [0, 0, 0, 0]))
-        return Fixed(win.max(axis=(4, 5)), x.frac)
+        return Fixed(windows(x.q, Window.of(node), PAD_MAX).max(axis=(4, 5)), x.frac)
 
     def op_AveragePool(self, node, x: Fixed) -> Fixed:
-        kernel = attr(node, "kernel_shape")
+        window = Window.of(node)
         acc_t = self.p.layers[node.name]["accum"]
-        win = windows(x.q, kernel, attr(node, "strides"), attr(node, "pads", [0, 0, 0, 0]))
-        total = align(win.sum(axis=(4, 5)), x.frac, acc_t.frac)
-        count = kernel[0] * kernel[1]
+        total = align(windows(x.q, window).sum(axis=(4, 5)), x.frac, acc_t.frac)  # padding counts as zeros
+        count = window.kernel[0] * window.kernel[1]
         quotient = np.sign(total) * (np.abs(total) // count)  # ap_fixed division truncates toward zero
         return cast(Fixed(quotient, acc_t.frac), self.result_type(node))
 
@@ -140,9 +179,12 @@ class IntegerModel:
         weight, tw = self.param(node.input[1])
         return Fixed(x.q @ weight, x.frac + tw.frac)
 
-    def op_Add(self, node, x: Fixed) -> Fixed:
+    def op_Add(self, node, x: Fixed, y: Fixed | None = None) -> Fixed:
+        if y is not None:  # residual: both branches aligned exactly, one rounding cast
+            frac = max(x.frac, y.frac)
+            return cast(Fixed(align(x.q, x.frac, frac) + align(y.q, y.frac, frac), frac), self.result_type(node))
         matmul = self.model.find_producer(node.input[0])
         bias, tb = self.param(node.input[1])
         acc_t = self.p.layers[matmul.name]["accum"]
-        acc = align(x.q, x.frac, acc_t.frac) + align(bias, tb.frac, acc_t.frac)[None, :]
+        acc = align(x.q, x.frac, acc_t.frac) + align(bias, tb.frac, acc_t.frac).reshape(1, -1)
         return cast(Fixed(acc, acc_t.frac), self.result_type(node))

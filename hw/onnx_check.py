@@ -1,5 +1,6 @@
 """First step of the conversion: read a user's ONNX file and refuse, up front, what the hardware
-flow cannot stream, naming the node and the operator.
+flow cannot build, naming the node, the operator and the attribute (the rules per operator are
+the capability table, hw/capabilities.py).
 
 hls4ml fails late and obscurely on graphs it does not support (deep inside its converter, or
 as a C++ compile error). Checking the graph first gives the user one clear message before any
@@ -13,11 +14,6 @@ from pathlib import Path
 import onnx
 
 MIN_OPSET = 8
-
-SUPPORTED_OPS = frozenset({
-    "Conv", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "Flatten", "Reshape", "Gemm", "MatMul", "Add", "Softmax", "Identity", "Dropout", "Constant",
-})
 
 
 class ConversionError(ValueError):
@@ -61,11 +57,55 @@ def static_input_shape(value: onnx.ValueInfoProto, source: str) -> list[int]:
     return [1] + shape[1:]
 
 
-def unsupported_nodes(model: onnx.ModelProto) -> list[str]:
-    """'node (op)' for every node outside SUPPORTED_OPS or the standard domain."""
-    return [f"'{n.name or '<unnamed>'}' ({n.domain + '.' if n.domain else ''}{n.op_type})"
-            for n in model.graph.node
-            if n.domain not in ("", "ai.onnx") or n.op_type not in SUPPORTED_OPS]
+def refuse_node(source: str, node: onnx.NodeProto, attribute: str, reason: str) -> ConversionError:
+    """The one-line refusal: file, node, op, attribute and why."""
+    return ConversionError(f"{source}: node '{node.name or '<unnamed>'}' ({node.op_type}), {attribute}: {reason}")
+
+
+def check_nodes(model: onnx.ModelProto, source: str) -> None:
+    """Every node against the capability table (hw/capabilities.py), then the graph's shape."""
+    from .capabilities import GraphView, check_node
+
+    view = GraphView(model)
+    for node in model.graph.node:
+        refusal = check_node(node, view)
+        if refusal is not None:
+            raise refuse_node(source, node, refusal.attribute, refusal.reason)
+    check_topology(model, view, source)
+
+
+def check_topology(model: onnx.ModelProto, view, source: str) -> None:
+    """A tensor feeds at most two nodes, and two branches that leave a tensor meet again at an Add
+    before either forks again: the residual blocks the RTL streams with one FIFO per fork."""
+    passthrough = ("Identity", "Dropout")
+    for tensor, consumers in view.consumers.items():
+        consumers = [c for c in consumers if c.op_type not in ("Constant",)]
+        if tensor in view.constants or len(consumers) <= 1:
+            continue
+        node = view.producer.get(tensor)
+        where = f"node '{node.name}' ({node.op_type})" if node is not None else f"input '{tensor}'"
+        if len(consumers) > 2:
+            raise ConversionError(f"{source}: {where}, output: feeds {len(consumers)} nodes; a stream forks into at "
+                                  "most two branches (a residual block)")
+        joins = [branch_join(view, c, passthrough) for c in consumers]
+        if joins[0] is None or joins[1] is None or joins[0].output[0] != joins[1].output[0]:
+            raise ConversionError(f"{source}: {where}, output: its two branches ("
+                                  f"{', '.join(repr(c.name) for c in consumers)}) do not meet again at one Add before "
+                                  "forking again; only residual blocks are built")
+
+
+def branch_join(view, node: onnx.NodeProto, passthrough: tuple[str, ...]) -> onnx.NodeProto | None:
+    """Follow a branch from ``node`` through single-consumer nodes to the Add that joins it."""
+    seen = 0
+    while node is not None and seen < 10_000:
+        seen += 1
+        if node.op_type == "Add" and not any(t in view.constants for t in node.input):
+            return node
+        consumers = view.consumers.get(node.output[0], [])
+        if len(consumers) != 1:
+            return None
+        node = consumers[0]
+    return None
 
 
 def check_onnx(path: str | Path) -> tuple[onnx.ModelProto, list[int]]:
@@ -83,8 +123,5 @@ def check_onnx(path: str | Path) -> tuple[onnx.ModelProto, list[int]]:
     if len(model.graph.output) != 1:
         raise ConversionError(f"{source}: the graph has {len(model.graph.output)} outputs; exactly one is supported")
     shape = static_input_shape(inputs[0], source)
-    bad = unsupported_nodes(model)
-    if bad:
-        raise ConversionError(f"{source}: unsupported operator(s) at node(s) {', '.join(bad)}; supported: "
-                              f"{', '.join(sorted(SUPPORTED_OPS))} (see docs/onnx-support.md)")
+    check_nodes(model, source)
     return model, shape

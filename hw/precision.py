@@ -22,7 +22,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from tqdm import tqdm
 
 from .fixed import FixedType, integer_bits_for, parse_hls_type, type_for_range
-from .graph import onnx_session
+from .graph import attr, is_residual, onnx_session
 from .onnx_check import ConversionError
 from .profile import TensorRange, run_batches, with_outputs
 
@@ -118,35 +118,56 @@ def param_range(model: ModelWrapper, name: str) -> float:
     return float(np.abs(model.get_initializer(name)).max())
 
 
+FUSED_ACTIVATIONS = ("Relu", "Clip")  # become the saturation of the layer before them
+FUSERS = ("Conv", "Add", "BatchNormalization")  # layers that end in a rounding cast and saturation
+
+
+def fused_activation(model: ModelWrapper, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    """The Relu / Clip that ``node``'s result feeds alone (and so is computed in ``node``'s own
+    final cast: its type is the activation's plus a sign bit), or None."""
+    if node.op_type not in FUSERS or node.output[0] in [o.name for o in model.graph.output]:
+        return None
+    consumer = sole_consumer(model, node.output[0])
+    return consumer if consumer is not None and consumer.op_type in FUSED_ACTIVATIONS else None
+
+
+def result_knob(model: ModelWrapper, node: onnx.NodeProto, ranges: dict[str, TensorRange], is_output: bool,
+                owner: str | None = None) -> list[Knob]:
+    """The searched type of ``node``'s result, unless an activation after it sets the type."""
+    if fused_activation(model, node) is not None:
+        return []
+    out = node.output[0]
+    return [Knob(owner or node.name, "result", out, ranges[out].min < 0, ranges[out].max_abs,
+                 OUTPUT_BITS if is_output else ACTIVATION_BITS)]
+
+
+def param_knob(model: ModelWrapper, node: str, field_name: str, tensor: str) -> Knob:
+    return Knob(node, field_name, tensor, True, param_range(model, tensor), WEIGHT_BITS if field_name == "weight"
+                else BIAS_BITS)
+
+
 def node_knobs(model: ModelWrapper, node: onnx.NodeProto, ranges: dict[str, TensorRange],
                is_output: bool) -> list[Knob]:
-    """The knobs one node contributes (see module docstring); raise for a pattern hls4ml cannot stream."""
-    out = node.output[0]
-    signed_out = ranges[out].min < 0
-    act_bits = OUTPUT_BITS if is_output else ACTIVATION_BITS
+    """The knobs one node contributes (see module docstring); raise for a node outside the table."""
+    from .capabilities import capability
+
     if node.op_type == "Conv":
-        knobs = [Knob(node.name, "weight", node.input[1], True, param_range(model, node.input[1]), WEIGHT_BITS),
-                 Knob(node.name, "bias", node.input[2], True, param_range(model, node.input[2]), BIAS_BITS)]
-        consumer = sole_consumer(model, out)
-        if consumer is None or consumer.op_type != "Relu" or is_output:
-            knobs.append(Knob(node.name, "result", out, True, ranges[out].max_abs, act_bits))
-        return knobs
-    if node.op_type in ("Relu", "AveragePool", "GlobalAveragePool", "BatchNormalization"):
-        return [Knob(node.name, "result", out, signed_out, ranges[out].max_abs, act_bits)]
+        return [param_knob(model, node.name, "weight", node.input[1]), param_knob(model, node.name, "bias", node.input[2]),
+                *result_knob(model, node, ranges, is_output)]
+    if node.op_type in ("Relu", "Clip", "LeakyRelu", "AveragePool", "BatchNormalization"):
+        return result_knob(model, node, ranges, is_output)
     if node.op_type == "MatMul":
-        add = sole_consumer(model, out)
-        if add is None or add.op_type != "Add" or model.get_initializer(add.input[1]) is None:
-            raise ConversionError(f"node '{node.name}' (MatMul): a dense layer needs its bias Add right after it")
-        return [Knob(node.name, "weight", node.input[1], True, param_range(model, node.input[1]), WEIGHT_BITS)]
+        return [param_knob(model, node.name, "weight", node.input[1])]
+    if node.op_type == "Add" and is_residual(model, node):
+        return result_knob(model, node, ranges, is_output)
     if node.op_type == "Add":
         matmul = model.find_producer(node.input[0])
         if matmul is None or matmul.op_type != "MatMul":
-            raise ConversionError(f"node '{node.name}' (Add): only a bias Add after Conv or MatMul is supported "
-                                  "(residual connections are not)")
-        return [Knob(matmul.name, "bias", node.input[1], True, param_range(model, node.input[1]), BIAS_BITS),
-                Knob(node.name, "result", out, signed_out, ranges[out].max_abs, act_bits)]
+            raise ConversionError(f"node '{node.name}' (Add): a constant Add must follow a dense layer here")
+        return [param_knob(model, matmul.name, "bias", node.input[1]), *result_knob(model, node, ranges, is_output)]
     if node.op_type in PASS_THROUGH:
         return []
+    capability(node.op_type)  # a KeyError names an op the table lacks
     raise ConversionError(f"node '{node.name}' ({node.op_type}) is not supported after canonicalization")
 
 
@@ -191,32 +212,38 @@ def exact_accumulator(x: FixedType, w: FixedType, b: FixedType, n_in: int) -> Fi
 
 
 def resolve_derived(model: ModelWrapper, node: onnx.NodeProto, p: Precisions, by_tensor: dict) -> None:
-    """Types no knob sets: pass-through layers keep their input type, a Conv feeding a ReLU gets
-    the ReLU's type plus a sign bit (so the ReLU is lossless), MatMul's output stays exact."""
+    """Types no knob sets: pass-through layers keep their input type, a layer feeding a fused
+    Relu / Clip gets the activation's type plus a sign bit (so only the activation saturates),
+    MatMul's output stays exact, constants of the affine and LeakyRelu stages get 16 bits."""
     out = node.output[0]
     if node.op_type in ("Conv", "MatMul"):
         weight = model.get_initializer(node.input[1])
         n_in = int(np.prod(weight.shape[1:])) if node.op_type == "Conv" else weight.shape[0]
         layer = p.layers[node.name]
         p.set_layer(node.name, "accum", exact_accumulator(p.tensors[node.input[0]], layer["weight"], layer["bias"], n_in))
+    activation = fused_activation(model, node) if node.op_type != "MatMul" else None
     if node.op_type in PASS_THROUGH:
         p.tensors[out] = p.tensors[node.input[0]]
         p.set_layer(node.name, "result", p.tensors[out])
-    elif node.op_type == "Conv" and out not in p.tensors:
-        relu_t = by_tensor[sole_consumer(model, out).output[0]][1]
-        p.tensors[out] = FixedType(relu_t.width + 1, relu_t.integer + 1, True)
+    elif activation is not None and out not in p.tensors:
+        act_t = by_tensor[activation.output[0]][1]
+        p.tensors[out] = FixedType(act_t.width + 1, act_t.integer + 1, True)
         p.set_layer(node.name, "result", p.tensors[out])
     elif node.op_type == "MatMul":
         p.tensors[out] = None
-    elif node.op_type == "BatchNormalization":
+    if node.op_type == "BatchNormalization":
         for key, name in zip(("scale", "bias"), node.input[1:3]):
             signed = bool((model.get_initializer(name) < 0).any())
             t = type_for_range(CONSTANT_BITS, param_range(model, name), signed)
             p.params[name] = t
             p.set_layer(node.name, key, t)
-    elif node.op_type in ("AveragePool", "GlobalAveragePool"):
+    elif node.op_type == "LeakyRelu":
+        p.set_layer(node.name, "alpha", type_for_range(CONSTANT_BITS, max(attr(node, "alpha", 0.01), 2.0 ** -8), False))
+    elif node.op_type == "AveragePool":
         src = p.tensors[node.input[0]]
-        p.set_layer(node.name, "accum", FixedType(src.width + 16, src.integer + 8, src.signed))
+        count = int(np.prod(attr(node, "kernel_shape")))
+        integer = src.integer + max(8, count.bit_length())
+        p.set_layer(node.name, "accum", FixedType(integer + src.frac + 8, integer, src.signed))
 
 
 # ---- the proxy: the quantized network as an ONNX graph ------------------------------------------
@@ -242,6 +269,11 @@ def proxy_graph(model: ModelWrapper, p: Precisions) -> onnx.ModelProto:
     nodes = []
     for node in proto.graph.node:
         nodes.append(node)
+        if node.op_type == "LeakyRelu":  # the slope as the hardware rounds it
+            t = p.layers[node.name]["alpha"]
+            for a in node.attribute:
+                if a.name == "alpha":
+                    a.f = float(t.quantize(a.f))
         t = p.tensors.get(node.output[0])
         if t is not None:
             raw = node.output[0] + "_float"

@@ -19,14 +19,17 @@ def summary_lines(report: dict) -> list[str]:
     est, emu = report["estimate"], report["emulator_on_calibration"]
     search = report["precision_search"]
     return [
-        f"{report['name']} for {report['board']['name']} ({report['board']['part']}, hls4ml {report['hls']['backend']}, "
-        f"io_stream): {report['totals']['params']:,} parameters, {report['totals']['macs']:,} MACs per frame",
+        f"{report['name']} for {report['board']['name']} ({report['board']['part']}): "
+        f"{report['totals']['params']:,} parameters, {report['totals']['macs']:,} MACs per frame; hls4ml "
+        + (f"{report['hls']['backend']} project in hls/" if report["hls"]["project"]
+           else f"project not generated ({'; '.join(report['hls']['not_generated_because'])})"),
         f"precision search: {search['evaluations']} designs tried on {search['calibration']['n']} calibration images "
         f"({search['calibration']['source']})",
-        f"emulator vs float on {emu['n']} calibration images: top-1 agreement {emu['agreement']:.2%}"
+        f"{emu['model']} vs float on {emu['n']} calibration images: top-1 agreement {emu['agreement']:.2%}"
         + (f", accuracy {emu['accuracy']:.4f} (float {emu['accuracy'] + emu['accuracy_drop']:.4f})"
            if emu.get("accuracy") is not None else ""),
-        f"estimate: {est['multipliers']} multipliers (budget {est['dsp_budget']} DSPs), II {est['ii_cycles']:,} cycles "
+        f"plan: {est['multipliers']} multipliers ({est['dsp_multipliers']} in DSPs, budget {est['dsp_budget']}), "
+        f"II {est['ii_cycles']:,} cycles "
         f"({est['ii_over_roofline']}x roofline {est['roofline_cycles']:,}), latency ~{est['latency_cycles']:,} cycles, "
         f"{est['fps_at_clock']:,} frames/s at {est['clock_mhz']:.0f} MHz",
     ]
@@ -34,13 +37,16 @@ def summary_lines(report: dict) -> list[str]:
 
 def write_markdown(report: dict, path: Path) -> None:
     lines = [f"# {report['name']}: conversion report", "", *[f"- {line}" for line in summary_lines(report)], "",
-             "| layer | op | output shape | weight | bias | result | reuse | multipliers | observed range |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| layer | op | output shape | weight | bias | result | lanes (ci x po x kp) | multipliers | planned cycles "
+             "| observed range |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["layers"]:
         rng = row["range"]
+        plan = row.get("plan", {})
+        lanes = f"{plan['ci']} x {plan['po']} x {plan['kp']}" if plan.get("multipliers") else ""
         lines.append(f"| {row['node']} | {row['op']} | {row['shape']} | {type_text(row, 'weight')} | "
-                     f"{type_text(row, 'bias')} | {type_text(row, 'result')} | {row.get('reuse', '')} | "
-                     f"{row.get('multipliers', '')} | [{rng['min']:.3g}, {rng['max']:.3g}] |")
+                     f"{type_text(row, 'bias')} | {type_text(row, 'result')} | {lanes} | "
+                     f"{plan.get('multipliers') or ''} | {plan.get('cycles', '')} | [{rng['min']:.3g}, {rng['max']:.3g}] |")
     if report["model"]["assumed"]:
         lines += ["", "Assumed (no model card):", *[f"- {a}" for a in report["model"]["assumed"]]]
     path.write_text("\n".join(lines) + "\n")

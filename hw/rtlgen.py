@@ -1,27 +1,39 @@
 """Open RTL from the converted design: one instance of a generic Verilog module from ``hw/rtl/``
 per layer, with parameters and ROM contents computed from the canonical graph and its chosen
-types, chained in a generated top with an AXI-Stream of 8-bit pixels in and of scores out.
+types, wired in a generated top with an AXI-Stream of 8-bit pixels in and of scores out.
 
 The arithmetic is the integer model's (``intmodel.py``): integer weights, biases pre-aligned to
-the exact accumulator, one rounding shift and a saturation per layer. Layer modules:
-``ef_affine`` (input normalization), ``ef_conv2d`` (ReLU fused), ``ef_pool2d`` (max / average),
-``ef_dense``; framing: ``ef_axis_in`` / ``ef_axis_out``.
+the exact accumulator, one rounding shift and a saturation per layer (a Relu or Clip after a
+layer is that saturation). Layer modules: ``ef_affine`` (input normalization, any per-channel
+affine map), ``ef_conv2d`` (any window, depthwise), ``ef_pool2d`` (max / average windows),
+``ef_gpool`` (global pools), ``ef_act`` (an activation that cannot be fused: LeakyReLU),
+``ef_dense``, ``ef_add`` (the join of a residual block); plumbing: ``ef_fork`` and ``ef_fifo``
+(a residual block's two branches, the FIFO sized from both branches' latency so the block never
+deadlocks); framing: ``ef_axis_in`` / ``ef_axis_out``. Which module builds which ONNX op is
+the capability table's ``rtl`` column (hw/capabilities.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 from qonnx.core.modelwrapper import ModelWrapper
 
 from .fixed import FixedType
-from .intmodel import align, attr, to_int
-from .precision import Precisions, sole_consumer
+from .graph import attr, is_residual
+from .intmodel import Window, align, clip_limits, to_int
+from .plan import LayerPlan, NetworkPlan
+from .precision import Precisions, fused_activation, sole_consumer
 
 RTL_DIR = Path(__file__).resolve().parent / "rtl"
 INCLUDE_FILE = "ef_requant.vh"  # the layers' shared rounding cast, `include`d by each module
+TDATA_BITS = 16
+FIFO_SLACK = 8  # entries beyond the computed lead of one branch: pipeline registers on the way
 
 
 def hex_word(values: list[int], bits: int) -> str:
@@ -32,104 +44,139 @@ def hex_word(values: list[int], bits: int) -> str:
     return format(word, "x")
 
 
-@dataclass
-class ConvLayer:
-    """One ef_conv2d instance: its Verilog parameters and ROM words."""
-
-    node: str
-    params: dict
-    weight_words: list[str]
-    bias_words: list[str]
-    output_type: FixedType
-
-    def write_roms(self, folder: Path) -> tuple[Path, Path]:
-        wfile, bfile = folder / f"{self.node}_w.mem", folder / f"{self.node}_b.mem"
-        wfile.write_text("\n".join(self.weight_words) + "\n")
-        bfile.write_text("\n".join(self.bias_words) + "\n")
-        return wfile, bfile
+def grid_range(t: FixedType) -> tuple[int, int]:
+    """The integers a type holds."""
+    return round(t.low / t.step), round(t.high / t.step)
 
 
-def conv_layer(model: ModelWrapper, p: Precisions, node_name: str, ci: int, po: int, kp: int = 1) -> ConvLayer:
-    """Parameters of ``node_name`` (a Conv) with ``ci`` input channels, ``po`` output channels and
-    ``kp`` adjacent window positions per cycle; a following ReLU is fused (same fractional bits)."""
-    node = model.get_node_from_name(node_name)
-    x_t = p.tensors[node.input[0]]
-    w_t, b_t, acc_t = (p.layers[node.name][k] for k in ("weight", "bias", "accum"))
-    weight = to_int(model.get_initializer(node.input[1]), w_t)  # (OC, C, K, K)
-    bias = align(to_int(model.get_initializer(node.input[2]), b_t), b_t.frac, acc_t.frac)
-    oc, c, k, _ = weight.shape
-    if oc % po or c % ci or k % kp:
-        raise ValueError(f"{node.name}: lanes {po}/{ci}/{kp} must divide {oc} outputs / {c} inputs / kernel {k}")
-    relu = sole_consumer(model, node.output[0])
-    fused = relu is not None and relu.op_type == "Relu"
-    out_t = p.tensors[relu.output[0]] if fused else p.tensors[node.output[0]]
-    shift = acc_t.frac - out_t.frac
-    if shift < 0:
-        raise ValueError(f"{node.name}: output type has more fractional bits than the accumulator")
-    _, _, h, w = model.get_tensor_shape(node.input[0])
-    pads = attr(node, "pads")
-    words = [hex_word([weight[g * po + lane, ch * ci + i, ky, kx + j] for lane in range(po) for j in range(kp)
-                       for i in range(ci)], w_t.width)
-             for g in range(oc // po) for ky in range(k) for kx in range(0, k, kp) for ch in range(c // ci)]
-    biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
-    params = dict(H=h, W=w, C=c, K=k, S=attr(node, "strides")[0], PAD=pads[0], OC=oc, CI=ci, PO=po, KP=kp,
-                  XW=x_t.width, XSIGNED=int(x_t.signed), WW=w_t.width, ACCW=acc_t.width, SHIFT=shift,
-                  OW=out_t.width, OMIN=0 if fused else round(out_t.low / out_t.step),
-                  OMAX=round(out_t.high / out_t.step))
-    return ConvLayer(node.name if not fused else f"{node.name}_{relu.name}", params, words, biases, out_t)
-
-
-def pack_pixels(q: np.ndarray, bits: int) -> list[int]:
-    """(C, H, W) integers to raster-order pixel words, channel 0 in the low bits."""
-    c, h, w = q.shape
-    return [int(hex_word(list(q[:, y, x]), bits), 16) for y in range(h) for x in range(w)]
-
-
-def unpack_pixel(word: int, channels: int, bits: int, signed: bool) -> list[int]:
-    values = [(word >> (i * bits)) & ((1 << bits) - 1) for i in range(channels)]
-    return [v - (1 << bits) if signed and v >> (bits - 1) else v for v in values]
+def saturation(model: ModelWrapper, p: Precisions, node: onnx.NodeProto) -> tuple[str, FixedType, int, int]:
+    """(tensor, type, min, max) of ``node``'s final cast, with a Relu / Clip after it fused in:
+    the activation's type, its range narrowed by the activation's bounds."""
+    act = fused_activation(model, node)
+    if act is None:
+        t = p.tensors[node.output[0]]
+        return node.output[0], t, *grid_range(t)
+    t = p.tensors[act.output[0]]
+    low, high = grid_range(t)
+    if act.op_type == "Relu":
+        low = max(low, 0)
+    else:
+        clo, chi = clip_limits(model, act, t.frac)
+        low, high = max(low, clo), min(high, chi)
+    return act.output[0], t, low, high
 
 
 @dataclass
 class Stage:
-    """One module instance of the generated top: what it is, its parameters, the ROM files it
-    reads (name -> lines) and the pixel vector it emits (channels x bits)."""
+    """One module instance of the generated top: its parameters, the ROM files it reads (name ->
+    lines), its ports (name, stream, direction) and the tensor it computes."""
 
     name: str
     module: str
     params: dict
     roms: dict[str, list[str]]
+    inputs: list[tuple[str, str]]  # (port, stream)
+    outputs: list[tuple[str, str]]
     out_channels: int
     out_bits: int
     steps_per_frame: int = 0  # engine cycles per frame (the layer's share of the interval)
     multipliers: int = 0
+    node: str = ""
+    need: np.ndarray | None = field(default=None, repr=False)  # last input pixel each output pixel needs
+
+    @property
+    def output(self) -> str:
+        return self.outputs[0][1]
 
 
-def affine_stage(model: ModelWrapper, p: Precisions, node) -> Stage:
-    x_t, out_t = p.tensors[node.input[0]], p.tensors[node.output[0]]
+@dataclass
+class StreamInfo:
+    """A pixel stream between stages: ``channels`` values of ``bits`` each per pixel, ``h`` x ``w``
+    pixels per frame (1 x 1 for a vector)."""
+
+    name: str
+    channels: int
+    bits: int
+    h: int
+    w: int
+
+    @property
+    def width(self) -> int:
+        return self.channels * self.bits
+
+
+# ---- one stage per layer ------------------------------------------------------------------------
+
+def window_need(window: Window, h: int, w: int) -> np.ndarray:
+    """For each output pixel (raster order) of a window stage, the raster index of the last input
+    pixel it needs (the window's bottom-right corner, clamped to the map)."""
+    oh, ow = window.output_size(h, w)
+    rows = np.minimum(np.arange(oh) * window.strides[0] - window.pads[0] + window.kernel[0] - 1, h - 1)
+    cols = np.minimum(np.arange(ow) * window.strides[1] - window.pads[1] + window.kernel[1] - 1, w - 1)
+    return (rows[:, None] * w + cols[None, :]).reshape(-1)
+
+
+def window_params(window: Window, h: int, w: int) -> dict:
+    oh, ow = window.output_size(h, w)
+    return dict(H=h, W=w, KH=window.kernel[0], KW=window.kernel[1], SH=window.strides[0], SW=window.strides[1],
+                PT=window.pads[0], PL=window.pads[1], OH=oh, OWD=ow)
+
+
+def aligned_weights(model: ModelWrapper, tensor: str, x_t: FixedType, w_t: FixedType,
+                    acc_t: FixedType) -> tuple[np.ndarray, int]:
+    """Integer weights whose products land on the accumulator's grid, and their width: when the
+    bias has more fractional bits than input x weight, the weights are shifted up (exactly)."""
+    extra = acc_t.frac - x_t.frac - w_t.frac
+    return to_int(model.get_initializer(tensor), w_t) << extra, w_t.width + extra
+
+
+def conv_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo, lanes: LayerPlan) -> Stage:
+    """ef_conv2d: ROM words in the engine's step order; depthwise lanes take one channel each."""
+    x_t = p.tensors[node.input[0]]
+    w_t, b_t, acc_t = (p.layers[node.name][k] for k in ("weight", "bias", "accum"))
+    weight, ww = aligned_weights(model, node.input[1], x_t, w_t, acc_t)  # (OC, C/group, KH, KW)
+    bias = align(to_int(model.get_initializer(node.input[2]), b_t), b_t.frac, acc_t.frac)
+    depthwise = attr(node, "group", 1) != 1
+    oc, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    c = x.channels
+    ci, po, kp = lanes.ci, lanes.po, lanes.kp
+    tensor, out_t, omin, omax = saturation(model, p, node)
+    shift = acc_t.frac - out_t.frac
+    if shift < 0:
+        raise ValueError(f"{node.name}: output type has more fractional bits than the accumulator")
+    if depthwise:
+        words = [hex_word([weight[g * po + lane, 0, ky, kx + j] for lane in range(po) for j in range(kp)], ww)
+                 for g in range(oc // po) for ky in range(kh) for kx in range(0, kw, kp)]
+    else:
+        words = [hex_word([weight[g * po + lane, ch * ci + i, ky, kx + j] for lane in range(po) for j in range(kp)
+                           for i in range(ci)], ww)
+                 for g in range(oc // po) for ky in range(kh) for kx in range(0, kw, kp) for ch in range(c // ci)]
+    biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
+    window = Window.of(node, [kh, kw])
+    params = dict(window_params(window, x.h, x.w), C=c, OC=oc, CI=ci, PO=po, KP=kp, DW=int(depthwise),
+                  XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww, ACCW=acc_t.width, SHIFT=shift,
+                  OW=out_t.width, OMIN=omin, OMAX=omax)
+    return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
+                 out_t.width, lanes.cycles, lanes.multipliers, node.name, window_need(window, x.h, x.w))
+
+
+def affine_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo) -> Stage:
+    """ef_affine: a BatchNormalization (the input normalization, or any per-channel scale and shift)."""
+    x_t = p.tensors[node.input[0]]
     s_t, b_t = p.layers[node.name]["scale"], p.layers[node.name]["bias"]
+    tensor, out_t, omin, omax = saturation(model, p, node)
     scale = to_int(model.get_initializer(node.input[1]), s_t)
-    frac = max(x_t.frac + s_t.frac, b_t.frac)
+    frac = max(x_t.frac + s_t.frac, b_t.frac, out_t.frac)
     bias = align(to_int(model.get_initializer(node.input[2]), b_t), b_t.frac, frac)
+    scale = scale << (frac - x_t.frac - s_t.frac)
+    sw = max(s_t.width, int(np.abs(scale).max()).bit_length() + 1)
     accw = 48
-    words = [format(((int(b) & ((1 << accw) - 1)) << s_t.width) | (int(sc) & ((1 << s_t.width) - 1)), "x")
+    words = [format(((int(b) & ((1 << accw) - 1)) << sw) | (int(sc) & ((1 << sw) - 1)), "x")
              for sc, b in zip(scale, bias)]
-    c = len(scale)
-    params = dict(C=c, XW=x_t.width, XSIGNED=int(x_t.signed), SW=s_t.width, SSIGNED=int(s_t.signed), ACCW=accw,
-                  SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=round(out_t.low / out_t.step),
-                  OMAX=round(out_t.high / out_t.step))
-    if params["SHIFT"] < 0:
-        raise ValueError(f"{node.name}: output type has more fractional bits than the product")
-    return Stage(node.name, "ef_affine", params, {"AFILE": words}, c, out_t.width)
-
-
-def conv_stage(model: ModelWrapper, p: Precisions, node, ci: int, po: int, kp: int) -> Stage:
-    layer = conv_layer(model, p, node.name, ci, po, kp)
-    q = layer.params
-    _, _, oh, ow = model.get_tensor_shape(node.output[0])
-    steps = oh * ow * q["K"] * (q["K"] // kp) * (q["C"] // ci) * (q["OC"] // po)
-    return Stage(layer.node, "ef_conv2d", q, {"WFILE": layer.weight_words, "BFILE": layer.bias_words},
-                 q["OC"], q["OW"], steps, ci * po * kp)
+    params = dict(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), SW=sw, SSIGNED=int(bool((scale < 0).any())),
+                  ACCW=accw, SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
+    return Stage(node.name, "ef_affine", params, {"AFILE": words}, [], [("out", tensor)], x.channels, out_t.width,
+                 x.h * x.w, 0, node.name, np.arange(x.h * x.w))
 
 
 def exact_divider(n: int, max_value: int) -> tuple[int, int]:
@@ -143,132 +190,224 @@ def exact_divider(n: int, max_value: int) -> tuple[int, int]:
     return m, sh
 
 
-def pool_stage(model: ModelWrapper, p: Precisions, node) -> Stage:
+def average_params(p: Precisions, node, x_t: FixedType, count: int) -> tuple[dict, FixedType]:
+    """The divider and cast of an average over ``count`` values (pool or global pool)."""
+    acc_t, out_t = p.layers[node.name]["accum"], p.tensors[node.output[0]]
+    align_bits = acc_t.frac - x_t.frac
+    window_sum = count * max(abs(v) for v in grid_range(x_t))
+    m, sh = exact_divider(count, window_sum << align_bits)
+    omin, omax = grid_range(out_t)
+    # the sum's width (with sign): wider accumulators cost registers and adders per channel
+    return dict(MODE=1, OW=out_t.width, ALIGN=align_bits, SHIFT=acc_t.frac - out_t.frac,
+                SUMW=window_sum.bit_length() + 1, DIV_M=m, DIV_SH=sh, OMIN=omin, OMAX=omax), out_t
+
+
+def is_global(node, x: StreamInfo) -> bool:
+    window = Window.of(node)
+    return window.kernel == (x.h, x.w) and not any(window.pads)
+
+
+def pool_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo, lanes: LayerPlan) -> Stage:
+    """ef_pool2d for windows, ef_gpool for a pool over the whole map."""
     x_t = p.tensors[node.input[0]]
-    _, c, h, w = model.get_tensor_shape(node.input[0])
-    _, _, oh, ow = model.get_tensor_shape(node.output[0])
-    k, stride = attr(node, "kernel_shape"), attr(node, "strides")
-    pads = attr(node, "pads", [0, 0, 0, 0])
-    if k[0] != k[1] or stride[0] != stride[1] or any(pads):
-        raise ValueError(f"{node.name}: only square, unpadded pooling windows are generated")
-    params = dict(H=h, W=w, C=c, K=k[0], S=stride[0], XW=x_t.width, XSIGNED=int(x_t.signed))
+    window = Window.of(node)
+    count = window.kernel[0] * window.kernel[1]
     if node.op_type == "MaxPool":
-        params.update(MODE=0, OW=x_t.width, OMIN=round(x_t.low / x_t.step), OMAX=round(x_t.high / x_t.step))
-        out_bits = x_t.width
+        params, out_t = dict(MODE=0, OW=x_t.width, OMIN=grid_range(x_t)[0], OMAX=grid_range(x_t)[1]), x_t
     else:
-        acc_t, out_t = p.layers[node.name]["accum"], p.tensors[node.output[0]]
-        count = k[0] * k[1]
-        align_bits = acc_t.frac - x_t.frac
-        window_sum = count * round(max(abs(x_t.low), x_t.high) / x_t.step)
-        m, sh = exact_divider(count, window_sum << align_bits)
-        # the window sum's width (with sign): wider accumulators cost registers and adders per channel
-        params.update(MODE=1, OW=out_t.width, ALIGN=align_bits, SHIFT=acc_t.frac - out_t.frac,
-                      SUMW=window_sum.bit_length() + 1,
-                      DIV_M=m, DIV_SH=sh, OMIN=round(out_t.low / out_t.step), OMAX=round(out_t.high / out_t.step))
-        out_bits = out_t.width
-    return Stage(node.name, "ef_pool2d", params, {}, c, out_bits, oh * ow * k[0] * k[1])
+        params, out_t = average_params(p, node, x_t, count)
+    base = dict(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed))
+    if is_global(node, x):
+        params = dict(H=x.h, W=x.w, CI=lanes.ci, **base, **params)
+        return Stage(node.name, "ef_gpool", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
+                     lanes.cycles, 0, node.name, np.array([x.h * x.w - 1]))
+    params = dict(window_params(window, x.h, x.w), **base, **params)
+    oh, ow = window.output_size(x.h, x.w)
+    return Stage(node.name, "ef_pool2d", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
+                 oh * ow * count, 0, node.name, window_need(window, x.h, x.w))
 
 
-def dense_stage(model: ModelWrapper, p: Precisions, matmul, add, in_shape: list[int], ci: int, po: int) -> Stage:
-    """A dense layer reading the (C, H, W) map it was flattened from as a pixel stream: its weight
+def act_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo) -> Stage:
+    """ef_act: a LeakyRelu, or a Relu / Clip with nothing before it to fuse into."""
+    x_t, out_t = p.tensors[node.input[0]], p.tensors[node.output[0]]
+    omin, omax = grid_range(out_t)
+    if node.op_type == "LeakyRelu":
+        a_t = p.layers[node.name]["alpha"]
+        alpha = int(to_int(np.float64(attr(node, "alpha", 0.01)), a_t))
+        params = dict(MODE=1, AF=a_t.frac, ALPHA=alpha, AWID=max(1, alpha.bit_length()),
+                      SHIFT=x_t.frac + a_t.frac - out_t.frac)
+    else:
+        lo, hi = (0, 1 << 62) if node.op_type == "Relu" else clip_limits(model, node, x_t.frac)
+        params = dict(MODE=0, AF=max(0, out_t.frac - x_t.frac), SHIFT=max(0, x_t.frac - out_t.frac),
+                      CLO=max(lo, -(1 << 62)), CHI=min(hi, 1 << 62))
+    if params["SHIFT"] < 0:
+        raise ValueError(f"{node.name}: output type has more fractional bits than the product")
+    params.update(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), OW=out_t.width, OMIN=omin, OMAX=omax)
+    return Stage(node.name, "ef_act", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
+                 x.h * x.w, 0, node.name, np.arange(x.h * x.w))
+
+
+def add_stage(model: ModelWrapper, p: Precisions, node, a: StreamInfo, b: StreamInfo) -> Stage:
+    """ef_add: both branches shifted to common fractional bits, one rounding cast."""
+    a_t, b_t = p.tensors[node.input[0]], p.tensors[node.input[1]]
+    tensor, out_t, omin, omax = saturation(model, p, node)
+    frac = max(a_t.frac, b_t.frac, out_t.frac)
+    params = dict(C=a.channels, AW_=a_t.width, ASIGNED=int(a_t.signed), ALIGN_A=frac - a_t.frac,
+                  BW_=b_t.width, BSIGNED=int(b_t.signed), ALIGN_B=frac - b_t.frac,
+                  SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
+    return Stage(node.name, "ef_add", params, {}, [], [("out", tensor)], a.channels, out_t.width, a.h * a.w, 0,
+                 node.name, np.arange(a.h * a.w))
+
+
+def dense_stage(model: ModelWrapper, p: Precisions, matmul, x: StreamInfo, lanes: LayerPlan) -> Stage:
+    """ef_dense reading the (C, H, W) map it was flattened from as a pixel stream: its weight
     rows, in NCHW flatten order in the graph, are visited in stream (NHWC) order."""
-    x_t = p.tensors[matmul.input[0]]
+    add = sole_consumer(model, matmul.output[0])
+    x_t = p.tensors[matmul.input[0]] or p.tensors[model.find_producer(matmul.input[0]).input[0]]
     w_t, b_t, acc_t = (p.layers[matmul.name][k] for k in ("weight", "bias", "accum"))
-    out_t = p.tensors[add.output[0]]
-    weight = to_int(model.get_initializer(matmul.input[1]), w_t)  # (C*H*W, OC)
-    bias = align(to_int(model.get_initializer(add.input[1]), b_t), b_t.frac, acc_t.frac)
-    c, h, w = in_shape
+    tensor, out_t, omin, omax = saturation(model, p, add)
+    weight, ww = aligned_weights(model, matmul.input[1], x_t, w_t, acc_t)  # (C*H*W, OC)
+    bias = align(to_int(model.get_initializer(add.input[1]), b_t), b_t.frac, acc_t.frac).reshape(-1)
+    c, npix = x.channels, x.h * x.w
     oc = weight.shape[1]
-    rows = weight.reshape(c, h * w, oc)  # [channel, pixel, output]
-    words = [hex_word([rows[ch * ci + i, pix, g * po + lane] for lane in range(po) for i in range(ci)], w_t.width)
-             for pix in range(h * w) for g in range(oc // po) for ch in range(c // ci)]
-    params = dict(NPIX=h * w, C=c, OC=oc, CI=ci, PO=po, XW=x_t.width, XSIGNED=int(x_t.signed), WW=w_t.width,
-                  ACCW=acc_t.width, SHIFT=acc_t.frac - out_t.frac, OW=out_t.width,
-                  OMIN=round(out_t.low / out_t.step), OMAX=round(out_t.high / out_t.step))
+    ci, po = lanes.ci, lanes.po
+    rows = weight.reshape(c, npix, oc)  # [channel, pixel, output]
+    words = [hex_word([rows[ch * ci + i, pix, g * po + lane] for lane in range(po) for i in range(ci)], ww)
+             for pix in range(npix) for g in range(oc // po) for ch in range(c // ci)]
+    params = dict(NPIX=npix, C=c, OC=oc, CI=ci, PO=po, XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww,
+                  ACCW=acc_t.width, SHIFT=acc_t.frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
     biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
-    return Stage(matmul.name, "ef_dense", params, {"WFILE": words, "BFILE": biases}, oc, out_t.width,
-                 h * w * (oc // po) * (c // ci), ci * po)
+    return Stage(matmul.name, "ef_dense", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
+                 out_t.width, lanes.cycles, lanes.multipliers, matmul.name, np.array([npix - 1]))
 
 
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+# ---- the network --------------------------------------------------------------------------------
+
+def stream_of(model: ModelWrapper, tensor: str, channels: int, bits: int) -> StreamInfo:
+    shape = model.get_tensor_shape(tensor)
+    h, w = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
+    return StreamInfo(tensor, channels, bits, h, w)
 
 
-def choose_lanes(c: int, oc: int, macs: int, interval: int, k: int = 1) -> tuple[int, int, int]:
-    """(ci, po, kp) with the fewest multipliers whose cycles (``macs`` / multipliers) fit in
-    ``interval``; the most parallel choice when none does. Ties prefer whole input pixels (ci)."""
-    options = sorted((ci * po * kp, -ci, -kp, ci, po, kp)
-                     for ci in divisors(c) for po in divisors(oc) for kp in divisors(k))
-    for lanes, _, _, ci, po, kp in options:
-        if macs // lanes <= interval:
-            return ci, po, kp
-    return c, oc, k
+def layer_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> tuple[list[Stage], dict[str, StreamInfo]]:
+    """One stage per layer in graph order, each reading the streams of the tensors it needs
+    (fused activations, Flatten and bias Adds are no stages of their own)."""
+    inp = model.graph.input[0].name
+    _, channels, height, width = model.get_tensor_shape(inp)
+    streams = {inp: StreamInfo(inp, channels, 8, height, width)}
+    alias: dict[str, str] = {}
+    fused = {fused_activation(model, n).name for n in model.graph.node if fused_activation(model, n) is not None}
+    stages: list[Stage] = []
 
+    def source(tensor: str) -> StreamInfo:
+        return streams[alias.get(tensor, tensor)]
 
-SHORT_MAP_ROWS = 6
-
-
-def layer_interval(interval: int, out_rows: int) -> int:
-    """Cycles per frame a layer may take. A layer with few output rows starts late (it waits for
-    most of its input) and its last rows add to the latency at its own pace, so layers with fewer
-    than SHORT_MAP_ROWS rows get proportionally less time (more multipliers)."""
-    return interval * min(out_rows, SHORT_MAP_ROWS) // SHORT_MAP_ROWS
-
-
-def assign_dsps(stages: list[Stage], dsp_budget: int) -> None:
-    """Put as many multipliers as the budget allows in DSP48s and build the rest from LUTs,
-    starting with the conv layers whose operands are narrowest (cheapest in logic)."""
-    used = sum(st.multipliers for st in stages)
-    convs = sorted((st for st in stages if st.module == "ef_conv2d"), key=lambda st: st.params["XW"] * st.params["WW"])
-    for st in convs:
-        if used <= dsp_budget:
-            break
-        st.params["USE_DSP"] = 0
-        used -= st.multipliers
-
-
-def network_stages(model: ModelWrapper, p: Precisions, interval: int) -> list[Stage]:
-    """Every layer of the canonical graph as a stage, parallel enough for ``interval`` cycles per frame."""
-    stages, skip = [], set()
     for node in model.graph.node:
-        if node.name in skip:
+        if node.op_type == "Flatten":
+            alias[node.output[0]] = alias.get(node.input[0], node.input[0])
             continue
-        if node.op_type == "BatchNormalization":
-            stages.append(affine_stage(model, p, node))
-        elif node.op_type == "Conv":
-            weight = model.get_initializer(node.input[1])
-            _, _, oh, ow = model.get_tensor_shape(node.output[0])
-            ci, po, kp = choose_lanes(weight.shape[1], weight.shape[0], oh * ow * weight.size,
-                                      layer_interval(interval, oh), weight.shape[3])
-            stages.append(conv_stage(model, p, node, ci, po, kp))
-            consumer = sole_consumer(model, node.output[0])
-            if consumer is not None and consumer.op_type == "Relu":
-                skip.add(consumer.name)
+        if node.name in fused or (node.op_type == "Add" and not is_residual(model, node)):
+            continue  # computed by the stage before it, whose stream carries this node's output
+        x = source(node.input[0])
+        if node.op_type == "Conv":
+            stage = conv_stage(model, p, node, x, plan.layers[node.name])
+        elif node.op_type == "BatchNormalization":
+            stage = affine_stage(model, p, node, x)
         elif node.op_type in ("MaxPool", "AveragePool"):
-            stages.append(pool_stage(model, p, node))
-        elif node.op_type == "Flatten":
-            continue
+            stage = pool_stage(model, p, node, x, plan.layers.get(node.name, LayerPlan(node.name)))
+        elif node.op_type in ("Relu", "Clip", "LeakyRelu"):
+            stage = act_stage(model, p, node, x)
         elif node.op_type == "MatMul":
-            add = sole_consumer(model, node.output[0])
-            source = model.find_producer(node.input[0])
-            tensor = source.input[0] if source.op_type == "Flatten" else node.input[0]
-            shape = model.get_tensor_shape(tensor)[1:]
-            if len(shape) == 1:
-                shape = [shape[0], 1, 1]
-            weight = model.get_initializer(node.input[1])
-            ci, po, _ = choose_lanes(shape[0], weight.shape[1], weight.size, interval)
-            stages.append(dense_stage(model, p, node, add, shape, ci, po))
-            skip.add(add.name)
+            stage = dense_stage(model, p, node, x, plan.layers[node.name])
+        elif is_residual(model, node):
+            stage = add_stage(model, p, node, x, source(node.input[1]))
         else:
-            raise ValueError(f"{node.name} ({node.op_type}): no RTL module for this layer yet")
-    return stages
+            raise ValueError(f"{node.name} ({node.op_type}): no RTL module for this layer")
+        ins = [alias.get(t, t) for t in node.input if alias.get(t, t) in streams]
+        stage.inputs = [("in", ins[0])] if stage.module != "ef_add" else [("a", ins[0]), ("b", ins[1])]
+        out = stage.output
+        streams[out] = stream_of(model, out, stage.out_channels, stage.out_bits)
+        if stage.module == "ef_dense":
+            streams[out] = StreamInfo(out, stage.out_channels, stage.out_bits, 1, 1)
+        stages.append(stage)
+    output = alias.get(model.graph.output[0].name, model.graph.output[0].name)
+    if stages[-1].output != output:
+        raise ValueError(f"the graph output {output} is not the last stage's")
+    return stages, streams
 
 
-TDATA_BITS = 16
+def readers_of(stages: list[Stage], stream: str) -> list[tuple[Stage, str]]:
+    return [(s, port) for s in stages for port, name in s.inputs if name == stream]
+
+
+def branch_need(stages: list[Stage], start: str) -> tuple[Stage, np.ndarray]:
+    """Follow one branch of a fork from stream ``start`` to the ef_add that joins it; return the
+    join and, for each of its output pixels, the last pixel of ``start`` that branch needs."""
+    chain, stream = [], start
+    for _ in range(len(stages) + 1):
+        readers = readers_of(stages, stream)
+        if len(readers) != 1:
+            raise ValueError(f"the branch from {start} does not lead to one residual Add")
+        reader = readers[0][0]
+        if reader.module == "ef_add":
+            need = np.arange(len(reader.need))
+            for stage in reversed(chain):
+                need = stage.need[need]
+            return reader, need
+        chain.append(reader)
+        stream = reader.output
+    raise ValueError(f"the branch from {start} does not end")
+
+
+def insert_forks(stages: list[Stage], streams: dict[str, StreamInfo]) -> list[Stage]:
+    """A stream read by two stages (a residual block) gets an ef_fork, and the branch that runs
+    ahead an ef_fifo deep enough for the other branch's lag: when the join waits for pixel j of
+    the slow branch, the fast branch has taken every input pixel up to what the slow one needs
+    for j, and must hold those the fast one's own stages cannot yet use. So backpressure never
+    deadlocks the block (the RTL check runs it with random stalls)."""
+    result = list(stages)
+    for stream in [name for name in streams if len(readers_of(result, name)) > 1]:
+        info = streams[stream]
+        readers = readers_of(result, stream)
+        if len(readers) != 2:
+            raise ValueError(f"{stream} feeds {len(readers)} layers; a fork has two branches")
+        first = result.index(readers[0][0])
+        for (reader, port), suffix in zip(readers, "ab"):
+            branch = f"{stream}_{suffix}"
+            reader.inputs = [(q, branch if (q, n) == (port, stream) else n) for q, n in reader.inputs]
+            streams[branch] = StreamInfo(branch, info.channels, info.bits, info.h, info.w)
+        joins, needs = zip(*(branch_need(result, f"{stream}_{suffix}") for suffix in "ab"))
+        if joins[0] is not joins[1]:
+            raise ValueError(f"the two branches of {stream} end at different Adds")
+        fork = Stage(f"fork_{joins[0].name}", "ef_fork", {"BITS": info.width}, {}, [("in", stream)],
+                     [("a", f"{stream}_a"), ("b", f"{stream}_b")], info.channels, info.bits)
+        result.insert(first, fork)
+        for suffix, own, other in (("a", needs[0], needs[1]), ("b", needs[1], needs[0])):
+            lead = int(np.max(other - own))
+            if lead > 0:
+                result.insert(result.index(fork) + 1, fifo_stage(result, streams, f"{stream}_{suffix}", lead))
+    return result
+
+
+def fifo_stage(stages: list[Stage], streams: dict[str, StreamInfo], stream: str, lead: int) -> Stage:
+    """An ef_fifo between ``stream`` and its reader, ``lead`` + FIFO_SLACK pixels deep."""
+    info = streams[stream]
+    out = f"{stream}_fifo"
+    reader, port = readers_of(stages, stream)[0]
+    reader.inputs = [(q, out if (q, n) == (port, stream) else n) for q, n in reader.inputs]
+    streams[out] = StreamInfo(out, info.channels, info.bits, info.h, info.w)
+    return Stage(f"fifo_{reader.name}", "ef_fifo", {"BITS": info.width, "DEPTH": lead + FIFO_SLACK}, {},
+                 [("in", stream)], [("out", out)], info.channels, info.bits)
+
+
+def network_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> tuple[list[Stage], dict[str, StreamInfo]]:
+    """Every layer of the canonical graph as a stage with the plan's lanes, forks wired in."""
+    stages, streams = layer_stages(model, p, plan)
+    return insert_forks(stages, streams), streams
 
 
 def verilog_value(value) -> str:
-    return str(value) if isinstance(value, int) else f'"{value}"'
+    return str(value) if isinstance(value, (int, np.integer)) else f'"{value}"'
 
 
 def stage_parameters(stage: Stage) -> list[str]:
@@ -277,27 +416,37 @@ def stage_parameters(stage: Stage) -> list[str]:
     return lines + [f'.{k}({{MEM_DIR, "{stage.name}_{k}.mem"}})' for k in stage.roms]
 
 
-def stage_input_bits(stages: list[Stage], channels: int) -> list[int]:
-    """Width of each stage's input pixel vector: the 8-bit pixels of ef_axis_in, then the previous
-    stage's output (the resource estimate instantiates each stage alone with these ports)."""
-    return [channels * 8] + [st.out_channels * st.out_bits for st in stages[:-1]]
+def stage_ports(stage: Stage, streams: dict[str, StreamInfo]) -> list[dict]:
+    """Each port of a stage with its stream, direction and width (the top wires them; the
+    resource estimate builds a wrapper with the same ports)."""
+    return [{"port": port, "stream": name, "dir": direction, "bits": streams[name].width}
+            for direction, ports in (("in", stage.inputs), ("out", stage.outputs)) for port, name in ports]
 
 
 def generic_modules(stages: list[Stage]) -> list[str]:
     return ["ef_axis_in", *dict.fromkeys(st.module for st in stages), "ef_axis_out"]
 
 
-def write_rtl(model: ModelWrapper, p: Precisions, out_dir: Path, name: str, interval: int, source: str,
-              version: str, dsp_budget: int) -> dict:
+def operand_bits(model: ModelWrapper, p: Precisions) -> dict[str, int]:
+    """XW * WW of each multiplying layer (the LUT cost of a multiplier built without a DSP)."""
+    bits = {}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "MatMul") and node.name in p.layers:
+            x_t = p.tensors[node.input[0]] or p.tensors.get(model.find_producer(node.input[0]).input[0])
+            bits[node.name] = x_t.width * p.layers[node.name]["weight"].width
+    return bits
+
+
+def write_rtl(model: ModelWrapper, p: Precisions, plan: NetworkPlan, out_dir: Path, name: str, source: str,
+              version: str) -> dict:
     """Write ``out_dir/src`` (generic modules, generated top, ROM files) and ``out_dir/manifest.json``;
     return the manifest."""
-    import json
-    import shutil
-
     import jinja2
 
-    stages = network_stages(model, p, interval)
-    assign_dsps(stages, dsp_budget)
+    stages, streams = network_stages(model, p, plan)
+    for st in stages:
+        if st.node in plan.layers and not plan.layers[st.node].dsp:
+            st.params["USE_DSP"] = 0
     src = out_dir / "src"
     src.mkdir(parents=True, exist_ok=True)
     for module in generic_modules(stages):
@@ -306,32 +455,44 @@ def write_rtl(model: ModelWrapper, p: Precisions, out_dir: Path, name: str, inte
     for st in stages:
         for key, lines in st.roms.items():
             (src / f"{st.name}_{key}.mem").write_text("\n".join(lines) + "\n")
-    _, channels, height, width = model.get_tensor_shape(model.graph.input[0].name)
+    inp = model.graph.input[0].name
+    _, channels, height, width = model.get_tensor_shape(inp)
     out_t = p.tensors[model.graph.output[0].name]
+    last = stages[-1].output
     top = f"{name}_top"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(RTL_DIR), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
+    ports = [stage_ports(s, streams) for s in stages]
     text = env.get_template("top.v.j2").render(
         top=top, version=version, source=source, stages=stages, stage_params=[stage_parameters(s) for s in stages],
-        height=height, width=width, channels=channels, outputs=stages[-1].out_channels, out_bits=out_t.width,
-        out_frac=out_t.frac, tdata_bits=TDATA_BITS)
+        stage_ports=ports, streams=[s for s in streams.values() if s.name != inp], input_stream=inp,
+        output_stream=last, height=height, width=width, channels=channels, outputs=streams[last].channels,
+        out_bits=out_t.width, out_frac=out_t.frac, tdata_bits=TDATA_BITS)
     (src / f"{top}.v").write_text(text)
     manifest = {
         "top": top, "sources": [f"src/{m}.v" for m in generic_modules(stages)] + [f"src/{top}.v"],
         "includes": ["src"], "clock": "clk", "reset": {"name": "rst_n", "active_low": True},
         "input": {"prefix": "s_axis", "tdata_bits": 8, "height": height, "width": width, "channels": channels},
-        "output": {"prefix": "m_axis", "tdata_bits": TDATA_BITS, "outputs": stages[-1].out_channels,
+        "output": {"prefix": "m_axis", "tdata_bits": TDATA_BITS, "outputs": streams[last].channels,
                    "width": out_t.width, "frac": out_t.frac, "signed": out_t.signed},
         "memory": {"parameter": "MEM_DIR", "files": sorted(f.name for f in src.glob("*.mem"))},
         "errors": {"err_short": "pulses when tlast ends a frame early: the rest is filled with zero pixels",
                    "err_long": "pulses when a frame has no tlast on its last beat: beats up to the next tlast are dropped"},
-        "stages": [{"name": st.name, "module": st.module, "multipliers": st.multipliers,
-                    "dsp": st.params.get("USE_DSP", 1) == 1,
+        "stage_busy": "output stage_busy[i] is high in the cycles stage i works (stages in this order)",
+        "stages": [{"name": st.name, "module": st.module, "node": st.node, "multipliers": st.multipliers,
+                    "dsp": st.params.get("USE_DSP", 1) == 1 and st.multipliers > 0,
                     "cycles_per_frame": st.steps_per_frame, "params": st.params,
-                    "roms": {k: f"{st.name}_{k}.mem" for k in st.roms},
-                    "in_bits": in_bits, "out_bits": st.out_channels * st.out_bits}
-                   for st, in_bits in zip(stages, stage_input_bits(stages, channels))],
-        "target_interval_cycles": interval,
+                    "roms": {k: f"{st.name}_{k}.mem" for k in st.roms}, "ports": port_list,
+                    "in_bits": sum(q["bits"] for q in port_list if q["dir"] == "in"),
+                    "out_bits": sum(q["bits"] for q in port_list if q["dir"] == "out")}
+                   for st, port_list in zip(stages, ports)],
+        "target_interval_cycles": plan.interval,
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=int) + "\n")
     return manifest
+
+
+def pack_pixels(q: np.ndarray, bits: int) -> list[int]:
+    """(C, H, W) integers to raster-order pixel words, channel 0 in the low bits."""
+    c, h, w = q.shape
+    return [int(hex_word(list(q[:, y, x]), bits), 16) for y in range(h) for x in range(w)]

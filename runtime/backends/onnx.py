@@ -1,9 +1,10 @@
 """``onnx``: the float model in ONNX Runtime, the reference every other backend is compared with
 and the CPU baseline of the benchmarks.
 
-The accelerator drops a final Softmax (it does not change the top-1), so its scores are logits.
-For a model that ends in Softmax this backend returns log-probabilities, which are logits up to a
-constant: the engine's softmax of either gives the model's probabilities."""
+The accelerator drops a final Softmax or Sigmoid (neither changes the ranking), so its scores are
+logits. For a model that ends in Softmax this backend returns log-probabilities, which are logits
+up to a constant (the engine's softmax of either gives the model's probabilities); for one that
+ends in Sigmoid it returns the logits themselves (the engine applies the sigmoid again)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class OnnxBackend(Backend):
             raise BackendUnavailable(f"{model.onnx_path}: ONNX Runtime cannot load it ({exc})") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.batch_dim = self.session.get_inputs()[0].shape[0]
-        self.ends_in_softmax = ends_in_softmax(model.onnx_path)
+        self.final = final_activation(model.onnx_path)
 
     def run(self, pixels: np.ndarray) -> BackendOutput:
         x = normalize(pixels, self.model.spec)
@@ -38,15 +39,25 @@ class OnnxBackend(Backend):
         else:
             scores = self.session.run(None, {self.input_name: x})[0]
         scores = scores.astype(np.float64)
-        return BackendOutput(np.log(np.maximum(scores, 1e-30)) if self.ends_in_softmax else scores)
+        if self.final == "softmax":
+            scores = np.log(np.maximum(scores, 1e-30))
+        elif self.final == "sigmoid":
+            p = np.clip(scores, 1e-15, 1 - 1e-15)
+            scores = np.log(p / (1 - p))
+        return BackendOutput(scores)
 
     def describe(self) -> str:
         return f"onnx (ONNX Runtime, float model {self.model.onnx_path.name})"
 
 
-def ends_in_softmax(path) -> bool:
+def final_activation(path) -> str | None:
+    """"softmax" / "sigmoid" when the model's output node is one, else None."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 -- an unreadable file: the backend that loads it names the error
+        return None
     producers = {out: node.op_type for node in graph.node for out in node.output}
-    return producers.get(graph.output[0].name) == "Softmax"
+    op = producers.get(graph.output[0].name)
+    return op.lower() if op in ("Softmax", "Sigmoid") else None

@@ -73,8 +73,8 @@ def test_vitis_board_project(foreign_dir, tmp_path):
 
 
 def bad_models(tmp_path):
-    sigmoid = helper.make_node("Sigmoid", ["y0"], ["y"], name="gate")
-    yield "unsupported", conv_net(tmp_path / "sig.onnx", extra_nodes=[sigmoid]), "'gate' (Sigmoid)"
+    elu = helper.make_node("Elu", ["y0"], ["y"], name="gate")
+    yield "unsupported", conv_net(tmp_path / "elu.onnx", extra_nodes=[elu]), "'gate' (Elu)"
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage")
     yield "corrupt", corrupt, "not a valid ONNX model"

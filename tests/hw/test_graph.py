@@ -7,7 +7,7 @@ import pytest
 from foreign_cnn import SIZE, build_foreign_cnn
 from test_onnx_check import conv_net
 
-from edgefpga.hw.graph import DROPPED_SOFTMAX, canonical_graph, channels_last
+from edgefpga.hw.graph import OUTPUT_ACTIVATION, canonical_graph, channels_last
 from edgefpga.hw.precision import run_logits
 from edgefpga.hw.profile import with_outputs
 from edgefpga.hw.convert import run_source, softmax
@@ -28,7 +28,7 @@ def test_foreign_graph_is_canonicalized(foreign):
     assert ops(canon) == ["BatchNormalization", "Conv", "Relu", "AveragePool", "Conv", "Relu", "Conv", "Relu",
                           "AveragePool", "Flatten", "MatMul", "Add"]
     assert canon.graph.node[0].name == "BatchNormalization_0"  # the card's normalization, in front
-    assert canon.get_metadata_prop(DROPPED_SOFTMAX) == "1"
+    assert canon.get_metadata_prop(OUTPUT_ACTIVATION) == "softmax"
     assert next(o.version for o in canon.model.opset_import if o.domain == "") == 13
 
 

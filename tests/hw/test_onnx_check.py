@@ -56,8 +56,14 @@ def test_dynamic_spatial_shape_is_refused(tmp_path):
 
 
 def test_unsupported_operator_names_node_and_op(tmp_path):
-    extra = [helper.make_node("LeakyRelu", ["y0"], ["y"], name="odd_activation")]
-    with pytest.raises(ConversionError, match=r"node\(s\) 'odd_activation' \(LeakyRelu\)"):
+    extra = [helper.make_node("Elu", ["y0"], ["y"], name="odd_activation")]
+    with pytest.raises(ConversionError, match=r"m.onnx: node 'odd_activation' \(Elu\), op: operator not built"):
+        check_onnx(conv_net(tmp_path / "m.onnx", extra_nodes=extra))
+
+
+def test_an_attribute_outside_the_table_is_named(tmp_path):
+    extra = [helper.make_node("LeakyRelu", ["y0"], ["y"], name="steep", alpha=1.5)]
+    with pytest.raises(ConversionError, match=r"node 'steep' \(LeakyRelu\), alpha: 1.5"):
         check_onnx(conv_net(tmp_path / "m.onnx", extra_nodes=extra))
 
 

@@ -1,0 +1,187 @@
+"""Reference shapes: the small CNNs MLPerf Tiny standardizes, defined in PyTorch and exported with
+``torch.onnx.export``, so that anyone can run them down the whole road (``edgefpga convert
+resnet8_ref``) and compare with hls4ml's and FINN's published results on the same shapes.
+
+- ``resnet8_ref``: MLPerf Tiny image classification (ResNet-8 for CIFAR-10): 3x32x32, a
+  Conv-BN-ReLU stem and three residual stacks of 16, 32 and 64 channels (1x1 stride-2 projection
+  shortcuts), an 8x8 average pool and a 10-way dense layer; 78k parameters, 12.5M MACs.
+- ``mobilenet_v1_025_ref``: MLPerf Tiny visual wake words (person detection): MobileNet-V1 with
+  width 0.25 at 3x96x96, thirteen depthwise-separable blocks, a global average pool and a 2-way
+  dense layer; 208k parameters, 7.5M MACs.
+
+No CIFAR-10 or COCO can be installed here, so these are *shapes*, not trained models: the
+weights are random (seeded, He initialization), the BatchNorm statistics come from real images
+(ELPV solar cells as the accelerator sees them), and the last layer's bias is set so that the
+classes are spread over those images. What they test is what matters for the hardware: the
+layer shapes, realistic value ranges, and bit-exactness.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .arch import count_cost
+from .card import REFERENCE_SHAPE, write_card
+from .export import export_onnx
+
+CALIBRATION = "elpv:train"
+
+
+def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, nn.ReLU()) if relu else nn.Sequential(*layers)
+
+
+class ResidualStack(nn.Module):
+    """Two 3x3 Conv-BN layers and a shortcut (identity, or a 1x1 strided conv when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(cin, cout, stride=stride), conv_bn(cout, cout, relu=False))
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet8(nn.Module):
+    """MLPerf Tiny's ResNet-8 (its Keras reference model, layer for layer)."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn(3, 16)
+        self.stacks = nn.Sequential(ResidualStack(16, 16, 1), ResidualStack(16, 32, 2), ResidualStack(32, 64, 2))
+        self.pool = nn.AvgPool2d(8)
+        self.classifier = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.stacks(self.stem(x))), 1))
+
+
+class MobileNetV1(nn.Module):
+    """MobileNet-V1 (Howard et al. 2017) at width ``alpha``, as in MLPerf Tiny's visual wake words."""
+
+    BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+
+    def __init__(self, alpha: float = 0.25, classes: int = 2):
+        super().__init__()
+        width = int(32 * alpha)
+        layers: list[nn.Module] = [conv_bn(3, width, stride=2)]
+        for channels, stride in self.BLOCKS:
+            out = int(channels * alpha)
+            layers += [conv_bn(width, width, stride=stride, groups=width), conv_bn(width, out, kernel=1)]
+            width = out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+@dataclass(frozen=True)
+class Reference:
+    name: str
+    build: Callable[[], nn.Module]
+    shape: tuple[int, int, int]
+    classes: list[str]
+    mlperf: str
+
+
+REFERENCES = {r.name: r for r in (
+    Reference("resnet8_ref", ResNet8, (3, 32, 32), [f"class{i}" for i in range(10)],
+              "MLPerf Tiny image classification (ResNet-8, CIFAR-10 shape)"),
+    Reference("mobilenet_v1_025_ref", MobileNetV1, (3, 96, 96), ["no_person", "person"],
+              "MLPerf Tiny visual wake words (MobileNet-V1 0.25, 96x96)"),
+)}
+
+SCALE, MEAN, STD = 1 / 255, 0.5, 0.25  # the card's normalization: x = (pixel/255 - 0.5) / 0.25
+
+
+def real_images(shape: tuple[int, int, int], n: int) -> torch.Tensor:
+    """``n`` ELPV training cells as the network sees them (resized, BGR, normalized)."""
+    from . import elpv
+    from .card import InputSpec
+    from .preprocess import normalize, resize_batch
+
+    spec = InputSpec(shape[0], shape[1], shape[2], "bgr", "area", SCALE, MEAN, STD)
+    data = elpv.load()
+    train = elpv.subset("train", data)
+    chosen = np.sort(np.random.default_rng(3).choice(train, n, replace=False))
+    return torch.from_numpy(normalize(resize_batch(data.images[chosen], spec), spec))
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, images: torch.Tensor, batch: int = 64) -> None:
+    """BatchNorm statistics from ``images`` (a cumulative average over all of them), then the
+    classifier (``model.classifier``, whose outputs ``model.logits`` returns when the model
+    applies an activation after it) scaled and its bias centred so that every class wins on some
+    images."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    for start in range(0, len(images), batch):
+        model(images[start:start + batch])
+    model.eval()
+    forward = getattr(model, "logits", model)
+    logits = torch.cat([forward(images[s:s + batch]) for s in range(0, len(images), batch)])
+    spread = logits.std(0).mean().clamp(min=1e-6)
+    model.classifier.weight.mul_(2.0 / spread)
+    if model.classifier.bias is not None:
+        model.classifier.bias.mul_(0.0)
+        logits = torch.cat([forward(images[s:s + batch]) for s in range(0, len(images), batch)])
+        model.classifier.bias.sub_(logits.mean(0))
+
+
+def build_reference(name: str, out: Path, n_images: int = 512, seed: int = 0) -> dict:
+    """Write ``out/model.onnx`` and ``out/card.json`` for the reference shape ``name``."""
+    ref = REFERENCES[name]
+    torch.manual_seed(seed)
+    model = ref.build()
+    images = real_images(ref.shape, n_images)
+    calibrate(model, images)
+    out = Path(out)
+    export_onnx(model, ref.shape, out / "model.onnx")
+    with torch.no_grad():
+        winners = np.bincount(model(images).argmax(1).numpy(), minlength=len(ref.classes))
+    cost = count_cost(model, ref.shape)
+    card = {
+        "name": name, "purpose": REFERENCE_SHAPE, "classes": ref.classes,
+        "input": {"shape": [1, *ref.shape], "color": "bgr", "resize": "area", "scale": SCALE, "mean": MEAN, "std": STD},
+        "dataset": {"name": "none", "note": "a reference shape: random weights (seed %d), BatchNorm statistics from %d "
+                    "ELPV training cells (CC BY-NC-SA 4.0), classifier bias centred on them" % (seed, n_images)},
+        "calibration": CALIBRATION,
+        "metrics": {"test": None, "winners_on_calibration_images": winners.tolist()},
+        "params": cost.params, "macs": cost.macs, "reference": ref.mlperf,
+        "license": "Apache-2.0 (architecture and weights); BatchNorm statistics from CC BY-NC-SA 4.0 data",
+        "built_by": f"python -m edgefpga.models.reference {name}",
+    }
+    write_card(out, card)
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .card import ZOO
+
+    parser = argparse.ArgumentParser(description="write the reference-shape zoo models (models/zoo/<name>)")
+    parser.add_argument("names", nargs="*", default=list(REFERENCES), help=f"of {list(REFERENCES)}")
+    args = parser.parse_args(argv)
+    for name in args.names:
+        card = build_reference(name, ZOO / name)
+        print(json.dumps({k: card[k] for k in ("name", "params", "macs")}), card["metrics"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Every feature of the capability table through the whole road, on CNNs exported by PyTorch's own
+torch.onnx.export: convert (precision search, plan, hls4ml where it can represent the model),
+then `edgefpga verify`: the integer model against the float model, the hls4ml emulator bit for
+bit where there is one, and the RTL bit for bit under random idle input and backpressure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import false_color
+from torch_nets import FEATURE_NETS, export_feature_net
+
+from edgefpga.hw.convert import ConvertConfig, convert
+from edgefpga.models.card import InputSpec
+from edgefpga.models.preprocess import normalize, resize_batch
+from edgefpga.sim.verify import verify
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 24
+NORM = dict(scale=1 / 255, mean=0.5, std=0.25)
+
+
+def cells_for(shape, images: np.ndarray) -> np.ndarray:
+    return images if shape[0] == 1 else false_color(images)
+
+
+@pytest.fixture(scope="module")
+def feature_builds(tmp_path_factory, elpv_data):
+    """name -> (build folder, test images .npz, canonical ops); one conversion per net."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from edgefpga.models import elpv
+
+    parts = elpv.split(elpv_data)
+    rng = np.random.default_rng(0)
+    calib, test = rng.choice(parts.train, 300, replace=False), rng.choice(parts.test, FRAMES, replace=False)
+    builds = {}
+    for name, (_, shape) in FEATURE_NETS.items():
+        folder = tmp_path_factory.mktemp(name)
+        np.savez(folder / "calib.npz", images=cells_for(shape, elpv_data.images[calib]))
+        np.savez(folder / "test.npz", images=cells_for(shape, elpv_data.images[test]))
+        spec = InputSpec(shape[0], shape[1], shape[2], "gray" if shape[0] == 1 else "bgr", "area", **NORM)
+        pixels = resize_batch(cells_for(shape, elpv_data.images[calib]), spec)
+        path = export_feature_net(name, normalize(pixels, spec), folder / f"{name}.onnx")
+        cfg = ConvertConfig(calibration=str(folder / "calib.npz"), calibration_images=200, emulator_images=32,
+                            progress=False, **NORM)
+        convert(str(path), folder / "build", cfg, log=lambda _m: None)
+        canonical = ModelWrapper(str(folder / "build" / "model" / "canonical.onnx"))
+        builds[name] = (folder / "build", folder / "test.npz", canonical)
+    return builds
+
+
+def stages(build) -> dict[str, list[dict]]:
+    manifest = json.loads((build / "rtl" / "manifest.json").read_text())
+    by_module: dict[str, list[dict]] = {}
+    for st in manifest["stages"]:
+        by_module.setdefault(st["module"], []).append(st)
+    return by_module
+
+
+def attrs(node) -> dict:
+    from edgefpga.hw.graph import attr
+
+    return {a.name: attr(node, a.name) for a in node.attribute}
+
+
+def check_convs(build, canonical, report):
+    convs = {n.name: attrs(n) for n in canonical.graph.node if n.op_type == "Conv"}
+    assert convs["Conv_0"]["kernel_shape"] == [3, 5] and convs["Conv_0"]["strides"] == [1, 2]
+    assert convs["Conv_1"]["group"] == 8  # depthwise
+    pool = next(attrs(n) for n in canonical.graph.node if n.op_type == "MaxPool" and attrs(n)["kernel_shape"] != [5, 5])
+    assert pool["kernel_shape"] == [3, 2]
+    modules = stages(build)
+    assert [s["params"]["DW"] for s in modules["ef_conv2d"]] == [0, 1, 0]
+    assert modules["ef_gpool"][0]["params"]["MODE"] == 0  # global max pool
+    assert report["hls"]["project"] is None and any("Clip" in g for g in report["hls"]["not_generated_because"])
+
+
+def check_vgg_rgb(build, canonical, report):
+    pools = [attrs(n) for n in canonical.graph.node if n.op_type == "MaxPool"]
+    assert pools[0] == {**pools[0], "kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    ops = [n.op_type for n in canonical.graph.node]
+    assert ops[-5:] == ["MatMul", "Add", "Relu", "MatMul", "Add"]  # Dense -> ReLU -> Dense
+    dense = stages(build)["ef_dense"]
+    assert len(dense) == 2 and dense[0]["params"]["OMIN"] == 0  # the ReLU fused into the first
+
+
+def check_gray_48x80(build, canonical, report):
+    modules = stages(build)
+    assert modules["ef_gpool"][0]["params"]["H"] == 12 and modules["ef_gpool"][0]["params"]["W"] == 20
+    assert modules["ef_act"][0]["params"]["MODE"] == 1  # LeakyReLU
+    assert any(s["params"]["PT"] == 1 for s in modules["ef_pool2d"])  # the padded 3x3 average pool
+    assert report["output_activation"] == "softmax"
+
+
+def check_post_add_bn(build, canonical, report):
+    modules = stages(build)
+    assert len(modules["ef_add"]) == 1 and len(modules["ef_fork"]) == 1 and len(modules["ef_fifo"]) == 1
+    assert len(modules["ef_affine"]) == 2  # the input normalization and the BatchNorm after the Add
+    assert report["output_activation"] == "sigmoid"
+    assert report["hls"]["project"] == "hls"
+
+
+CHECKS = {"convs": check_convs, "vgg_rgb": check_vgg_rgb, "gray_48x80": check_gray_48x80,
+          "post_add_bn": check_post_add_bn}
+
+
+@pytest.mark.parametrize("name", list(FEATURE_NETS))
+def test_feature_is_bit_exact(name, feature_builds):
+    build, images, canonical = feature_builds[name]
+    report = json.loads((build / "report.json").read_text())
+    CHECKS[name](build, canonical, report)
+    result = verify(build, images=str(images), progress=False, agreement=0.9)
+    assert result["failed"] == []
+    assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == FRAMES
+    assert result["rtl"]["backpressure_percent"] > 0 and result["rtl"]["idle_percent"] > 0
+    # the plan knows each engine's bound (one window row per cycle): the measured interval keeps to it
+    assert result["rtl"]["ii_cycles"] <= 1.1 * result["rtl"]["planned_ii_cycles"]
+    if report["hls"]["project"]:
+        assert result["emulator"]["integer_model_bit_exact_images"] == FRAMES
+    else:
+        assert result["emulator"]["stand_in"]
+
+
+def test_sigmoid_model_gives_per_class_probabilities(feature_builds):
+    """The accelerator returns the scores before the Sigmoid; the Engine applies it, so the RTL
+    and the float model give the same probabilities (up to the fixed point)."""
+    import edgefpga.runtime as rt
+
+    build, images, _ = feature_builds["post_add_bn"]
+    frames = np.load(images)["images"][:3]
+    with rt.open(build, backend="rtl") as engine:
+        rtl = [r.probabilities for r in engine.infer(list(frames))]
+    with rt.open(build, backend="onnx") as engine:
+        flt = [r.probabilities for r in engine.infer(list(frames))]
+    np.testing.assert_allclose(rtl, flt, atol=0.05)
+    assert not np.allclose(np.sum(flt, axis=1), 1.0)  # independent per class, not a softmax

@@ -1,0 +1,50 @@
+"""MLPerf Tiny's reference shapes from the zoo (models/reference.py, exported by torch.onnx.export):
+ResNet-8 and MobileNet-V1 0.25 through the whole road, the RTL bit-exact with the integer model
+and the hls4ml emulator on 100 real frames under idle input and backpressure, near the roofline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgefpga.hw.convert import ConvertConfig, convert
+from edgefpga.models.card import ZOO
+from edgefpga.sim.verify import verify
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 100
+
+
+def reference_verify(name: str, tmp_path_factory) -> tuple[dict, dict]:
+    out = tmp_path_factory.mktemp(name) / "build"
+    report = convert(str(ZOO / name), out, ConvertConfig(calibration_images=256, emulator_images=32, progress=False),
+                     log=lambda _m: None)
+    return report, verify(out, images="elpv:test", limit=FRAMES, progress=False, agreement=0.95)
+
+
+def check_reference(report: dict, result: dict) -> None:
+    assert result["failed"] == []
+    assert report["hls"]["project"] == "hls"
+    assert result["emulator"]["integer_model_bit_exact_images"] == FRAMES  # emulator == integer model
+    rtl = result["rtl"]
+    assert rtl["bit_exact_frames"] == rtl["n"] == FRAMES  # RTL == integer model
+    assert rtl["idle_percent"] > 0 and rtl["backpressure_percent"] > 0
+    assert rtl["ii_cycles"] <= 1.25 * rtl["roofline_cycles"]
+
+
+def test_resnet8_is_bit_exact(tmp_path_factory):
+    report, result = reference_verify("resnet8_ref", tmp_path_factory)
+    check_reference(report, result)
+    card = json.loads((ZOO / "resnet8_ref" / "card.json").read_text())
+    assert 75_000 <= card["params"] <= 80_000 and 12_000_000 <= card["macs"] <= 13_000_000
+    assert len(report["rtl"]["fifos"]) == 3  # one per residual block, on the branch that runs ahead
+
+
+def test_mobilenet_v1_is_bit_exact(tmp_path_factory):
+    report, result = reference_verify("mobilenet_v1_025_ref", tmp_path_factory)
+    check_reference(report, result)
+    manifest = json.loads((tmp_path_factory.getbasetemp() / "mobilenet_v1_025_ref0" / "build" / "rtl" /
+                           "manifest.json").read_text())
+    assert sum(st["params"].get("DW", 0) for st in manifest["stages"]) == 13  # thirteen depthwise layers

@@ -78,14 +78,43 @@ def bench_ros_node() -> dict:
     return bench_node_latency()
 
 
-BENCHES = {"cpu_inference": bench_cpu_inference, "runtime": bench_runtime, "ros_node": bench_ros_node}
+def bench_reference_models() -> dict:
+    """MLPerf Tiny's reference shapes on a PYNQ-Z2: bit-exact RTL, II, latency, resources
+    (bench/reference_models.py); about 30 minutes, most of it Yosys."""
+    from reference_models import bench_reference_models as run
+
+    return run()
+
+
+BENCHES = {"cpu_inference": bench_cpu_inference, "runtime": bench_runtime, "ros_node": bench_ros_node,
+           "reference_models": bench_reference_models}
+
+
+def git_commit() -> str:
+    """The commit the numbers were measured at (``+dirty`` with uncommitted changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def main(names: list[str]) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"bench: unknown benchmark(s) {unknown}; choose from {list(BENCHES)}", file=sys.stderr)
+        return 2
     for name in names or list(BENCHES):
         result = BENCHES[name]()
         result["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
+        result["commit"] = git_commit()
         path = RESULTS / f"{name}.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"{path}: {json.dumps(result)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,19 @@ def keep_padding_types(hls_model) -> None:
             layer.get_output_variable().type.precision = source
 
 
+def on_the_grid(cl: ModelWrapper, precisions: Precisions) -> ModelWrapper:
+    """A copy of ``cl`` whose constants are already rounded to their chosen types. hls4ml writes
+    weights as decimal text with as many digits as the type has fractional bits, and none for a
+    type with negative fractional bits (``ap_fixed<2,3>`` holds multiples of 2): 1.4 was written
+    as "1", then cast to 0 instead of 2. Values on the grid print exactly."""
+    copy = ModelWrapper(cl.model.__deepcopy__())
+    for name, t in precisions.params.items():
+        value = copy.get_initializer(name)
+        if value is not None:
+            copy.set_initializer(name, t.quantize(value).astype(np.float32))
+    return copy
+
+
 def depthwise_weights_for_hls4ml(cl: ModelWrapper) -> ModelWrapper:
     """A copy of ``cl`` whose depthwise weights hls4ml 1.3 reads right. Its ONNX path writes a
     depthwise kernel (C, KH, KW, 1) channel-major, then reads it as if position-major (weight
@@ -114,7 +128,7 @@ def convert(cl: ModelWrapper, precisions: Precisions, layers: list[LayerPlan], b
     """Write the hls4ml project for ``board`` into ``out_dir`` and return the hls4ml model."""
     import hls4ml
 
-    cl = depthwise_weights_for_hls4ml(cl)
+    cl = depthwise_weights_for_hls4ml(on_the_grid(cl, precisions))
     config = hls4ml_config(cl, precisions, layers, board.backend)
     kwargs = dict(output_dir=str(out_dir), project_name=PROJECT, backend=board.backend, io_type="io_stream",
                   hls_config=config, part=board.part, clock_period=board.clock_period_ns)
@@ -177,6 +191,17 @@ def compiler_messages(hls_dir: Path, lines: int = 20) -> str:
     return "\n".join((run.stdout + run.stderr).strip().splitlines()[-lines:])
 
 
+def source_digest(firmware: Path) -> str:
+    """sha256 (16 hex digits) of the C++ sources and weights the emulator library is built from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted(p for p in firmware.rglob("*") if p.is_file() and p.suffix not in (".so", ".o")):
+        digest.update(str(f.relative_to(firmware)).encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class EmulatorError(RuntimeError):
     """The emulator cannot be built or run; the message names the project folder."""
 
@@ -187,29 +212,89 @@ class Emulator:
     ``predict`` takes 8-bit pixels (N, C, H, W) exactly as the accelerator's input stream sees
     them and returns the class scores as the accelerator's output stream holds them."""
 
-    def __init__(self, hls_model, input_shape: list[int]):
+    def __init__(self, hls_model, input_shape: list[int], hls_dir: Path | None = None):
         self.hls_model = hls_model
         self.input_shape = input_shape
+        self.hls_dir = hls_dir
 
     @classmethod
     def load(cls, hls_dir: Path, input_shape: list[int]) -> "Emulator":
-        """Link an existing project folder and compile it (g++, no vendor tool)."""
+        """Link an existing project folder and compile it (g++, no vendor tool); a library already
+        compiled from the same sources is loaded instead (about 20 s saved per load)."""
+        import ctypes
+        import shutil
+
         import hls4ml
 
         hls_dir = Path(hls_dir).resolve()
+        cached = hls_dir / "firmware" / f"emulator-{source_digest(hls_dir / 'firmware')}.so"
         with quiet_hls4ml():
             model = hls4ml.converters.link_existing_project(str(hls_dir))
             model.config.config["OutputDir"] = str(hls_dir)  # the folder may have moved since convert
+            if cached.is_file():
+                model._top_function_lib = ctypes.cdll.LoadLibrary(str(cached))
+                return cls(model, input_shape, hls_dir)
             try:
                 model.compile()
             except Exception as exc:  # hls4ml raises bare Exceptions and swallows g++'s messages
                 raise EmulatorError(f"{hls_dir}: the C simulation does not compile:\n{compiler_messages(hls_dir)}") from exc
-        return cls(model, input_shape)
+        built = max((hls_dir / "firmware").glob(f"{PROJECT}-*.so"), key=lambda f: f.stat().st_mtime, default=None)
+        if built is not None:
+            shutil.copyfile(built, cached)
+        return cls(model, input_shape, hls_dir)
 
-    def predict(self, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
+    def predict(self, pixels: np.ndarray, progress: bool = False, workers: int | None = None) -> np.ndarray:
+        """Scores for (N, C, H, W) pixels. Many images are split over ``workers`` processes (default:
+        one per core): the C simulation keeps static state, so it cannot run in threads."""
+        workers = min(workers or os.cpu_count() or 1, len(pixels) // PARALLEL_MIN_IMAGES)
+        if workers > 1 and self.hls_dir is not None:
+            return self.predict_parallel(pixels, workers, progress)
+        return self.predict_here(pixels, progress)
+
+    def predict_here(self, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
         from tqdm import tqdm
 
         nhwc = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1), dtype=np.float32)
         rows = [np.asarray(self.hls_model.predict(np.ascontiguousarray(nhwc[i:i + 1]))).reshape(-1)
                 for i in tqdm(range(len(nhwc)), desc="emulator", unit="img", disable=not progress)]
         return np.stack(rows)
+
+    def predict_parallel(self, pixels: np.ndarray, workers: int, progress: bool) -> np.ndarray:
+        """Split the images over ``workers`` processes (``python -m edgefpga.hw.hls``), each loading
+        the cached library; the first share runs here."""
+        import subprocess
+        import sys
+        import tempfile
+
+        shares = np.array_split(np.arange(len(pixels)), workers)
+        with tempfile.TemporaryDirectory(prefix="edgefpga-emulator-") as tmp:
+            procs = []
+            for k, idx in enumerate(shares[1:], start=1):
+                np.save(f"{tmp}/in{k}.npy", pixels[idx])
+                procs.append(subprocess.Popen([sys.executable, "-m", "edgefpga.hw.hls", str(self.hls_dir),
+                                               ",".join(map(str, self.input_shape)), f"{tmp}/in{k}.npy",
+                                               f"{tmp}/out{k}.npy"], stderr=subprocess.PIPE, text=True))
+            results = [self.predict_here(pixels[shares[0]], progress)]
+            for k, proc in enumerate(procs, start=1):
+                _, err = proc.communicate()
+                if proc.returncode != 0:
+                    raise EmulatorError(f"{self.hls_dir}: an emulator worker failed:\n{err[-2000:]}")
+                results.append(np.load(f"{tmp}/out{k}.npy"))
+        return np.concatenate(results)
+
+
+PARALLEL_MIN_IMAGES = 24  # fewer images per worker than this: one process (starting one costs seconds)
+
+
+def main(argv: list[str]) -> int:
+    """A worker of Emulator.predict_parallel: HLS_DIR SHAPE IN.npy OUT.npy."""
+    hls_dir, shape, inp, out = argv
+    emulator = Emulator.load(Path(hls_dir), [int(v) for v in shape.split(",")])
+    np.save(out, emulator.predict_here(np.load(inp)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -34,6 +34,7 @@ class DemoConfig:
     backend: str = "rtl"
     rate: float = 5.0
     timeout_s: float = 900.0
+    min_accuracy: float = 0.5  # below this on labelled cells the run fails: worse than a coin on two classes
 
 
 def ros_environment(domain: int | None = None) -> dict[str, str]:
@@ -208,7 +209,19 @@ font-size:12px;text-align:center}}</style></head><body><h1>edgefpga demo: ELPV c
 """)
 
 
-def run_demo(cfg: DemoConfig) -> list[str]:
+def demo_failures(summary: dict, min_accuracy: float) -> list[str]:
+    """What makes the run fail: results lost on the way, or an accuracy that collapsed."""
+    failures = []
+    if not summary.get("received"):
+        failures.append("no results came back")
+    elif summary.get("missing", 0) or summary["received"] < summary.get("published", 0):
+        failures.append(f"results lost: {summary.get('received', 0)} of {summary.get('published', 0)} came back")
+    if "accuracy" in summary and summary["accuracy"] < min_accuracy:
+        failures.append(f"accuracy collapsed: {summary['accuracy']:.4f} < {min_accuracy:.2f}")
+    return failures
+
+
+def run_demo(cfg: DemoConfig) -> tuple[list[str], dict]:
     from edgefpga.models.preprocess import resize_u8
     from edgefpga.runtime.bench import board_projection, ensure_build
     from edgefpga.runtime.source import ModelRef
@@ -222,7 +235,7 @@ def run_demo(cfg: DemoConfig) -> list[str]:
     model = ModelRef.resolve(build)
     clock = json.loads((build / "report.json").read_text())["board"]["clock_mhz"]
     projection = board_projection(build, np.stack([resize_u8(f.image, model.spec) for f in frames[:6]]), clock)
-    return report(cfg, summary, rows, projection, model.classes)
+    return report(cfg, summary, rows, projection, model.classes), summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,14 +247,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default=DemoConfig.source, help="elpv:<subset>[:N] or a folder of images")
     parser.add_argument("--backend", default=DemoConfig.backend, help="inspection backend (default rtl)")
     parser.add_argument("--rate", type=float, default=DemoConfig.rate, help="images per second (default 5)")
+    parser.add_argument("--min-accuracy", type=float, default=DemoConfig.min_accuracy,
+                        help="fail (exit 1) below this accuracy on labelled cells (default 0.5)")
     args = parser.parse_args(argv)
-    cfg = DemoConfig(build=args.build, out=args.out, source=args.source, backend=args.backend, rate=args.rate)
+    cfg = DemoConfig(build=args.build, out=args.out, source=args.source, backend=args.backend, rate=args.rate,
+                     min_accuracy=args.min_accuracy)
     try:
-        print("\n".join(run_demo(cfg)))
+        lines, summary = run_demo(cfg)
     except (RuntimeError, ValueError, OSError) as exc:
         print(f"edgefpga-demo: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    print("\n".join(lines))
+    failures = demo_failures(summary, cfg.min_accuracy)
+    for failure in failures:
+        print(f"edgefpga-demo: FAILED {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", help="calibration images: folder, .npz, or elpv:<subset> "
                    "(default for ELPV models: elpv:train)")
     p.add_argument("--calibration-images", type=int, default=1024, help="how many to use (default 1024)")
-    p.add_argument("--agreement", type=float, default=0.995, help="top-1 agreement bar (default 0.995)")
+    p.add_argument("--agreement", type=float,
+                   help="top-1 agreement bar (default: the card's convert.agreement, else 0.995)")
     p.add_argument("--max-accuracy-drop", type=float, default=0.005, help="accuracy drop bar (default 0.005)")
     p.add_argument("--overrides", type=Path, help="JSON of fixed types, e.g. {\"Conv_0.weight\": \"ap_fixed<8,3>\"}")
     p.add_argument("--scale", type=float, help="bare .onnx: input scale (x = (pixel*scale - mean)/std)")

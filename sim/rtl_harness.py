@@ -71,29 +71,57 @@ DEFAULT_WATCHDOG = 5_000_000  # cycles without a beat in or out before the harne
 
 
 def run_harness(program: Path, pixels: np.ndarray, outputs: int, work: Path, idle: int = 0, stall: int = 0,
-                seed: int = 1, timeout_s: float | None = None, watchdog: int = DEFAULT_WATCHDOG) -> HarnessRun:
+                seed: int = 1, timeout_s: float | None = None, watchdog: int = DEFAULT_WATCHDOG,
+                workers: int = 1) -> HarnessRun:
     """Stream (N, C, H, W) uint8 pixels (sent NHWC, channels interleaved) and collect the scores;
-    a design that stops moving for ``watchdog`` cycles raises (a deadlock fails, it does not hang)."""
+    a design that stops moving for ``watchdog`` cycles raises (a deadlock fails, it does not hang).
+    With ``workers`` > 1 the frames are split over that many simulations running side by side
+    (each its own reset and seed): for bit-exactness, not for cycle counts across the split."""
+    shares = [idx for idx in np.array_split(np.arange(len(pixels)), max(1, min(workers, len(pixels)))) if len(idx)]
+    start = time.perf_counter()
+    runs = [start_harness(program, pixels[idx], outputs, work / f"part{k}" if len(shares) > 1 else work,
+                          idle, stall, seed + k, watchdog) for k, idx in enumerate(shares)]
+    parts = [finish_harness(program, run, outputs, timeout_s) for run in runs]
+    seconds = time.perf_counter() - start
+    busy = parts[0].busy if len(parts) == 1 else None
+    return HarnessRun(np.concatenate([p.scores for p in parts]), np.concatenate([p.first_in for p in parts]),
+                      np.concatenate([p.last_out for p in parts]), sum(p.framing_errors for p in parts), seconds, busy)
+
+
+@dataclass
+class StartedHarness:
+    process: subprocess.Popen
+    work: Path
+    frames: int
+
+
+def start_harness(program: Path, pixels: np.ndarray, outputs: int, work: Path, idle: int, stall: int, seed: int,
+                  watchdog: int) -> StartedHarness:
+    work.mkdir(parents=True, exist_ok=True)
     frames = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)).astype(np.uint8)
     (work / "pixels.bin").write_bytes(frames.tobytes())
-    beats = frames[0].size
-    start = time.perf_counter()
-    busy_file = work / "busy.txt"
-    busy_file.unlink(missing_ok=True)
+    (work / "busy.txt").unlink(missing_ok=True)
+    process = subprocess.Popen([str(program), str(work / "pixels.bin"), str(len(frames)), str(frames[0].size),
+                                str(outputs), str(work / "scores.txt"), str(idle), str(stall), str(seed), str(watchdog),
+                                str(work / "busy.txt")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return StartedHarness(process, work, len(frames))
+
+
+def finish_harness(program: Path, run: StartedHarness, outputs: int, timeout_s: float | None) -> HarnessRun:
     try:
-        run = subprocess.run([str(program), str(work / "pixels.bin"), str(len(frames)), str(beats), str(outputs),
-                              str(work / "scores.txt"), str(idle), str(stall), str(seed), str(watchdog),
-                              str(busy_file)], capture_output=True, text=True, timeout=timeout_s)
+        _, err = run.process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
-        raise SimulatorError(f"{program}: no result after {timeout_s:g} s for {len(frames)} frame(s)") from exc
-    seconds = time.perf_counter() - start
-    if run.returncode != 0:
-        raise SimulatorError(f"{program}: {run.stderr.strip()}")
-    rows = [line.split() for line in (work / "scores.txt").read_text().splitlines()]
+        run.process.kill()
+        run.process.communicate()
+        raise SimulatorError(f"{program}: no result after {timeout_s:g} s for {run.frames} frame(s)") from exc
+    if run.process.returncode != 0:
+        raise SimulatorError(f"{program}: {err.strip()}")
+    rows = [line.split() for line in (run.work / "scores.txt").read_text().splitlines()]
     errors = sum(row[-1] == "framing-error" for row in rows)
     values = np.array([[int(v) for v in row[2:2 + outputs]] for row in rows], dtype=np.int64)
+    busy_file = run.work / "busy.txt"
     busy = np.array([int(v) for v in busy_file.read_text().split()]) if busy_file.is_file() else None
-    return HarnessRun(values, np.array([int(r[0]) for r in rows]), np.array([int(r[1]) for r in rows]), errors, seconds,
+    return HarnessRun(values, np.array([int(r[0]) for r in rows]), np.array([int(r[1]) for r in rows]), errors, 0.0,
                       busy)
 
 

@@ -22,6 +22,7 @@ The checks, in order:
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -121,6 +122,13 @@ def watchdog_cycles(manifest: dict) -> int:
     return 20 * slowest + 200_000
 
 
+def simulated_cycles(run) -> int:
+    """Cycles simulated over all parts of a split run (each part restarts its clock count)."""
+    ends = run.last_out
+    restarts = np.flatnonzero(np.diff(ends) < 0)
+    return int(sum(ends[i] for i in restarts) + ends[-1])
+
+
 def stage_cycles(manifest: dict, busy: np.ndarray | None, frames: int, interval: int) -> list[dict]:
     """Planned engine cycles per frame against the busy cycles measured in simulation."""
     rows = []
@@ -148,7 +156,8 @@ def verify_rtl(build_dir: Path, images: ImageSet, expected: np.ndarray, idle: in
     result = {"n": len(images), "idle_percent": idle, "backpressure_percent": stall, "seed": seed,
               "verilator_build_s": round(build_s, 1), "watchdog_cycles": watchdog}
     try:
-        stress = run_harness(program, images.pixels, out["outputs"], work, idle, stall, seed, watchdog=watchdog)
+        stress = run_harness(program, images.pixels, out["outputs"], work, idle, stall, seed, watchdog=watchdog,
+                             workers=os.cpu_count() or 1)
         timing = run_harness(program, images.pixels[:TIMING_FRAMES], out["outputs"], work, watchdog=watchdog)
     except SimulatorError as exc:
         return dict(result, bit_exact_frames=0, error=str(exc))
@@ -165,7 +174,8 @@ def verify_rtl(build_dir: Path, images: ImageSet, expected: np.ndarray, idle: in
         "latency_over_roofline": round(latency / roofline, 3), "multipliers": report.get("rtl", {}).get("multipliers"),
         "fps_at_clock": round(report["board"]["clock_mhz"] * 1e6 / interval, 1),
         "stages": stage_cycles(manifest, timing.busy, len(timing.first_in), interval),
-        "simulated_cycles": int(stress.last_out[-1]), "simulated_cycles_per_s": round(stress.last_out[-1] / stress.seconds)})
+        "simulated_cycles": simulated_cycles(stress),
+        "simulated_cycles_per_s": round(simulated_cycles(stress) / stress.seconds)})
 
 
 # ---- the command ----------------------------------------------------------------------------------
@@ -198,6 +208,15 @@ def judge(result: dict, bar: float) -> list[dict]:
     return failed
 
 
+def default_images(build_dir: Path, report: dict) -> str | None:
+    """The card's held-out images (``verification``), the ELPV test split for ELPV models, else None."""
+    card_path = build_dir / "model" / "card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    if card.get("verification"):
+        return card["verification"]
+    return "elpv:test" if report["model"].get("dataset") == "ELPV" else None
+
+
 def verify(build_dir: str | Path, images: str | None = None, limit: int | None = None,
            emulator_only: bool = False, progress: bool = True, resources: bool = False, jobs: int = 1,
            accept_edits: bool = False, agreement: float | None = None) -> dict:
@@ -214,7 +233,7 @@ def verify(build_dir: str | Path, images: str | None = None, limit: int | None =
     if not emulator_only and not (build_dir / "rtl" / "manifest.json").is_file():
         raise ConversionError(f"{build_dir}: no RTL to check (rtl/manifest.json is missing: convert it again "
                               "with this version); run with --emulator-only to check the emulator alone")
-    source = images or ("elpv:test" if report["model"].get("dataset") == "ELPV" else None)
+    source = images or default_images(build_dir, report)
     if source is None:
         raise ConversionError(f"{build_dir}: pass --images (a folder of images or an .npz) to verify against")
     spec = InputSpec.from_dict(report["model"]["input"], str(build_dir / "report.json"))

@@ -42,7 +42,7 @@ def test_elpv_report_and_project_files(elpv_build):
     assert all(types[f"Conv_{i}"]["weight"]["width"] < WEIGHT_BITS[1] for i in range(6))  # the search narrowed each
     emu = report["emulator_on_calibration"]
     assert emu["max_abs_diff_vs_proxy"] == 0.0  # the ONNX proxy the search used is bit-exact
-    assert report["estimate"]["multipliers"] <= report["estimate"]["dsp_budget"]
+    assert report["estimate"]["dsp_multipliers"] <= report["estimate"]["dsp_budget"]
     hls = elpv_build / "hls"
     for name in ("firmware/myproject.cpp", "firmware/myproject_axi.cpp", "build_prj.tcl", "design.tcl",
                  "axi_stream_driver.py", "hls4ml_config.yml"):
@@ -62,7 +62,9 @@ def test_foreign_cnn_meets_the_same_bar(foreign_verify, foreign_build):
     report = json.loads((foreign_build / "report.json").read_text())
     assert report["model"]["classes"] == CLASSES
     assert any("color = bgr" in a for a in report["model"]["assumed"])
-    assert report["notes"] == ["the final Softmax was removed: the accelerator returns logits (same argmax)"]
+    assert report["notes"] == ["the final Softmax was removed: the accelerator returns the scores before it (same "
+                               "ranking); the runtime applies it"]
+    assert report["output_activation"] == "softmax"
 
 
 def test_vitis_board_project(foreign_dir, tmp_path):
@@ -139,6 +141,8 @@ def test_verify_without_rtl_asks_for_emulator_only(foreign_build, tmp_path):
     copy = tmp_path / "no_rtl"
     shutil.copytree(foreign_build, copy, ignore=shutil.ignore_patterns("rtl", "sim"))
     run = run_cli("verify", str(copy))
+    assert run.returncode == 1 and "FAILED integrity: missing: rtl/manifest.json" in run.stderr
+    run = run_cli("verify", str(copy), "--accept-edits")  # an older build without RTL: check the emulator alone
     assert run.returncode == 2 and "--emulator-only" in run.stderr
 
 

@@ -1,6 +1,6 @@
-"""The simulation backends on the converted ELPV model: rtl and emulator identical on all 654
-test cells, onnx the float model's accuracy, and the pynq driver on the simulated PS-PL
-identical to rtl, including a DMA that never completes."""
+"""The simulation backends on the converted ELPV model: rtl and emulator identical on 96 test
+cells (`verify` checks all 654 bit for bit), onnx the float model's accuracy on all 654, and the
+pynq driver on the simulated PS-PL identical to rtl, including a DMA that never completes."""
 
 from __future__ import annotations
 
@@ -15,27 +15,34 @@ from edgefpga.runtime.inputs import elpv_inputs
 pytestmark = pytest.mark.slow
 
 
+SAMPLE = 96
+
+
 @pytest.fixture(scope="module")
 def test_cells():
     return elpv_inputs("elpv:test")
 
 
 @pytest.fixture(scope="module")
-def rtl_results(elpv_build, test_cells):
+def sample_cells():
+    return elpv_inputs(f"elpv:test:{SAMPLE}")
+
+
+@pytest.fixture(scope="module")
+def rtl_results(elpv_build, sample_cells):
     with rt.open(elpv_build, backend="rtl") as engine:
-        return engine.infer(test_cells.images)
+        return engine.infer(sample_cells.images)
 
 
 def accuracy(results, labels) -> float:
     return classification_metrics(labels, np.array([r.label_index for r in results]))["accuracy"]
 
 
-def test_rtl_and_emulator_give_identical_scores_on_all_test_cells(elpv_build, elpv_verify, test_cells, rtl_results):
+def test_rtl_and_emulator_give_identical_scores(elpv_build, sample_cells, rtl_results):
     with rt.open(elpv_build, backend="emulator") as engine:
-        emulator = engine.infer(test_cells.images)
-    assert len(rtl_results) == len(emulator) == 654
+        emulator = engine.infer(sample_cells.images)
+    assert len(rtl_results) == len(emulator) == SAMPLE
     assert np.array_equal([r.scores for r in rtl_results], [r.scores for r in emulator])
-    assert accuracy(rtl_results, test_cells.labels) == elpv_verify["emulator"]["accuracy"]
     assert all(r.cycles > 0 for r in rtl_results) and all(r.cycles is None for r in emulator)
 
 
@@ -50,11 +57,11 @@ def test_auto_picks_rtl_on_a_build_without_board(elpv_build):
         assert engine.backend_name == "rtl" and "no board" in engine.chosen_because
 
 
-def test_pynq_backend_on_simulated_pl_matches_rtl_and_survives_a_hung_dma(elpv_build, test_cells, rtl_results,
+def test_pynq_backend_on_simulated_pl_matches_rtl_and_survives_a_hung_dma(elpv_build, sample_cells, rtl_results,
                                                                           tmp_path):
     from edgefpga.runtime.pynq_simulation import run_pynq_backend
 
-    images = np.stack(test_cells.images[:6])
+    images = np.stack(sample_cells.images[:6])
     result = run_pynq_backend(elpv_build, images, tmp_path, max_batch=4, hang_check=True, hang_timeout_s=3.0)
     expected = [r.scores for r in rtl_results[:6]]
     assert result["scores"] == expected  # two DMA batches (4 + 2 frames), every score exact

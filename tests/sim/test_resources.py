@@ -61,9 +61,9 @@ def test_elpv_design_fits_a_pynq_z2(elpv_build):
     every xc7z020 resource. The same counts against a board with half the DSPs must not fit (the
     check can fail), and a second estimate comes from the cache."""
     board = get_board("pynq-z2").to_dict()
-    result = yosys_estimate(elpv_build / "rtl", board)
+    result = yosys_estimate(elpv_build / "rtl", board, jobs=2)
     assert result["method"].startswith("sum of per-instance syntheses")
-    assert {part["name"] for part in result["parts"]} >= {"Conv_0_Relu_0", "MatMul_0", "axis_in", "axis_out"}
+    assert {part["name"] for part in result["parts"]} >= {"Conv_0", "MatMul_0", "axis_in", "axis_out"}
     for kind, share in result["share"].items():
         assert share <= 0.8, f"{kind}: {result['used'][kind]} of {result['available'][kind]}"
     assert result["fits"] and result["used"]["LUT"] > 1000 and result["used"]["DSP"] > 100

@@ -31,7 +31,8 @@ from .plan import LayerPlan, NetworkPlan
 from .precision import Precisions, fused_activation, sole_consumer
 
 RTL_DIR = Path(__file__).resolve().parent / "rtl"
-INCLUDE_FILE = "ef_requant.vh"  # the layers' shared rounding cast, `include`d by each module
+# `include`d by the modules: the shared rounding cast, and the averaging layers' exact division
+INCLUDE_FILES = ("ef_requant.vh", "ef_average.vh")
 TDATA_BITS = 16
 FIFO_SLACK = 8  # entries beyond the computed lead of one branch: pipeline registers on the way
 
@@ -451,7 +452,8 @@ def write_rtl(model: ModelWrapper, p: Precisions, plan: NetworkPlan, out_dir: Pa
     src.mkdir(parents=True, exist_ok=True)
     for module in generic_modules(stages):
         shutil.copyfile(RTL_DIR / f"{module}.v", src / f"{module}.v")
-    shutil.copyfile(RTL_DIR / INCLUDE_FILE, src / INCLUDE_FILE)
+    for include in INCLUDE_FILES:
+        shutil.copyfile(RTL_DIR / include, src / include)
     for st in stages:
         for key, lines in st.roms.items():
             (src / f"{st.name}_{key}.mem").write_text("\n".join(lines) + "\n")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import jinja2
 
+from edgefpga.hw.rtlgen import INCLUDE_FILES
+
 from .verilator import SimulatorError
 
 CELLS = {"LUT": r"LUT\d", "FF": r"FD[CPRS]E?", "DSP": r"DSP48E1", "BRAM36": r"RAMB36E1", "BRAM18": r"RAMB18E1",
@@ -107,7 +109,7 @@ def stage_unit(src: Path, stage: dict) -> tuple[dict[str, str], str]:
     """Files (name -> text) and Yosys script that synthesize one layer instance alone."""
     params = dict(stage["params"], **stage.get("roms", {}))
     files = {f"{stage['module']}.v": (src / f"{stage['module']}.v").read_text(),
-             "ef_requant.vh": (src / "ef_requant.vh").read_text(),
+             **{name: (src / name).read_text() for name in INCLUDE_FILES if (src / name).is_file()},
              "ef_estimate_top.v": WRAPPER.render(module=stage["module"], ports=stage["ports"],
                                                  params=[f".{k}({verilog_value(v)})" for k, v in params.items()])}
     files.update({name: (src / name).read_text() for name in stage.get("roms", {}).values()})

@@ -150,11 +150,15 @@ def verify_rtl(build_dir: Path, images: ImageSet, expected: np.ndarray, idle: in
     manifest = json.loads((build_dir / "rtl" / "manifest.json").read_text())
     out = manifest["output"]
     work = build_dir / "sim"
-    program, build_s = build_harness(build_dir / "rtl", work)
     watchdog = watchdog_cycles(manifest)
     report = load_report(build_dir)
     result = {"n": len(images), "idle_percent": idle, "backpressure_percent": stall, "seed": seed,
-              "verilator_build_s": round(build_s, 1), "watchdog_cycles": watchdog}
+              "watchdog_cycles": watchdog}
+    try:
+        program, build_s = build_harness(build_dir / "rtl", work)
+    except SimulatorError as exc:  # an edited RTL that no longer compiles fails the check, it is no crash
+        return dict(result, bit_exact_frames=0, error=str(exc)[-1500:])
+    result["verilator_build_s"] = round(build_s, 1)
     try:
         stress = run_harness(program, images.pixels, out["outputs"], work, idle, stall, seed, watchdog=watchdog,
                              workers=os.cpu_count() or 1)

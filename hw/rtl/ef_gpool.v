@@ -64,20 +64,14 @@ module ef_gpool #(
 
     // divider / output of channel 0 of the ring
     localparam DMW = $clog2(DIV_M + 1);
-    reg [AW-1:0] mag;
-    reg [AW+ALIGN+DMW-1:0] prod;
-    reg signed [63:0] q, quo;
+    reg signed [63:0] q;
     `include "ef_requant.vh"
+    `include "ef_average.vh"
     always @* begin
         if (MODE == 0) begin
             q = $signed(acc[AW-1:0]);
         end else begin
-            mag = $signed(acc[AW-1:0]) < 0 ? -acc[AW-1:0] : acc[AW-1:0];
-            prod = mag;
-            prod = (prod << ALIGN) * DIV_M;
-            quo = prod >> DIV_SH;
-            if ($signed(acc[AW-1:0]) < 0) quo = -quo;
-            q = requant(quo);
+            q = requant(average(acc[AW-1:0]));
         end
     end
 

@@ -85,11 +85,10 @@ module ef_pool2d #(
     reg signed [XW:0] xv;
     reg signed [AW-1:0] a, n;
     localparam DMW = $clog2(DIV_M + 1);
-    reg [AW-1:0] mag;                          // |sum|
-    reg [AW+ALIGN+DMW-1:0] prod;
-    reg signed [63:0] q, quo;
+    reg signed [63:0] q;
     integer c;
     `include "ef_requant.vh"
+    `include "ef_average.vh"
 
     always @* begin
         for (c = 0; c < C; c = c + 1) begin
@@ -106,12 +105,7 @@ module ef_pool2d #(
             result[c * OW +: OW] = q[OW-1:0];
         end
         // the divider reads channel dc from the bottom; operands as narrow as the sum allows
-        mag = $signed(acc[AW-1:0]) < 0 ? -acc[AW-1:0] : acc[AW-1:0];
-        prod = mag;
-        prod = (prod << ALIGN) * DIV_M;
-        quo = prod >> DIV_SH;                                    // floor(|sum| * 2^ALIGN / (K*K))
-        if ($signed(acc[AW-1:0]) < 0) quo = -quo;
-        q = requant(quo);
+        q = requant(average(acc[AW-1:0]));
     end
 
     // rotation of the accumulators and shift of the divided outputs, one channel per cycle

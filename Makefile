@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml $(wildcard ros_nodes/edgefpga_msgs/msg/*.msg)
 		{ echo "g++ is needed for hls4ml's C simulation (the emulator): install it (apt-get install g++)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,ros]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	$(BIN)/python ros_nodes/build_interfaces.py --venv $(VENV)
 	@touch $@
 

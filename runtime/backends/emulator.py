@@ -3,6 +3,8 @@ with g++ from the build folder's hls4ml project."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from .base import Backend, BackendOutput, BackendUnavailable
@@ -26,6 +28,8 @@ class EmulatorBackend(Backend):
     def unavailable(cls, model) -> str | None:
         if model.build_dir is None:
             return "no build folder"
+        if importlib.util.find_spec("hls4ml") is None:
+            return "hls4ml is not installed (pip install 'edgefpga[convert]')"
         if not (model.build_dir / "hls").is_dir():
             return f"{model.build_dir}/hls is missing"
         return None

@@ -92,7 +92,7 @@ def test_refused_up_front(tmp_path):
         path = export(module, (1, 16, 16), tmp_path / f"{label}.onnx")
         out = tmp_path / f"build_{label}"
         start = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "edgefpga.runtime.cli", "convert", str(path), "--out", str(out),
+        run = subprocess.run([sys.executable, "-m", "edgefpga.cli", "convert", str(path), "--out", str(out),
                               "--calibration", "elpv:val", "--quiet"], capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
         lines = [line for line in run.stderr.splitlines() if line.strip()]

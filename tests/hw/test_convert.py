@@ -122,7 +122,7 @@ def test_old_opset_model_converts(tmp_path, elpv_data):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "edgefpga.runtime.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgefpga.cli", *args], capture_output=True, text=True,
                           env=env)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from edgefpga.models.card import ModelCardError, load_card
 from edgefpga.models.evaluate import evaluate
-from edgefpga.runtime.cli import main
+from edgefpga.cli import main
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from edgefpga.models.card import load_card
 from edgefpga.models.evaluate import evaluate
-from edgefpga.runtime.cli import main
+from edgefpga.cli import main
 
 pytestmark = pytest.mark.slow  # real training runs (a few epochs each)
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgefpga.runtime.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "edgefpga.cli", *args], capture_output=True, text=True)
 
 
 @pytest.fixture

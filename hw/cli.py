@@ -1,0 +1,71 @@
+"""``edgefpga convert`` and ``edgefpga build``: the hw part of the command (edgefpga/cli.py).
+
+hls4ml and qonnx load inside the commands (the `convert` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    from edgefpga.hw.hls import EmulatorError
+    from edgefpga.hw.onnx_check import ConversionError
+    from edgefpga.models.card import ModelCardError
+    from edgefpga.models.preprocess import ImageError
+
+    return ModelCardError, ImageError, ConversionError, EmulatorError
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.hw.report import summary_lines
+    from edgefpga.models.card import resolve_model_dir
+
+    source = resolve_model_dir(args.model)
+    out = args.out or Path("build") / source.stem
+    cfg = ConvertConfig(board=args.board, calibration=args.calibration, calibration_images=args.calibration_images,
+                        agreement=args.agreement, max_accuracy_drop=args.max_accuracy_drop, overrides=args.overrides,
+                        scale=args.scale, mean=args.mean, std=args.std, classes=args.classes,
+                        progress=not args.quiet)
+    report = convert(str(source), out, cfg, force=args.force, log=(lambda _m: None) if args.quiet else print)
+    print("\n".join(summary_lines(report)))
+    print(f"wrote {out}/ (report.json, report.md, ranges.png, hls/); next: edgefpga verify {out} --emulator-only")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgefpga.hw.vendor_build import build
+
+    files = build(args.build, bitfile=not args.no_bitfile)
+    for path in files:
+        print(f"wrote {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="ONNX model -> hls4ml accelerator project with automatic fixed point")
+    p.add_argument("model", help="model folder (model.onnx + card.json), zoo name, or a bare .onnx file")
+    p.add_argument("--board", default="pynq-z2", help="pynq-z2 (default), zcu102, zcu104 or kv260")
+    p.add_argument("--out", type=Path, help="build folder to write (default: build/<model name>)")
+    p.add_argument("--force", action="store_true", help="replace an existing build folder")
+    p.add_argument("--calibration", help="calibration images: folder, .npz, or elpv:<subset> "
+                   "(default for ELPV models: elpv:train)")
+    p.add_argument("--calibration-images", type=int, default=1024, help="how many to use (default 1024)")
+    p.add_argument("--agreement", type=float,
+                   help="top-1 agreement bar (default: the card's convert.agreement, else 0.995)")
+    p.add_argument("--max-accuracy-drop", type=float, default=0.005, help="accuracy drop bar (default 0.005)")
+    p.add_argument("--overrides", type=Path, help="JSON of fixed types, e.g. {\"Conv_0.weight\": \"ap_fixed<8,3>\"}")
+    p.add_argument("--scale", type=float, help="bare .onnx: input scale (x = (pixel*scale - mean)/std)")
+    p.add_argument("--mean", type=float, help="bare .onnx: input mean")
+    p.add_argument("--std", type=float, help="bare .onnx: input std")
+    p.add_argument("--classes", nargs="+", help="bare .onnx: class names")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_convert, user_errors=user_errors)
+
+    p = sub.add_parser("build", help="run Vivado/Vitis on a build folder (bitstream + .hwh); needs AMD tools")
+    p.add_argument("build", type=Path, help="build folder from `edgefpga convert`")
+    p.add_argument("--no-bitfile", action="store_true", help="stop after HLS synthesis and IP export")
+    p.set_defaults(func=cmd_build, user_errors=user_errors)

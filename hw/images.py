@@ -16,7 +16,7 @@ import numpy as np
 
 from edgefpga.models import elpv
 from edgefpga.models.card import InputSpec
-from edgefpga.models.preprocess import ImageError, resize_batch
+from edgefpga.models.preprocess import ImageError, resize_batch, to_8bit
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -39,12 +39,13 @@ class ImageSet:
         return ImageSet(self.pixels[idx], labels, f"{self.source} ({n} of {len(self)}, seed {seed})")
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, bits: int = 16) -> np.ndarray:
+    """An image file as 8-bit gray or BGR; 16-bit files (PNG, TIFF) keep their top 8 of ``bits``
+    significant bits (models.preprocess.to_8bit)."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(f"{path}: not an image OpenCV can read")
-    if image.dtype != np.uint8:
-        raise ImageError(f"{path}: expected 8-bit pixels, got {image.dtype}")
+    image = to_8bit(image, bits, str(path))
     return image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image
 
 

@@ -18,6 +18,20 @@ class ImageError(ValueError):
     """An image that cannot be fed to a model: the message says which and why."""
 
 
+def to_8bit(image: np.ndarray, bits: int = 16, name: str = "image") -> np.ndarray:
+    """16-bit pixels (mono16 messages, 16-bit PNG/TIFF) as the 8-bit pixels a model takes: the top
+    8 of the ``bits`` significant bits, ``value >> (bits - 8)``, saturating at 255. A 12-bit EL
+    camera in a 16-bit container is ``bits=12``; the default 16 reads a full-range image. A fixed
+    shift, not a per-image stretch: the same scene gives the same pixels in every frame."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype != np.uint16:
+        raise ImageError(f"{name}: expected 8- or 16-bit pixels, got {image.dtype}")
+    if not 8 <= bits <= 16:
+        raise ImageError(f"{name}: significant bits must be within 8..16, got {bits}")
+    return np.minimum(image >> (bits - 8), 255).astype(np.uint8)
+
+
 def to_model_color(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.ndarray:
     """Convert an 8-bit gray (H, W) / (H, W, 1) or BGR (H, W, 3) image to the card's color."""
     if not isinstance(image, np.ndarray):

@@ -6,88 +6,180 @@ subscribes and publishes, *deactivate* stops, *cleanup* closes the Engine. Run a
 script it configures and activates itself (``autostart``), so it works without a lifecycle
 manager; with ``autostart:=false`` a manager drives it through ``~/change_state``.
 
+Inference runs on a worker thread, off the executor: the subscription callbacks only queue the
+messages, so diagnostics, lifecycle and parameter services stay live during a long engine call.
+Frames that arrive while the engine is busy follow ``queue_policy`` (frame_queue.py): ``latest``
+(default) runs the newest and drops the older ones as stale; ``all`` batches every waiting frame
+into the next engine call. Every message is accounted for in /diagnostics: ``received`` =
+``images`` (answered) + ``errors`` (by kind) + ``dropped`` (by kind) + ``pending``.
+
+Parameters are validated when set (ranges in their descriptors, the rest in a callback) and
+applied together: each engine call takes one snapshot of them, so the threshold a result reports
+is the one applied to it. ``model`` and ``backend`` change only while unconfigured,
+``reliable_input`` and ``queue_depth`` only while not active; a refused change says why.
+
 Topics (relative, so namespaces and remapping work):
-  in   ``image`` (sensor_msgs/Image: mono8, bgr8, rgb8, any size), ``image/compressed``
+  in   ``image`` (sensor_msgs/Image: mono8, mono16, bgr8, rgb8, any size), ``image/compressed``
   out  ``inspection/result`` (edgefpga_msgs/InspectionResult; with a grid, the most defective
        cell), ``inspection/results`` (InspectionResultArray, every cell; only with a grid),
        ``/diagnostics`` (diagnostic_msgs/DiagnosticArray)
 
-A bad message (wrong encoding, short data, zero or huge size, undecodable compressed data) is
-logged, counted in diagnostics, and the node goes on with the next one.
+A bad message (wrong encoding, short data, zero or huge size, undecodable compressed data) and
+any exception of a backend are logged, counted by kind in diagnostics, and the node goes on with
+the next message. mono16 (and 16-bit PNG) pixels keep their top 8 of ``mono16_bits``
+significant bits (``value >> (mono16_bits - 8)``; 12 for a 12-bit camera).
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
+import traceback
 from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
-from edgefpga.models.card import ModelCardError
 from edgefpga.models.preprocess import ImageError
 from edgefpga.runtime import EngineError, open as open_engine
 
+from .frame_queue import QUEUE_POLICIES, FrameQueue
 from .images import BadImage, compressed_to_array, grid_cells, image_to_array
 
 PARAMETERS = {  # name: (default, description)
-    "model": ("build/elpv_defect", "build folder, model folder or zoo name"),
-    "backend": ("auto", "auto, pynq, rtl, emulator or onnx"),
+    "model": ("build/elpv_defect", "build folder, model folder or zoo name (set while unconfigured)"),
+    "backend": ("auto", "auto, pynq, rtl, emulator or onnx (set while unconfigured)"),
     "defect_threshold": (0.5, "defect probability at or above which a cell is defective"),
     "grid_rows": (1, "split each image into grid_rows x grid_cols cells (a module image into its cells)"),
     "grid_cols": (1, "see grid_rows"),
-    "reliable_input": (False, "subscribe with reliable QoS (default: sensor-data QoS, best effort)"),
-    "queue_depth": (10, "history depth of the subscriptions and the result publishers"),
-    "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
-    "autostart": (True, "configure and activate at start (without a lifecycle manager)"),
+    "queue_policy": ("latest", "frames that arrive while the engine is busy: latest (run the newest, drop the "
+                               "older as stale) or all (batch them into the next engine call)"),
+    "max_pending": (256, "frames that may wait for the engine; beyond it the oldest is dropped (overflow)"),
+    "mono16_bits": (16, "significant bits of mono16 / 16-bit PNG pixels: 8-bit pixel = value >> (bits - 8)"),
+    "reliable_input": (False, "subscribe with reliable QoS (default: sensor-data QoS, best effort; set while inactive)"),
+    "queue_depth": (10, "history depth of the subscriptions and the result publishers (set while inactive)"),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages (read at start)"),
+    "autostart": (True, "configure and activate at start, without a lifecycle manager (read at start)"),
 }
+RANGES = {
+    "defect_threshold": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
+    "grid_rows": IntegerRange(from_value=1, to_value=64, step=1),
+    "grid_cols": IntegerRange(from_value=1, to_value=64, step=1),
+    "max_pending": IntegerRange(from_value=1, to_value=100_000, step=1),
+    "mono16_bits": IntegerRange(from_value=8, to_value=16, step=1),
+    "queue_depth": IntegerRange(from_value=1, to_value=100_000, step=1),
+    "diagnostics_period": FloatingPointRange(from_value=0.01, to_value=3600.0, step=0.0),
+}
+READ_ONLY = {"diagnostics_period", "autostart"}
+SET_WHILE_UNCONFIGURED = {"model", "backend"}
+SET_WHILE_NOT_ACTIVE = {"reliable_input", "queue_depth"}
 WINDOW = 1000  # latencies kept for the percentiles in diagnostics
 
 
+def descriptor(name: str) -> ParameterDescriptor:
+    """The declared description, range and read-only flag: rclpy refuses out-of-range values itself."""
+    out = ParameterDescriptor(description=PARAMETERS[name][1], read_only=name in READ_ONLY)
+    limits = RANGES.get(name)
+    if isinstance(limits, FloatingPointRange):
+        out.floating_point_range = [limits]
+    elif isinstance(limits, IntegerRange):
+        out.integer_range = [limits]
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parameters one engine call uses, taken together (replaced as a whole on a change)."""
+
+    defect_threshold: float
+    grid: tuple[int, int]
+    queue_policy: str
+    max_pending: int
+    mono16_bits: int
+
+    @classmethod
+    def of(cls, node: "InspectionNode") -> "Settings":
+        return cls(node.param("defect_threshold"), (node.param("grid_rows"), node.param("grid_cols")),
+                   node.param("queue_policy"), node.param("max_pending"), node.param("mono16_bits"))
+
+
+@dataclass
+class Pending:
+    """A message waiting for the engine."""
+
+    msg: Any
+    decode: Callable
+    received: float  # time.perf_counter() when the callback queued it
+
+
 class InspectionStats:
-    """Counts and recent latencies for diagnostics."""
+    """Counts and recent latencies for diagnostics; updated by the worker, read by the timer."""
 
     def __init__(self):
-        self.images = 0
+        self.lock = threading.Lock()
+        self.received = self.images = 0
         self.errors: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
         self.engine_ms: deque[float] = deque(maxlen=WINDOW)
         self.node_ms: deque[float] = deque(maxlen=WINDOW)
         self.cycles: deque[int] = deque(maxlen=WINDOW)
         self.last_error = ""
         self._period_start, self._period_images = time.monotonic(), 0
 
+    def receive(self) -> None:
+        with self.lock:
+            self.received += 1
+
     def record(self, engine_ms: float, node_ms: float, cycles: int | None) -> None:
-        self.images += 1
-        self.engine_ms.append(engine_ms)
-        self.node_ms.append(node_ms)
-        if cycles is not None:
-            self.cycles.append(cycles)
+        with self.lock:
+            self.images += 1
+            self.engine_ms.append(engine_ms)
+            self.node_ms.append(node_ms)
+            if cycles is not None:
+                self.cycles.append(cycles)
 
     def error(self, kind: str, message: str) -> None:
-        self.errors[kind] += 1
-        self.last_error = message
+        with self.lock:
+            self.errors[kind] += 1
+            self.last_error = message
+
+    def drop(self, kind: str, count: int = 1) -> None:
+        with self.lock:
+            self.dropped[kind] += count
 
     def rate(self) -> float:
         """Images per second since the previous call."""
-        now = time.monotonic()
-        rate = (self.images - self._period_images) / max(now - self._period_start, 1e-9)
-        self._period_start, self._period_images = now, self.images
-        return rate
+        with self.lock:
+            now = time.monotonic()
+            rate = (self.images - self._period_images) / max(now - self._period_start, 1e-9)
+            self._period_start, self._period_images = now, self.images
+            return rate
 
     def values(self) -> dict[str, str]:
-        out = {"images": str(self.images), "errors": str(sum(self.errors.values()))}
-        out |= {f"errors.{kind}": str(n) for kind, n in sorted(self.errors.items())}
-        for name, window in (("engine_latency_ms", self.engine_ms), ("node_latency_ms", self.node_ms)):
-            if window:
-                p50, p90, p99 = np.percentile(np.asarray(window), [50, 90, 99])
+        with self.lock:
+            out = {"received": str(self.received), "images": str(self.images),
+                   "errors": str(sum(self.errors.values())), "dropped": str(sum(self.dropped.values()))}
+            out |= {f"errors.{kind}": str(n) for kind, n in sorted(self.errors.items())}
+            out |= {f"dropped.{kind}": str(n) for kind, n in sorted(self.dropped.items())}
+            windows = {"engine_latency_ms": np.asarray(self.engine_ms), "node_latency_ms": np.asarray(self.node_ms)}
+            cycles = np.asarray(self.cycles)
+        for name, window in windows.items():
+            if window.size:
+                p50, p90, p99 = np.percentile(window, [50, 90, 99])
                 out |= {f"{name}.p50": f"{p50:.3f}", f"{name}.p90": f"{p90:.3f}", f"{name}.p99": f"{p99:.3f}"}
-        if self.cycles:
-            out["accelerator_cycles.median"] = str(int(np.median(np.asarray(self.cycles))))
+        if cycles.size:
+            out["accelerator_cycles.median"] = str(int(np.median(cycles)))
         return out
 
 
@@ -113,28 +205,64 @@ def result_msg(result, header, threshold: float, roi: tuple[int, int, int, int] 
 class InspectionNode(LifecycleNode):
     def __init__(self, name: str = "inspection", **kwargs):
         super().__init__(name, **kwargs)
-        for key, (default, description) in PARAMETERS.items():
-            self.declare_parameter(key, default)
+        for key, (default, _) in PARAMETERS.items():
+            self.declare_parameter(key, default, descriptor(key))
         self.engine = None
-        self.stats = InspectionStats()
         self.state_label = "unconfigured"
+        for key in PARAMETERS:
+            problem = self.parameter_problem(key, self.param(key))
+            if problem:
+                raise ValueError(f"parameter {key}: {problem}")
+        self.settings = Settings.of(self)
+        self.add_on_set_parameters_callback(self.validate_parameters)
+        self.add_post_set_parameters_callback(self.apply_parameters)
+        self.stats = InspectionStats()
+        self.frames = FrameQueue()
+        self.engine_lock = threading.RLock()  # the worker's engine call vs configure / cleanup
+        self.io_lock = threading.Lock()  # the worker's publish vs activate / deactivate
         self._subscriptions, self._result_pub, self._array_pub = [], None, None
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics)
+        self._stopping = threading.Event()
+        self.worker = threading.Thread(target=self._work, name=f"{name}-engine", daemon=True)
+        self.worker.start()
 
     def param(self, name: str):
         return self.get_parameter(name).value
+
+    # parameters -----------------------------------------------------------------------------
+    def parameter_problem(self, name: str, value) -> str | None:
+        """Why ``value`` cannot be set now (ranges and read-only are the descriptors' job)."""
+        if name == "queue_policy" and value not in QUEUE_POLICIES:
+            return f"must be one of {', '.join(QUEUE_POLICIES)}, got {value!r}"
+        if name in SET_WHILE_UNCONFIGURED and self.state_label != "unconfigured":
+            return f"takes effect at configure and the node is {self.state_label}: deactivate and clean up first"
+        if name in SET_WHILE_NOT_ACTIVE and self.state_label == "active":
+            return "takes effect at activate: deactivate first"
+        return None
+
+    def validate_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            problem = self.parameter_problem(p.name, p.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=f"{p.name}: {problem}")
+        return SetParametersResult(successful=True)
+
+    def apply_parameters(self, params) -> None:
+        self.settings = Settings.of(self)  # one assignment: a batch sees the old or the new set, never a mix
 
     # lifecycle ------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         model, backend = self.param("model"), self.param("backend")
         try:
-            self.engine = open_engine(model, backend=backend, defect_threshold=self.param("defect_threshold"))
-        except (EngineError, ModelCardError, ValueError) as exc:
+            engine = open_engine(model, backend=backend, defect_threshold=self.settings.defect_threshold)
+        except Exception as exc:  # noqa: BLE001  (any backend's failure to start fails the transition, not the node)
             self.stats.error("configure", str(exc))
             self.get_logger().error(f"cannot configure with model={model!r} backend={backend!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"engine: {self.engine.describe()}")
+        with self.engine_lock:
+            self.engine = engine
+        self.get_logger().info(f"engine: {engine.describe()}")
         self.state_label = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
@@ -144,13 +272,16 @@ class InspectionNode(LifecycleNode):
         depth = self.param("queue_depth")
         reliable = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         inbound = reliable if self.param("reliable_input") else qos_profile_sensor_data
-        self._result_pub = self.create_publisher(InspectionResult, "inspection/result", reliable)
-        if self.grid != (1, 1):
+        events = SubscriptionEventCallbacks(message_lost=self._lost)
+        with self.io_lock:
+            self._result_pub = self.create_publisher(InspectionResult, "inspection/result", reliable)
             self._array_pub = self.create_publisher(InspectionResultArray, "inspection/results", reliable)
-        self._subscriptions = [
-            self.create_subscription(Image, "image", lambda m: self.process_image(m, image_to_array), inbound),
-            self.create_subscription(CompressedImage, "image/compressed",
-                                     lambda m: self.process_image(m, compressed_to_array), inbound)]
+            self._subscriptions = [
+                self.create_subscription(Image, "image", lambda m: self.enqueue(m, image_to_array), inbound,
+                                         event_callbacks=events),
+                self.create_subscription(CompressedImage, "image/compressed",
+                                         lambda m: self.enqueue(m, compressed_to_array), inbound,
+                                         event_callbacks=events)]
         self.state_label = "active"
         return super().on_activate(state)
 
@@ -165,87 +296,160 @@ class InspectionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_io()
-        self._close_engine()
+        self.stop()
         self.state_label = "finalized"
         return TransitionCallbackReturn.SUCCESS
 
+    def stop(self) -> None:
+        """Stop taking messages, finish the engine call in flight, close the engine."""
+        self._stop_io()
+        self._stopping.set()
+        self.frames.close()
+        if self.worker.is_alive() and threading.current_thread() is not self.worker:
+            self.worker.join(timeout=30)
+        self._close_engine()
+
     def _stop_io(self) -> None:
-        for sub in self._subscriptions:
-            self.destroy_subscription(sub)
-        for pub in (self._result_pub, self._array_pub):
-            if pub is not None:
-                self.destroy_publisher(pub)
-        self._subscriptions, self._result_pub, self._array_pub = [], None, None
+        with self.io_lock:
+            for sub in self._subscriptions:
+                self.destroy_subscription(sub)
+            for pub in (self._result_pub, self._array_pub):
+                if pub is not None:
+                    self.destroy_publisher(pub)
+            self._subscriptions, self._result_pub, self._array_pub = [], None, None
+        waiting = self.frames.drain()
+        if waiting:
+            self.stats.drop("inactive", len(waiting))
 
     def _close_engine(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+        with self.engine_lock:
+            if self.engine is not None:
+                self.engine.close()
+                self.engine = None
 
     # work -----------------------------------------------------------------------------------
-    @property
-    def grid(self) -> tuple[int, int]:
-        return max(1, self.param("grid_rows")), max(1, self.param("grid_cols"))
+    def enqueue(self, msg, decode) -> None:
+        """The subscription callback: queue the message for the worker, nothing more."""
+        self.stats.receive()
+        settings = self.settings
+        overflow = self.frames.put(Pending(msg, decode, time.perf_counter()), settings.max_pending)
+        if overflow:
+            self.stats.drop("stale" if settings.queue_policy == "latest" else "overflow", len(overflow))
 
-    def process_image(self, msg, decode) -> None:
-        """One image message: decode, infer (every grid cell in one engine call), publish."""
-        received = time.perf_counter()
-        try:
-            image = decode(msg)
-            cells = grid_cells(image, *self.grid)
-            results = self.engine.infer([cell for cell, _ in cells])
-        except BadImage as exc:
-            return self._reject(exc.kind, f"{exc}", msg)
-        except ImageError as exc:
-            return self._reject("image", str(exc), msg)
-        except EngineError as exc:
-            return self._reject("backend", str(exc), msg)
-        self.publish(msg.header, results, [roi for _, roi in cells])
-        node_ms = (time.perf_counter() - received) * 1e3
+    def _lost(self, info) -> None:
+        """Messages the middleware dropped before they reached the callback (QoS), counted."""
+        self.stats.drop("qos_lost", info.total_count_change)
+
+    def _work(self) -> None:
+        """The worker thread: engine calls until the node stops. Nothing a message or a backend
+        raises ends it."""
+        while not self._stopping.is_set():
+            settings, engine = self.settings, self.engine
+            max_batch = engine.backend.max_batch if engine is not None else 1
+            batch, stale = self.frames.take(settings.queue_policy, max_batch, timeout_s=0.2)
+            if stale:
+                self.stats.drop("stale", len(stale))
+            if not batch:
+                continue
+            try:
+                self.serve(batch, settings)
+            except BaseException as exc:  # noqa: BLE001  (the last line of defence: count, log, go on)
+                detail = traceback.format_exc(limit=3)
+                for pending in batch:
+                    self._reject(pending, f"unexpected.{type(exc).__name__}", f"{exc}\n{detail}")
+
+    def serve(self, batch: list[Pending], settings: Settings) -> None:
+        """Decode the batch's messages, run every cell of every one in one engine call, publish."""
+        decoded = []
+        for pending in batch:
+            try:
+                decoded.append((pending, grid_cells(pending.decode(pending.msg, settings.mono16_bits), *settings.grid)))
+            except BadImage as exc:
+                self._reject(pending, exc.kind, str(exc))
+            except Exception as exc:  # noqa: BLE001  (a decoder's surprise is this message's problem only)
+                self._reject(pending, f"decode.{type(exc).__name__}", str(exc))
+        if decoded:
+            self.infer_and_publish(decoded, settings)
+
+    def infer_and_publish(self, decoded: list, settings: Settings) -> None:
+        with self.engine_lock:
+            if self.engine is None:
+                for pending, _ in decoded:
+                    self._reject(pending, "inactive", "the engine was closed before this image ran")
+                return
+            try:
+                results = self.engine.infer([cell for _, cells in decoded for cell, _ in cells],
+                                            defect_threshold=settings.defect_threshold)
+            except ImageError as exc:
+                if len(decoded) > 1:  # one bad image in a batch: run each alone, so only it fails
+                    for item in decoded:
+                        self.infer_and_publish([item], settings)
+                    return
+                return self._reject(decoded[0][0], "image", str(exc))
+            except Exception as exc:  # noqa: BLE001  (EngineError, or anything else a backend raises)
+                kind = "backend" if isinstance(exc, EngineError) else f"backend.{type(exc).__name__}"
+                for pending, _ in decoded:
+                    self._reject(pending, kind, f"{type(exc).__name__}: {exc}")
+                return
+        done = 0
+        for pending, cells in decoded:
+            mine, done = results[done:done + len(cells)], done + len(cells)
+            self.publish(pending, mine, [roi for _, roi in cells], settings)
+
+    def _reject(self, pending: Pending, kind: str, message: str) -> None:
+        stamp = pending.msg.header.stamp
+        self.stats.error(kind, message)
+        self.get_logger().error(f"image at {stamp.sec}.{stamp.nanosec:09d} ({pending.msg.header.frame_id!r}) "
+                                f"dropped: {message}")
+
+    def publish(self, pending: Pending, results: list, rois: list, settings: Settings) -> None:
+        header, threshold = pending.msg.header, settings.defect_threshold
+        with self.io_lock:
+            if self._result_pub is None:
+                return self._reject(pending, "inactive", "the node was deactivated while this image ran")
+            if settings.grid == (1, 1):
+                self._result_pub.publish(result_msg(results[0], header, threshold, None))
+            else:
+                from edgefpga_msgs.msg import InspectionResultArray
+
+                cells = [result_msg(r, header, threshold, roi) for r, roi in zip(results, rois)]
+                self._array_pub.publish(InspectionResultArray(
+                    header=header, grid_rows=settings.grid[0], grid_cols=settings.grid[1],
+                    any_defective=any(c.defective for c in cells), results=cells))
+                self._result_pub.publish(max(cells, key=lambda c: c.score))
+        node_ms = (time.perf_counter() - pending.received) * 1e3
         self.stats.record(results[0].latency_ms * len(results), node_ms, results[0].cycles)
 
-    def _reject(self, kind: str, message: str, msg) -> None:
-        stamp = msg.header.stamp
-        self.stats.error(kind, message)
-        self.get_logger().error(f"image at {stamp.sec}.{stamp.nanosec:09d} ({msg.header.frame_id!r}) dropped: {message}")
-
-    def publish(self, header, results: list, rois: list) -> None:
-        threshold = self.param("defect_threshold")
-        whole = self.grid == (1, 1)
-        if whole:
-            self._result_pub.publish(result_msg(results[0], header, threshold, None))
-            return
-        from edgefpga_msgs.msg import InspectionResultArray
-
-        cells = [result_msg(r, header, threshold, roi) for r, roi in zip(results, rois)]
-        array = InspectionResultArray(header=header, grid_rows=self.grid[0], grid_cols=self.grid[1],
-                                      any_defective=any(c.defective for c in cells), results=cells)
-        self._array_pub.publish(array)
-        self._result_pub.publish(max(cells, key=lambda c: c.score))
-
     def publish_diagnostics(self) -> None:
+        engine = self.engine
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: edgefpga inspection",
-                                  hardware_id=self.engine.model_id if self.engine else "")
-        errors = sum(self.stats.errors.values())
+                                  hardware_id=engine.model_id if engine else "")
+        values = self.stats.values()
         if self.state_label != "active":
             status.level, status.message = DiagnosticStatus.WARN, f"{self.state_label}: {self.stats.last_error or 'not serving'}"
         elif self.stats.last_error:
-            status.level, status.message = DiagnosticStatus.WARN, f"{errors} bad message(s); last: {self.stats.last_error}"
+            status.level, status.message = DiagnosticStatus.WARN, f"{values['errors']} bad message(s); last: {self.stats.last_error}"
         else:
             status.level, status.message = DiagnosticStatus.OK, "serving"
+        settings = self.settings
         values = {"state": self.state_label, "model": self.param("model"),
-                  "backend": self.engine.backend_name if self.engine else self.param("backend"),
-                  "rate_hz": f"{self.stats.rate():.2f}"} | self.stats.values()
+                  "backend": engine.backend_name if engine else self.param("backend"),
+                  "queue_policy": settings.queue_policy, "defect_threshold": f"{settings.defect_threshold:g}",
+                  "pending": str(len(self.frames)), "rate_hz": f"{self.stats.rate():.2f}"} | values
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
-    node = InspectionNode()
+    try:
+        node = InspectionNode()
+    except (ValueError, InvalidParameterValueException) as exc:
+        print(f"edgefpga-inspection: error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
     try:
         if node.param("autostart"):
             node.trigger_configure()
@@ -255,11 +459,11 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node._stop_io()
-        node._close_engine()
+        node.stop()
         node.destroy_node()
         rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,9 +2,13 @@
 image source's labels (keyed by header stamp), accuracy against them.
 
 Parameters: ``csv`` (path, empty: none), ``bag`` (folder for an MCAP bag written with rosbags,
-empty: none), ``labels_csv`` (the image source's), ``expected`` (stop after this many results;
-0: run until shut down), ``idle_timeout`` (stop when no result came for this long, once at least
-one did; 0: never).
+empty: none), ``labels_csv`` (the image source's), ``expected`` (stop once this many images are
+accounted for: answered, or counted by the inspection node as failed or dropped in its
+/diagnostics; 0: run until shut down), ``idle_timeout`` (stop when no result came for this long,
+once at least one did; 0: never).
+
+It also keeps the inspection node's latest /diagnostics counters (received, answered, failed and
+dropped by kind), so that a run's summary says where every image went.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -24,6 +29,7 @@ from edgefpga.models.metrics import classification_metrics
 from .node_io import open_csv, spin_until_done
 
 PARAMETERS = {"csv": "", "bag": "", "labels_csv": "", "expected": 0, "idle_timeout": 0.0, "queue_depth": 1000}
+COUNTERS = ("received", "images", "errors", "dropped")  # the inspection node's diagnostics counters
 CSV_FIELDS = ["stamp_ns", "frame_id", "label", "label_index", "defective", "score", "latency_ms",
               "accelerator_cycles", "backend", "model_id", "received_ns"]
 
@@ -89,6 +95,8 @@ class Recorder(Node):
         qos = QoSProfile(depth=self.param("queue_depth"), reliability=ReliabilityPolicy.RELIABLE,
                          history=HistoryPolicy.KEEP_LAST)
         self.create_subscription(InspectionResult, "inspection/result", self.on_result, qos, raw=self.bag is not None)
+        self.node_counts: dict[str, int] = {}
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
 
     def param(self, name: str):
         return self.get_parameter(name).value
@@ -112,18 +120,31 @@ class Recorder(Node):
             csv.DictWriter(self.csv_file, CSV_FIELDS).writerow(row)
             self.csv_file.flush()  # followers (the demo's progress bar) read it as it grows
 
+    def on_diagnostics(self, msg) -> None:
+        """The inspection node's counters: how many images it failed or dropped, by kind."""
+        for status in msg.status:
+            if status.name.endswith("edgefpga inspection"):
+                self.node_counts = {kv.key: int(kv.value) for kv in status.values
+                                    if kv.key.split(".")[0] in COUNTERS and kv.value.isdigit()}
+
+    @property
+    def not_answered(self) -> int:
+        """Images the inspection node reports as failed or dropped (so no result will come)."""
+        return self.node_counts.get("errors", 0) + self.node_counts.get("dropped", 0)
+
     @property
     def done(self) -> bool:
         expected, idle = self.param("expected"), self.param("idle_timeout")
-        if expected and len(self.rows) >= expected:
+        if expected and len(self.rows) + self.not_answered >= expected:
             return True
         return bool(idle and self.last_received and time.monotonic() - self.last_received > idle)
 
     def summary(self) -> dict:
         labels = self.param("labels_csv")
-        if not labels or not Path(labels).is_file():
-            return {"received": len(self.rows)}
-        return score_rows(self.rows, read_labels(labels), self.classes)
+        out = {"received": len(self.rows)}
+        if labels and Path(labels).is_file():
+            out = score_rows(self.rows, read_labels(labels), self.classes)
+        return out | ({"node": self.node_counts} if self.node_counts else {})
 
     def close(self) -> None:
         if self.csv_file:

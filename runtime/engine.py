@@ -59,16 +59,20 @@ def read_image_file(path: Path) -> np.ndarray:
     return read_image(Path(path))
 
 
+def check_threshold(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"defect_threshold must be within [0, 1], got {value}")
+    return float(value)
+
+
 class Engine:
     """A model on a backend. Use as a context manager, or call ``close``."""
 
     def __init__(self, model: ModelRef, backend: Backend, chosen_because: str, defect_threshold: float = 0.5):
-        if not 0.0 <= defect_threshold <= 1.0:
-            raise ValueError(f"defect_threshold must be within [0, 1], got {defect_threshold}")
         self.model = model
         self.backend = backend
         self.chosen_because = chosen_because
-        self.defect_threshold = defect_threshold
+        self.defect_threshold = check_threshold(defect_threshold)
 
     @property
     def backend_name(self) -> str:
@@ -94,15 +98,17 @@ class Engine:
             raise ImageError("no images given")
         return np.stack(frames), names
 
-    def infer(self, images: ImageLike | Iterable[ImageLike]) -> list[Result]:
-        """Results for one image or a sequence of images, in order."""
+    def infer(self, images: ImageLike | Iterable[ImageLike], defect_threshold: float | None = None) -> list[Result]:
+        """Results for one image or a sequence of images, in order. ``defect_threshold`` applies to
+        this call only (a node passes the value it reports, so the two never differ)."""
         if isinstance(images, (np.ndarray, str, Path)):
             images = [images]
+        threshold = self.defect_threshold if defect_threshold is None else check_threshold(defect_threshold)
         start = time.perf_counter()
         frames, names = self.preprocess(images)
         out = self.backend.run(frames)
         per_image_ms = (time.perf_counter() - start) * 1e3 / len(frames)
-        return self._results(out.scores, out.cycles, names, per_image_ms)
+        return self._results(out.scores, out.cycles, names, per_image_ms, threshold)
 
     def stream(self, images: Iterable[ImageLike], batch_size: int | None = None) -> Iterator[Result]:
         """Results as they come, in batches of ``batch_size`` (default: the backend's preferred batch)."""
@@ -116,13 +122,14 @@ class Engine:
         if batch:
             yield from self.infer(batch)
 
-    def _results(self, scores: np.ndarray, cycles: np.ndarray | None, names: list[str], ms: float) -> list[Result]:
+    def _results(self, scores: np.ndarray, cycles: np.ndarray | None, names: list[str], ms: float,
+                 threshold: float) -> list[Result]:
         probs = 1.0 / (1.0 + np.exp(-scores)) if self.model.output_activation == "sigmoid" else softmax(scores)
         if self.model.output_activation == "sigmoid":  # independent per-class probabilities
             defect = probs[:, 1:].max(axis=1) if probs.shape[1] > 1 else probs[:, 0]
         else:
             defect = 1.0 - probs[:, 0]
-        return [Result(label=self.classes[int(k)], label_index=int(k), defective=bool(defect[i] >= self.defect_threshold),
+        return [Result(label=self.classes[int(k)], label_index=int(k), defective=bool(defect[i] >= threshold),
                        score=float(defect[i]), scores=scores[i].tolist(), probabilities=probs[i].tolist(),
                        classes=list(self.classes), latency_ms=round(ms, 4), batch_size=len(scores),
                        backend=self.backend.name, model_id=self.model.model_id,

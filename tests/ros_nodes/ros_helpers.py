@@ -124,6 +124,6 @@ class Probe:
 
 def start_node(tmp_path, name: str, **params) -> NodeProcess:
     values = {"model": "elpv_defect", "backend": "onnx", "reliable_input": True, "queue_depth": 100,
-              "diagnostics_period": 0.5} | params
+              "queue_policy": "all", "diagnostics_period": 0.5} | params  # all: tests count every answer
     params_file = write_params(tmp_path / f"{name}.yaml", "inspection", values)
     return NodeProcess("edgefpga-inspection", params_file, tmp_path / f"{name}.log")

@@ -3,6 +3,7 @@ node processes over DDS, the RTL backend, the terminal report and the HTML repor
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,15 @@ def test_demo_runs_end_to_end_and_writes_the_report(elpv_build, tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
-    assert "24 of 24 cells inspected over DDS (0 lost), backend rtl" in text
+    match = re.search(r"24 cells sent over DDS at 8 Hz: (\d+) answered, (\d+) dropped as stale \(queue_policy latest\), "
+                      r"0 failed, 0 lost; backend rtl", text)
+    assert match, text
+    answered, stale = int(match[1]), int(match[2])
+    assert answered + stale == 24 and answered >= 2
+    ratio = float(re.search(r"\(([\d.]+)x the engine's median\)", text)[1])
+    assert 1.0 <= ratio < 10.0  # measured (see bench and docs/ros.md), not asserted tightly: a shared CPU
     assert "accuracy" in text and "cycles per image" in text and "projected board throughput" in text
     assert "CC BY-NC-SA 4.0" in text
     html = (out / "report.html").read_text()
-    assert html.count("<figure>") == 8 and "data:image/png;base64," in html
-    assert len((out / "results.csv").read_text().splitlines()) == 25
+    assert html.count("<figure>") == min(8, answered) and "data:image/png;base64," in html
+    assert len((out / "results.csv").read_text().splitlines()) == answered + 1

@@ -54,3 +54,31 @@ def test_grid_cells_cover_every_pixel_once():
     cells = grid_cells(image, 2, 3)
     assert len(cells) == 6 and cells[0][1] == (0, 0, 3, 3) and cells[-1][1] == (6, 3, 4, 4)
     assert sorted(np.concatenate([c.ravel() for c, _ in cells]).tolist()) == image.ravel().tolist()
+
+
+@pytest.mark.parametrize("bigendian", [0, 1])
+def test_mono16_keeps_the_top_8_of_the_significant_bits(bigendian):
+    """A 12-bit EL camera in a 16-bit container: mono16_bits=12 maps 0..4095 onto 0..255."""
+    twelve = np.random.default_rng(2).integers(0, 4096, (6, 5), dtype=np.uint16)
+    data = twelve.astype(">u2" if bigendian else "<u2").tobytes()
+    msg = Image(height=6, width=5, encoding="mono16", step=10, is_bigendian=bigendian, data=data)
+    assert np.array_equal(image_to_array(msg, mono16_bits=12), (twelve >> 4).astype(np.uint8))
+    full = image_to_array(msg)  # default 16 significant bits: a 12-bit image comes out dark
+    assert full.dtype == np.uint8 and full.max() <= 15
+    with pytest.raises(BadImage, match="fewer than height x step"):
+        image_to_array(Image(height=6, width=5, encoding="mono16", step=10, data=data[:-1]))
+
+
+def test_mono16_saturates_values_beyond_the_declared_bits():
+    msg = array_to_image(np.array([[4095, 8000, 65535]], dtype=np.uint16), Image())
+    assert msg.encoding == "mono16" and msg.step == 6
+    assert image_to_array(msg, mono16_bits=12).tolist() == [[255, 255, 255]]
+
+
+def test_16bit_png_decodes_like_a_mono16_message():
+    sixteen = np.random.default_rng(3).integers(0, 65536, (7, 9), dtype=np.uint16)
+    ok, png = cv2.imencode(".png", sixteen)
+    assert ok
+    decoded = compressed_to_array(CompressedImage(format="png", data=png.tobytes()))
+    assert np.array_equal(decoded, image_to_array(array_to_image(sixteen, Image())))
+    assert np.array_equal(decoded, (sixteen >> 8).astype(np.uint8))

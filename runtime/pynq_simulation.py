@@ -19,8 +19,9 @@ from .source import ModelRef
 
 
 def drive(cfg: dict) -> dict:
-    """Inside the simulation: an Engine over the pynq backend on real images; optionally a hung
-    accelerator (PL held in reset) that must raise within the timeout, then images again."""
+    """Inside the simulation: an Engine over the pynq backend on real images; optionally the two
+    failures a board sees (a hung accelerator, an errored DMA), each of which must raise
+    BackendError within the timeout, then images again."""
     from edgefpga.sim import pynq_sim
 
     model = ModelRef.resolve(cfg["build"])
@@ -33,16 +34,34 @@ def drive(cfg: dict) -> dict:
     out = {"scores": [r.scores for r in results], "labels": [r.label for r in results],
            "seconds": time.perf_counter() - start, "describe": engine.describe()}
     if cfg.get("hang_check"):
-        out.update(hung_accelerator(engine, backend, images[:2], cfg["hang_timeout_s"]))
+        out["hung"] = after_failure(engine, backend, images[:2], cfg["hang_timeout_s"], hung_accelerator)
+        out["errored"] = after_failure(engine, backend, images[:2], cfg["hang_timeout_s"], errored_dma)
     engine.close()
     return out
 
 
-def hung_accelerator(engine: Engine, backend: PynqBackend, images: list, timeout_s: float) -> dict:
+def hung_accelerator() -> None:
+    """The accelerator stops answering: the PL held in reset mid-call (the receive transfer
+    never completes); the test lets go after the call."""
     from edgefpga.sim import pynq_sim
 
     pynq_sim.hold_in_reset(True)
+
+
+def errored_dma() -> None:
+    """The DMA's next read of memory fails (a slave error on MM2S): the channel halts with the
+    error bit set and, like the real DMA, stays halted until a reset."""
+    from edgefpga.sim import pynq_sim
+
+    pynq_sim.inject_dma_error("MM2S")
+
+
+def after_failure(engine: Engine, backend: PynqBackend, images: list, timeout_s: float, fail) -> dict:
+    """One call under ``fail`` (which must raise BackendError, timed), then a normal call."""
+    from edgefpga.sim import pynq_sim
+
     normal, backend.timeout_s = backend.timeout_s, timeout_s
+    fail()
     start = time.perf_counter()
     try:
         engine.infer(images[:1])
@@ -52,7 +71,7 @@ def hung_accelerator(engine: Engine, backend: PynqBackend, images: list, timeout
     seconds = time.perf_counter() - start
     pynq_sim.hold_in_reset(False)
     backend.timeout_s = normal
-    return {"hang_error": error, "hang_seconds": seconds, "after_hang_scores": [r.scores for r in engine.infer(images)]}
+    return {"error": error, "seconds": seconds, "scores_after": [r.scores for r in engine.infer(images)]}
 
 
 def run_pynq_backend(build_dir: Path, images: np.ndarray, work: Path, timeout_s: float = 600.0, max_batch: int = 64,

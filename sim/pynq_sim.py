@@ -6,6 +6,12 @@ here it is this module, so the same driver code (buffers, DMA transfers, polling
 runs against the generated RTL. Like cocotbpynq (whose approach this follows), the .hwh beside
 the bitstream name decides which IP exists and how the DMA streams connect to the design.
 
+The AXI DMA is modelled at its registers (DMACR, DMASR, address, length; PG021 simple mode) with
+the rules a driver must cope with on a board: a stopped channel halts only when its transfer
+completes, an errored channel restarts only after a soft reset. Its PYNQ driver
+(``sendchannel``/``recvchannel``) follows PYNQ 3.0's ``_SDMAChannel`` register for register,
+busy-waits without timeouts included.
+
 The driver runs in a thread bridged into the cocotb test (``cocotb.task.bridge``); every call
 that touches the simulation is a ``cocotb.task.resume`` function, so simulated time advances
 only while the driver waits on the hardware, as it would on a board.
@@ -20,14 +26,16 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-POLL_CYCLES = 2_000  # clock cycles the simulation runs per status poll of a DMA channel
+POLL_CYCLES = 100  # fabric cycles per register read: about 1 us at 100 MHz, what an MMIO read costs on a Zynq
 CLOCK_PERIOD_NS = 10  # 100 MHz, the overlay's fabric clock
 
 _pl: "SimulatedPL | None" = None
 
 
 class SimBuffer(np.ndarray):
-    """``pynq.allocate``'s buffer: a numpy array with the calls drivers make on contiguous memory."""
+    """``pynq.allocate``'s buffer: a numpy array with the calls drivers make on contiguous memory,
+    at a physical address of its own that the simulated DMA resolves (an unknown address is a
+    decode error, as on the bus)."""
 
     physical_address = 0
 
@@ -38,14 +46,31 @@ class SimBuffer(np.ndarray):
         """Cache invalidate after a DMA wrote the buffer: nothing to do without caches."""
 
     def freebuffer(self) -> None:
-        """Release the memory (PYNQ returns it to the CMA pool; here numpy owns it)."""
+        """Release the memory (PYNQ returns it to the CMA pool): the address stops resolving."""
+        _memory.pop(self.physical_address, None)
 
     close = freebuffer
 
 
+_memory: dict[int, SimBuffer] = {}  # physical address -> buffer
+_next_address = [0x1000_0000]
+
+
 def allocate(shape, dtype="u4", target=None, **kwargs) -> SimBuffer:
     """Like ``pynq.allocate``: a zeroed buffer the simulated DMA can read and write."""
-    return np.zeros(shape, dtype=dtype).view(SimBuffer)
+    buffer = np.zeros(shape, dtype=dtype).view(SimBuffer)
+    buffer.physical_address = _next_address[0]
+    _next_address[0] += (buffer.nbytes + 0xFFF) & ~0xFFF or 0x1000
+    _memory[buffer.physical_address] = buffer
+    return buffer
+
+
+def _resolve(address: int, nbytes: int) -> np.ndarray | None:
+    """The bytes at ``address`` (``nbytes`` of them) in an allocated buffer, or None."""
+    for base, buffer in _memory.items():
+        if base <= address and address + nbytes <= base + buffer.nbytes:
+            return buffer.view(np.uint8).reshape(-1)[address - base:address - base + nbytes]
+    return None
 
 
 def _resume(fn):
@@ -72,132 +97,285 @@ class _StreamPort:
         return AxiStreamBus.from_prefix(dut, prefix)
 
 
-class _Channel:
-    """What both directions share: PYNQ's status properties, start/stop and polling. ``idle``
-    runs the simulation for POLL_CYCLES before it answers, as time passes on a board between
-    two register reads."""
+# The AXI DMA in simple (register) mode, PG021: a channel's registers at 0x00 (MM2S) / 0x30 (S2MM)
+MM2S, S2MM = 0x00, 0x30
+DMACR, DMASR, ADDRESS, ADDRESS_MSB, LENGTH = 0x00, 0x04, 0x18, 0x1C, 0x28
+CR_RUN, CR_RESET = 0x1, 0x4
+SR_HALTED, SR_IDLE, SR_INTERNAL_ERROR, SR_SLAVE_ERROR, SR_DECODE_ERROR = 0x1, 0x2, 0x10, 0x20, 0x40
+RESET_CYCLES = 32  # clock cycles the soft reset takes before DMACR.Reset reads back as 0
+
+
+class _ChannelHardware:
+    """One channel's registers and datapath, with the real DMA's rules that a driver must cope with:
+    clearing DMACR.RS does not halt a channel mid-transfer (it halts when the transfer completes,
+    so never while the stream is stuck); an error halts the channel, and setting RS again does not
+    restart it: only a soft reset (DMACR.Reset, which resets both channels) clears the error."""
 
     def __init__(self, pl: "SimulatedPL"):
-        self._pl = pl
-        self.running = True
-        self.error = False
-        self.transferred = 0
+        self.pl = pl
+        self.run = False
+        self.halted, self.idle, self.busy, self.errors = True, False, False, 0
+        self.address = self.length = 0
+        self.inject_error = 0  # test hook: the error bit the next transfer raises
 
-    def start(self) -> None:
-        self.running = True
+    def status(self) -> int:
+        self.poll()
+        return (SR_HALTED if self.halted else 0) | (SR_IDLE if self.idle and not self.halted else 0) | self.errors
 
-    @_resume
-    async def stop(self) -> None:
-        """Abort the transfer in flight, as a DMA reset does."""
-        self._abort()
-        self.running = False
+    def control(self, value: int) -> None:
+        self.run = bool(value & CR_RUN)
+        if self.run and not self.errors:
+            self.halted = False
+        elif not self.run and not self.busy:
+            self.halted = True
 
-    @_resume
-    async def _poll(self) -> bool:
-        await self._pl.cycles(POLL_CYCLES)
-        return self._finished()
+    def begin(self) -> None:
+        """A write to LENGTH starts a transfer on a running channel."""
+        if self.halted or not self.length:
+            self._fail(SR_INTERNAL_ERROR if not self.halted else 0)
+            return
+        if self.inject_error:
+            self._fail(self.inject_error)
+            self.inject_error = 0
+            return
+        memory = _resolve(self.address, self.length)
+        if memory is None:
+            self._fail(SR_DECODE_ERROR)
+            return
+        self.busy, self.idle = True, False
+        self.start(memory)
 
-    @property
-    def idle(self) -> bool:
-        return self._poll()
+    def _fail(self, error: int) -> None:
+        self.errors |= error
+        if error:
+            self.halted, self.busy = True, False
 
-    def wait(self) -> None:
-        """PYNQ's wait: spins until idle, however long that takes (drivers should poll with a deadline)."""
-        while not self.idle:
-            pass
+    def finish(self) -> None:
+        self.busy, self.idle = False, True
+        if not self.run:
+            self.halted = True
 
-    def _check_running(self) -> None:
-        if not self.running:
-            raise RuntimeError("DMA channel not started")
+    def reset(self) -> None:
+        self.abort()
+        self.run, self.halted, self.idle, self.busy, self.errors = False, True, False, False, 0
 
-    def _finished(self) -> bool:
+    def start(self, memory: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _abort(self) -> None:
+    def poll(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
         raise NotImplementedError
 
 
-class _SendChannel(_Channel):
-    """MM2S: memory -> stream. ``transfer`` queues the bytes as one packet, tlast on the last word."""
+class _MM2SHardware(_ChannelHardware):
+    """Memory -> stream: the bytes as one packet, tlast on the last beat."""
 
     def __init__(self, pl: "SimulatedPL", port: _StreamPort):
         from cocotbext.axi import AxiStreamSource
 
         super().__init__(pl)
-        self._source = AxiStreamSource(port.bus(pl.dut), pl.clk, pl.rst_n, reset_active_level=False)
+        self.source = AxiStreamSource(port.bus(pl.dut), pl.clk, pl.rst_n, reset_active_level=False)
 
-    def transfer(self, array: np.ndarray, start: int = 0, nbytes: int = 0) -> None:
+    def start(self, memory: np.ndarray) -> None:
         from cocotbext.axi import AxiStreamFrame
 
-        self._check_running()
-        data = array.view(np.uint8).reshape(-1)
-        nbytes = nbytes or data.nbytes - start
-        self._queue(AxiStreamFrame(bytes(data[start:start + nbytes])))
-        self.transferred = nbytes
+        self.source.send_nowait(AxiStreamFrame(bytes(memory)))
 
-    @_resume
-    async def _queue(self, frame) -> None:
-        await self._source.send(frame)
+    def poll(self) -> None:
+        if self.busy and self.source.idle():
+            self.finish()
 
-    def _finished(self) -> bool:
-        return self._source.idle()
-
-    def _abort(self) -> None:
-        self._source.clear()
+    def abort(self) -> None:
+        self.source.clear()
 
 
-class _RecvChannel(_Channel):
-    """S2MM: stream -> memory. A transfer completes at the packet's tlast (or errs past nbytes)."""
+class _S2MMHardware(_ChannelHardware):
+    """Stream -> memory: completes at the packet's tlast; a packet longer than the transfer is an
+    internal error (the channel halts); LENGTH then reads the bytes written."""
 
     def __init__(self, pl: "SimulatedPL", port: _StreamPort):
         from cocotbext.axi import AxiStreamSink
 
         super().__init__(pl)
-        self._sink = AxiStreamSink(port.bus(pl.dut), pl.clk, pl.rst_n, reset_active_level=False)
-        self._task = None
-        self._done = True
+        self.sink = AxiStreamSink(port.bus(pl.dut), pl.clk, pl.rst_n, reset_active_level=False)
+        self.task = None
+        self.memory = None
 
-    def transfer(self, array: np.ndarray, start: int = 0, nbytes: int = 0) -> None:
-        self._check_running()
-        target = array.view(np.uint8).reshape(-1)
-        nbytes = nbytes or target.nbytes - start
-        self._done, self.error = False, False
-        self._receive(target, start, nbytes)
-
-    @_resume
-    async def _receive(self, target: np.ndarray, start: int, nbytes: int) -> None:
+    def start(self, memory: np.ndarray) -> None:
         import cocotb
 
-        self._task = cocotb.start_soon(self._fill(target, start, nbytes))
+        self.memory = memory
+        self.task = cocotb.start_soon(self.sink.recv())
 
-    async def _fill(self, target: np.ndarray, start: int, nbytes: int) -> None:
-        frame = await self._sink.recv()
-        data = np.frombuffer(bytes(frame.tdata), dtype=np.uint8)
-        if data.nbytes > nbytes:  # the real DMA flags an internal error for a packet longer than the buffer
-            self.error = True
-            data = data[:nbytes]
-        target[start:start + data.nbytes] = data
-        self.transferred = data.nbytes
-        self._done = True
+    def poll(self) -> None:
+        if not self.busy or self.task is None or not self.task.done():
+            return
+        data = np.frombuffer(bytes(self.task.result().tdata), dtype=np.uint8)
+        self.task = None
+        if data.nbytes > self.memory.nbytes:
+            self._fail(SR_INTERNAL_ERROR)
+            return
+        self.memory[:data.nbytes] = data
+        self.length = data.nbytes
+        self.finish()
 
-    def _finished(self) -> bool:
-        return self._done
+    def abort(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.task = None
+        self.sink.clear()
 
-    def _abort(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._sink.clear()
-        self._done = True
+
+class _AxiDmaHardware:
+    """The DMA's register file over both channels, as its AXI-Lite slave answers."""
+
+    def __init__(self, pl: "SimulatedPL", send: _StreamPort | None, recv: _StreamPort | None):
+        self.pl = pl
+        self.channels = {}
+        if send is not None:
+            self.channels[MM2S] = _MM2SHardware(pl, send)
+        if recv is not None:
+            self.channels[S2MM] = _S2MMHardware(pl, recv)
+        self.reset_until = -1
+
+    def read(self, offset: int) -> int:
+        channel, register = self._decode(offset)
+        if register == DMACR:
+            resetting = CR_RESET if self.pl.cycle < self.reset_until else 0
+            return (CR_RUN if channel.run else 0) | resetting
+        if register == DMASR:
+            return channel.status()
+        return {ADDRESS: channel.address & 0xFFFFFFFF, ADDRESS_MSB: channel.address >> 32,
+                LENGTH: channel.length}.get(register, 0)
+
+    def write(self, offset: int, value: int) -> None:
+        channel, register = self._decode(offset)
+        if register == DMACR and value & CR_RESET:  # either channel's reset bit resets the whole DMA
+            for each in self.channels.values():
+                each.reset()
+            self.reset_until = self.pl.cycle + RESET_CYCLES
+        elif register == DMACR:
+            channel.control(value)
+        elif register == ADDRESS:
+            channel.address = (channel.address & ~0xFFFFFFFF) | value
+        elif register == ADDRESS_MSB:
+            channel.address = (channel.address & 0xFFFFFFFF) | (value << 32)
+        elif register == LENGTH:
+            channel.length = value
+            channel.begin()
+
+    def _decode(self, offset: int) -> tuple[_ChannelHardware, int]:
+        base = S2MM if offset >= S2MM else MM2S
+        if base not in self.channels:
+            raise RuntimeError(f"AXI DMA register 0x{offset:02x}: that channel is not built in this DMA")
+        return self.channels[base], offset - base
+
+    def reset(self) -> None:
+        for channel in self.channels.values():
+            channel.reset()
+
+
+class SimMMIO:
+    """``pynq.MMIO`` over the simulated DMA's registers. Each access lets POLL_CYCLES of fabric
+    time pass first, as time passes on a board between two register accesses."""
+
+    def __init__(self, hardware: _AxiDmaHardware):
+        self._hw = hardware
+
+    @_resume
+    async def read(self, offset: int, length: int = 4) -> int:
+        await self._hw.pl.cycles(POLL_CYCLES)
+        return self._hw.read(offset)
+
+    @_resume
+    async def write(self, offset: int, value: int) -> None:
+        await self._hw.pl.cycles(1)
+        self._hw.write(offset, int(value))
+
+
+class _SimDMAChannel:
+    """PYNQ 3.0's simple-mode DMA channel (``pynq.lib.dma._SDMAChannel``), the same register
+    sequence and the same rules: ``start`` and ``stop`` spin on the Halted bit with no timeout,
+    ``wait`` spins on Idle and raises a bare RuntimeError on an error bit, ``transfer`` refuses a
+    halted or busy channel. A driver gets no more help here than on a board."""
+
+    def __init__(self, mmio: SimMMIO, offset: int):
+        self._mmio, self._offset = mmio, offset
+        self._first_transfer = True
+        self._active_buffer = None
+        self._flush_before = offset == MM2S
+        self.transferred = 0
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._mmio.read(self._offset + DMASR) & SR_HALTED == 0
+
+    @property
+    def idle(self) -> bool:
+        return self._mmio.read(self._offset + DMASR) & SR_IDLE == SR_IDLE
+
+    @property
+    def error(self) -> bool:
+        return self._mmio.read(self._offset + DMASR) & 0x70 != 0
+
+    def start(self) -> None:
+        self._mmio.write(self._offset + DMACR, CR_RUN)
+        while not self.running:
+            pass
+        self._first_transfer = True
+
+    def stop(self) -> None:
+        self._mmio.write(self._offset + DMACR, 0)
+        while self.running:
+            pass
+
+    def transfer(self, array, start: int = 0, nbytes: int = 0) -> None:
+        if not self.running:
+            raise RuntimeError("DMA channel not started")
+        if not self.idle and not self._first_transfer:
+            raise RuntimeError("DMA channel not idle")
+        nbytes = nbytes or array.nbytes - start
+        if self._flush_before:
+            array.flush()
+        self.transferred = 0
+        address = array.physical_address + start
+        self._mmio.write(self._offset + ADDRESS, address & 0xFFFFFFFF)
+        self._mmio.write(self._offset + ADDRESS_MSB, address >> 32)
+        self._mmio.write(self._offset + LENGTH, nbytes)
+        self._active_buffer = array
+        self._first_transfer = False
+
+    def wait(self) -> None:
+        if not self.running:
+            raise RuntimeError("DMA channel not started")
+        while True:
+            status = self._mmio.read(self._offset + DMASR)
+            if status & SR_INTERNAL_ERROR:
+                raise RuntimeError("DMA Internal Error (transfer length 0?)")
+            if status & SR_SLAVE_ERROR:
+                raise RuntimeError("DMA Slave Error (cannot access memory map interface)")
+            if status & SR_DECODE_ERROR:
+                raise RuntimeError("DMA Decode Error (invalid address)")
+            if status & SR_IDLE:
+                break
+        if not self._flush_before:
+            self._active_buffer.invalidate()
+        self.transferred = self._mmio.read(self._offset + LENGTH)
 
 
 class SimDMA:
-    """An AXI DMA in simple (register) mode with PYNQ's ``sendchannel`` / ``recvchannel``."""
+    """``pynq.lib.dma.DMA``: ``mmio``, ``sendchannel`` and ``recvchannel`` over one simulated AXI DMA.
+    Created when the driver first touches the IP (as PYNQ binds drivers on access)."""
 
-    def __init__(self, pl: "SimulatedPL", send: _StreamPort | None, recv: _StreamPort | None):
-        if send is not None:
-            self.sendchannel = _SendChannel(pl, send)
-        if recv is not None:
-            self.recvchannel = _RecvChannel(pl, recv)
+    def __init__(self, hardware: _AxiDmaHardware):
+        self.mmio = SimMMIO(hardware)
+        if MM2S in hardware.channels:
+            self.sendchannel = _SimDMAChannel(self.mmio, MM2S)
+        if S2MM in hardware.channels:
+            self.recvchannel = _SimDMAChannel(self.mmio, S2MM)
 
 
 class SimulatedPL:
@@ -241,7 +419,7 @@ class SimulatedPL:
             return None
         ends = {bi.get("NAME"): self.streams.get(bi.get("BUSNAME"))
                 for bi in module.findall("./BUSINTERFACES/BUSINTERFACE")}
-        return SimDMA(self, ends.get("M_AXIS_MM2S"), ends.get("S_AXIS_S2MM"))
+        return _AxiDmaHardware(self, ends.get("M_AXIS_MM2S"), ends.get("S_AXIS_S2MM"))
 
     def ip_dict(self) -> dict:
         """As ``pynq.Overlay.ip_dict``: memory-mapped IP by instance name with its type and address."""
@@ -284,19 +462,34 @@ class Overlay:
             raise RuntimeError(f"{hwh}: the simulation was started for {_pl.hwh}")
         self.bitfile_name = str(bitfile_name)
         self.ip_dict = _pl.ip_dict()
+        self._drivers: dict[str, SimDMA] = {}
         if download:
             self.download()
 
     @_resume
     async def download(self) -> None:
-        """Loading a bitstream resets the PL."""
+        """Loading a bitstream resets the PL, the DMAs included."""
+        for hardware in _pl.ips.values():
+            if hardware is not None:
+                hardware.reset()
         await _pl.reset()
 
     def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
         ips = _pl.ips if _pl is not None else {}
         if name in ips and ips[name] is not None:
-            return ips[name]
+            if name not in self._drivers:
+                self._drivers[name] = SimDMA(ips[name])
+            return self._drivers[name]
         raise AttributeError(f"overlay has no IP named {name!r} (IP: {', '.join(ips)})")
+
+
+def inject_dma_error(channel: str = "S2MM", error: int = SR_SLAVE_ERROR) -> None:
+    """Test hook: the next transfer of the first DMA's ``channel`` ("MM2S" or "S2MM") fails with
+    ``error`` (a DMASR error bit; default a slave error, as a bad memory access gives)."""
+    hardware = next(ip for ip in _pl.ips.values() if ip is not None)
+    hardware.channels[{"MM2S": MM2S, "S2MM": S2MM}[channel]].inject_error = error
 
 
 def hold_in_reset(hold: bool) -> None:

@@ -57,17 +57,23 @@ def test_auto_picks_rtl_on_a_build_without_board(elpv_build):
         assert engine.backend_name == "rtl" and "no board" in engine.chosen_because
 
 
-def test_pynq_backend_on_simulated_pl_matches_rtl_and_survives_a_hung_dma(elpv_build, sample_cells, rtl_results,
-                                                                          tmp_path):
+def test_pynq_backend_on_simulated_pl_matches_rtl_and_recovers_from_a_hung_pl_and_an_errored_dma(
+        elpv_build, sample_cells, rtl_results, tmp_path):
+    """The simulated DMA behaves like the real one (a stopped channel does not halt mid-transfer,
+    an errored one needs a reset): PYNQ's stop()/start() would spin forever on both failures."""
     from edgefpga.runtime.pynq_simulation import run_pynq_backend
 
     images = np.stack(sample_cells.images[:6])
-    result = run_pynq_backend(elpv_build, images, tmp_path, max_batch=4, hang_check=True, hang_timeout_s=3.0)
+    timeout_s = 3.0
+    result = run_pynq_backend(elpv_build, images, tmp_path, max_batch=4, hang_check=True, hang_timeout_s=timeout_s)
     expected = [r.scores for r in rtl_results[:6]]
     assert result["scores"] == expected  # two DMA batches (4 + 2 frames), every score exact
-    assert "did not complete within 3 s" in result["hang_error"]
-    assert result["hang_seconds"] < 60  # raised, did not hang
-    assert result["after_hang_scores"] == expected[:2]  # usable again after the PL reset
+    hung, errored = result["hung"], result["errored"]
+    assert "of 1 frame(s) did not complete within 3 s; the DMA was reset" in hung["error"]  # the PL takes nothing
+    assert "send (MM2S) of 1 frame(s) reported an error; the DMA was reset" in errored["error"]
+    for case in (hung, errored):
+        assert case["seconds"] < timeout_s + 1.0, case  # raised, within the timeout and a second
+        assert case["scores_after"] == expected[:2]  # the next call is bit-exact again
 
 
 def test_overlay_hardware_handoff_reads_as_pynq_reads_it(elpv_build):

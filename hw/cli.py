@@ -37,11 +37,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgefpga.hw.vendor_build import build
+    import sys
 
-    files = build(args.build, bitfile=not args.no_bitfile)
+    from edgefpga.hw.vendor_build import VivadoFailed, build
+
+    try:
+        files = build(args.build, board=args.board, vivado=args.vivado, jobs=args.jobs)
+    except VivadoFailed as exc:
+        print(f"edgefpga build: FAILED {exc}", file=sys.stderr)
+        return 1
     for path in files:
         print(f"wrote {path}")
+    print("next: copy the build folder's report.json, model/, overlay/overlay.json and bitstream/ to the board "
+          "(docs/board.md) and run `edgefpga infer ... --model <folder> --backend pynq` there")
     return 0
 
 
@@ -65,7 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_convert, user_errors=user_errors)
 
-    p = sub.add_parser("build", help="run Vivado/Vitis on a build folder (bitstream + .hwh); needs AMD tools")
+    p = sub.add_parser("build", help="the PYNQ overlay's bitstream + .hwh: writes the Vivado Tcl, runs Vivado when it "
+                       "is on PATH (exit 2 without it, after writing the Tcl; exit 1 when Vivado fails)")
     p.add_argument("build", type=Path, help="build folder from `edgefpga convert`")
-    p.add_argument("--no-bitfile", action="store_true", help="stop after HLS synthesis and IP export")
+    p.add_argument("--board", help="pynq-z2, zcu102, zcu104 or kv260 (default: the board the build was converted for)")
+    p.add_argument("--vivado", help="the vivado executable (default: vivado on PATH)")
+    p.add_argument("--jobs", type=int, default=4, help="Vivado implementation jobs (default 4)")
     p.set_defaults(func=cmd_build, user_errors=user_errors)

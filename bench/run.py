@@ -1,7 +1,10 @@
-"""Benchmarks: each writes bench/results/<name>.json. Not tests: numbers on a shared machine move.
+"""Benchmarks: each writes bench/results/<name>.json with the commit it measured. Not tests:
+numbers on a shared machine move.
 
-Run with ``make bench``. Each benchmark measures against a baseline in the same run and reports
-the ratio, so results from different machines or days are compared by ratio, not by seconds.
+Run with ``make bench`` (all) or ``python bench/run.py NAME...``. Each benchmark measures against
+a baseline in the same run and reports the ratio, so results from different machines or days are
+compared by ratio, not by seconds. A benchmark that checks something (the soak) exits non-zero
+when its check fails.
 """
 
 from __future__ import annotations
@@ -9,71 +12,39 @@ from __future__ import annotations
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ZOO_MODEL = Path(__file__).resolve().parent.parent / "models" / "zoo" / "elpv_defect"
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "elpv_defect"
 
 
-def _percentiles(seconds: list[float]) -> dict:
-    ms = np.asarray(seconds) * 1e3
-    return {"median_ms": round(float(np.median(ms)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4)}
+def shipped_build() -> Path:
+    """build/elpv_defect, converted from the shipped model when missing or stale."""
+    from edgefpga.hw.convert import ensure_converted
+    from edgefpga.models.card import ZOO
 
-
-def _session(card, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(card.model_path), options, providers=["CPUExecutionProvider"])
-
-
-def _time_each(fn, items, repeats: int) -> dict:
-    times = []
-    for _ in range(repeats):
-        for item in items:
-            t0 = time.perf_counter()
-            fn(item)
-            times.append(time.perf_counter() - t0)
-    return _percentiles(times) | {"images_per_s": round(len(times) / sum(times), 1)}
-
-
-def bench_cpu_inference(model_dir: Path = ZOO_MODEL, repeats: int = 3) -> dict:
-    """Per-image latency and throughput of the float model on this CPU with ONNX Runtime (the
-    runtime's `onnx` backend, and the CPU baseline the FPGA is compared with), one frame at a
-    time as a camera delivers them. Baseline in the same run: ONNX Runtime on one thread."""
-    from edgefpga.models import elpv
-    from edgefpga.models.card import load_card
-    from edgefpga.models.preprocess import preprocess
-
-    card = load_card(model_dir)
-    data = elpv.load()
-    images = data.images[elpv.subset("test", data)]
-    inputs = [preprocess(img, card.input) for img in images]
-    results = {"preprocess_opencv": _time_each(lambda img: preprocess(img, card.input), images, repeats)}
-    for threads in (1, 0):
-        session = _session(card, threads)
-        name = session.get_inputs()[0].name
-        label = "onnxruntime_1_thread" if threads == 1 else "onnxruntime_default_threads"
-        results[label] = _time_each(lambda x: session.run(None, {name: x}), inputs, repeats)
-    results["speedup_default_vs_1_thread"] = round(
-        results["onnxruntime_default_threads"]["images_per_s"] / results["onnxruntime_1_thread"]["images_per_s"], 3)
-    return {"model": card.name, "n_images": len(images), "repeats": repeats, **results}
+    return ensure_converted(BUILD, ZOO / "elpv_defect")
 
 
 def bench_runtime() -> dict:
-    """Every runtime backend on the same ELPV cells, and the board projection (edgefpga bench)."""
-    from edgefpga.runtime.bench import bench_runtime as run
+    """Every runtime backend on the same ELPV cells (bench/backends.py)."""
+    from backends import bench_backends
 
-    return run("build/elpv_defect", out=None)
+    return bench_backends(shipped_build())
+
+
+def bench_board() -> dict:
+    """The shipped model projected on a PYNQ-Z2 against the CPUs, energy (bench/board.py)."""
+    from board import bench_board as run
+
+    return run()
 
 
 def bench_ros_node() -> dict:
-    """The inspection node's added latency over the bare Engine call (ros_nodes/bench.py)."""
-    from edgefpga.ros_nodes.bench import bench_node_latency
+    """The inspection node's added latency over the bare Engine call (bench/ros_node.py)."""
+    from ros_node import bench_node_latency
 
     return bench_node_latency()
 
@@ -86,7 +57,14 @@ def bench_reference_models() -> dict:
     return run()
 
 
-BENCHES = {"cpu_inference": bench_cpu_inference, "runtime": bench_runtime, "ros_node": bench_ros_node,
+def bench_ros_soak() -> dict:
+    """Ten minutes at 30 Hz through the inspection node (bench/ros_soak.py)."""
+    from ros_soak import soak
+
+    return soak(minutes=10.0)
+
+
+BENCHES = {"runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models}
 
 
@@ -111,6 +89,7 @@ def main(names: list[str]) -> int:
     if unknown:
         print(f"bench: unknown benchmark(s) {unknown}; choose from {list(BENCHES)}", file=sys.stderr)
         return 2
+    failed = []
     for name in names or list(BENCHES):
         result = BENCHES[name]()
         result["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
@@ -118,7 +97,11 @@ def main(names: list[str]) -> int:
         path = RESULTS / f"{name}.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"{path}: {json.dumps(result)}")
-    return 0
+        if result.get("passed") is False:  # a benchmark that checks something (the soak) failed its check
+            failed.append(name)
+    for name in failed:
+        print(f"bench: FAILED {name} (see bench/results/{name}.json: checks)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

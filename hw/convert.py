@@ -449,3 +449,31 @@ def load_report(build_dir: str | Path) -> dict:
 
 
 __all__ = ["ConvertConfig", "convert", "load_report", "STEPS", "ModelCardError", "MODEL_FILE"]
+
+
+def stale_reason(build: Path, model_dir: Path) -> str | None:
+    """Why ``build`` must be (re)converted from ``model_dir``: missing, or converted from other
+    weights of the same model (after an update of the zoo). A build of another model is kept."""
+    report = Path(build) / "report.json"
+    if not report.is_file():
+        return "no build folder"
+    try:
+        name = json.loads(report.read_text())["model"].get("name")
+    except (json.JSONDecodeError, KeyError, AttributeError):
+        return None
+    source, model = Path(build) / "model" / "source.onnx", Path(model_dir) / MODEL_FILE
+    if name == load_card(model_dir).name and source.is_file() and source.read_bytes() != model.read_bytes():
+        return f"built from other weights than {model}"
+    return None
+
+
+def ensure_converted(build: str | Path, model_dir: str | Path, progress: bool = True) -> Path:
+    """``build``, converted from ``model_dir`` first when missing or stale (the demo and the
+    benchmarks: `make demo` on a fresh clone converts the shipped model once)."""
+    build, model_dir = Path(build), Path(model_dir)
+    reason = stale_reason(build, model_dir)
+    if reason:
+        print(f"{build}: {reason}; converting {model_dir.name} into it (about 2 minutes)")
+        convert(str(model_dir), build, ConvertConfig(progress=progress), force=True,
+                log=print if progress else (lambda _m: None))
+    return build

@@ -1,4 +1,4 @@
-"""``edgefpga infer`` and ``edgefpga bench``: the runtime part of the command (edgefpga/cli.py).
+"""``edgefpga infer``: the runtime part of the command (edgefpga/cli.py).
 
 `infer` needs only the runtime install (numpy, OpenCV, the Engine): what a board has.
 """
@@ -80,21 +80,6 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from edgefpga.runtime.bench import bench_runtime
-
-    result = bench_runtime(args.model, n_images=args.images, out=args.out, pynq_sim=not args.no_pynq_sim,
-                           progress=not args.quiet)
-    for name, row in result["backends"].items():
-        print(f"{name:<10} {row['images_per_s']:>10,.1f} images/s   per image median {row['latency_ms']['median']:>9.2f} ms, "
-              f"p99 {row['latency_ms']['p99']:>9.2f} ms   {row['note']}")
-    proj = result["projection"]
-    print(f"board projection: {proj['fps']:,.0f} frames/s at {proj['clock_mhz']:g} MHz ({proj['ii_cycles']:,} cycles "
-          f"per frame), {proj['ratio_vs_onnx_cpu']:.1f}x ONNX Runtime on this CPU")
-    print(f"wrote {args.out}")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="classify images with a model on a backend (board, RTL, emulator or ONNX)")
     p.add_argument("images", nargs="+", help="image files, folders (class subfolders give labels) or elpv:<subset>[:N]")
@@ -108,11 +93,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_infer, user_errors=user_errors)
 
-    p = sub.add_parser("bench", help="images/s and latency per backend, board projection; writes runtime.json")
-    p.add_argument("--model", default="build/elpv_defect",
-                   help="build folder (default build/elpv_defect, converted from the shipped model if missing)")
-    p.add_argument("--images", type=int, default=32, help="ELPV test cells per backend (default 32)")
-    p.add_argument("--out", type=Path, default=Path("bench/results/runtime.json"))
-    p.add_argument("--no-pynq-sim", action="store_true", help="skip the pynq backend on the simulated PS-PL")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_bench, user_errors=user_errors)

@@ -128,3 +128,47 @@ def finish_harness(program: Path, run: StartedHarness, outputs: int, timeout_s: 
 def to_signed(values: np.ndarray, bits: int) -> np.ndarray:
     values = values & ((1 << bits) - 1)
     return np.where(values >= 1 << (bits - 1), values - (1 << bits), values)
+
+
+@dataclass
+class FrameTiming:
+    """Exact cycles of frames streamed back to back at full rate (no idle input, no backpressure):
+    the one cycle measurement `edgefpga verify`, the benchmarks and the demo report."""
+
+    latency_cycles: int  # the largest first-pixel-in to last-score-out over the frames
+    latency_single_frame_cycles: int  # the first frame's, alone in the pipeline
+    ii_cycles: int  # the largest interval between two frames' first pixels
+    frames: int
+    run: HarnessRun
+
+    def at_clock(self, clock_mhz: float) -> dict:
+        return {"clock_mhz": clock_mhz, "ii_cycles": self.ii_cycles, "latency_cycles": self.latency_cycles,
+                "frames": self.frames, "fps": round(clock_mhz * 1e6 / self.ii_cycles, 1),
+                "latency_us": round(self.latency_cycles / clock_mhz, 1)}
+
+
+TIMING_FRAMES = 6  # enough for the pipeline to fill: the interval settles from the second frame
+
+
+def measure_timing(program: Path, pixels: np.ndarray, outputs: int, work: Path,
+                   watchdog: int = DEFAULT_WATCHDOG) -> FrameTiming:
+    """Stream the first TIMING_FRAMES frames of ``pixels`` back to back and count cycles."""
+    if len(pixels) < 2:
+        raise ValueError(f"timing needs at least 2 frames back to back, got {len(pixels)}")
+    run = run_harness(program, pixels[:TIMING_FRAMES], outputs, work, watchdog=watchdog)
+    return FrameTiming(int(np.max(run.latency_cycles)), int(run.latency_cycles[0]), int(np.max(run.interval_cycles)),
+                       len(run.first_in), run)
+
+
+def project_board(build_dir: Path, pixels: np.ndarray) -> dict:
+    """Frames per second and latency of a build folder's accelerator at its board's clock, from
+    exact RTL cycles (the harness is built once per build folder)."""
+    import tempfile
+
+    build_dir = Path(build_dir)
+    manifest = json.loads((build_dir / "rtl" / "manifest.json").read_text())
+    clock = json.loads((build_dir / "report.json").read_text())["board"]["clock_mhz"]
+    program, _ = ensure_harness(build_dir / "rtl", build_dir / "sim")
+    with tempfile.TemporaryDirectory(prefix="edgefpga-timing-") as work:
+        timing = measure_timing(program, pixels, manifest["output"]["outputs"], Path(work))
+    return timing.at_clock(clock)

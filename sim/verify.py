@@ -42,7 +42,6 @@ from edgefpga.models.metrics import classification_metrics
 from .verilator import SimulatorError
 
 VERIFY_FILE = "verify.json"
-TIMING_FRAMES = 6
 
 
 class VerifyFailed(Exception):
@@ -145,7 +144,7 @@ def verify_rtl(build_dir: Path, images: ImageSet, expected: np.ndarray, idle: in
                seed: int = 1) -> dict:
     """Bit-exactness of the RTL against the integer model on every image under random idle cycles
     and backpressure, then exact latency, interval and stage cycles at full rate."""
-    from .rtl_harness import build_harness, run_harness, to_signed
+    from .rtl_harness import build_harness, measure_timing, run_harness, to_signed
 
     manifest = json.loads((build_dir / "rtl" / "manifest.json").read_text())
     out = manifest["output"]
@@ -162,22 +161,22 @@ def verify_rtl(build_dir: Path, images: ImageSet, expected: np.ndarray, idle: in
     try:
         stress = run_harness(program, images.pixels, out["outputs"], work, idle, stall, seed, watchdog=watchdog,
                              workers=os.cpu_count() or 1)
-        timing = run_harness(program, images.pixels[:TIMING_FRAMES], out["outputs"], work, watchdog=watchdog)
+        timing = measure_timing(program, images.pixels, out["outputs"], work, watchdog=watchdog)
     except SimulatorError as exc:
         return dict(result, bit_exact_frames=0, error=str(exc))
     rtl = to_signed(stress.scores, out["tdata_bits"])
     exact = (rtl == expected).all(axis=1)
     roofline = report["estimate"]["roofline_cycles"]
-    latency, interval = int(np.max(timing.latency_cycles)), int(np.max(timing.interval_cycles))
+    latency, interval = timing.latency_cycles, timing.ii_cycles
     return dict(result, **{
         "bit_exact_frames": int(exact.sum()), "mismatched_frames": np.flatnonzero(~exact).tolist()[:20],
         "framing_errors": stress.framing_errors,
-        "latency_cycles": latency, "latency_single_frame_cycles": int(timing.latency_cycles[0]),
+        "latency_cycles": latency, "latency_single_frame_cycles": timing.latency_single_frame_cycles,
         "ii_cycles": interval, "planned_ii_cycles": report["estimate"]["ii_cycles"], "roofline_cycles": roofline,
-        "timing_frames": len(timing.first_in), "ii_over_roofline": round(interval / roofline, 3),
+        "timing_frames": timing.frames, "ii_over_roofline": round(interval / roofline, 3),
         "latency_over_roofline": round(latency / roofline, 3), "multipliers": report.get("rtl", {}).get("multipliers"),
         "fps_at_clock": round(report["board"]["clock_mhz"] * 1e6 / interval, 1),
-        "stages": stage_cycles(manifest, timing.busy, len(timing.first_in), interval),
+        "stages": stage_cycles(manifest, timing.run.busy, timing.frames, interval),
         "simulated_cycles": simulated_cycles(stress),
         "simulated_cycles_per_s": round(simulated_cycles(stress) / stress.seconds)})
 

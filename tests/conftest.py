@@ -4,6 +4,8 @@ slow hardware tests (tests/hw, tests/sim)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +67,19 @@ def foreign_build(tmp_path_factory, foreign_dir) -> Path:
     return out
 
 
+# A developer's shortcut for iterating on a few tests: an existing ELPV build folder of this
+# version to copy instead of converting again (never set in CI, where every build is made fresh)
+REUSE_ELPV_BUILD = os.environ.get("EDGEFPGA_TEST_REUSE_ELPV_BUILD")
+
+
 @pytest.fixture(scope="session")
 def elpv_build(tmp_path_factory, zoo_model) -> Path:
     from edgefpga.hw.convert import ConvertConfig, convert
 
     out = tmp_path_factory.mktemp("builds") / "elpv_defect"
+    if REUSE_ELPV_BUILD:
+        shutil.copytree(REUSE_ELPV_BUILD, out)
+        return out
     convert(str(zoo_model), out, ConvertConfig(progress=False), log=lambda _m: None)
     return out
 

@@ -1,9 +1,12 @@
-"""`make demo` and `edgefpga bench` convert the shipped model again when the zoo has new weights."""
+"""`make demo` and `make bench` convert the shipped model again when the zoo has new weights
+(hw.convert.ensure_converted), and never replace a build of another model."""
 
 import json
 
 from edgefpga.models.card import ZOO
-from edgefpga.runtime.bench import stale_reason
+from edgefpga.hw.convert import stale_reason
+
+SHIPPED = ZOO / "elpv_defect"
 
 
 def build_like(tmp_path, name: str, onnx_bytes: bytes):
@@ -16,19 +19,19 @@ def build_like(tmp_path, name: str, onnx_bytes: bytes):
 
 
 def test_missing_build_is_converted(tmp_path):
-    assert stale_reason(tmp_path / "nothing") == "no build folder"
+    assert stale_reason(tmp_path / "nothing", SHIPPED) == "no build folder"
 
 
 def test_build_of_the_shipped_weights_is_kept(tmp_path):
     build = build_like(tmp_path, "elpv_defect", (ZOO / "elpv_defect" / "model.onnx").read_bytes())
-    assert stale_reason(build) is None
+    assert stale_reason(build, SHIPPED) is None
 
 
 def test_build_of_earlier_shipped_weights_is_converted_again(tmp_path):
     build = build_like(tmp_path, "elpv_defect", (ZOO / "elpv_defect_v1" / "model.onnx").read_bytes())
-    assert "other weights" in stale_reason(build)
+    assert "other weights" in stale_reason(build, SHIPPED)
 
 
 def test_a_users_own_build_is_never_replaced(tmp_path):
     build = build_like(tmp_path, "my_model", (ZOO / "elpv_defect_v1" / "model.onnx").read_bytes())
-    assert stale_reason(build) is None
+    assert stale_reason(build, SHIPPED) is None

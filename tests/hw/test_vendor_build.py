@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bitfiles import bit_file
 
 from edgefpga.hw.boards import get_board
 from edgefpga.hw.overlay import bitstream_problem, read_bit_header, write_overlay
@@ -28,16 +29,6 @@ def build(elpv_build, tmp_path) -> Path:
     for part in ("rtl", "overlay"):
         shutil.copytree(elpv_build / part, copy / part)
     return copy
-
-
-def bit_file(path: Path, part: str, payload: bytes = b"\xaa" * 4096) -> Path:
-    """A .bit in Xilinx's header format (fields a-d, then e: the data length and the data)."""
-    header = bytes.fromhex("00090ff00ff00ff00ff0000001")
-    for key, text in zip("abcd", ("elpv_defect_wrapper;UserID=0XFFFFFFFF", part, "2026/12/02", "02:00:00")):
-        raw = text.encode() + b"\0"
-        header += key.encode() + len(raw).to_bytes(2, "big") + raw
-    path.write_bytes(header + b"e" + len(payload).to_bytes(4, "big") + payload)
-    return path
 
 
 def run_build(build: Path, path_dirs: list[Path], *extra: str) -> subprocess.CompletedProcess:

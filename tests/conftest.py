@@ -16,15 +16,19 @@ ROOT = Path(__file__).resolve().parent.parent
 ZOO_MODEL = ROOT / "models" / "zoo" / "elpv_defect"
 
 
-SHARED_BUILDS = {"elpv_build", "elpv_verify", "foreign_build", "foreign_verify", "foreign_dir"}
+# the shared builds by family: each family's tests run on one xdist worker, so each build is made
+# once per run, and the two families (minutes of conversion and verification each) run side by side
+BUILD_GROUPS = {"elpv_build": "elpv", "elpv_verify": "elpv", "foreign_build": "foreign", "foreign_verify": "foreign",
+                "foreign_dir": "foreign"}
 
 
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist, every test that uses a shared build runs on the same worker, so each
-    build (minutes of conversion and verification) is made once per run, not once per worker."""
-    for item in items:
-        if SHARED_BUILDS & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("shared_builds"))
+def pytest_itemcollected(item):
+    """Under pytest-xdist (--dist loadgroup), every test that uses a shared build runs on the
+    worker of that build's family (a test using both families goes with the ELPV one). Marked as
+    each test is collected: xdist reads the groups in its own collection hook, which runs first."""
+    groups = {BUILD_GROUPS[name] for name in getattr(item, "fixturenames", ()) if name in BUILD_GROUPS}
+    if groups:
+        item.add_marker(pytest.mark.xdist_group("elpv" if "elpv" in groups else "foreign"))
 
 
 @pytest.fixture(scope="session")

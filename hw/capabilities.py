@@ -78,7 +78,7 @@ class GraphView:
 
     def constant(self, node: onnx.NodeProto, index: int, what: str) -> np.ndarray:
         if index >= len(node.input) or node.input[index] not in self.constants:
-            raise Refusal(what, f"must be a constant (an initializer); the accelerator keeps it in ROM")
+            raise Refusal(what, "must be a constant (an initializer); the accelerator keeps it in ROM")
         return self.constants[node.input[index]]
 
     def channels(self, tensor: str) -> int | None:

@@ -13,7 +13,7 @@ from edgefpga.hw.fixed import FixedType
 from edgefpga.hw.graph import canonical_graph, onnx_session
 from edgefpga.hw.images import load_image_set
 from edgefpga.hw.precision import (ACTIVATION_BITS, WEIGHT_BITS, Criterion, PrecisionError, build_knobs,
-                                   load_overrides, proxy_graph, resolve, run_logits, score, search_precisions)
+                                   load_overrides, proxy_graph, resolve, score, search_precisions)
 from edgefpga.hw.profile import profile_activations, with_outputs
 from edgefpga.models.card import InputSpec
 

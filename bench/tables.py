@@ -1,0 +1,46 @@
+"""Markdown tables for README/docs from bench/results/*.json: `python bench/tables.py reference_models`.
+
+The README's figures are pasted from this output, so that each is one command away from the
+measurement it comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def fits_cell(row: dict) -> str:
+    share = row["resources"]["share"]
+    text = ", ".join(f"{k} {v:.0%}" for k, v in share.items())
+    if row["resources"]["fits_within_80_percent"]:
+        return text
+    over = "; ".join(f"{k} {v['used']:,.0f} > {v['limit']:,.0f}" for k, v in row.get("over_80_percent", {}).items())
+    boards = [f"{b} ({max(alt['share'].values()):.0%} at most)" for b, alt in row.get("larger_boards", {}).items()
+              if alt["fits_within_80_percent"]]
+    return f"{text}; **over the 80 % bar**: {over}; fits {', '.join(boards) or 'none of the larger boards'}"
+
+
+def reference_models() -> str:
+    data = json.loads((RESULTS / "reference_models.json").read_text())
+    lines = ["| shape | RTL bit-exact | emulator = integer model | II (cycles) | x roofline | latency (cycles) | "
+             "frames/s at 100 MHz | vs MLPerf Tiny v1.0 on a PYNQ-Z2 | Yosys, share of the xc7z020 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in data["models"].items():
+        mlperf = row["mlperf_tiny_v1_0"]
+        lines.append(
+            f"| {name} | {row['rtl_bit_exact_frames']} of {row['frames']} | {row['emulator_bit_exact_frames']} of "
+            f"{row['frames']} | {row['ii_cycles']:,} | {row['ii_over_roofline']} | {row['latency_cycles']:,} | "
+            f"{row['fps_at_clock']:,.0f} | {mlperf['ratio']}x {mlperf['system']} ({mlperf['inferences_per_s']}/s) | "
+            f"{fits_cell(row)} |")
+    return "\n".join(lines) + f"\n\n(bench/results/reference_models.json, commit {data.get('commit', '?')})"
+
+
+TABLES = {"reference_models": reference_models}
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or list(TABLES):
+        print(TABLES[name]())

@@ -10,6 +10,7 @@ when its check fails.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -92,7 +93,8 @@ def main(names: list[str]) -> int:
     failed = []
     for name in names or list(BENCHES):
         result = BENCHES[name]()
-        result["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
+        result["machine"] = {"platform": platform.platform(), "python": platform.python_version(),
+                             "cpus": os.cpu_count(), "load_average_1_5_15_min": os.getloadavg()}
         result["commit"] = git_commit()
         path = RESULTS / f"{name}.json"
         path.write_text(json.dumps(result, indent=2) + "\n")

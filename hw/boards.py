@@ -27,11 +27,6 @@ class Board:
     vivado_board_part: str = ""
 
     @property
-    def processing_system(self) -> str:
-        """``ps7`` (Zynq-7000) or ``ps8`` (Zynq UltraScale+), from the part."""
-        return "ps7" if self.part.startswith("xc7z") else "ps8"
-
-    @property
     def clock_period_ns(self) -> float:
         return 1000.0 / self.clock_mhz
 

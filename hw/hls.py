@@ -220,14 +220,21 @@ class Emulator:
     @classmethod
     def load(cls, hls_dir: Path, input_shape: list[int]) -> "Emulator":
         """Link an existing project folder and compile it (g++, no vendor tool); a library already
-        compiled from the same sources is loaded instead (about 20 s saved per load)."""
+        compiled from the same sources, in this folder or in the machine's cache (hw/cache.py),
+        is loaded instead (20-70 s saved per load)."""
         import ctypes
         import shutil
 
         import hls4ml
 
+        from .cache import fetch_file, store_file
+
         hls_dir = Path(hls_dir).resolve()
-        cached = hls_dir / "firmware" / f"emulator-{source_digest(hls_dir / 'firmware')}.so"
+        sources = source_digest(hls_dir / "firmware")
+        key = f"{sources}-hls4ml{hls4ml.__version__}"
+        cached = hls_dir / "firmware" / f"emulator-{sources}.so"
+        if not cached.is_file():
+            fetch_file("emulator", key, "emulator.so", cached)
         with quiet_hls4ml():
             model = hls4ml.converters.link_existing_project(str(hls_dir))
             model.config.config["OutputDir"] = str(hls_dir)  # the folder may have moved since convert
@@ -241,6 +248,7 @@ class Emulator:
         built = max((hls_dir / "firmware").glob(f"{PROJECT}-*.so"), key=lambda f: f.stat().st_mtime, default=None)
         if built is not None:
             shutil.copyfile(built, cached)
+            store_file("emulator", key, cached, "emulator.so")
         return cls(model, input_shape, hls_dir)
 
     def predict(self, pixels: np.ndarray, progress: bool = False, workers: int | None = None) -> np.ndarray:

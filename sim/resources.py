@@ -137,11 +137,14 @@ def yosys_version() -> str:
 
 
 def synthesize_unit(work: Path, files: dict[str, str], script: str, timeout_s: int) -> dict:
-    """Cell counts of one unit, from the cache when the same files, script and Yosys ran before."""
+    """Cell counts of one unit, from the cache when the same files, script and Yosys ran before
+    (the build folder's own, else the machine's: hw/cache.py)."""
+    from edgefpga.hw.cache import fetch_file, store_file
+
     key = [CACHE_VERSION, yosys_version(), script, sorted(files.items())]
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     cached = work / f"{digest}.json"
-    if cached.is_file():
+    if cached.is_file() or fetch_file("yosys", digest, "counts.json", cached):  # this folder's, else the machine's
         return dict(json.loads(cached.read_text()), cached=True)
     folder = work / digest
     folder.mkdir(parents=True, exist_ok=True)
@@ -151,6 +154,7 @@ def synthesize_unit(work: Path, files: dict[str, str], script: str, timeout_s: i
     counts = parse_stat(run_yosys(script, folder, timeout_s))
     result = {"cells": counts, "seconds": round(time.perf_counter() - start, 1)}
     cached.write_text(json.dumps(result) + "\n")
+    store_file("yosys", digest, cached, "counts.json")
     shutil.rmtree(folder)
     return dict(result, cached=False)
 

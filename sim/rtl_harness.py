@@ -36,35 +36,76 @@ class HarnessRun:
         return np.diff(self.first_in)
 
 
-def build_harness(rtl_dir: Path, work: Path) -> tuple[Path, float]:
-    """Compile the manifest's sources and the harness; return the program and the build seconds."""
+@dataclass
+class Harness:
+    """A compiled harness program; ``seconds`` is the Verilator build time (0 when it came from
+    the content-keyed cache, hw/cache.py)."""
+
+    program: Path
+    seconds: float
+    cached: bool
+
+
+ROM_LINK = "rom"  # next to the program: a link to the RTL's src/, where its ROM (.mem) files are read
+
+
+def harness_key(rtl_dir: Path, manifest: dict, flags: list[str]) -> str:
+    """Everything the program is made from: Verilator's release, the flags, the harness source and
+    every Verilog source and include (by name and content). ROM contents are not part of it: the
+    program reads them at run time, so a build folder with other weights reuses the program."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edgefpga.hw.cache import digest
+
+    try:
+        release = version("verilator")
+    except PackageNotFoundError:
+        release = "unknown"
+    parts = [release, " ".join(flags), HARNESS.read_bytes()]
+    for source in manifest["sources"]:
+        parts += [source, (rtl_dir / source).read_bytes()]
+    for inc in manifest.get("includes", []):
+        for f in sorted(p for p in (rtl_dir / inc).rglob("*") if p.is_file()):
+            parts += [f"{inc}/{f.relative_to(rtl_dir / inc)}", f.read_bytes()]
+    return digest(*parts)
+
+
+def build_harness(rtl_dir: Path, work: Path) -> Harness:
+    """The manifest's sources and the harness compiled into ``work/obj/harness``, or the same
+    program from the cache when nothing it is made from changed. The program runs in
+    ``work/obj/rom`` (a link to the RTL's ``src/``), so the tops read their ROM files from there
+    (MEM_DIR ``./``): the program does not depend on where the build folder lives."""
+    from edgefpga.hw.cache import fetch_file, store_file
+
     manifest = json.loads((rtl_dir / "manifest.json").read_text())
-    work.mkdir(parents=True, exist_ok=True)
-    prepare_environment(work)
-    sources = [str((rtl_dir / s).resolve()) for s in manifest["sources"]]
-    mem_dir = str((rtl_dir / "src").resolve()) + "/"
-    includes = [f"-I{(rtl_dir / inc).resolve()}" for inc in manifest.get("includes", [])]
-    cmd = [str(verilator_binary()), "--cc", "--exe", "--build", "-O3", "-j", str(os.cpu_count() or 2),
-           "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", manifest["top"], "--prefix", "Vtop",
-           "-Mdir", str(work / "obj"), f"-GMEM_DIR=\"{mem_dir}\"", *includes,
-           "-CFLAGS", f"-O2 -std=c++17 -DTOP_HEADER='\"Vtop.h\"' -DTOP_CLASS=Vtop -DSTAGES={max(1, len(manifest.get('stages', [])))}",
-           "-o", "harness", *sources, str(HARNESS)]
+    stages = max(1, len(manifest.get("stages", [])))
+    flags = ["--cc", "--exe", "--build", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module",
+             manifest["top"], "--prefix", "Vtop", '-GMEM_DIR="./"', "-CFLAGS",
+             f"-O2 -std=c++17 -DTOP_HEADER='\"Vtop.h\"' -DTOP_CLASS=Vtop -DSTAGES={stages}"]
+    obj = work / "obj"
+    program = obj / "harness"
+    key = harness_key(rtl_dir, manifest, flags)
     start = time.perf_counter()
-    run = subprocess.run(cmd, capture_output=True, text=True)
-    if run.returncode != 0:
-        raise SimulatorError(f"{rtl_dir}: Verilator build failed:\n{(run.stdout + run.stderr)[-3000:]}")
-    return work / "obj" / "harness", time.perf_counter() - start
-
-
-def ensure_harness(rtl_dir: Path, work: Path) -> tuple[Path, float]:
-    """The harness program, rebuilt only when it is older than the RTL or the harness source
-    (the runtime's ``rtl`` backend opens in a second instead of a Verilator build each time)."""
-    program = work / "obj" / "harness"
-    manifest = json.loads((rtl_dir / "manifest.json").read_text())
-    inputs = [rtl_dir / "manifest.json", HARNESS, *(rtl_dir / s for s in manifest["sources"])]
-    if program.is_file() and program.stat().st_mtime > max(p.stat().st_mtime for p in inputs):
-        return program, 0.0
-    return build_harness(rtl_dir, work)
+    stamp = obj / "harness.key"  # the key of the program in obj/, to skip even the copy from the cache
+    here = program.is_file() and stamp.is_file() and stamp.read_text() == key
+    cached = here or fetch_file("verilator", key, "harness", program)
+    if not cached:
+        work.mkdir(parents=True, exist_ok=True)
+        prepare_environment(work)
+        includes = [f"-I{(rtl_dir / inc).resolve()}" for inc in manifest.get("includes", [])]
+        sources = [str((rtl_dir / s).resolve()) for s in manifest["sources"]]
+        cmd = [str(verilator_binary()), *flags, "-j", str(os.cpu_count() or 2), "-Mdir", str(obj), *includes,
+               "-o", "harness", *sources, str(HARNESS)]
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SimulatorError(f"{rtl_dir}: Verilator build failed:\n{(run.stdout + run.stderr)[-3000:]}")
+        store_file("verilator", key, program)
+    stamp.write_text(key)
+    link = obj / ROM_LINK
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to((rtl_dir / "src").resolve(), target_is_directory=True)
+    return Harness(program, 0.0 if cached else time.perf_counter() - start, cached)
 
 
 DEFAULT_WATCHDOG = 5_000_000  # cycles without a beat in or out before the harness calls it a deadlock
@@ -97,13 +138,15 @@ class StartedHarness:
 
 def start_harness(program: Path, pixels: np.ndarray, outputs: int, work: Path, idle: int, stall: int, seed: int,
                   watchdog: int) -> StartedHarness:
+    work, program = work.resolve(), program.resolve()  # the program runs in its ROM folder
     work.mkdir(parents=True, exist_ok=True)
     frames = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)).astype(np.uint8)
     (work / "pixels.bin").write_bytes(frames.tobytes())
     (work / "busy.txt").unlink(missing_ok=True)
     process = subprocess.Popen([str(program), str(work / "pixels.bin"), str(len(frames)), str(frames[0].size),
                                 str(outputs), str(work / "scores.txt"), str(idle), str(stall), str(seed), str(watchdog),
-                                str(work / "busy.txt")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                str(work / "busy.txt")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=program.parent / ROM_LINK)
     return StartedHarness(process, work, len(frames))
 
 
@@ -168,7 +211,7 @@ def project_board(build_dir: Path, pixels: np.ndarray) -> dict:
     build_dir = Path(build_dir)
     manifest = json.loads((build_dir / "rtl" / "manifest.json").read_text())
     clock = json.loads((build_dir / "report.json").read_text())["board"]["clock_mhz"]
-    program, _ = ensure_harness(build_dir / "rtl", build_dir / "sim")
+    program = build_harness(build_dir / "rtl", build_dir / "sim").program
     with tempfile.TemporaryDirectory(prefix="edgefpga-timing-") as work:
         timing = measure_timing(program, pixels, manifest["output"]["outputs"], Path(work))
     return timing.at_clock(clock)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefpga.sim.rtl_harness import ensure_harness, run_harness, to_signed
+from edgefpga.sim.rtl_harness import build_harness, run_harness, to_signed
 from edgefpga.sim.verilator import SimulatorError, verilator_binary
 
 from .base import Backend, BackendError, BackendOutput, BackendUnavailable
@@ -28,7 +28,8 @@ class RtlBackend(Backend):
         self.manifest = json.loads((build / "rtl" / "manifest.json").read_text())
         self.timeout_s = timeout_s
         try:
-            self.program, self.build_seconds = ensure_harness(build / "rtl", build / "sim")
+            harness = build_harness(build / "rtl", build / "sim")
+            self.program, self.build_seconds = harness.program, harness.seconds
         except SimulatorError as exc:
             raise BackendUnavailable(str(exc)) from exc
         self.clock_mhz = json.loads((build / "report.json").read_text())["board"]["clock_mhz"]

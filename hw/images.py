@@ -34,9 +34,21 @@ class ImageSet:
         """A fixed random sample of ``n`` (all when ``n`` is None or large enough), kept in order."""
         if n is None or n >= len(self):
             return self
-        idx = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return self.subset(sample_indices(len(self), n, seed), f"{self.source} ({n} of {len(self)}, seed {seed})")
+
+    def subset(self, idx: np.ndarray, source: str | None = None) -> "ImageSet":
+        """The images at ``idx`` (the same set when that is all of them)."""
+        if len(idx) == len(self):
+            return self
         labels = None if self.labels is None else self.labels[idx]
-        return ImageSet(self.pixels[idx], labels, f"{self.source} ({n} of {len(self)}, seed {seed})")
+        return ImageSet(self.pixels[idx], labels, source or f"{self.source} ({len(idx)} of {len(self)})")
+
+
+def sample_indices(n: int, sample: int | None, seed: int = 0) -> np.ndarray:
+    """A fixed random sample of ``sample`` of ``n`` indices, in order (all of them when None)."""
+    if sample is None or sample >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
 
 
 def read_image(path: Path, bits: int = 16) -> np.ndarray:

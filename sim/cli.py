@@ -26,12 +26,14 @@ def verify_lines(result: dict) -> list[str]:
     lines = [f"integrity: {result['integrity']['detail']}"]
     emu = result.get("emulator")
     if emu:
-        line = (f"{emu['model']} vs float on {emu['n']} images ({emu['images']}): top-1 agreement "
+        model = "integer model" if "integer_model_bit_exact_images" in emu else emu["model"]
+        line = (f"{model} vs float on {emu['n']} images ({emu['images']}): top-1 agreement "
                 f"{emu['top1_agreement']:.2%} (bar {result['agreement_bar']:.2%})")
         if "accuracy" in emu:
             line += f", accuracy {emu['accuracy']:.4f} (float {emu['float_accuracy']:.4f})"
         if "integer_model_bit_exact_images" in emu:
-            line += f"; bit-exact with the integer model on {emu['integer_model_bit_exact_images']} of {emu['n']}"
+            checked = emu.get("bit_exact_checked", emu["n"])
+            line += f"; {emu['model']} bit-exact with it on {emu['integer_model_bit_exact_images']} of {checked}"
         lines.append(line)
         if emu.get("stand_in"):
             lines.append(f"  (no hls4ml emulator: {emu['stand_in']})")
@@ -58,7 +60,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from edgefpga.sim.verify import VerifyFailed, verify
 
     try:
-        result = verify(args.build, images=args.images, limit=args.limit, emulator_only=args.emulator_only,
+        result = verify(args.build, images=args.images, limit=args.limit, sample=args.sample,
+                        emulator_only=args.emulator_only,
                         progress=not args.quiet, resources=args.resources, jobs=args.jobs,
                         accept_edits=args.accept_edits, agreement=args.agreement)
     except VerifyFailed as failed:
@@ -81,7 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also estimate LUT/FF/DSP/BRAM with Yosys, layer by layer (minutes: see docs/rtl.md)")
     p.add_argument("--jobs", type=int, default=1, help="Yosys processes at a time for --resources (default 1)")
     p.add_argument("--images", help="images to verify on: folder, .npz or elpv:<subset> (ELPV models: elpv:test)")
-    p.add_argument("--limit", type=int, help="use a fixed random sample of N images")
+    p.add_argument("--limit", type=int, help="use a fixed random sample of N images for every check")
+    p.add_argument("--sample", type=int, help="the agreement bar on all images (integer model, seconds), the emulator "
+                   "and the RTL bit for bit on a fixed random sample of N (they take most of the minutes)")
     p.add_argument("--agreement", type=float, help="top-1 agreement bar (default: the build's, 0.995)")
     p.add_argument("--accept-edits", action="store_true",
                    help="go on when files changed since convert (to see what an edit does to the other checks)")

@@ -31,7 +31,7 @@ import numpy as np
 from edgefpga.hw.convert import PRECISIONS_FILE, load_report
 from edgefpga.hw.graph import canonical_graph  # noqa: F401  (sets the ONNX IR version qonnx needs)
 from edgefpga.hw.hls import Emulator
-from edgefpga.hw.images import ImageSet, load_image_set
+from edgefpga.hw.images import ImageSet, load_image_set, sample_indices
 from edgefpga.hw.integrity import check_integrity
 from edgefpga.hw.onnx_check import ConversionError
 from edgefpga.hw.precision import run_logits
@@ -76,23 +76,25 @@ def integer_scores(build_dir: Path, pixels: np.ndarray) -> tuple[np.ndarray, int
 
 
 def verify_emulator(build_dir: Path, images: ImageSet, ints: np.ndarray, frac: int,
-                    progress: bool = True) -> dict:
-    """Bit-accurate model vs float: top-1 agreement, accuracy of both, largest score difference;
-    the hls4ml emulator against the integer model where the build has one."""
+                    progress: bool = True, checked: np.ndarray | None = None) -> dict:
+    """Bit-accurate model vs float on every image: top-1 agreement, accuracy of both, largest score
+    difference, from the integer model (which the emulator and the RTL must equal bit for bit);
+    then the hls4ml emulator against the integer model where the build has one, on the images
+    ``checked`` (indices; default all)."""
     report = load_report(build_dir)
     golden = ints.astype(np.float64) * 2.0 ** -frac
-    result = {"n": len(images), "images": images.source}
+    checked = np.arange(len(images)) if checked is None else checked
+    result = {"n": len(images), "images": images.source, "bit_exact_checked": len(checked)}
     if report["hls"].get("project"):
         start = time.perf_counter()
         emulator = Emulator.load(build_dir / "hls", report["model"]["input"]["shape"])
         result["compile_s"] = round(time.perf_counter() - start, 1)
         start = time.perf_counter()
-        scores = emulator.predict(images.pixels, progress)
-        result["seconds_per_image"] = round((time.perf_counter() - start) / len(images), 4)
-        mismatched = np.flatnonzero(~np.all(scores == golden, axis=1))
-        result.update(model="hls4ml emulator", integer_model_bit_exact_images=int(len(images) - len(mismatched)),
+        scores = emulator.predict(images.pixels[checked], progress)
+        result["seconds_per_image"] = round((time.perf_counter() - start) / len(checked), 4)
+        mismatched = checked[~np.all(scores == golden[checked], axis=1)]
+        result.update(model="hls4ml emulator", integer_model_bit_exact_images=int(len(checked) - len(mismatched)),
                       integer_model_mismatches=mismatched.tolist()[:20])
-        golden = scores
     else:
         result.update(model="integer model", stand_in="; ".join(report["hls"].get("not_generated_because", [])) +
                       ": no hls4ml project, so the integer model (which the RTL must match bit for bit) stands in "
@@ -154,10 +156,11 @@ def verify_rtl(build_dir: Path, images: ImageSet, expected: np.ndarray, idle: in
     result = {"n": len(images), "idle_percent": idle, "backpressure_percent": stall, "seed": seed,
               "watchdog_cycles": watchdog}
     try:
-        program, build_s = build_harness(build_dir / "rtl", work)
+        harness = build_harness(build_dir / "rtl", work)
     except SimulatorError as exc:  # an edited RTL that no longer compiles fails the check, it is no crash
         return dict(result, bit_exact_frames=0, error=str(exc)[-1500:])
-    result["verilator_build_s"] = round(build_s, 1)
+    program = harness.program
+    result.update(verilator_build_s=round(harness.seconds, 1), verilator_cached=harness.cached)
     try:
         stress = run_harness(program, images.pixels, out["outputs"], work, idle, stall, seed, watchdog=watchdog,
                              workers=os.cpu_count() or 1)
@@ -190,9 +193,10 @@ def judge(result: dict, bar: float) -> list[dict]:
     if not integrity["ok"]:
         failed.append({"check": "integrity", "detail": integrity["detail"]})
     emu = result["emulator"]
-    if emu.get("integer_model_bit_exact_images", emu["n"]) != emu["n"]:
+    checked = emu.get("bit_exact_checked", emu["n"])
+    if emu.get("integer_model_bit_exact_images", checked) != checked:
         failed.append({"check": "emulator_bit_exact", "detail": f"the hls4ml emulator differs from the integer model "
-                       f"on {emu['n'] - emu['integer_model_bit_exact_images']} of {emu['n']} images"})
+                       f"on {checked - emu['integer_model_bit_exact_images']} of {checked} images"})
     if emu["top1_agreement"] < bar:
         failed.append({"check": "agreement", "detail": f"top-1 agreement with the float model "
                        f"{emu['top1_agreement']:.2%} on {emu['n']} images, below the bar {bar:.2%}"})
@@ -222,9 +226,12 @@ def default_images(build_dir: Path, report: dict) -> str | None:
 
 def verify(build_dir: str | Path, images: str | None = None, limit: int | None = None,
            emulator_only: bool = False, progress: bool = True, resources: bool = False, jobs: int = 1,
-           accept_edits: bool = False, agreement: float | None = None) -> dict:
+           accept_edits: bool = False, agreement: float | None = None, sample: int | None = None) -> dict:
     """Run the checks and write ``<build_dir>/verify.json``; return its content, or raise
-    VerifyFailed (after writing it) when a check fails. ``jobs``: Yosys processes at a time."""
+    VerifyFailed (after writing it) when a check fails. ``limit``: use a fixed random sample of
+    the images for everything; ``sample``: the agreement bar on all of them (the integer model
+    takes seconds) but the emulator and the RTL bit for bit on a fixed random sample of this many
+    (they take most of the minutes); ``jobs``: Yosys processes at a time."""
     build_dir = Path(build_dir)
     report = load_report(build_dir)
     integrity = check_integrity(build_dir)
@@ -242,9 +249,10 @@ def verify(build_dir: str | Path, images: str | None = None, limit: int | None =
     spec = InputSpec.from_dict(report["model"]["input"], str(build_dir / "report.json"))
     image_set = load_image_set(source, spec, report["model"]["classes"]).take(limit)
     ints, frac = integer_scores(build_dir, image_set.pixels)
-    result["emulator"] = verify_emulator(build_dir, image_set, ints, frac, progress)
+    checked = sample_indices(len(image_set), sample)
+    result["emulator"] = verify_emulator(build_dir, image_set, ints, frac, progress, checked)
     if not emulator_only:
-        result["rtl"] = verify_rtl(build_dir, image_set, ints)
+        result["rtl"] = verify_rtl(build_dir, image_set.subset(checked), ints[checked])
         if resources:
             from .resources import yosys_estimate
 

@@ -1,6 +1,9 @@
 """The shipped model on a PYNQ-Z2, projected from exact RTL cycles, against the CPUs a user
 would run it on instead -> bench/results/board.json. All in one run, from the shipped model.
 
+- Verify: `edgefpga verify --resources` on every one of the 654 test cells (the agreement bar,
+  the emulator and the RTL bit for bit, the Yosys estimate within 80 % of the board); the run
+  exits non-zero when a check fails. (The test suite checks a sample: tests/conftest.py.)
 - Board: frames/s and latency at the board clock (exact cycles of frames back to back in the
   RTL, `edgefpga.sim.rtl_harness.project_board`), the Yosys resource estimate.
 - This CPU: bare ONNX Runtime on the float model (normalized input ready, no Engine), warmed by
@@ -83,26 +86,40 @@ def energy(fps: float, clock_mhz: float, used: dict) -> dict:
                       "Yosys counts x typical 7-series per-resource coefficients x clock (an estimate)"}
 
 
+def verify_summary(result: dict) -> dict:
+    """What the README quotes from verify.json: bit-exact counts, agreement, failed checks."""
+    emu, rtl = result["emulator"], result["rtl"]
+    return {"images": emu["n"], "top1_agreement_with_float": emu["top1_agreement"], "accuracy": emu.get("accuracy"),
+            "float_accuracy": emu.get("float_accuracy"), "emulator_bit_exact": emu.get("integer_model_bit_exact_images"),
+            "rtl_frames": rtl.get("n"), "rtl_bit_exact": rtl.get("bit_exact_frames"), "ii_cycles": rtl.get("ii_cycles"),
+            "latency_cycles": rtl.get("latency_cycles"), "failed_checks": result["failed"]}
+
+
 def bench_board(jobs: int = 2) -> dict:
     from edgefpga.hw.convert import ensure_converted, load_report
     from edgefpga.models import elpv
     from edgefpga.models.card import ZOO, load_card
     from edgefpga.models.preprocess import normalize, resize_batch
-    from edgefpga.sim.resources import yosys_estimate
     from edgefpga.sim.rtl_harness import project_board
+    from edgefpga.sim.verify import VerifyFailed, verify
 
     card = load_card(ZOO / "elpv_defect")
     build = ensure_converted(BUILD, ZOO / "elpv_defect")
     report = load_report(build)
     data = elpv.load()
     pixels = resize_batch(data.images[elpv.subset("test", data)], card.input)
+    try:  # every check of `edgefpga verify --resources` on all 654 test cells (the tests take a sample)
+        checked = verify(build, progress=False, resources=True, jobs=jobs)
+    except VerifyFailed as failed:
+        checked = failed.result
+    resources = checked["resources"]
     projection = project_board(build, pixels[:6])
-    resources = yosys_estimate(build / "rtl", report["board"], jobs=jobs)
     cpu = onnx_rates(card.model_path, normalize(pixels, card.input))
     best_cpu = max(max(v for k, v in row.items() if k.endswith("images_per_s")) for row in cpu.values())
     a9 = a9_estimate(card.raw["macs"])
     return {
-        "model": card.name, "board": report["board"]["name"], "projection": projection,
+        "model": card.name, "board": report["board"]["name"], "verify": verify_summary(checked),
+        "passed": not checked["failed"], "projection": projection,
         "resources": {k: resources[k] for k in ("used", "share", "fits", "limit_share", "method")},
         "cpu_this_machine": cpu, "cpu_board_a9_estimate": a9,
         "ratios": {"board_vs_onnxruntime_1_thread_one_per_call": round(

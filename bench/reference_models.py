@@ -102,7 +102,8 @@ def bench_reference_models(frames: int | None = None, jobs: int = 2, board: str 
         if not row["resources"]["fits_within_80_percent"]:
             row["larger_boards"] = on_larger_boards(row["resources"]["used"])
         rows[name] = row
-    return {"board": board, "note": "RTL bit-exact counts under 10 % idle input and 10 % backpressure; II and "
+    passed = all(not row["failed_checks"] for row in rows.values())
+    return {"board": board, "passed": passed, "note": "RTL bit-exact counts under 10 % idle input and 10 % backpressure; II and "
             "latency exact cycles from Verilator; resources: Yosys synth_xilinx estimate (sum of per-layer "
             "syntheses), fits = every resource within 80 % of the board; larger_boards: the same design's "
             "counts against those boards", "models": rows}

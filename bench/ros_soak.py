@@ -6,7 +6,7 @@ fed ELPV test cells at 30 Hz over DDS on loopback for N minutes.
 Checks, each failing the run (exit 1) and recorded in the JSON: every image answered exactly
 once; the node's counters account for every image; resident memory of the node process after the
 warm-up grows less than 5 %; /diagnostics arrived at its rate throughout (no gap over 3 periods).
-tests/ros_nodes/test_soak.py runs it for two minutes.
+tests/ros_nodes/test_soak.py runs it for 45 seconds.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import convert_foreign
+from conftest import VERIFY_SAMPLE, convert_foreign
 from foreign_cnn import CLASSES
 from onnx import TensorProto, helper
 from test_onnx_check import conv_net
@@ -21,9 +21,9 @@ from edgefpga.hw.precision import WEIGHT_BITS
 pytestmark = pytest.mark.slow
 
 
-def test_elpv_emulator_meets_the_bar_on_all_654_test_cells(elpv_verify, elpv_build, zoo_model):
+def test_elpv_meets_the_bar_on_all_654_test_cells(elpv_verify, elpv_build, zoo_model):
     emu = elpv_verify["emulator"]
-    assert emu["n"] == 654
+    assert emu["n"] == 654 and emu["bit_exact_checked"] == emu["integer_model_bit_exact_images"] == VERIFY_SAMPLE
     assert emu["top1_agreement"] >= 0.995
     card_accuracy = json.loads((zoo_model / "card.json").read_text())["metrics"]["test"]["accuracy"]
     assert emu["float_accuracy"] == pytest.approx(card_accuracy, abs=1e-4)
@@ -55,6 +55,7 @@ def test_elpv_report_and_project_files(elpv_build):
 def test_foreign_cnn_meets_the_same_bar(foreign_verify, foreign_build):
     result = foreign_verify
     assert result["emulator"]["n"] == 654
+    assert result["emulator"]["integer_model_bit_exact_images"] == VERIFY_SAMPLE
     assert result["emulator"]["top1_agreement"] >= 0.995
     report = json.loads((foreign_build / "report.json").read_text())
     assert report["model"]["classes"] == CLASSES
@@ -132,28 +133,3 @@ def test_verify_without_rtl_asks_for_emulator_only(foreign_build, tmp_path):
     assert run.returncode == 1 and "FAILED integrity: missing: rtl/manifest.json" in run.stderr
     run = run_cli("verify", str(copy), "--accept-edits")  # an older build without RTL: check the emulator alone
     assert run.returncode == 2 and "--emulator-only" in run.stderr
-
-
-def integer_model_vs_emulator(build, source):
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    from edgefpga.hw.convert import PRECISIONS_FILE
-    from edgefpga.hw.hls import Emulator
-    from edgefpga.hw.images import load_image_set
-    from edgefpga.hw.intmodel import IntegerModel
-    from edgefpga.hw.precision import Precisions
-    from edgefpga.models.card import InputSpec
-
-    report = json.loads((build / "report.json").read_text())
-    images = load_image_set(source, InputSpec.from_dict(report["model"]["input"], "report"),
-                            report["model"]["classes"]).take(60)
-    precisions = Precisions.from_dict(json.loads((build / PRECISIONS_FILE).read_text()))
-    ints = IntegerModel(ModelWrapper(str(build / "model" / "canonical.onnx")), precisions).run(images.pixels)
-    emulator = Emulator.load(build / "hls", report["model"]["input"]["shape"]).predict(images.pixels)
-    return ints.real, emulator
-
-
-def test_integer_model_is_bit_exact_with_the_emulator(elpv_build, foreign_build, foreign_dir):
-    for build, source in ((elpv_build, "elpv:test"), (foreign_build, str(foreign_dir / "test.npz"))):
-        ints, emulator = integer_model_vs_emulator(build, source)
-        np.testing.assert_array_equal(ints, emulator)

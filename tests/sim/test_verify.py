@@ -48,7 +48,24 @@ def test_a_changed_rom_word_fails_verify(copied_build, foreign_dir):
     assert run.returncode == 1 and "FAILED rtl_bit_exact" in run.stderr, run.stderr
     result = json.loads((copied_build / "verify.json").read_text())
     assert result["rtl"]["bit_exact_frames"] < 16
+    assert result["rtl"]["verilator_cached"]  # the same program: ROM words are read when it runs
     assert [c["check"] for c in result["failed"]] == ["integrity", "rtl_bit_exact"]
+
+
+def test_the_harness_cache_key_follows_the_verilog_not_the_rom(copied_build):
+    """The Verilator program is reused (hw/cache.py) only for the same Verilog and harness: an
+    edited source is a new key; other ROM contents are not (the program reads them at run time)."""
+    from edgefpga.sim.rtl_harness import harness_key
+
+    rtl = copied_build / "rtl"
+    manifest = json.loads((rtl / "manifest.json").read_text())
+    key = harness_key(rtl, manifest, ["-O3"])
+    assert harness_key(rtl, manifest, ["-O2"]) != key
+    change_one_rom_word(copied_build)
+    assert harness_key(rtl, manifest, ["-O3"]) == key
+    source = rtl / manifest["sources"][-1]
+    source.write_text(source.read_text() + "\n// edited\n")
+    assert harness_key(rtl, manifest, ["-O3"]) != key
 
 
 def test_a_half_written_build_fails_verify(copied_build, foreign_dir):

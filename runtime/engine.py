@@ -52,7 +52,7 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 
 
 def read_image_file(path: Path) -> np.ndarray:
-    from edgefpga.hw.images import read_image
+    from edgefpga.models.preprocess import read_image
 
     if not Path(path).is_file():
         raise ImageError(f"{path}: no such image file")

@@ -37,14 +37,26 @@ def to_8bit(image: np.ndarray, bits: int = 16, name: str = "image") -> np.ndarra
     return np.minimum(image >> (bits - 8), 255).astype(np.uint8)
 
 
-def read_image(path: Path, bits: int = 16) -> np.ndarray:
-    """An image file as 8-bit gray or BGR; 16-bit files (PNG, TIFF) keep their top 8 of ``bits``
-    significant bits (``to_8bit``)."""
+def read_pixels(path: Path) -> np.ndarray:
+    """An image file's pixels as stored (8- or 16-bit, gray, BGR or BGRA): what ``read_image``
+    converts, for callers that report the conversion (training data)."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(f"{path}: not an image OpenCV can read")
-    image = to_8bit(image, bits, str(path))
-    return image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image
+    return image
+
+
+def read_image(path: Path, bits: int = 16) -> np.ndarray:
+    """An image file as 8-bit gray or BGR; 16-bit files (PNG, TIFF) keep their top 8 of ``bits``
+    significant bits (``to_8bit``); an alpha channel is dropped."""
+    return as_gray_or_bgr(to_8bit(read_pixels(path), bits, str(path)))
+
+
+def as_gray_or_bgr(image: np.ndarray) -> np.ndarray:
+    """Drop an alpha channel (BGRA -> BGR) and a single channel axis (H, W, 1 -> H, W)."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[:, :, :3]
+    return image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
 
 
 def to_model_color(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.ndarray:

@@ -135,7 +135,7 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
         "architecture": b.arch.to_dict(),
         "training": {
             "config": b.train_cfg.to_dict(), "augment": b.augment_cfg.to_dict(), "best_epoch": r.best_epoch,
-            "epochs_run": r.epochs_run, "class_weights": dict(zip(classes, r.class_weights)),
+            "epochs_run": r.epochs_run, "ema_decay": round(r.ema_decay, 5), "class_weights": dict(zip(classes, r.class_weights)),
             "calibrated_logit_bias": None if r.logit_bias is None else round(r.logit_bias, 5),
             "seconds": round(r.seconds, 1), "teachers": r.teachers,
             "torch": torch.__version__, "machine": f"{platform.machine()}, {b.train_cfg.threads} CPU thread(s)",

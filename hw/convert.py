@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from edgefpga import __version__
-from edgefpga.models.card import CARD_FILE, MODEL_FILE, InputSpec, ModelCardError, load_card
+from edgefpga.models.card import CARD_FILE, MODEL_FILE, InputSpec, ModelCardError, defect_classes_of, load_card
 
 from . import hls
 from .capabilities import emulator_gaps
@@ -170,7 +170,7 @@ def step_canonicalize(ctx: BuildContext) -> None:
     """qonnx cleanup, folds, normalization in front (raw 8-bit pixels in), MatMul + Add dense."""
     spec = ctx.source.spec
     ctx.canonical = canonical_graph(ctx.onnx_model, str(ctx.source.onnx_path), spec.scale,
-                                    [spec.mean] * spec.channels, [spec.std] * spec.channels)
+                                    list(spec.channel_mean), list(spec.channel_std))
     ctx.canonical.save(str(ctx.out / "model" / "canonical.onnx"))
 
 
@@ -379,6 +379,7 @@ def step_report(ctx: BuildContext) -> None:
     ctx.report.update({
         "edgefpga_version": __version__, "name": src.name,
         "model": {"name": src.name, "source": str(src.onnx_path), "classes": src.classes, "input": src.spec.to_dict(),
+                  "defect_classes": defect_classes_of(src.card or {}, src.classes, str(src.onnx_path)),
                   "dataset": (src.card or {}).get("dataset", {}).get("name"), "assumed": src.assumed},
         "board": ctx.board.to_dict(),
         "hls": {**ctx.report["hls"], "input_type": str(ctx.precisions.tensors[ctx.canonical.graph.input[0].name]),

@@ -11,14 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgefpga.models import elpv
 from edgefpga.models.card import InputSpec
-from edgefpga.models.preprocess import ImageError, resize_batch, to_8bit
+from edgefpga.models.preprocess import IMAGE_SUFFIXES, ImageError, read_image, resize_batch
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+__all__ = ["IMAGE_SUFFIXES", "ImageSet", "load_image_set", "read_image"]  # read_image lives in models.preprocess
 
 
 @dataclass
@@ -49,16 +48,6 @@ def sample_indices(n: int, sample: int | None, seed: int = 0) -> np.ndarray:
     if sample is None or sample >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
-
-
-def read_image(path: Path, bits: int = 16) -> np.ndarray:
-    """An image file as 8-bit gray or BGR; 16-bit files (PNG, TIFF) keep their top 8 of ``bits``
-    significant bits (models.preprocess.to_8bit)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageError(f"{path}: not an image OpenCV can read")
-    image = to_8bit(image, bits, str(path))
-    return image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image
 
 
 def folder_set(folder: Path, spec: InputSpec, classes: list[str]) -> ImageSet:

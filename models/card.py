@@ -18,7 +18,7 @@ MODEL_FILE = "model.onnx"
 REQUIRED_KEYS = ("name", "classes", "input", "dataset", "metrics", "params", "macs")
 REQUIRED_INPUT_KEYS = ("shape", "color", "resize", "scale", "mean", "std")
 REQUIRED_TEST_METRICS = ("accuracy", "balanced_accuracy", "f1_defective", "n")
-COLORS = ("gray", "bgr")
+COLORS = ("gray", "bgr", "rgb")  # rgb: a model trained on RGB arrays (torchvision and the like)
 RESIZES = ("area",)
 ZOO = Path(__file__).resolve().parent / "zoo"  # the shipped models, addressed by folder name
 REFERENCE_SHAPE = "reference-shape"  # a card's "purpose" for an untrained shape (models/reference.py): no test metrics
@@ -28,9 +28,24 @@ class ModelCardError(ValueError):
     """A model folder or card that cannot be used; the message names the file and the problem."""
 
 
+Channelwise = float | tuple[float, ...]  # one value for every channel, or one per channel
+
+
+def _channelwise(value: Any, channels: int, key: str, source: str) -> Channelwise:
+    """A card's ``mean``/``std``: a number, or a list with one number per channel."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if (isinstance(value, list) and len(value) == channels
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        return tuple(float(v) for v in value)
+    raise ModelCardError(f"{source}: input.{key} must be a number or a list of {channels} numbers "
+                         f"(one per channel), got {value!r}")
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """How an 8-bit image becomes the network input: resize, then ``(pixel*scale - mean)/std``."""
+    """How an 8-bit image becomes the network input: resize, then ``(pixel*scale - mean)/std``,
+    with ``mean`` and ``std`` one number for all channels or a tuple of one per channel."""
 
     channels: int
     height: int
@@ -38,8 +53,17 @@ class InputSpec:
     color: str
     resize: str
     scale: float
-    mean: float
-    std: float
+    mean: Channelwise
+    std: Channelwise
+
+    @property
+    def channel_mean(self) -> tuple[float, ...]:
+        """``mean`` with one value per channel, whichever way the card gives it."""
+        return self.mean if isinstance(self.mean, tuple) else (self.mean,) * self.channels
+
+    @property
+    def channel_std(self) -> tuple[float, ...]:
+        return self.std if isinstance(self.std, tuple) else (self.std,) * self.channels
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any], source: str) -> "InputSpec":
@@ -59,18 +83,22 @@ class InputSpec:
             )
         if spec["resize"] not in RESIZES:
             raise ModelCardError(f"{source}: input.resize must be one of {RESIZES}, got {spec['resize']!r}")
-        if float(spec["std"]) == 0:
+        mean = _channelwise(spec["mean"], shape[1], "mean", source)
+        std = _channelwise(spec["std"], shape[1], "std", source)
+        if 0 in (std if isinstance(std, tuple) else (std,)):
             raise ModelCardError(f"{source}: input.std must not be zero")
         return cls(
             channels=shape[1], height=shape[2], width=shape[3], color=spec["color"],
-            resize=spec["resize"], scale=float(spec["scale"]), mean=float(spec["mean"]),
-            std=float(spec["std"]),
+            resize=spec["resize"], scale=float(spec["scale"]), mean=mean, std=std,
         )
 
     def to_dict(self) -> dict[str, Any]:
+        def plain(v: Channelwise) -> float | list[float]:
+            return list(v) if isinstance(v, tuple) else v
+
         return {
             "shape": [1, self.channels, self.height, self.width], "color": self.color,
-            "resize": self.resize, "scale": self.scale, "mean": self.mean, "std": self.std,
+            "resize": self.resize, "scale": self.scale, "mean": plain(self.mean), "std": plain(self.std),
         }
 
 
@@ -85,6 +113,11 @@ class ModelCard:
     raw: dict[str, Any]
 
     @property
+    def defect_classes(self) -> list[str]:
+        """The classes that count as defective (the card's ``defect_classes``; default: all but the first)."""
+        return defect_classes_of(self.raw, self.classes, str(self.path))
+
+    @property
     def folder(self) -> Path:
         return self.path.parent
 
@@ -95,6 +128,18 @@ class ModelCard:
     @property
     def test_metrics(self) -> dict[str, Any]:
         return self.raw["metrics"]["test"]
+
+
+def defect_classes_of(raw: dict[str, Any], classes: list[str], source: str) -> list[str]:
+    """The card's ``defect_classes`` checked against its classes; a card without them (every
+    binary model before them) means every class but the first, the good one."""
+    names = raw.get("defect_classes", classes[1:])
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise ModelCardError(f"{source}: 'defect_classes' must be a list of class names, got {names!r}")
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise ModelCardError(f"{source}: defect_classes {unknown} are not among the classes {classes}")
+    return [c for c in classes if c in names]  # class order, whatever order the card lists them in
 
 
 def parse_card(raw: dict[str, Any], source: str) -> tuple[str, list[str], InputSpec]:
@@ -112,6 +157,7 @@ def parse_card(raw: dict[str, Any], source: str) -> tuple[str, list[str], InputS
     if not untrained and (not isinstance(test, dict) or any(k not in test for k in REQUIRED_TEST_METRICS)):
         raise ModelCardError(f"{source}: metrics.test must hold {list(REQUIRED_TEST_METRICS)} (only a card with "
                              f"\"purpose\": \"{REFERENCE_SHAPE}\" may have none)")
+    defect_classes_of(raw, classes, source)
     return raw["name"], classes, InputSpec.from_dict(raw["input"], source)
 
 

@@ -14,9 +14,10 @@ from edgefpga.cli import UserError, given
 
 def user_errors() -> tuple[type[Exception], ...]:
     from edgefpga.models.card import ModelCardError
+    from edgefpga.models.datasets import DatasetError
     from edgefpga.models.preprocess import ImageError
 
-    return ModelCardError, ImageError
+    return ModelCardError, ImageError, DatasetError
 
 
 def train_errors() -> tuple[type[Exception], ...]:
@@ -40,22 +41,70 @@ def recorded_configs(model: str) -> dict:
         raise ModelCardError(f"{card.path}: no training record to copy ({exc})") from exc
 
 
+FOLDER_OPTIONS = ("classes", "defect_classes", "color", "test_frac", "val_frac", "split_seed")
+
+
+def training_data(args: argparse.Namespace):
+    """ELPV, or the user's folder / CSV read with the split and class options."""
+    from edgefpga.models import elpv, folder
+
+    if args.dataset == "elpv":
+        used = [f"--{o.replace('_', '-')}" for o in FOLDER_OPTIONS if getattr(args, o) not in (None, False)]
+        if used:
+            raise UserError(f"{', '.join(used)}: for a folder or CSV; ELPV has its fixed classes and contract split")
+        return elpv.training_data()
+    if not Path(args.dataset).exists():
+        raise UserError(f"unknown dataset {args.dataset!r}: not 'elpv' and no such folder or CSV file")
+    split = given(args, "test_frac", "val_frac") | ({"seed": args.split_seed} if args.split_seed is not None else {})
+    return folder.training_data(args.dataset, args.classes, args.defect_classes, "bgr" if args.color else None,
+                                **split)
+
+
+def augment_config(args: argparse.Namespace, base: dict, is_elpv: bool):
+    """ELPV keeps its recorded augmentation; a user's images get only exposure jitter unless
+    --flip / --rotate allow the geometric changes (a flipped or turned part can be another defect)."""
+    from edgefpga.models.augment import AugmentConfig
+
+    geometric = {} if is_elpv else {"flip": False, "rotate_deg": 0.0, "translate": 0.0, "scale": 0.0}
+    asked = ({"flip": True} if args.flip else {}) | ({"rotate_deg": args.rotate} if args.rotate is not None else {})
+    return AugmentConfig(**base | geometric | asked)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from edgefpga.models.arch import ArchConfig
-    from edgefpga.models.augment import AugmentConfig
     from edgefpga.models.train import TrainConfig
     from edgefpga.models.zoo_build import build_zoo_model
 
-    if args.dataset != "elpv":
-        raise UserError(f"unknown dataset {args.dataset!r}: only 'elpv' is built in")
+    data = training_data(args)
+    is_elpv = args.dataset == "elpv"
+    print(f"data: {len(data.labels)} images, classes {data.classes} (defective: {data.defect_classes}), "
+          f"{data.color}, split {data.split.sizes()}", flush=True)
+    for note in data.card["dataset"].get("conversions", []):
+        print(f"data: {note}", flush=True)
     base = recorded_configs(args.like) if args.like else {"arch": {}, "train": {}, "augment": {}}
     widths = {"widths": tuple(args.widths)} if args.widths else {}
-    arch = ArchConfig(**base["arch"] | given(args, "size", "stem_stride") | widths)
+    shape = {"in_channels": data.channels, "num_classes": len(data.classes)}
+    arch = ArchConfig(**base["arch"] | given(args, "size", "stem_stride") | widths | shape)
     teachers = {"teachers": tuple(args.teacher)} if args.teacher else {}
-    cfg = TrainConfig(**base["train"] | given(args, "epochs", "seed", "threads", "limit", "teacher_weight") | teachers)
-    build = build_zoo_model(args.out, arch, cfg, AugmentConfig(**base["augment"]), name=args.name)
-    print(f"wrote {build.out}/model.onnx and card.json: test accuracy {build.facts['test']['accuracy']:.4f}, "
-          f"balanced {build.facts['test']['balanced_accuracy']:.4f}")
+    patience = {} if is_elpv or args.like else {"patience": 10}
+    cfg = TrainConfig(**base["train"] | patience | given(args, "epochs", "seed", "threads", "limit", "teacher_weight",
+                                                          "patience") | teachers)
+    build = build_zoo_model(args.out, arch, cfg, augment_config(args, base["augment"], is_elpv), name=args.name,
+                            data=data)
+    test = build.facts["test"]
+    print(f"wrote {build.out}/model.onnx and card.json: test accuracy {test['accuracy']:.4f}, "
+          f"balanced {test['balanced_accuracy']:.4f}")
+    if len(data.classes) > 2:
+        print("per class (precision/recall): " + ", ".join(
+            f"{c} {m['precision']:.2f}/{m['recall']:.2f}" for c, m in zip(data.classes, test["per_class"])))
+    return 0
+
+
+def cmd_export_elpv(args: argparse.Namespace) -> int:
+    from edgefpga.models.folder import export_elpv
+
+    written = export_elpv(args.out, args.bins, args.split, args.limit, args.seed)
+    print(f"wrote {sum(written.values())} PNGs to {args.out}: " + ", ".join(f"{k} {n}" for k, n in written.items()))
     return 0
 
 
@@ -84,26 +133,63 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model on a built-in dataset and write a model folder")
-    p.add_argument("dataset", help="dataset name (elpv)")
+    p = sub.add_parser("train", help="train a model on ELPV or your own folder of images and write a model folder")
+    p.add_argument("dataset", help="elpv, a folder with one subfolder of images per class (or train/ val/ test/ "
+                   "holding such subfolders: your own split), or a CSV of path,label rows")
     p.add_argument("--out", required=True, type=Path, help="model folder to write (model.onnx, card.json)")
     p.add_argument("--name", help="model name in the card (default: the folder name)")
     p.add_argument("--like", metavar="MODEL", help="start from the settings recorded in MODEL's card "
                    "(e.g. elpv_defect to retrain the shipped model); other options override them")
     p.add_argument("--epochs", type=int, help="training epochs (default: the shipped model's)")
+    p.add_argument("--patience", type=int, help="stop after N epochs without a better validation score "
+                   "(default: 10 for a folder, off for ELPV; 0: off)")
     p.add_argument("--size", type=int, help="input height and width in pixels")
     p.add_argument("--widths", type=int, nargs="+", help="conv block widths, 2x2 max-pool between blocks")
     p.add_argument("--stem-stride", type=int, choices=[1, 2],
                    help="stride of the first conv (2: full-resolution input at half the compute)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")
     p.add_argument("--teacher", action="append", metavar="MODEL",
                    help="distil from this model folder or zoo name (repeat for an ensemble)")
     p.add_argument("--teacher-weight", type=float, help="weight of the teachers' term in the loss (default 0.5)")
+    g = p.add_argument_group("your own data (a folder or CSV)")
+    g.add_argument("--classes", nargs="+", metavar="NAME", help="class order, the good class first "
+                   "(default: sorted names)")
+    g.add_argument("--defect-classes", nargs="+", metavar="NAME",
+                   help="the classes that count as defective (default: all but the first)")
+    g.add_argument("--color", action="store_true", help="train a colour (BGR) model even if the images are gray "
+                   "(default: colour only when some image is)")
+    g.add_argument("--test-frac", type=float, help="test part of each class (default 0.2; ignored with your own "
+                   "train/ test/ folders)")
+    g.add_argument("--val-frac", type=float, help="validation part of the rest (default 0.15)")
+    g.add_argument("--split-seed", type=int, help="seed of the stratified split, recorded in the card (default 0)")
+    g.add_argument("--flip", action="store_true", help="augment with horizontal and vertical flips (off by default "
+                   "for your data: only where a flipped image shows the same class)")
+    g.add_argument("--rotate", type=float, metavar="DEG", help="augment with rotations up to DEG degrees "
+                   "(off by default for your data)")
     p.set_defaults(func=cmd_train, user_errors=train_errors)
 
-    p = sub.add_parser("eval", help="evaluate a model folder on ELPV with ONNX Runtime")
+    p = sub.add_parser("data", help="prepare training data (export-elpv: ELPV as a folder of PNGs per class)")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    e = data_sub.add_parser("export-elpv", help="write ELPV cells as <out>/<class>/elpv_<index>.png, as a user's "
+                            "folder would be (then: edgefpga train <out>)",
+                            description="Bins: type-defect (mono_functional, mono_defective, poly_functional, "
+                            "poly_defective), defect (functional, defective), type (mono, poly) or level "
+                            "(level_0of3 .. level_3of3: the expert defect probability). 'defective' is the "
+                            "project's ELPV rule: expert defect probability >= 0.5 (2/3 and 1); 'functional' is "
+                            "0 and 1/3. The data is CC BY-NC-SA 4.0 (non-commercial).")
+    e.add_argument("out", type=Path, help="folder to write (replaced if it exists; written in full or not at all)")
+    e.add_argument("--bins", default="type-defect", choices=["type-defect", "defect", "type", "level"],
+                   help="how cells are sorted into class folders (default type-defect)")
+    e.add_argument("--split", action="store_true", help="write train/ val/ test/ folders with the project's "
+                   "contract split (numbers then compare with the shipped model's)")
+    e.add_argument("--limit", type=int, help="at most N cells per class (and part), a seeded sample")
+    e.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
+    p.set_defaults(func=cmd_export_elpv, user_errors=user_errors)
+
+    p = sub.add_parser("eval", help="evaluate a model folder with ONNX Runtime on the data its card records "
+                       "(ELPV or your folder)")
     p.add_argument("model", help="model folder (model.onnx + card.json) or zoo name")
     p.add_argument("--subset", default="test", choices=["test", "val", "fit", "train"])
     p.add_argument("--confusion-png", type=Path, help="also save the confusion matrix as a PNG")

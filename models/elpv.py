@@ -16,6 +16,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from .datasets import Split, TrainingData
+from .datasets import stratified_split as split_by_strata
+
+__all__ = ["CLASSES", "ElpvData", "Split", "load", "split", "stratified_split", "subset", "training_data"]
+
 CLASSES = ["functional", "defective"]
 DEFECT_THRESHOLD = 0.5
 LICENSE = "CC BY-NC-SA 4.0"
@@ -61,30 +66,9 @@ def strata_of(proba: np.ndarray, types: np.ndarray) -> np.ndarray:
 def stratified_split(
     proba: np.ndarray, types: np.ndarray, test_frac: float = 0.25, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The contract split of DESIGN.md, verbatim: sorted (train, test) indices."""
-    rng = np.random.default_rng(seed)
-    strata = strata_of(proba, types)
-    train, test = [], []
-    for s in np.unique(strata):
-        idx = np.flatnonzero(strata == s)
-        idx = idx[rng.permutation(len(idx))]
-        n_test = int(round(test_frac * len(idx)))
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-
-
-@dataclass(frozen=True)
-class Split:
-    """Indices into the full dataset. ``fit`` + ``val`` together are the contract's train part."""
-
-    fit: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-
-    @property
-    def train(self) -> np.ndarray:
-        return np.sort(np.concatenate([self.fit, self.val]))
+    """The contract split of DESIGN.md: sorted (train, test) indices, stratified by defect level
+    x cell type (the generic stratified split with these strata is that code, step for step)."""
+    return split_by_strata(strata_of(proba, types), test_frac, seed)
 
 
 def split(data: ElpvData, val_frac: float = 0.15, seed: int = 0) -> Split:
@@ -99,7 +83,28 @@ def split(data: ElpvData, val_frac: float = 0.15, seed: int = 0) -> Split:
 def subset(name: str, data: ElpvData | None = None) -> np.ndarray:
     """Indices of a named subset: ``train``, ``fit``, ``val`` or ``test``."""
     parts = split(data or load())
-    choices = {"train": parts.train, "fit": parts.fit, "val": parts.val, "test": parts.test}
-    if name not in choices:
-        raise ValueError(f"unknown ELPV subset {name!r}; choose one of {sorted(choices)}")
-    return choices[name]
+    if name not in ("train", "fit", "val", "test"):
+        raise ValueError(f"unknown ELPV subset {name!r}; choose one of ['fit', 'test', 'train', 'val']")
+    return parts.subset(name)
+
+
+def training_data() -> TrainingData:
+    """ELPV as a source of the training pipeline: binary labels, the experts' probabilities as
+    soft targets, the contract split, the normalization every ELPV model has had."""
+    data = load()
+    parts = split(data)
+    proba = data.proba.astype(np.float32)
+    return TrainingData(
+        classes=CLASSES, images=data.images, labels=data.labels, split=parts, color="gray",
+        defect_classes=CLASSES[1:], targets=np.stack([1 - proba, proba], axis=1),
+        normalization=(0.5, 0.25),
+        card={"task": "solar-cell electroluminescence inspection: functional vs defective cell",
+              "dataset": {
+                  "name": "ELPV", "source": SOURCE, "license": LICENSE,
+                  "license_note": "Trained on CC BY-NC-SA 4.0 data: these weights are for non-commercial use "
+                                  "and derived works must be shared alike.",
+                  "label": "defective when the expert defect probability is >= 0.5",
+                  "split": {"rule": "DESIGN.md stratified_split(test_frac=0.25, seed=0)", "train": len(parts.train),
+                            "test": len(parts.test),
+                            "validation": "15% of train, same stratification, seed 1 (model selection, bias "
+                                          "calibration)"}}})

@@ -1,8 +1,9 @@
-"""Evaluate a model folder (``model.onnx`` + ``card.json``) with ONNX Runtime on ELPV.
+"""Evaluate a model folder (``model.onnx`` + ``card.json``) with ONNX Runtime on its data.
 
 This is the reference measurement: the float ONNX model, the card's OpenCV preprocessing, the
-contract test split. The card's ``metrics.test`` is written by this same function, so
-``edgefpga eval`` on a shipped model must reproduce the card exactly.
+test split of the data the card records (ELPV's contract split, or a user's folder with the
+recorded seed). The card's ``metrics.test`` is written by this same function, so
+``edgefpga eval`` on a trained model must reproduce the card exactly.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import elpv
 from .card import ModelCard, ModelCardError, load_card
+from .datasets import TrainingData, data_of_card
 from .metrics import classification_metrics, save_confusion_png
 from .preprocess import preprocess
 
@@ -43,16 +44,18 @@ def predict_scores(card: ModelCard, images: np.ndarray, progress: bool = False) 
 
 
 def evaluate(model_dir: str | Path, subset: str = "test", progress: bool = False,
-             confusion_png: str | Path | None = None) -> dict:
-    """Metrics of the model on an ELPV subset (default: the 654 contract test cells)."""
+             confusion_png: str | Path | None = None, data: TrainingData | None = None) -> dict:
+    """Metrics of the model on a subset of its data (default: the test part; for ELPV the 654
+    contract test cells), with per-class precision/recall and the F1 of its defect classes."""
     card = load_card(model_dir)
-    if card.classes != elpv.CLASSES:
-        raise ModelCardError(f"{card.path}: classes {card.classes} are not the ELPV classes {elpv.CLASSES}")
-    data = elpv.load()
-    idx = elpv.subset(subset, data)
-    scores = predict_scores(card, data.images[idx], progress)
-    metrics = classification_metrics(data.labels[idx], scores.argmax(1), len(card.classes))
-    metrics.update({"subset": subset, "backend": "onnxruntime"})
+    data = data if data is not None else data_of_card(card)
+    if card.classes != data.classes:
+        raise ModelCardError(f"{card.path}: classes {card.classes} are not the data's classes {data.classes}")
+    idx = data.split.subset(subset)
+    scores = predict_scores(card, data.take(idx), progress)
+    defects = [card.classes.index(c) for c in card.defect_classes]
+    metrics = classification_metrics(data.labels[idx], scores.argmax(1), len(card.classes), defect_classes=defects)
+    metrics.update({"subset": subset, "backend": "onnxruntime", "dataset": data.card["dataset"]["name"]})
     if confusion_png:
         plot_confusion(card.name, card.classes, metrics, Path(confusion_png))
     return metrics
@@ -61,21 +64,24 @@ def evaluate(model_dir: str | Path, subset: str = "test", progress: bool = False
 def plot_confusion(name: str, classes: list[str], metrics: dict, path: Path) -> Path:
     """The confusion-matrix PNG of an ``evaluate`` result, titled with its headline numbers."""
     return save_confusion_png(metrics["confusion_matrix"], classes, path,
-                              f"{name}\nELPV {metrics['subset']} (n={metrics['n']}): "
+                              f"{name}\n{metrics['dataset']} {metrics['subset']} (n={metrics['n']}): "
                               f"acc {metrics['accuracy']:.3f}, bal {metrics['balanced_accuracy']:.3f}")
 
 
 def format_report(name: str, metrics: dict, classes: list[str]) -> str:
-    """A terminal report: headline metrics and the confusion matrix."""
+    """A terminal report: headline metrics, precision and recall per class, the confusion matrix."""
     cm = np.asarray(metrics["confusion_matrix"])
-    width = max(len(c) for c in classes) + 2
+    width = max(max(len(c) for c in classes) + 2, 11)
     lines = [
-        f"{name} on ELPV {metrics['subset']} split ({metrics['n']} cells, {metrics['backend']})",
+        f"{name} on {metrics['dataset']} {metrics['subset']} split ({metrics['n']} images, {metrics['backend']})",
         f"  accuracy           {metrics['accuracy']:.4f}",
         f"  balanced accuracy  {metrics['balanced_accuracy']:.4f}",
         f"  F1 (defective)     {metrics['f1_defective']:.4f}",
-        "  confusion matrix (rows: true, columns: predicted)",
-        "  " + " " * width + "".join(f"{c:>{width}}" for c in classes),
+        "  " + f"{'class':<{width}}" + "".join(f"{h:>11}" for h in ("precision", "recall", "support")),
     ]
+    lines += ["  " + f"{c:<{width}}{row['precision']:>11.4f}{row['recall']:>11.4f}{row['support']:>11}"
+              for c, row in zip(classes, metrics["per_class"])]
+    lines += ["  confusion matrix (rows: true, columns: predicted)",
+              "  " + " " * width + "".join(f"{c:>{width}}" for c in classes)]
     lines += ["  " + f"{c:<{width}}" + "".join(f"{v:>{width}}" for v in row) for c, row in zip(classes, cm)]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""Classification metrics for inspection: accuracy, balanced accuracy, F1 of the defect class."""
+"""Classification metrics for inspection: accuracy, balanced accuracy, F1 of the defect decision,
+per-class precision and recall, the confusion matrix."""
 
 from __future__ import annotations
 
@@ -14,23 +15,43 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
     return cm
 
 
+def per_class_metrics(cm: np.ndarray) -> list[dict]:
+    """Precision, recall, F1 and support of every class, from a confusion matrix (rows: true)."""
+    rows = []
+    for k in range(cm.shape[0]):
+        tp, predicted, support = cm[k, k], cm[:, k].sum(), cm[k].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"precision": round(float(precision), 4), "recall": round(float(recall), 4),
+                     "f1": round(float(f1), 4), "support": int(support)})
+    return rows
+
+
 def classification_metrics(labels: np.ndarray, preds: np.ndarray, num_classes: int = 2,
-                           positive: int = 1) -> dict:
-    """Accuracy, balanced accuracy (mean per-class recall), F1 of ``positive``, confusion matrix."""
+                           positive: int = 1, defect_classes: list[int] | None = None) -> dict:
+    """Accuracy, balanced accuracy (mean per-class recall), F1 of the defect decision, per-class
+    precision/recall, confusion matrix. ``f1_defective`` is the F1 of ``positive`` or, with
+    ``defect_classes`` (class indices), of "any defect class" against the rest: on a line with
+    several defect types, a crack called a finger failure still stops the cell."""
     cm = confusion_matrix(labels, preds, num_classes)
     support = cm.sum(axis=1)
     recalls = np.divide(np.diag(cm), support, out=np.zeros(num_classes), where=support > 0)
-    tp = cm[positive, positive]
-    precision = tp / cm[:, positive].sum() if cm[:, positive].sum() else 0.0
-    recall = recalls[positive]
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    defects = [positive] if defect_classes is None else list(defect_classes)
+    binary = np.array([[cm[np.ix_(t, p)].sum() for p in (_others(defects, num_classes), defects)]
+                       for t in (_others(defects, num_classes), defects)])
     return {
         "accuracy": round(float(np.trace(cm) / cm.sum()), 4),
         "balanced_accuracy": round(float(recalls[support > 0].mean()), 4),
-        "f1_defective": round(float(f1), 4),
+        "f1_defective": per_class_metrics(binary)[1]["f1"],
         "n": int(cm.sum()),
         "confusion_matrix": cm.tolist(),
+        "per_class": per_class_metrics(cm),
     }
+
+
+def _others(classes: list[int], num_classes: int) -> list[int]:
+    return [k for k in range(num_classes) if k not in classes]
 
 
 def _pyplot():

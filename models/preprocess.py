@@ -8,10 +8,15 @@ all go through these functions so that their inputs agree bit for bit.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from .card import InputSpec
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 class ImageError(ValueError):
@@ -32,8 +37,31 @@ def to_8bit(image: np.ndarray, bits: int = 16, name: str = "image") -> np.ndarra
     return np.minimum(image >> (bits - 8), 255).astype(np.uint8)
 
 
+def read_pixels(path: Path) -> np.ndarray:
+    """An image file's pixels as stored (8- or 16-bit, gray, BGR or BGRA): what ``read_image``
+    converts, for callers that report the conversion (training data)."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"{path}: not an image OpenCV can read")
+    return image
+
+
+def read_image(path: Path, bits: int = 16) -> np.ndarray:
+    """An image file as 8-bit gray or BGR; 16-bit files (PNG, TIFF) keep their top 8 of ``bits``
+    significant bits (``to_8bit``); an alpha channel is dropped."""
+    return as_gray_or_bgr(to_8bit(read_pixels(path), bits, str(path)))
+
+
+def as_gray_or_bgr(image: np.ndarray) -> np.ndarray:
+    """Drop an alpha channel (BGRA -> BGR) and a single channel axis (H, W, 1 -> H, W)."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[:, :, :3]
+    return image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+
+
 def to_model_color(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.ndarray:
-    """Convert an 8-bit gray (H, W) / (H, W, 1) or BGR (H, W, 3) image to the card's color."""
+    """Convert an 8-bit gray (H, W) / (H, W, 1) or BGR (H, W, 3) image (OpenCV's order, what
+    cameras and ROS bgr8 give) to the card's color: gray, BGR or RGB."""
     if not isinstance(image, np.ndarray):
         raise ImageError(f"{name}: expected a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
@@ -46,7 +74,9 @@ def to_model_color(image: np.ndarray, spec: InputSpec, name: str = "image") -> n
         raise ImageError(f"{name}: empty image of shape {image.shape}")
     if spec.color == "gray":
         return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)  # the same three planes in either order
+    return image if spec.color == "bgr" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def resize_u8(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.ndarray:
@@ -60,9 +90,13 @@ def resize_u8(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.nda
 
 
 def normalize(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """``(pixel*scale - mean)/std`` as float32; works on any array of 8-bit pixels."""
-    return ((pixels.astype(np.float32) * np.float32(spec.scale) - np.float32(spec.mean))
-            / np.float32(spec.std)).astype(np.float32)
+    """``(pixel*scale - mean)/std`` as float32. A scalar mean and std apply to any array of 8-bit
+    pixels; per-channel ones to (C, H, W) or (N, C, H, W) pixels, channel by channel."""
+    mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
+    if mean.ndim or std.ndim:
+        mean = np.asarray(spec.channel_mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(spec.channel_std, dtype=np.float32)[:, None, None]
+    return ((pixels.astype(np.float32) * np.float32(spec.scale) - mean) / std).astype(np.float32)
 
 
 def preprocess(image: np.ndarray, spec: InputSpec, name: str = "image") -> np.ndarray:

@@ -1,16 +1,22 @@
-"""Training of the FPGA-sized inspection CNN on ELPV.
+"""Training of the FPGA-sized inspection CNN: the one training loop, for ELPV and a user's folder.
+
+The data comes in as ``datasets.TrainingData`` (``elpv.training_data()`` when none is given, or
+``folder.training_data(...)``); nothing here knows which source it is.
 
 Choices and why:
-- soft targets: the experts' defect probability (0, 1/3, 2/3, 1) is used as the target
-  distribution, so uncertain cells pull less than certain ones;
+- soft targets: where the data has a target distribution (ELPV: the experts' defect probability
+  0, 1/3, 2/3, 1), it is the target, so uncertain cells pull less than certain ones; else one-hot;
 - optional distillation: with ``teachers``, ``teacher_weight`` of the loss is cross-entropy
   against the teachers' mean prediction on the same augmented image, see ``teacher.py``. That
   term gets no class weights: the teachers were trained class-weighted already, and weighting
   their predictions again would shift the student's decision towards ``defective`` twice;
-- class weights: defective cells are a third of the data and the line cares about both recalls;
-- an exponential moving average (EMA) of the weights is what gets evaluated and exported, which
-  is steadier on a 1.7k-image training set than the last step's weights;
-- model selection on a validation part of the train split (never the test split), then the
+- class weights: defective cells are a third of ELPV (and rare defect types rarer in a user's
+  folder) and the line cares about every recall;
+- an exponential moving average (EMA) of the weights (its span at most a tenth of the run) is
+  what gets evaluated and exported, which is steadier on a 1.7k-image training set than the last
+  step's weights;
+- model selection on a validation part of the train split (never the test split), with early
+  stopping when ``patience`` epochs bring no better validation score; then, for two classes, the
   class-1 logit bias is calibrated on that validation part and folded into the dense layer, so
   argmax on the accelerator gives the calibrated decision.
 """
@@ -18,6 +24,7 @@ Choices and why:
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -30,6 +37,7 @@ from . import elpv
 from .arch import ArchConfig, build
 from .augment import AugmentConfig, augment
 from .card import InputSpec
+from .datasets import TrainingData
 from .metrics import classification_metrics
 from .preprocess import resize_batch
 from .teacher import TeacherEnsemble
@@ -51,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     limit: int | None = None  # train on the first N fit images only (smoke tests)
+    patience: int = 0  # stop after this many epochs without a better validation score; 0: run every epoch
 
     def __post_init__(self):
         object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))  # JSON gives a list
@@ -64,16 +73,31 @@ class TrainResult:
     model: torch.nn.Module
     best_epoch: int
     val_metrics: dict
-    logit_bias: float
+    logit_bias: float | None  # None: not calibrated (more than two classes)
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     teachers: list[dict] = field(default_factory=list)  # name and ONNX sha256 of each teacher
+    class_weights: list[float] = field(default_factory=list)
+    epochs_run: int = 0  # fewer than configured when early stopping ended the run
+    ema_decay: float = 0.0  # the decay used (ema_decay: at most a tenth of the run)
 
 
-def input_spec(arch: ArchConfig) -> InputSpec:
-    """The card input of an ELPV model: gray, area resize, pixels scaled to about zero mean."""
-    return InputSpec(channels=arch.in_channels, height=arch.size, width=arch.size, color="gray",
-                     resize="area", scale=1 / 255, mean=0.5, std=0.25)
+def input_spec(arch: ArchConfig, color: str = "gray", mean=0.5, std=0.25) -> InputSpec:
+    """The card input of a trained model: area resize, pixels scaled to about zero mean (ELPV's
+    fixed 0.5/0.25, or per-channel statistics of a user's images)."""
+    return InputSpec(channels=arch.in_channels, height=arch.size, width=arch.size, color=color,
+                     resize="area", scale=1 / 255, mean=mean, std=std)
+
+
+def data_spec(arch: ArchConfig, data: TrainingData) -> InputSpec:
+    """The input spec for ``data``: its own normalization, else the per-channel mean and std of
+    the fit images at the model's size (so a dark or tinted image set starts near zero mean)."""
+    if data.normalization is not None:
+        return input_spec(arch, data.color, *data.normalization)
+    pixels = resize_batch(data.take(data.split.fit), input_spec(arch, data.color)).astype(np.float64) / 255
+    mean = tuple(round(float(v), 4) for v in pixels.mean(axis=(0, 2, 3)))
+    std = tuple(max(round(float(v), 4), 1e-3) for v in pixels.std(axis=(0, 2, 3)))
+    return input_spec(arch, data.color, mean, std)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -82,20 +106,27 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def soft_targets(proba: np.ndarray, soft: bool) -> torch.Tensor:
-    """Two-class target distribution per cell: [1-p, p], or one-hot of the binary label."""
-    p = np.asarray(proba, dtype=np.float32) if soft else elpv.binary_labels(proba).astype(np.float32)
-    return torch.from_numpy(np.stack([1 - p, p], axis=1))
+def training_targets(data: TrainingData, idx: np.ndarray, soft: bool) -> torch.Tensor:
+    """Target distribution per image: the data's own (ELPV's [1-p, p]) where it has one and
+    ``soft`` asks for it, else one-hot of the label."""
+    if soft and data.targets is not None:
+        return torch.from_numpy(np.ascontiguousarray(data.targets[idx], dtype=np.float32))
+    return torch.from_numpy(np.eye(len(data.classes), dtype=np.float32)[data.labels[idx]])
 
 
-def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
-    counts = np.bincount(labels, minlength=2).astype(np.float64)
+def class_weights(labels: np.ndarray, power: float, num_classes: int = 2) -> torch.Tensor:
+    """Inverse class frequency to ``power``, normalized to mean 1."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     w = (counts.sum() / (len(counts) * np.maximum(counts, 1))) ** power
     return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
 def to_input(pixels01: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """Pixels in [0, 1] to the normalized network input (same formula as the card)."""
+    if isinstance(spec.mean, tuple) or isinstance(spec.std, tuple):
+        mean = torch.tensor(spec.channel_mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(spec.channel_std, dtype=torch.float32)[:, None, None]
+        return (pixels01 * (255 * spec.scale) - mean) / std
     return (pixels01 * (255 * spec.scale) - spec.mean) / spec.std
 
 
@@ -136,32 +167,58 @@ def mixup(x: torch.Tensor, target: torch.Tensor, alpha: float, gen: torch.Genera
     return x, lam[:, None] * target + (1 - lam[:, None]) * target[partner]
 
 
-def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool = True) -> TrainResult:
-    """Train on the ELPV fit part, select the EMA snapshot with the best validation score."""
+def ema_decay(configured: float, total_steps: int) -> float:
+    """The configured decay, shortened so the average spans at most a tenth of the run: on a
+    few hundred images (a few hundred steps) 0.995 would still be mostly the random start.
+    ELPV's shipped runs (10k+ steps) keep 0.995 exactly."""
+    return min(configured, max(0.0, 1 - 10 / total_steps))
+
+
+def epoch_bar(epochs: int, progress: bool):
+    """A tqdm bar on a terminal; elsewhere (a log file, CI) the plain epochs, and ``log_epoch``
+    prints one line each instead of carriage-return updates."""
+    return tqdm(range(epochs), desc="train", unit="epoch", disable=not (progress and sys.stderr.isatty()))
+
+
+def log_epoch(bar, progress: bool, row: dict, best_epoch: int, epochs: int) -> None:
+    if bar.disable:
+        if progress:
+            print(f"train: epoch {row['epoch']}/{epochs} loss {row['loss']:.3f} val_acc {row['val_accuracy']:.4f} "
+                  f"val_bal {row['val_balanced_accuracy']:.4f} best {best_epoch}", flush=True)
+        return
+    bar.set_postfix(loss=f"{row['loss']:.3f}", val_acc=row["val_accuracy"], val_bal=row["val_balanced_accuracy"],
+                    best=best_epoch)
+
+
+def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool = True,
+          data: TrainingData | None = None, spec: InputSpec | None = None) -> TrainResult:
+    """Train on the fit part of ``data`` (default: ELPV), keep the EMA snapshot with the best
+    validation score, stop early after ``cfg.patience`` epochs without a better one."""
     start = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     gen = seed_everything(cfg.seed)
-    data = elpv.load()
-    parts = elpv.split(data)
-    fit = parts.fit[: cfg.limit] if cfg.limit else parts.fit
-    spec = input_spec(arch)
-    x_fit = torch.from_numpy(resize_batch(data.images[fit], spec))
-    y_fit = soft_targets(data.proba[fit], cfg.soft_targets)
-    x_val = resize_batch(data.images[parts.val], spec)
-    y_val = data.labels[parts.val]
-    weights = class_weights(data.labels[fit], cfg.class_balance)
+    data = data if data is not None else elpv.training_data()
+    fit = data.split.fit[: cfg.limit] if cfg.limit else data.split.fit
+    spec = spec or data_spec(arch, data)
+    x_fit = torch.from_numpy(resize_batch(data.take(fit), spec))
+    y_fit = training_targets(data, fit, cfg.soft_targets)
+    x_val = resize_batch(data.take(data.split.val), spec)
+    y_val = data.labels[data.split.val]
+    num_classes = len(data.classes)
+    weights = class_weights(data.labels[fit], cfg.class_balance, num_classes)
     teacher = TeacherEnsemble(list(cfg.teachers), spec) if cfg.teachers else None
 
     model = build(arch)
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(fit) // cfg.batch_size)
+    decay = ema_decay(cfg.ema_decay, cfg.epochs * steps_per_epoch)
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
                                                 steps_per_epoch=steps_per_epoch, pct_start=0.15)
     best = {"score": -1.0}
     history: list[dict] = []
-    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress)
+    bar = epoch_bar(cfg.epochs, progress)
     for epoch in bar:
         model.train()
         order = torch.randperm(len(fit), generator=gen)
@@ -171,7 +228,7 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
             x = to_input(augment(x_fit[idx].float() / 255, aug, gen), spec)
             target = y_fit[idx]
             if cfg.label_smoothing:
-                target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2
+                target = target * (1 - cfg.label_smoothing) + cfg.label_smoothing / num_classes
             if cfg.mixup:
                 x, target = mixup(x, target, cfg.mixup, gen)
             logp = F.log_softmax(model(x), dim=1)
@@ -186,20 +243,25 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
             ema.update_parameters(model)
             losses.append(loss.item())
         logits = predict_logits(ema.module, x_val, spec)
-        m = classification_metrics(y_val, logits.argmax(1))
+        m = classification_metrics(y_val, logits.argmax(1), num_classes)
         score = (m["accuracy"] + m["balanced_accuracy"]) / 2
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_accuracy": m["accuracy"],
                         "val_balanced_accuracy": m["balanced_accuracy"]})
         if score > best["score"]:
             best = {"score": score, "epoch": epoch + 1, "state": copy.deepcopy(ema.module.state_dict())}
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_acc=m["accuracy"], val_bal=m["balanced_accuracy"],
-                        best=best["epoch"])
+        log_epoch(bar, progress, history[-1], best["epoch"], cfg.epochs)
+        if cfg.patience and epoch + 1 - best["epoch"] >= cfg.patience:
+            break
 
     model.load_state_dict(best["state"])
-    logits = predict_logits(model, x_val, spec)
-    delta = calibrate_bias(logits, y_val)
-    fold_logit_bias(model, delta)
-    val_metrics = classification_metrics(y_val, predict_logits(model, x_val, spec).argmax(1))
+    delta = None
+    if num_classes == 2:  # the decision threshold of a binary model; argmax of many classes stays as trained
+        delta = calibrate_bias(predict_logits(model, x_val, spec), y_val)
+        fold_logit_bias(model, delta)
+    val_metrics = classification_metrics(y_val, predict_logits(model, x_val, spec).argmax(1), num_classes,
+                                         defect_classes=data.defect_indices)
     return TrainResult(model=model.eval(), best_epoch=best["epoch"], val_metrics=val_metrics, logit_bias=delta,
                        history=history, seconds=time.perf_counter() - start,
-                       teachers=teacher.provenance if teacher else [])
+                       teachers=teacher.provenance if teacher else [],
+                       class_weights=[round(float(w), 4) for w in weights], epochs_run=len(history),
+                       ema_decay=decay)

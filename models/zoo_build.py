@@ -1,4 +1,6 @@
-"""``edgefpga train elpv``: from the ELPV package to a shipped model folder, as named steps.
+"""``edgefpga train``: from training data (ELPV, or a user's folder or CSV) to a model folder,
+as named steps. The one pipeline for every data source: the source only decides the
+``TrainingData`` the steps read.
 
 Like FINN's builder, the flow is an ordered list of small steps; each reads the build state and
 writes its artifact into the output folder, so a reader sees the whole road at once:
@@ -11,8 +13,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,15 +21,16 @@ import numpy as np
 import torch
 
 from . import elpv
-from .arch import ArchConfig, count_cost
+from .arch import ArchConfig, ArchitectureError, count_cost
 from .augment import AugmentConfig
-from .card import MODEL_FILE, write_card
+from .card import MODEL_FILE, InputSpec, write_card
+from .datasets import TrainingData, staged_folder
 from .evaluate import evaluate, plot_confusion
 from .export import export_onnx, max_abs_difference
 from .metrics import save_training_curves
 from .preprocess import normalize, resize_batch
 from .ptq import ptq_check
-from .train import TrainConfig, TrainResult, input_spec, train
+from .train import TrainConfig, TrainResult, data_spec, train
 
 ONNX_TOLERANCE = 1e-4
 
@@ -43,13 +44,11 @@ class ZooBuild:
     arch: ArchConfig
     train_cfg: TrainConfig
     augment_cfg: AugmentConfig
+    data: TrainingData
+    spec: InputSpec
     progress: bool = True
     result: TrainResult | None = None
     facts: dict = field(default_factory=dict)
-
-    @property
-    def spec(self):
-        return input_spec(self.arch)
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -57,13 +56,12 @@ class ZooBuild:
 
 
 def _normalized(b: ZooBuild, subset: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    data = elpv.load()
-    idx = elpv.subset(subset, data)[:limit]
-    return normalize(resize_batch(data.images[idx], b.spec), b.spec), data.labels[idx]
+    idx = b.data.split.subset(subset)[:limit]
+    return normalize(resize_batch(b.data.take(idx), b.spec), b.spec), b.data.labels[idx]
 
 
 def step_train(b: ZooBuild) -> None:
-    b.result = train(b.arch, b.train_cfg, b.augment_cfg, progress=b.progress)
+    b.result = train(b.arch, b.train_cfg, b.augment_cfg, progress=b.progress, data=b.data, spec=b.spec)
     b.log(f"trained in {b.result.seconds:.0f} s, best epoch {b.result.best_epoch}, "
           f"validation accuracy {b.result.val_metrics['accuracy']:.4f}")
     (b.out / "history.json").write_text(json.dumps(b.result.history, indent=1) + "\n")
@@ -85,7 +83,7 @@ def step_check_onnx(b: ZooBuild) -> None:
 def step_evaluate_test(b: ZooBuild) -> None:
     """Test metrics through the same path as ``edgefpga eval`` (needs a provisional card)."""
     write_card(b.out, card_dict(b, test_metrics={"accuracy": 0, "balanced_accuracy": 0, "f1_defective": 0, "n": 0}))
-    b.facts["test"] = evaluate(b.out, "test", progress=b.progress)
+    b.facts["test"] = evaluate(b.out, "test", progress=b.progress, data=b.data)
     b.log(f"test accuracy {b.facts['test']['accuracy']:.4f}, balanced {b.facts['test']['balanced_accuracy']:.4f}")
 
 
@@ -100,7 +98,7 @@ def step_write_card(b: ZooBuild) -> None:
 
 
 def step_plot(b: ZooBuild) -> None:
-    plot_confusion(b.name, elpv.CLASSES, b.facts["test"], b.out / "confusion_test.png")
+    plot_confusion(b.name, b.data.classes, b.facts["test"], b.out / "confusion_test.png")
     save_training_curves(b.result.history, b.out / "training_curves.png", b.result.best_epoch)
 
 
@@ -111,27 +109,23 @@ STEPS: list[Callable[[ZooBuild], None]] = [
 
 
 def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
-    """The model card (DESIGN.md contract 2) with training provenance and cost."""
+    """The model card (DESIGN.md contract 2) with the data's provenance, training record and cost."""
     cost = count_cost(b.result.model, (b.arch.in_channels, b.arch.size, b.arch.size))
     r = b.result
-    parts = elpv.split(elpv.load())
+    classes = b.data.classes
+    test = {k: test_metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_defective", "n")}
+    test |= {"confusion_matrix": test_metrics.get("confusion_matrix"), "backend": "onnxruntime"}
+    if "per_class" in test_metrics:
+        test["per_class"] = dict(zip(classes, test_metrics["per_class"]))
     return {
         "name": b.name,
-        "task": "solar-cell electroluminescence inspection: functional vs defective cell",
-        "classes": elpv.CLASSES,
+        **b.data.card,  # task, dataset (and for a folder: calibration, verification)
+        "classes": classes,
+        "defect_classes": b.data.defect_classes,
         "input": b.spec.to_dict(),
-        "output": {"kind": "logits", "decision": "argmax", "defective_class": 1},
-        "dataset": {
-            "name": "ELPV", "source": elpv.SOURCE, "license": elpv.LICENSE,
-            "license_note": "Trained on CC BY-NC-SA 4.0 data: these weights are for non-commercial use "
-                            "and derived works must be shared alike.",
-            "label": "defective when the expert defect probability is >= 0.5",
-            "split": {"rule": "DESIGN.md stratified_split(test_frac=0.25, seed=0)", "train": len(parts.train),
-                      "test": len(parts.test), "validation": "15% of train, same stratification, seed 1 (model selection, bias calibration)"},
-        },
+        "output": {"kind": "logits", "decision": "argmax"} | ({"defective_class": 1} if len(classes) == 2 else {}),
         "metrics": {
-            "test": {k: test_metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_defective", "n")}
-                    | {"confusion_matrix": test_metrics.get("confusion_matrix"), "backend": "onnxruntime"},
+            "test": test,
             "validation": {k: r.val_metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_defective", "n")},
             "fixed_point_check": b.facts.get("fixed_point", []),
         },
@@ -141,7 +135,9 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
         "architecture": b.arch.to_dict(),
         "training": {
             "config": b.train_cfg.to_dict(), "augment": b.augment_cfg.to_dict(), "best_epoch": r.best_epoch,
-            "calibrated_logit_bias": round(r.logit_bias, 5), "seconds": round(r.seconds, 1), "teachers": r.teachers,
+            "epochs_run": r.epochs_run, "ema_decay": round(r.ema_decay, 5), "class_weights": dict(zip(classes, r.class_weights)),
+            "calibrated_logit_bias": None if r.logit_bias is None else round(r.logit_bias, 5),
+            "seconds": round(r.seconds, 1), "teachers": r.teachers,
             "torch": torch.__version__, "machine": f"{platform.machine()}, {b.train_cfg.threads} CPU thread(s)",
         },
         "onnx": {"opset": 13, "layout": "NCHW", "dtype": "float32", "batchnorm": "folded into Conv",
@@ -150,24 +146,20 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
 
 
 def build_zoo_model(out: str | Path, arch: ArchConfig, train_cfg: TrainConfig, augment_cfg: AugmentConfig,
-                    name: str | None = None, progress: bool = True) -> ZooBuild:
-    """Run every step into a temporary folder, then move it into place: no half-written model."""
+                    name: str | None = None, progress: bool = True, data: TrainingData | None = None) -> ZooBuild:
+    """Run every step on ``data`` (default: ELPV) into a temporary folder, then move it into
+    place: no half-written model."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    build = ZooBuild(name=name or out.name, out=staging, arch=arch, train_cfg=train_cfg,
-                     augment_cfg=augment_cfg, progress=progress)
-    try:
+    data = data if data is not None else elpv.training_data()
+    if (arch.in_channels, arch.num_classes) != (data.channels, len(data.classes)):
+        raise ArchitectureError(f"the architecture takes {arch.in_channels} channel(s) to {arch.num_classes} classes; "
+                                f"the data has {data.channels} ({data.color}) and {len(data.classes)} classes")
+    build = ZooBuild(name=name or out.name, out=out, arch=arch, train_cfg=train_cfg, augment_cfg=augment_cfg,
+                     data=data, spec=data_spec(arch, data), progress=progress)
+    with staged_folder(out) as staging:
+        build.out = staging
         for step in STEPS:
             build.log(step.__name__)
             step(build)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
-        shutil.move(str(staging), out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     build.out = out
     return build
-

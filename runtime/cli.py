@@ -21,12 +21,17 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 def format_results_table(results: list, rows: int) -> list[str]:
-    """The first ``rows`` results as an aligned table."""
-    lines = [f"{'image':<34} {'label':<12} {'score':>6} {'defective':>9} {'ms':>8} {'cycles':>8}"]
+    """The first ``rows`` results as an aligned table; with more than two classes, the top-k
+    classes and their probabilities too."""
+    many = bool(results) and len(results[0].classes) > 2
+    width = max([12] + [len(c) for c in (results[0].classes if results else [])])
+    lines = [f"{'image':<34} {'label':<{width}} {'score':>6} {'defective':>9} {'ms':>8} {'cycles':>8}"
+             + ("  top-k" if many else "")]
     for r in results[:rows]:
         cycles = f"{r.cycles:,}" if r.cycles is not None else "-"
-        lines.append(f"{r.source[-34:]:<34} {r.label:<12} {r.score:>6.3f} {str(r.defective):>9} "
-                     f"{r.latency_ms:>8.2f} {cycles:>8}")
+        top = "  " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r.top_k) if many else ""
+        lines.append(f"{r.source[-34:]:<34} {r.label:<{width}} {r.score:>6.3f} {r.defective!s:>9} "
+                     f"{r.latency_ms:>8.2f} {cycles:>8}{top}")
     if len(results) > rows:
         lines.append(f"... {len(results) - rows} more (--rows N to show them, --csv FILE to save all)")
     return lines
@@ -39,15 +44,24 @@ def summary_lines(results: list, labels, classes: list[str]) -> list[str]:
 
     ms = np.array([r.latency_ms for r in results])
     counts = ", ".join(f"{c} {sum(r.label == c for r in results)}" for c in classes)
-    lines = [f"{len(results)} images: {counts}; latency per image median {np.median(ms):.2f} ms, "
+    lines = [f"{len(results)} images: {counts}; {sum(r.defective for r in results)} defective "
+             f"({', '.join(results[0].defect_classes)}); latency per image median {np.median(ms):.2f} ms, "
              f"p99 {np.percentile(ms, 99):.2f} ms (wall time, preprocessing included)"]
     cycles = [r.cycles for r in results if r.cycles is not None]
     if cycles:
         lines.append(f"accelerator: median {int(np.median(cycles)):,} cycles per frame, first pixel in to last score out")
     if labels is not None:
-        m = classification_metrics(labels, np.array([r.label_index for r in results]), len(classes))
+        defects = [classes.index(c) for c in results[0].defect_classes]
+        m = classification_metrics(labels, np.array([r.label_index for r in results]), len(classes),
+                                   defect_classes=defects)
         lines.append(f"against the labels: accuracy {m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, "
                      f"F1 (defective) {m['f1_defective']:.4f}")
+        if len(classes) > 2:
+            lines.append("per class (precision/recall): " + ", ".join(
+                f"{c} {row['precision']:.2f}/{row['recall']:.2f}" for c, row in zip(classes, m["per_class"])))
+            lines += ["confusion matrix (rows: true, columns: predicted; class order as above)",
+                      *(f"  {c:<{max(map(len, classes))}} {' '.join(f'{v:>5}' for v in row)}"
+                        for c, row in zip(classes, m["confusion_matrix"]))]
     return lines
 
 
@@ -59,7 +73,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     import edgefpga.runtime as rt
     from edgefpga.runtime.inputs import collect_inputs
 
-    with rt.open(args.model, backend=args.backend, defect_threshold=args.threshold) as engine:
+    with rt.open(args.model, backend=args.backend, defect_threshold=args.threshold, top_k=args.top_k) as engine:
         print(f"model {engine.describe()}", file=sys.stderr)
         inputs = collect_inputs(args.images, engine.classes)
         stream = engine.stream(inputs.images, batch_size=args.batch)
@@ -85,7 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files, folders (class subfolders give labels) or elpv:<subset>[:N]")
     p.add_argument("--model", default="elpv_defect", help="build folder, model folder or zoo name (default elpv_defect)")
     p.add_argument("--backend", default="auto", help="auto (default), pynq, rtl, emulator or onnx")
-    p.add_argument("--threshold", type=float, default=0.5, help="defect probability threshold (default 0.5)")
+    p.add_argument("--threshold", type=float, default=0.5, help="defect probability threshold (default 0.5): a result "
+                   "is defective when the probabilities of the card's defect_classes add up to at least this")
+    p.add_argument("--top-k", type=int, default=3, help="classes listed per result, most probable first (default 3)")
     p.add_argument("--batch", type=int, help="images per backend call (default: the backend's)")
     p.add_argument("--rows", type=int, default=20, help="table rows to print (default 20)")
     p.add_argument("--csv", type=Path, help="write every result to this CSV file")

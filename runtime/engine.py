@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ class Result:
 
     label: str
     label_index: int
-    defective: bool  # P(any class but the first, the good class) >= the engine's defect threshold
+    defective: bool  # P(any of the model's defect classes) >= the engine's defect threshold
     score: float  # that probability (a model ending in Sigmoid: the largest defect-class probability)
     scores: list[float]  # class scores as the backend computes them (logits)
     probabilities: list[float]
@@ -41,6 +41,8 @@ class Result:
     model_id: str
     cycles: int | None = None  # accelerator clock cycles, first pixel in to last score out (rtl)
     source: str = ""  # file name or "image <i>"
+    top_k: list[dict] = field(default_factory=list)  # the k most probable classes: {"label", "probability"}
+    defect_classes: list[str] = field(default_factory=list)  # the classes whose probability makes ``score``
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,8 +53,19 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def defect_probability(probs: np.ndarray, defects: list[int], activation: str) -> np.ndarray:
+    """P(defect) per image: the summed probability of the defect classes (softmax: exclusive
+    classes), or the largest of them (sigmoid: independent per-class probabilities; a
+    single-output sigmoid model's one probability)."""
+    if activation == "sigmoid":
+        return probs[:, defects].max(axis=1) if probs.shape[1] > 1 else probs[:, 0]
+    if defects == list(range(1, probs.shape[1])):  # every class but the good one: as binary models always had it
+        return 1.0 - probs[:, 0]
+    return probs[:, defects].sum(axis=1)
+
+
 def read_image_file(path: Path) -> np.ndarray:
-    from edgefpga.hw.images import read_image
+    from edgefpga.models.preprocess import read_image
 
     if not Path(path).is_file():
         raise ImageError(f"{path}: no such image file")
@@ -68,11 +81,13 @@ def check_threshold(value: float) -> float:
 class Engine:
     """A model on a backend. Use as a context manager, or call ``close``."""
 
-    def __init__(self, model: ModelRef, backend: Backend, chosen_because: str, defect_threshold: float = 0.5):
+    def __init__(self, model: ModelRef, backend: Backend, chosen_because: str, defect_threshold: float = 0.5,
+                 top_k: int = 3):
         self.model = model
         self.backend = backend
         self.chosen_because = chosen_because
         self.defect_threshold = check_threshold(defect_threshold)
+        self.top_k = max(1, int(top_k))
 
     @property
     def backend_name(self) -> str:
@@ -125,15 +140,16 @@ class Engine:
     def _results(self, scores: np.ndarray, cycles: np.ndarray | None, names: list[str], ms: float,
                  threshold: float) -> list[Result]:
         probs = 1.0 / (1.0 + np.exp(-scores)) if self.model.output_activation == "sigmoid" else softmax(scores)
-        if self.model.output_activation == "sigmoid":  # independent per-class probabilities
-            defect = probs[:, 1:].max(axis=1) if probs.shape[1] > 1 else probs[:, 0]
-        else:
-            defect = 1.0 - probs[:, 0]
+        defect = defect_probability(probs, self.model.defect_indices, self.model.output_activation)
+        defects = [self.classes[k] for k in self.model.defect_indices]
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :self.top_k]
         return [Result(label=self.classes[int(k)], label_index=int(k), defective=bool(defect[i] >= threshold),
                        score=float(defect[i]), scores=scores[i].tolist(), probabilities=probs[i].tolist(),
                        classes=list(self.classes), latency_ms=round(ms, 4), batch_size=len(scores),
                        backend=self.backend.name, model_id=self.model.model_id,
-                       cycles=None if cycles is None else int(cycles[i]), source=names[i])
+                       cycles=None if cycles is None else int(cycles[i]), source=names[i],
+                       top_k=[{"label": self.classes[j], "probability": float(probs[i, j])} for j in order[i]],
+                       defect_classes=defects)
                 for i, k in enumerate(scores.argmax(axis=1))]
 
     def describe(self) -> str:
@@ -149,10 +165,11 @@ class Engine:
         self.close()
 
 
-def open_engine(model: str | Path, backend: str = "auto", defect_threshold: float = 0.5, **options) -> Engine:
+def open_engine(model: str | Path, backend: str = "auto", defect_threshold: float = 0.5, top_k: int = 3,
+                **options) -> Engine:
     """An Engine for ``model`` (build folder, model folder or zoo name) on ``backend``: one of
-    ``auto``, ``pynq``, ``rtl``, ``emulator``, ``onnx``. Options go to the backend (e.g.
-    ``timeout_s`` for ``pynq``, ``threads`` for ``onnx``)."""
+    ``auto``, ``pynq``, ``rtl``, ``emulator``, ``onnx``; results list the ``top_k`` most probable
+    classes. Options go to the backend (e.g. ``timeout_s`` for ``pynq``, ``threads`` for ``onnx``)."""
     ref = ModelRef.resolve(model)
     if backend == "auto":
         backend, why = choose_backend(ref)
@@ -160,4 +177,4 @@ def open_engine(model: str | Path, backend: str = "auto", defect_threshold: floa
         why = "asked for"
     else:
         raise BackendUnavailable(f"unknown backend {backend!r}: choose auto, {', '.join(BACKENDS)}")
-    return Engine(ref, BACKENDS[backend](ref, **options), why, defect_threshold)
+    return Engine(ref, BACKENDS[backend](ref, **options), why, defect_threshold, top_k)

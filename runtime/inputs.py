@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefpga.hw.images import IMAGE_SUFFIXES
-from edgefpga.models.preprocess import ImageError
+from edgefpga.models.preprocess import IMAGE_SUFFIXES, ImageError
 
 
 @dataclass

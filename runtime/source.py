@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefpga.models.card import InputSpec, ModelCardError, load_card, resolve_model_dir
+from edgefpga.models.card import InputSpec, ModelCardError, defect_classes_of, load_card, resolve_model_dir
 
 REPORT_FILE = "report.json"
 
@@ -32,6 +32,12 @@ class ModelRef:
     build_dir: Path | None
     model_id: str  # name@sha256 prefix of the float ONNX file: which weights gave a result
     output_activation: str = "softmax"  # how scores become probabilities: "softmax" or "sigmoid" (per class)
+    defect_classes: tuple[str, ...] | None = None  # the classes that count as defective; None: all but the first
+
+    @property
+    def defect_indices(self) -> list[int]:
+        names = self.classes[1:] if self.defect_classes is None else self.defect_classes
+        return [self.classes.index(c) for c in names]
 
     @classmethod
     def resolve(cls, value: str | Path) -> "ModelRef":
@@ -46,7 +52,7 @@ class ModelRef:
 
         activation = "sigmoid" if final_activation(card.model_path) == "sigmoid" else "softmax"
         return cls(card.name, card.classes, card.input, card.model_path, None,
-                   f"{card.name}@{file_digest(card.model_path)}", activation)
+                   f"{card.name}@{file_digest(card.model_path)}", activation, tuple(card.defect_classes))
 
     @classmethod
     def from_build(cls, build_dir: Path) -> "ModelRef":
@@ -58,12 +64,13 @@ class ModelRef:
             spec = InputSpec.from_dict(model["input"], str(report_path))
             classes = model["classes"]
             name = model.get("name") or build_dir.name  # older builds did not record the name
+            defects = tuple(defect_classes_of(model, classes, str(report_path)))  # older builds: all but the first
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ModelCardError(f"{report_path}: not a report of `edgefpga convert` ({exc})") from exc
         onnx_path = build_dir / "model" / "source.onnx"
         if not onnx_path.is_file():
             raise ModelCardError(f"{onnx_path}: missing from the build folder (convert it again)")
-        return cls(name, classes, spec, onnx_path, build_dir, f"{name}@{file_digest(onnx_path)}", activation)
+        return cls(name, classes, spec, onnx_path, build_dir, f"{name}@{file_digest(onnx_path)}", activation, defects)
 
     def needs_build(self, backend: str) -> Path:
         """The build folder, or an error that says how to make one."""

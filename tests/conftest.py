@@ -22,13 +22,19 @@ BUILD_GROUPS = {"elpv_build": "elpv", "elpv_verify": "elpv", "foreign_build": "f
                 "foreign_dir": "foreign"}
 
 
+CONVERTED_BUILDS = {"elpv_build", "elpv_verify", "foreign_build", "foreign_verify"}
+
+
 def pytest_itemcollected(item):
     """Under pytest-xdist (--dist loadgroup), every test that uses a shared build runs on the
     worker of that build's family (a test using both families goes with the ELPV one). Marked as
     each test is collected: xdist reads the groups in its own collection hook, which runs first."""
-    groups = {BUILD_GROUPS[name] for name in getattr(item, "fixturenames", ()) if name in BUILD_GROUPS}
+    fixtures = set(getattr(item, "fixturenames", ()))
+    groups = {BUILD_GROUPS[name] for name in fixtures if name in BUILD_GROUPS}
     if groups:
         item.add_marker(pytest.mark.xdist_group("elpv" if "elpv" in groups else "foreign"))
+    if fixtures & CONVERTED_BUILDS:  # minutes of conversion: never in `make test-fast`
+        item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -92,4 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m edgefpga.cli` runs this file as __main__; the parts raise edgefpga.cli.UserError,
+    # so run the imported module's main (one UserError class, caught as a user error)
+    from edgefpga.cli import main as package_main
+
+    sys.exit(package_main())

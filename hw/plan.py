@@ -29,6 +29,7 @@ LUT_MULTIPLIER_SHARE = 0.35  # of the board's LUTs, at most this much for multip
 LUT_PER_PRODUCT_BIT = 1.9
 SHORT_MAP_ROWS = 6
 RELAX = 1.1  # interval growth per step while the design does not fit
+DEFAULT_OPERAND_BITS = 8 * 8  # XW * WW of a product before the precision search has chosen the widths
 
 
 @dataclass
@@ -219,13 +220,18 @@ def roofline_cycles(macs: int, input_beats: int, dsp: int) -> int:
 
 def plan_network(model: ModelWrapper, board_dsp: int, board_lut: int, operand_bits: dict[str, int] | None = None,
                  interval: int | None = None) -> NetworkPlan:
-    """Lanes for every layer at the roofline interval (or ``interval``), relaxed until the
-    multipliers fit the board (see module docstring)."""
+    """Lanes for every layer of a canonical graph (see plan_layers)."""
     _, c, h, w = model.get_tensor_shape(model.graph.input[0].name)
-    beats = c * h * w
-    layers = layer_sizes(model)
+    return plan_layers(layer_sizes(model), c * h * w, board_dsp, board_lut, operand_bits, interval)
+
+
+def plan_layers(layers: list[LayerPlan], beats: int, board_dsp: int, board_lut: int,
+                operand_bits: dict[str, int] | None = None, interval: int | None = None) -> NetworkPlan:
+    """Lanes for every layer at the roofline interval (or ``interval``), relaxed until the
+    multipliers fit the board (see module docstring). ``layers`` come from a graph
+    (layer_sizes) or, before a model exists, from an architecture (hw/sizing.py)."""
     for lp in layers:
-        lp.operand_bits = (operand_bits or {}).get(lp.node, 8 * 8)
+        lp.operand_bits = (operand_bits or {}).get(lp.node, DEFAULT_OPERAND_BITS)
     roofline = roofline_cycles(sum(lp.macs for lp in layers), beats, board_dsp)
     plan = NetworkPlan(interval or roofline, roofline, beats, int(board_dsp * DSP_SHARE), {lp.node: lp for lp in layers})
     while True:

@@ -70,11 +70,48 @@ def augment_config(args: argparse.Namespace, base: dict, is_elpv: bool):
     return AugmentConfig(**base | geometric | asked)
 
 
+def size_for_board(args: argparse.Namespace, in_channels: int, classes: int) -> tuple[dict, dict | None]:
+    """--board with --fps or --macs: the input size and widths the converter's planner projects
+    to meet them on the board (hw/sizing.py), and the record for the card; (what the user set,
+    None) without --board. --dry-run prints every candidate."""
+    if not args.board:
+        if args.fps or args.macs or args.dry_run:
+            raise UserError("--fps, --macs and --dry-run size the model for a board: add --board (e.g. pynq-z2)")
+        return {}, None
+    from edgefpga.hw.boards import get_board
+    from edgefpga.hw.onnx_check import ConversionError
+    from edgefpga.hw.sizing import SizingError, candidates, choose, format_candidates
+    from edgefpga.models.arch import MAX_MACS, MAX_PARAMS
+
+    try:
+        board = get_board(args.board)
+    except ConversionError as exc:
+        raise UserError(str(exc)) from exc
+    found = candidates(board, args.fps or 0.0, in_channels, classes, MAX_PARAMS, args.macs or MAX_MACS)
+    try:
+        chosen = choose(found, board, args.fps or 0.0)
+    except SizingError as exc:
+        if args.dry_run:
+            print(format_candidates(found, None))
+        raise UserError(str(exc)) from exc
+    print(f"sizing for {board.name} at {board.clock_mhz:g} MHz" + (f", {args.fps:,.0f} frames/s" if args.fps else "")
+          + (f", at most {args.macs:,} MACs" if args.macs else "") + ":", flush=True)
+    print(format_candidates(found, chosen), flush=True)
+    record = {"board": board.name, "clock_mhz": board.clock_mhz, "fps_target": args.fps, "max_macs": args.macs,
+              "budget": {"dsp": int(board.dsp), "bram36": int(board.bram36), "lut": int(board.lut)},
+              "chosen": chosen.to_dict(), "candidates": len(found),
+              "method": "the converter's planner (hw/plan.py plan_layers) on the architecture's layers; BRAM "
+                        "estimated from weights and line buffers (hw/sizing.py)"}
+    return {"size": chosen.size, "widths": tuple(chosen.widths)}, record
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from edgefpga.models.arch import ArchConfig
     from edgefpga.models.train import TrainConfig
     from edgefpga.models.zoo_build import build_zoo_model
 
+    if not args.out and not args.dry_run:
+        raise UserError("--out: the model folder to write is needed (or --dry-run to see the sizing only)")
     data = training_data(args)
     is_elpv = args.dataset == "elpv"
     print(f"data: {len(data.labels)} images, classes {data.classes} (defective: {data.defect_classes}), "
@@ -82,15 +119,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     for note in data.card["dataset"].get("conversions", []):
         print(f"data: {note}", flush=True)
     base = recorded_configs(args.like) if args.like else {"arch": {}, "train": {}, "augment": {}}
+    if args.board and (args.size or args.widths):
+        raise UserError("--board picks --size and --widths for the frame rate: give one or the other")
+    sized, sizing = size_for_board(args, data.channels, len(data.classes))
+    if args.dry_run:
+        return 0
     widths = {"widths": tuple(args.widths)} if args.widths else {}
     shape = {"in_channels": data.channels, "num_classes": len(data.classes)}
-    arch = ArchConfig(**base["arch"] | given(args, "size", "stem_stride") | widths | shape)
+    arch = ArchConfig(**base["arch"] | given(args, "size", "stem_stride") | widths | sized | shape)
     teachers = {"teachers": tuple(args.teacher)} if args.teacher else {}
     patience = {} if is_elpv or args.like else {"patience": 10}
     cfg = TrainConfig(**base["train"] | patience | given(args, "epochs", "seed", "threads", "limit", "teacher_weight",
                                                           "patience") | teachers)
     build = build_zoo_model(args.out, arch, cfg, augment_config(args, base["augment"], is_elpv), name=args.name,
-                            data=data)
+                            data=data, sizing=sizing)
     test = build.facts["test"]
     print(f"wrote {build.out}/model.onnx and card.json: test accuracy {test['accuracy']:.4f}, "
           f"balanced {test['balanced_accuracy']:.4f}")
@@ -136,7 +178,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on ELPV or your own folder of images and write a model folder")
     p.add_argument("dataset", help="elpv, a folder with one subfolder of images per class (or train/ val/ test/ "
                    "holding such subfolders: your own split), or a CSV of path,label rows")
-    p.add_argument("--out", required=True, type=Path, help="model folder to write (model.onnx, card.json)")
+    p.add_argument("--out", type=Path, help="model folder to write (model.onnx, card.json); needed unless --dry-run")
     p.add_argument("--name", help="model name in the card (default: the folder name)")
     p.add_argument("--like", metavar="MODEL", help="start from the settings recorded in MODEL's card "
                    "(e.g. elpv_defect to retrain the shipped model); other options override them")
@@ -147,6 +189,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--widths", type=int, nargs="+", help="conv block widths, 2x2 max-pool between blocks")
     p.add_argument("--stem-stride", type=int, choices=[1, 2],
                    help="stride of the first conv (2: full-resolution input at half the compute)")
+    s = p.add_argument_group("sized for a board (the converter's planner projects the frame rate)")
+    s.add_argument("--board", help="pick --size and --widths for this board (pynq-z2, zcu104, kv260, zcu102)")
+    s.add_argument("--fps", type=float, help="frames per second the accelerator must reach at the board clock")
+    s.add_argument("--macs", type=int, help="at most this many multiply-accumulates per image")
+    s.add_argument("--dry-run", action="store_true", help="print the candidates (params, MACs, projected "
+                   "frames/s, DSPs, BRAM) and the choice, train nothing")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")

@@ -49,6 +49,7 @@ class ZooBuild:
     progress: bool = True
     result: TrainResult | None = None
     facts: dict = field(default_factory=dict)
+    sizing: dict | None = None  # the board budget and the choice, when `train --board` picked the architecture
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -133,6 +134,7 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
         "macs": cost.macs,
         "layers": cost.layers,
         "architecture": b.arch.to_dict(),
+        **({"sizing": b.sizing} if b.sizing else {}),
         "training": {
             "config": b.train_cfg.to_dict(), "augment": b.augment_cfg.to_dict(), "best_epoch": r.best_epoch,
             "epochs_run": r.epochs_run, "ema_decay": round(r.ema_decay, 5), "class_weights": dict(zip(classes, r.class_weights)),
@@ -146,7 +148,8 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
 
 
 def build_zoo_model(out: str | Path, arch: ArchConfig, train_cfg: TrainConfig, augment_cfg: AugmentConfig,
-                    name: str | None = None, progress: bool = True, data: TrainingData | None = None) -> ZooBuild:
+                    name: str | None = None, progress: bool = True, data: TrainingData | None = None,
+                    sizing: dict | None = None) -> ZooBuild:
     """Run every step on ``data`` (default: ELPV) into a temporary folder, then move it into
     place: no half-written model."""
     out = Path(out)
@@ -155,7 +158,7 @@ def build_zoo_model(out: str | Path, arch: ArchConfig, train_cfg: TrainConfig, a
         raise ArchitectureError(f"the architecture takes {arch.in_channels} channel(s) to {arch.num_classes} classes; "
                                 f"the data has {data.channels} ({data.color}) and {len(data.classes)} classes")
     build = ZooBuild(name=name or out.name, out=out, arch=arch, train_cfg=train_cfg, augment_cfg=augment_cfg,
-                     data=data, spec=data_spec(arch, data), progress=progress)
+                     data=data, spec=data_spec(arch, data), progress=progress, sizing=sizing)
     with staged_folder(out) as staging:
         build.out = staging
         for step in STEPS:

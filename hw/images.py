@@ -74,19 +74,23 @@ def npz_set(path: Path, spec: InputSpec) -> ImageSet:
     return ImageSet(resize_batch(images, spec), labels, str(path))
 
 
-def elpv_set(subset: str, spec: InputSpec) -> ImageSet:
+def elpv_set(source: str, spec: InputSpec, classes: list[str]) -> ImageSet:
+    """``elpv:<subset>[:N][/<bins>]`` (models.elpv.select) as an image set."""
     data = elpv.load()
-    idx = elpv.subset(subset, data)
-    return ImageSet(resize_batch(data.images[idx], spec), data.labels[idx], f"ELPV {subset} split")
+    try:
+        idx, labels = elpv.select(source, classes, data)
+    except ValueError as exc:
+        raise ImageError(str(exc)) from exc
+    return ImageSet(resize_batch(data.images[idx], spec), labels, f"ELPV {source.removeprefix('elpv:')} split")
 
 
 def load_image_set(source: str, spec: InputSpec, classes: list[str]) -> ImageSet:
     """An image set from ``elpv:<subset>``, a folder or an .npz (see module docstring)."""
     if source.startswith("elpv:"):
-        return elpv_set(source.split(":", 1)[1], spec)
+        return elpv_set(source, spec, classes)
     path = Path(source)
     if path.is_dir():
         return folder_set(path, spec, classes)
     if path.suffix == ".npz" and path.is_file():
         return npz_set(path, spec)
-    raise ImageError(f"{source}: not an image folder, an .npz file or elpv:<subset>")
+    raise ImageError(f"{source}: not an image folder, an .npz file or elpv:<subset>[:N][/<bins>]")

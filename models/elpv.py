@@ -19,7 +19,8 @@ import numpy as np
 from .datasets import Split, TrainingData
 from .datasets import stratified_split as split_by_strata
 
-__all__ = ["CLASSES", "ElpvData", "Split", "load", "split", "stratified_split", "subset", "training_data"]
+__all__ = ["BINS", "CLASSES", "ElpvData", "Split", "load", "select", "split", "stratified_split", "subset",
+           "training_data"]
 
 CLASSES = ["functional", "defective"]
 DEFECT_THRESHOLD = 0.5
@@ -86,6 +87,46 @@ def subset(name: str, data: ElpvData | None = None) -> np.ndarray:
     if name not in ("train", "fit", "val", "test"):
         raise ValueError(f"unknown ELPV subset {name!r}; choose one of ['fit', 'test', 'train', 'val']")
     return parts.subset(name)
+
+
+def _defect(p: float) -> str:
+    return "defective" if p >= DEFECT_THRESHOLD else "functional"
+
+
+# class name per cell (defect probability p, cell type t) for other label sets of the same cells;
+# "defective" is the binary contract's rule (an expert probability >= 0.5: 2/3 and 1)
+BINS = {
+    "type-defect": lambda p, t: f"{t}_{_defect(p)}",
+    "defect": lambda p, t: _defect(p),
+    "type": lambda p, t: str(t),
+    "level": lambda p, t: f"level_{round(p * 3)}of3",
+}
+
+
+def bin_names(bins: str, data: ElpvData, idx: np.ndarray) -> np.ndarray:
+    if bins not in BINS:
+        raise ValueError(f"unknown ELPV bins {bins!r}; choose one of {sorted(BINS)}")
+    return np.array([BINS[bins](p, t) for p, t in zip(data.proba[idx], data.types[idx])])
+
+
+def select(spec: str, classes: list[str] | None = None, data: ElpvData | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and labels of an image source ``elpv:<subset>[:N][/<bins>]``: the subset's cells
+    (the first N, in the split's order), labelled with the binary contract classes, or with
+    ``bins`` (e.g. ``elpv:test/type-defect``: mono/poly x functional/defective) as indices into
+    ``classes`` (the model's). The one parser of ELPV sources (infer, convert, verify, bench)."""
+    data = data or load()
+    body, _, bins = spec.removeprefix("elpv:").partition("/")
+    name, *count = body.split(":")
+    idx = subset(name, data)
+    if count:
+        idx = idx[: int(count[0])]
+    if not bins:
+        return idx, data.labels[idx]
+    names = bin_names(bins, data, idx)
+    missing = sorted(set(names) - set(classes or []))
+    if missing:
+        raise ValueError(f"{spec}: the model has no class {missing[0]!r} (its classes: {classes})")
+    return idx, np.array([classes.index(n) for n in names], dtype=np.int64)
 
 
 def training_data() -> TrainingData:

@@ -17,6 +17,7 @@ any training, naming the file or folder.
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -165,15 +166,19 @@ def training_data(source: str | Path, classes: list[str] | None = None, defect_c
     rule = ("the folder's own train/val/test subfolders" if parts is not None and "val" in parts else
             "the folder's own train/test subfolders; validation stratified by class from train" if parts else
             "stratified by class")
+    provenance = export_provenance(path) if kind == "folder" else {}
     dataset = {
         "name": path.stem if kind == "csv" else path.name, "kind": kind, "path": str(path), "color": color,
-        "license": "the user's own data", "label": "the CSV's label column" if kind == "csv" else "the class folder",
+        "license": provenance.get("dataset_license") or "the user's own data",
+        **({"source": provenance["dataset_source"]} if provenance.get("dataset_source") else {}),
+        "label": "the CSV's label column" if kind == "csv" else "the class folder",
         "class_counts": {c: int(counts[c]) for c in order}, "conversions": notes,
         "split": {"rule": rule, "seed": seed, "test_frac": test_frac, "val_frac": val_frac, **split.sizes()},
     }
     return TrainingData(classes=order, images=images, labels=labels, split=split, color=color,
                         defect_classes=[c for c in order if c in defects],
-                        card={"task": f"inspection: {', '.join(order)}", "dataset": dataset})
+                        card={"task": f"inspection: {', '.join(order)}", "dataset": dataset,
+                              **{k: provenance[k] for k in ("calibration", "verification") if k in provenance}})
 
 
 def training_data_from_record(dataset: dict, classes: list[str], defect_classes: list[str],
@@ -190,20 +195,6 @@ def training_data_from_record(dataset: dict, classes: list[str], defect_classes:
 
 # ---- ELPV as a user's folder ------------------------------------------------------------------
 
-def _defect(p: float) -> str:
-    return "defective" if p >= 0.5 else "functional"
-
-
-# bin name per ELPV cell (defect probability p, cell type t); "defective" is the binary contract's
-# rule: an expert defect probability >= 0.5 (2/3 and 1), "functional" the rest (0 and 1/3)
-ELPV_BINS = {
-    "type-defect": lambda p, t: f"{t}_{_defect(p)}",
-    "defect": lambda p, t: _defect(p),
-    "type": lambda p, t: str(t),
-    "level": lambda p, t: f"level_{round(p * 3)}of3",
-}
-
-
 def export_elpv(out: str | Path, bins: str = "type-defect", with_split: bool = False,
                 limit: int | None = None, seed: int = 0) -> dict[str, int]:
     """Write ELPV cells as ``<out>/<bin>/elpv_<index>.png`` (or ``<out>/<part>/<bin>/...`` with
@@ -213,8 +204,8 @@ def export_elpv(out: str | Path, bins: str = "type-defect", with_split: bool = F
 
     from . import elpv
 
-    if bins not in ELPV_BINS:
-        raise DatasetError(f"unknown bins {bins!r}: choose one of {sorted(ELPV_BINS)}")
+    if bins not in elpv.BINS:
+        raise DatasetError(f"unknown bins {bins!r}: choose one of {sorted(elpv.BINS)}")
     data = elpv.load()
     parts = elpv.split(data)
     everything = {"": np.arange(len(data.proba))}
@@ -222,7 +213,7 @@ def export_elpv(out: str | Path, bins: str = "type-defect", with_split: bool = F
     written: Counter = Counter()
     with staged_folder(out) as staging:
         for part, idx in groups.items():
-            names = np.array([ELPV_BINS[bins](p, t) for p, t in zip(data.proba[idx], data.types[idx])])
+            names = elpv.bin_names(bins, data, idx)
             for name in sorted(set(names)):
                 chosen = idx[names == name]
                 if limit is not None and len(chosen) > limit:
@@ -232,4 +223,24 @@ def export_elpv(out: str | Path, bins: str = "type-defect", with_split: bool = F
                 for i in chosen:
                     cv2.imwrite(str(folder / f"elpv_{i:04d}.png"), data.images[i])
                 written[f"{part}/{name}".lstrip("/")] += len(chosen)
+        (staging / EXPORT_RECORD).write_text(json.dumps(
+            {"elpv": {"bins": bins, "split": with_split, "limit": limit, "seed": seed, "source": elpv.SOURCE,
+                      "license": elpv.LICENSE}}, indent=2) + "\n")
     return dict(written)
+
+
+EXPORT_RECORD = "edgefpga-export.json"  # written by export_elpv: where the images came from
+
+
+def export_provenance(root: Path) -> dict:
+    """Card fields of a folder that export_elpv wrote with the contract split: the dataset's
+    license, and ELPV sources for calibration and verification (the same cells, labelled with the
+    same bins: portable, unlike the folder's path)."""
+    record = root / EXPORT_RECORD
+    if not record.is_file():
+        return {}
+    exported = json.loads(record.read_text()).get("elpv", {})
+    fields: dict = {"dataset_license": exported.get("license"), "dataset_source": exported.get("source")}
+    if exported.get("split"):
+        fields |= {"calibration": f"elpv:train/{exported['bins']}", "verification": f"elpv:test/{exported['bins']}"}
+    return fields

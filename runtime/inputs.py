@@ -1,5 +1,5 @@
 """What ``edgefpga infer`` and the benchmarks feed the engine: image files, folders (class
-subfolders give labels) or ``elpv:<subset>[:N]`` (the built-in dataset, with labels)."""
+subfolders give labels) or ``elpv:<subset>[:N][/<bins>]`` (the built-in dataset, with labels)."""
 
 from __future__ import annotations
 
@@ -21,16 +21,18 @@ class Inputs:
         return len(self.images)
 
 
-def elpv_inputs(spec: str) -> Inputs:
-    """``elpv:test`` or ``elpv:test:50`` (the first 50 of the subset, in the split's order)."""
+def elpv_inputs(spec: str, classes: list[str] | None = None) -> Inputs:
+    """``elpv:test``, ``elpv:test:50`` (the first 50 of the subset, in the split's order) or
+    ``elpv:test/type-defect`` (other labels of the same cells: models.elpv.select)."""
     from edgefpga.models import elpv
 
-    _, subset, *count = spec.split(":")
     data = elpv.load()
-    idx = elpv.subset(subset, data)
-    if count:
-        idx = idx[: int(count[0])]
-    return Inputs(list(data.images[idx]), [f"elpv:{subset}[{i}]" for i in idx], data.labels[idx])
+    try:
+        idx, labels = elpv.select(spec, classes, data)
+    except ValueError as exc:
+        raise ImageError(str(exc)) from exc
+    subset = spec.removeprefix("elpv:").split("/")[0].split(":")[0]
+    return Inputs(list(data.images[idx]), [f"elpv:{subset}[{i}]" for i in idx], labels)
 
 
 def folder_inputs(folder: Path, classes: list[str]) -> Inputs:
@@ -51,13 +53,13 @@ def collect_inputs(sources: list[str], classes: list[str]) -> Inputs:
     for source in sources:
         path = Path(source)
         if source.startswith("elpv:"):
-            parts.append(elpv_inputs(source))
+            parts.append(elpv_inputs(source, classes))
         elif path.is_dir():
             parts.append(folder_inputs(path, classes))
         elif path.is_file():
             parts.append(Inputs([path], [str(path)], np.array([-1])))
         else:
-            raise ImageError(f"{source}: no such file or folder (or elpv:<subset>[:N])")
+            raise ImageError(f"{source}: no such file or folder (or elpv:<subset>[:N][/<bins>])")
     labels = np.concatenate([p.labels for p in parts])
     return Inputs([i for p in parts for i in p.images], [n for p in parts for n in p.names],
                   labels if (labels >= 0).all() else None)

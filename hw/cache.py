@@ -1,9 +1,11 @@
-"""A content-keyed cache shared by every build folder on this machine: the emulator's compiled
-library, the Verilator harness program and the Yosys counts of each unit are looked up by a
-digest of everything they are made from (sources, weights, tool version, flags), so a second
-build of the same design (a copied build folder, the next test run, CI on the same machine)
-skips minutes of g++, Verilator and Yosys. A different input is a different key: nothing is
-ever reused for what it was not made from.
+"""A content-keyed cache shared by every build folder on this machine: the Verilator harness
+program and the Yosys counts of each unit are looked up by a digest of everything they are made
+from (sources, tool version, flags), so a second build of the same design (a copied build
+folder, the next test or bench run, CI on the same machine) skips minutes of Verilator and
+Yosys. The emulator's library is cached too, but it reads its weights from the absolute path of
+its folder (hls4ml compiles that path in), so its key includes the folder: only a build made
+again in the same place reuses it. A different input is a different key: nothing is ever reused
+for what it was not made from.
 
 Where: ``$EDGEFPGA_CACHE`` if set (``off`` turns the cache off), else
 ``$XDG_CACHE_HOME/edgefpga``, else ``~/.cache/edgefpga``. Deleting the folder is always safe.

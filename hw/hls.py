@@ -191,11 +191,12 @@ def compiler_messages(hls_dir: Path, lines: int = 20) -> str:
     return "\n".join((run.stdout + run.stderr).strip().splitlines()[-lines:])
 
 
-def source_digest(firmware: Path) -> str:
-    """sha256 (16 hex digits) of the C++ sources and weights the emulator library is built from."""
+def source_digest(firmware: Path, location: str = "") -> str:
+    """sha256 (16 hex digits) of the C++ sources and weights the emulator library is built from
+    (and of ``location``, where the library will read its weights)."""
     import hashlib
 
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(location.encode())
     for f in sorted(p for p in firmware.rglob("*") if p.is_file() and p.suffix not in (".so", ".o")):
         digest.update(str(f.relative_to(firmware)).encode())
         digest.update(f.read_bytes())
@@ -230,7 +231,9 @@ class Emulator:
         from .cache import fetch_file, store_file
 
         hls_dir = Path(hls_dir).resolve()
-        sources = source_digest(hls_dir / "firmware")
+        # the library reads its weights from this folder's absolute path (hls4ml bakes WEIGHTS_DIR
+        # in at compile time): the folder is part of the key, or a copy would read the original's
+        sources = source_digest(hls_dir / "firmware", str(hls_dir))
         key = f"{sources}-hls4ml{hls4ml.__version__}"
         cached = hls_dir / "firmware" / f"emulator-{sources}.so"
         if not cached.is_file():

@@ -133,3 +133,32 @@ def test_verify_without_rtl_asks_for_emulator_only(foreign_build, tmp_path):
     assert run.returncode == 1 and "FAILED integrity: missing: rtl/manifest.json" in run.stderr
     run = run_cli("verify", str(copy), "--accept-edits")  # an older build without RTL: check the emulator alone
     assert run.returncode == 2 and "--emulator-only" in run.stderr
+
+
+def test_a_moved_build_folder_gets_its_own_emulator(foreign_build, foreign_dir, tmp_path):
+    """hls4ml's C simulation reads its weights from the folder it was compiled in: a build folder
+    copied elsewhere (and the original removed) must build its own library, not load one that
+    reads the removed folder's weights (the process would exit inside the C++)."""
+    import shutil
+
+    from edgefpga.hw.hls import Emulator
+    from edgefpga.hw.images import load_image_set
+    from edgefpga.models.card import InputSpec
+
+    report = json.loads((foreign_build / "report.json").read_text())
+    shape = report["model"]["input"]["shape"]
+    pixels = load_image_set(str(foreign_dir / "test.npz"), InputSpec.from_dict(report["model"]["input"], "report"),
+                            CLASSES).take(3).pixels
+    first = tmp_path / "first"
+    shutil.copytree(foreign_build, first, ignore=shutil.ignore_patterns("sim", "yosys"))
+    expected = Emulator.load(first / "hls", shape).predict(pixels, workers=1)
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    np.save(tmp_path / "in.npy", pixels)
+    script = ("import sys, numpy as np; from edgefpga.hw.hls import Emulator; "
+              f"e = Emulator.load(sys.argv[1], {shape}); np.save(sys.argv[3], e.predict(np.load(sys.argv[2]), workers=1))")
+    run = subprocess.run([sys.executable, "-c", script, str(moved / "hls"), str(tmp_path / "in.npy"),
+                          str(tmp_path / "out.npy")], capture_output=True, text=True)  # a process the C++ may end
+    assert run.returncode == 0, run.stdout[-500:] + run.stderr[-1500:]
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)

@@ -144,6 +144,7 @@ class ModelRegistry:
 
     def __init__(self, uri: str | None = None):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a plant's line sends no usage data anywhere
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per file is noise in a log
         from mlflow import MlflowClient
 
         self.uri = uri or os.environ.get(ENV_URI) or default_uri()

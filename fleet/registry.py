@@ -160,14 +160,14 @@ class ModelRegistry:
     def register(self, model_dir: str | Path, build: str | Path | None = None) -> Version:
         """A new version of the card's model, with its build folder when given (checked first:
         nothing is written for a build that may not run on the line). It becomes the candidate."""
-        model_dir = Path(model_dir)
+        model_dir, build = Path(model_dir), None if build is None else Path(build)
         card = load_card(model_dir)
-        verify = checked_build(Path(build), model_dir) if build is not None else None
+        verify = None if build is None else checked_build(build, model_dir)
         self._ensure_model(card.name)
-        run_id = self._log_run(card, model_dir, Path(build) if build is not None else None, verify)
-        tags = {"card.name": card.name, "onnx.sha256": sha256(card.model_path), "verified": str(verify is not None).lower(),
-                "build.path": str(Path(build).resolve()) if build is not None else "",
-                "registered_at": now()}
+        run_id = self._log_run(card, model_dir, build, verify)
+        tags = {"card.name": card.name, "onnx.sha256": sha256(card.model_path), "registered_at": now(),
+                "verified": str(verify is not None).lower(),
+                "build.path": "" if build is None else str(build.resolve())}
         mv = self.client.create_model_version(card.name, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags,
                                               description=card.raw.get("task", ""))
         self.client.set_registered_model_alias(card.name, CANDIDATE, mv.version)

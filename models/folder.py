@@ -7,6 +7,9 @@ because they become names in the card, in ROS messages and in CSV columns):
     <folder>/train/<class>/..., val/..., test/...  the user's own split (no val/: taken from train)
     <file>.csv with rows path,label             paths relative to the CSV; a header row is optional
 
+A subfolder named ``unlabeled`` is not a class: it holds images still waiting for a label (the
+fleet's sample store keeps them there) and training skips it.
+
 Images may be 8- or 16-bit (16-bit keeps its top 8 bits, ``preprocess.to_8bit``), gray or colour
 (the model is gray unless an image really is colour, or ``color="bgr"`` is asked for) and of any
 size (each is resized to the model's input with INTER_AREA, aspect ratio not kept). Every such
@@ -30,6 +33,7 @@ SPLIT_NAMES = ("train", "val", "test")
 TEST_FRAC = 0.2
 VAL_FRAC = 0.15  # of the train part
 MIN_PER_CLASS = 3  # one image each for fitting, validation and test
+UNLABELED = "unlabeled"  # images waiting for a label (fleet/store.py): never a class
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -40,7 +44,8 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
     """Class name -> image files of ``root``'s subfolders; an empty class is an error."""
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder")
-    classes = {d.name: images_in(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    classes = {d.name: images_in(d) for d in sorted(root.iterdir())
+               if d.is_dir() and not d.name.startswith(".") and d.name != UNLABELED}
     empty = [name for name, files in classes.items() if not files]
     if empty:
         raise DatasetError(f"{root / empty[0]}: class folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -19,6 +19,7 @@ import numpy as np
 from edgefpga.models.preprocess import ImageError, resize_u8
 
 from .backends import BACKENDS, Backend, BackendUnavailable, choose_backend
+from .confidence import cross_entropy_confidence
 from .source import ModelRef
 
 ImageLike = np.ndarray | str | Path
@@ -43,6 +44,13 @@ class Result:
     source: str = ""  # file name or "image <i>"
     top_k: list[dict] = field(default_factory=list)  # the k most probable classes: {"label", "probability"}
     defect_classes: list[str] = field(default_factory=list)  # the classes whose probability makes ``score``
+    # Sedna's cross-entropy criterion on ``probabilities`` (runtime/confidence.py): 1 sure, 0 uniform;
+    # computed here when not given, so every Result has it, however it was made
+    confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.confidence is None and self.probabilities:
+            self.confidence = float(cross_entropy_confidence(self.probabilities)[0])
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -99,9 +99,10 @@ def test_runtime_profile_infers_on_a_build_folder(runtime_venv, elpv_build, elpv
 def test_runtime_profile_names_the_extra_a_command_needs(runtime_venv, zoo_model, tmp_path):
     edgefpga = runtime_venv / "bin" / "edgefpga"
     for command, extra in ((["convert", zoo_model, "--out", tmp_path / "b"], "convert"),
-                           (["verify", tmp_path / "b"], "convert"), (["train", "elpv", "--out", tmp_path / "m"], "train")):
+                           (["verify", tmp_path / "b"], "convert"), (["train", "elpv", "--out", tmp_path / "m"], "train"),
+                           (["models", "list", "--registry", f"sqlite:///{tmp_path / 'r' / 'mlflow.db'}"], "fleet")):
         result = run([edgefpga, *command])
         assert result.returncode == 2, result.stderr
         assert f"pip install 'edgefpga[{extra}]'" in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "b").exists()
+    assert not (tmp_path / "b").exists() and not (tmp_path / "r").exists()

@@ -15,8 +15,16 @@ into the next engine call. Every message is accounted for in /diagnostics: ``rec
 
 Parameters are validated when set (ranges in their descriptors, the rest in a callback) and
 applied together: each engine call takes one snapshot of them, so the threshold a result reports
-is the one applied to it. ``model`` and ``backend`` change only while unconfigured,
-``reliable_input`` and ``queue_depth`` only while not active; a refused change says why.
+is the one applied to it. ``backend`` changes only while unconfigured, ``reliable_input`` and
+``queue_depth`` only while not active; a refused change says why.
+
+Hot swap: setting ``model`` on a configured node (also while active) opens the new model beside
+the running one, self-tests it on the last images the node saw (same classes, finite answers),
+and switches between two engine calls; the set succeeds only then. Anything that fails (a missing
+or corrupt model, other classes, a backend that cannot open it) refuses the change with the
+reason and the old engine keeps serving: no message is lost or answered twice. ``model`` may name
+a registry version, ``registry:<name>@<champion|candidate|N>`` (fleet/registry.py, at
+``registry_uri``); results name what serves them in ``model_version``.
 
 Topics (relative, so namespaces and remapping work):
   in   ``image`` (sensor_msgs/Image: mono8, mono16, bgr8, rgb8, any size), ``image/compressed``
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 import time
 import traceback
 from collections import Counter, deque
@@ -46,7 +55,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
@@ -58,7 +68,10 @@ from .frame_queue import QUEUE_POLICIES, FrameQueue
 from .images import BadImage, compressed_to_array, grid_cells, image_to_array
 
 PARAMETERS = {  # name: (default, description)
-    "model": ("build/elpv_defect", "build folder, model folder or zoo name (set while unconfigured)"),
+    "model": ("build/elpv_defect", "build folder, model folder, zoo name or registry:<name>@<alias|version>; set "
+                                   "while configured it is hot-swapped (opened, self-tested, switched)"),
+    "registry_uri": ("", "MLflow registry of registry: models (default: $EDGEFPGA_REGISTRY, else ./registry)"),
+    "hard_threshold": (0.0, "a result whose confidence (0 uniform .. 1 sure) is below this is hard (0: none)"),
     "backend": ("auto", "auto, pynq, rtl, emulator or onnx (set while unconfigured)"),
     "defect_threshold": (0.5, "defect probability at or above which a cell is defective"),
     "grid_rows": (1, "split each image into grid_rows x grid_cols cells (a module image into its cells)"),
@@ -74,6 +87,7 @@ PARAMETERS = {  # name: (default, description)
 }
 RANGES = {
     "defect_threshold": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
+    "hard_threshold": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
     "grid_rows": IntegerRange(from_value=1, to_value=64, step=1),
     "grid_cols": IntegerRange(from_value=1, to_value=64, step=1),
     "max_pending": IntegerRange(from_value=1, to_value=100_000, step=1),
@@ -82,7 +96,8 @@ RANGES = {
     "diagnostics_period": FloatingPointRange(from_value=0.01, to_value=3600.0, step=0.0),
 }
 READ_ONLY = {"diagnostics_period", "autostart"}
-SET_WHILE_UNCONFIGURED = {"model", "backend"}
+SET_WHILE_UNCONFIGURED = {"backend", "registry_uri"}
+SELF_TEST_IMAGES = 4  # recent images a hot-swapped model must answer before it serves
 SET_WHILE_NOT_ACTIVE = {"reliable_input", "queue_depth"}
 WINDOW = 1000  # latencies kept for the percentiles in diagnostics
 
@@ -103,6 +118,7 @@ class Settings:
     """The parameters one engine call uses, taken together (replaced as a whole on a change)."""
 
     defect_threshold: float
+    hard_threshold: float
     grid: tuple[int, int]
     queue_policy: str
     max_pending: int
@@ -110,7 +126,8 @@ class Settings:
 
     @classmethod
     def of(cls, node: "InspectionNode") -> "Settings":
-        return cls(node.param("defect_threshold"), (node.param("grid_rows"), node.param("grid_cols")),
+        return cls(node.param("defect_threshold"), node.param("hard_threshold"),
+                   (node.param("grid_rows"), node.param("grid_cols")),
                    node.param("queue_policy"), node.param("max_pending"), node.param("mono16_bits"))
 
 
@@ -131,6 +148,7 @@ class InspectionStats:
         self.received = self.images = 0
         self.errors: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()  # not per message (swaps): outside received = images + ...
         self.engine_ms: deque[float] = deque(maxlen=WINDOW)
         self.node_ms: deque[float] = deque(maxlen=WINDOW)
         self.cycles: deque[int] = deque(maxlen=WINDOW)
@@ -154,6 +172,10 @@ class InspectionStats:
             self.errors[kind] += 1
             self.last_error = message
 
+    def count(self, event: str) -> None:
+        with self.lock:
+            self.events[event] += 1
+
     def drop(self, kind: str, count: int = 1) -> None:
         with self.lock:
             self.dropped[kind] += count
@@ -172,6 +194,7 @@ class InspectionStats:
                    "errors": str(sum(self.errors.values())), "dropped": str(sum(self.dropped.values()))}
             out |= {f"errors.{kind}": str(n) for kind, n in sorted(self.errors.items())}
             out |= {f"dropped.{kind}": str(n) for kind, n in sorted(self.dropped.items())}
+            out |= {event: str(n) for event, n in sorted(self.events.items())}
             windows = {"engine_latency_ms": np.asarray(self.engine_ms), "node_latency_ms": np.asarray(self.node_ms)}
             cycles = np.asarray(self.cycles)
         for name, window in windows.items():
@@ -183,23 +206,47 @@ class InspectionStats:
         return out
 
 
-def result_msg(result, header, threshold: float, roi: tuple[int, int, int, int] | None):
-    """An edgefpga_msgs/InspectionResult from an Engine Result."""
+def result_msg(result, header, settings: Settings, roi: tuple[int, int, int, int] | None, model_version: str):
+    """An edgefpga_msgs/InspectionResult from an Engine Result (the edge decided)."""
     from edgefpga_msgs.msg import InspectionResult
 
     msg = InspectionResult()
     msg.header = header
     msg.model_id, msg.backend, msg.label = result.model_id, result.backend, result.label
+    msg.model_version = model_version
     msg.label_index, msg.defective, msg.score = result.label_index, result.defective, float(result.score)
-    msg.defect_threshold = float(threshold)
+    msg.defect_threshold = float(settings.defect_threshold)
     msg.class_names = list(result.classes)
     msg.class_scores = [float(v) for v in result.scores]
     msg.class_probabilities = [float(v) for v in result.probabilities]
+    msg.edge_probabilities = list(msg.class_probabilities)
     msg.latency_ms = float(result.latency_ms)
     msg.accelerator_cycles = -1 if result.cycles is None else int(result.cycles)
+    msg.confidence = float(result.confidence)
+    msg.hard = result.confidence < settings.hard_threshold
+    msg.decided_by = "edge"
     if roi is not None:
         msg.roi = RegionOfInterest(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3])
     return msg
+
+
+def resolve_model(spec: str, registry_uri: str) -> tuple[str, str | None]:
+    """(what rt.open takes, the registry version's name) for ``registry:<name>@<alias|N>``: the
+    version's build (or model) folder downloaded once under ``~/.cache/edgefpga/registry``;
+    (spec, None) for anything else."""
+    if not spec.startswith("registry:"):
+        return spec, None
+    from edgefpga.fleet.registry import ModelRegistry
+    from edgefpga.hw.cache import cache_root
+
+    name, _, version = spec.removeprefix("registry:").partition("@")
+    registry = ModelRegistry(registry_uri or None)
+    chosen = registry.get(name, version or "champion")
+    folder = (cache_root() or Path.home() / ".cache" / "edgefpga") / "registry" / name / f"v{chosen.version}"
+    if not (folder / "model").is_dir():
+        registry.download(name, chosen.version, folder)
+    target = folder / "build" if (folder / "build").is_dir() else folder / "model"
+    return str(target), f"{name} v{chosen.version}"
 
 
 class InspectionNode(LifecycleNode):
@@ -208,6 +255,8 @@ class InspectionNode(LifecycleNode):
         for key, (default, _) in PARAMETERS.items():
             self.declare_parameter(key, default, descriptor(key))
         self.engine = None
+        self.model_version = ""
+        self.recent: deque = deque(maxlen=SELF_TEST_IMAGES)  # the last images seen: a new model's self-test
         self.state_label = "unconfigured"
         for key in PARAMETERS:
             problem = self.parameter_problem(key, self.param(key))
@@ -222,7 +271,9 @@ class InspectionNode(LifecycleNode):
         self.io_lock = threading.Lock()  # the worker's publish vs activate / deactivate
         self._subscriptions, self._result_pub, self._array_pub = [], None, None
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics)
+        # its own callback group: under the multi-threaded executor diagnostics go on during a swap
+        self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
         self._stopping = threading.Event()
         self.worker = threading.Thread(target=self._work, name=f"{name}-engine", daemon=True)
         self.worker.start()
@@ -246,6 +297,11 @@ class InspectionNode(LifecycleNode):
             problem = self.parameter_problem(p.name, p.value)
             if problem:
                 return SetParametersResult(successful=False, reason=f"{p.name}: {problem}")
+        swap = next((p for p in params if p.name == "model"), None)
+        if swap is not None and self.engine is not None and swap.value != self.param("model"):
+            problem = self.swap_model(swap.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=f"model: {problem}")
         return SetParametersResult(successful=True)
 
     def apply_parameters(self, params) -> None:
@@ -255,13 +311,14 @@ class InspectionNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         model, backend = self.param("model"), self.param("backend")
         try:
-            engine = open_engine(model, backend=backend, defect_threshold=self.settings.defect_threshold)
+            target, version = resolve_model(model, self.param("registry_uri"))
+            engine = open_engine(target, backend=backend, defect_threshold=self.settings.defect_threshold)
         except Exception as exc:  # noqa: BLE001  (any backend's failure to start fails the transition, not the node)
             self.stats.error("configure", str(exc))
             self.get_logger().error(f"cannot configure with model={model!r} backend={backend!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
         with self.engine_lock:
-            self.engine = engine
+            self.engine, self.model_version = engine, version or engine.model_id
         self.get_logger().info(f"engine: {engine.describe()}")
         self.state_label = "inactive"
         return TransitionCallbackReturn.SUCCESS
@@ -321,6 +378,45 @@ class InspectionNode(LifecycleNode):
         if waiting:
             self.stats.drop("inactive", len(waiting))
 
+    def swap_model(self, model: str) -> str | None:
+        """Open ``model`` beside the running engine, self-test it, switch between two engine
+        calls; None when it serves, else why not (the running engine is untouched)."""
+        started = time.perf_counter()
+        try:
+            target, version = resolve_model(model, self.param("registry_uri"))
+            engine = open_engine(target, backend=self.param("backend"), defect_threshold=self.settings.defect_threshold)
+        except Exception as exc:  # noqa: BLE001  (whatever opening raises refuses the swap, nothing more)
+            self.stats.count("swaps_refused")
+            self.get_logger().error(f"swap to {model!r} refused: cannot open it: {exc}")
+            return f"cannot open {model!r}: {exc}"
+        problem = self.self_test(engine)
+        if problem:
+            engine.close()
+            self.stats.count("swaps_refused")
+            self.get_logger().error(f"swap to {model!r} refused: {problem}")
+            return f"{model!r} failed its self-test: {problem}"
+        with self.engine_lock:  # between two engine calls
+            old, self.engine, self.model_version = self.engine, engine, version or engine.model_id
+        old.close()
+        self.stats.count("swaps")
+        self.get_logger().info(f"swapped to {self.model_version} ({engine.describe()}) in "
+                               f"{time.perf_counter() - started:.1f} s")
+        return None
+
+    def self_test(self, engine) -> str | None:
+        """The new engine on the last images seen (a gray image before any): the running model's
+        classes, a finite probability for each."""
+        if self.engine is not None and list(engine.classes) != list(self.engine.classes):
+            return f"its classes {list(engine.classes)} are not the running model's {list(self.engine.classes)}"
+        images = list(self.recent) or [np.full((64, 64), 128, np.uint8)]
+        try:
+            results = engine.infer(images)
+        except Exception as exc:  # noqa: BLE001
+            return f"{type(exc).__name__}: {exc}"
+        if len(results) != len(images) or not all(np.isfinite(r.probabilities).all() for r in results):
+            return "it gave no finite answer for every test image"
+        return None
+
     def _close_engine(self) -> None:
         with self.engine_lock:
             if self.engine is not None:
@@ -363,7 +459,9 @@ class InspectionNode(LifecycleNode):
         decoded = []
         for pending in batch:
             try:
-                decoded.append((pending, grid_cells(pending.decode(pending.msg, settings.mono16_bits), *settings.grid)))
+                image = pending.decode(pending.msg, settings.mono16_bits)
+                decoded.append((pending, grid_cells(image, *settings.grid)))
+                self.recent.append(image)
             except BadImage as exc:
                 self._reject(pending, exc.kind, str(exc))
             except Exception as exc:  # noqa: BLE001  (a decoder's surprise is this message's problem only)
@@ -403,16 +501,16 @@ class InspectionNode(LifecycleNode):
                                 f"dropped: {message}")
 
     def publish(self, pending: Pending, results: list, rois: list, settings: Settings) -> None:
-        header, threshold = pending.msg.header, settings.defect_threshold
+        header, version = pending.msg.header, self.model_version
         with self.io_lock:
             if self._result_pub is None:
                 return self._reject(pending, "inactive", "the node was deactivated while this image ran")
             if settings.grid == (1, 1):
-                self._result_pub.publish(result_msg(results[0], header, threshold, None))
+                self._result_pub.publish(result_msg(results[0], header, settings, None, version))
             else:
                 from edgefpga_msgs.msg import InspectionResultArray
 
-                cells = [result_msg(r, header, threshold, roi) for r, roi in zip(results, rois)]
+                cells = [result_msg(r, header, settings, roi, version) for r, roi in zip(results, rois)]
                 self._array_pub.publish(InspectionResultArray(
                     header=header, grid_rows=settings.grid[0], grid_cols=settings.grid[1],
                     any_defective=any(c.defective for c in cells), results=cells))
@@ -432,7 +530,7 @@ class InspectionNode(LifecycleNode):
         else:
             status.level, status.message = DiagnosticStatus.OK, "serving"
         settings = self.settings
-        values = {"state": self.state_label, "model": self.param("model"),
+        values = {"state": self.state_label, "model": self.param("model"), "model_version": self.model_version,
                   "backend": engine.backend_name if engine else self.param("backend"),
                   "queue_policy": settings.queue_policy, "defect_threshold": f"{settings.defect_threshold:g}",
                   "pending": str(len(self.frames)), "rate_hz": f"{self.stats.rate():.2f}"} | values
@@ -455,7 +553,9 @@ def main(args: list[str] | None = None) -> int:
             node.trigger_configure()
             if node.state_label == "inactive":
                 node.trigger_activate()
-        rclpy.spin(node)
+        executor = MultiThreadedExecutor(num_threads=2)  # parameter services and diagnostics side by side
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -76,6 +76,9 @@ def sample_array() -> InspectionResultArray:
         latency_ms=0.0625,
         accelerator_cycles=-1,  # the onnx backend has no cycles
         roi=RegionOfInterest(x_offset=150, y_offset=0, width=150, height=300, do_rectify=True),
+        model_version="elpv_defect v3", confidence=0.375, hard=True, decided_by="cloud",
+        edge_probabilities=[0.4, 0.6], cloud_probabilities=[0.1, 0.9], cloud_model_id="elpv_cloud@0a1b2c3d4e5f",
+        escalation="answered",
     )
     return InspectionResultArray(header=header, grid_rows=1, grid_cols=2, any_defective=True, results=[ok, bad])
 
@@ -127,6 +130,11 @@ def assert_result_equal(got: InspectionResult, want: InspectionResult) -> None:
     assert got.accelerator_cycles == want.accelerator_cycles
     for field in ("x_offset", "y_offset", "width", "height", "do_rectify"):
         assert getattr(got.roi, field) == getattr(want.roi, field), field
+    for field in ("model_version", "hard", "decided_by", "cloud_model_id", "escalation"):
+        assert getattr(got, field) == getattr(want, field), field
+    assert got.confidence == float(np.float32(want.confidence))
+    assert list(got.edge_probabilities) == f32(want.edge_probabilities)
+    assert list(got.cloud_probabilities) == f32(want.cloud_probabilities)
 
 
 def test_defaults_match_the_msg_files():
@@ -185,4 +193,6 @@ def test_inspection_result_array_round_trips_between_processes(monkeypatch):
     for w in want.results:
         w.score, w.defect_threshold, w.latency_ms = (float(np.float32(v)) for v in (w.score, w.defect_threshold, w.latency_ms))
         w.class_scores, w.class_probabilities = f32(w.class_scores), f32(w.class_probabilities)
+        w.confidence = float(np.float32(w.confidence))
+        w.edge_probabilities, w.cloud_probabilities = f32(w.edge_probabilities), f32(w.cloud_probabilities)
     assert got == want

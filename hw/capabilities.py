@@ -290,7 +290,7 @@ class Capability:
 
 CONV_TESTS = ("tests/hw/test_features.py::test_feature_is_bit_exact[convs]",
               "tests/hw/test_features.py::test_feature_is_bit_exact[vgg_rgb]",
-              "tests/hw/test_reference_models.py::test_mobilenet_v1_is_bit_exact")
+              "tests/hw/test_reference_models.py::test_resnet8_is_bit_exact")
 
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Conv", "a Conv with its bias (BatchNorm and bias Add folded in)",
@@ -326,7 +326,7 @@ CAPABILITIES: tuple[Capability, ...] = (
                         "stands in"),
     Capability("GlobalAveragePool", "an average over the whole map (any size), one accumulator per channel", "",
                accepted, "ef_gpool", ("tests/hw/test_features.py::test_feature_is_bit_exact[gray_48x80]",
-                                      "tests/hw/test_reference_models.py::test_mobilenet_v1_is_bit_exact"),
+                                      "tests/hw/test_reference_models.py::test_resnet8_is_bit_exact"),
                emulator="yes, as an AveragePool over the map (hls4ml 1.3 mis-reads a channels-last global pool)"),
     Capability("GlobalMaxPool", "a maximum over the whole map, one register per channel", "", accepted, "ef_gpool",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[convs]",),

@@ -64,8 +64,8 @@ def harness_key(rtl_dir: Path, manifest: dict, flags: list[str]) -> str:
     parts = [release, " ".join(flags), HARNESS.read_bytes()]
     for source in manifest["sources"]:
         parts += [source, (rtl_dir / source).read_bytes()]
-    for inc in manifest.get("includes", []):
-        for f in sorted(p for p in (rtl_dir / inc).rglob("*") if p.is_file()):
+    for inc in manifest.get("includes", []):  # headers; the ROM files beside them are read at run time
+        for f in sorted(p for p in (rtl_dir / inc).rglob("*") if p.is_file() and p.suffix != ".mem"):
             parts += [f"{inc}/{f.relative_to(rtl_dir / inc)}", f.read_bytes()]
     return digest(*parts)
 

@@ -24,7 +24,7 @@ def test_folder_source_to_recorder_scores_every_image(ros, tmp_path, elpv_data):
     params = tmp_path / "params.yaml"
     params.write_text("\n".join([
         "inspection:", "  ros__parameters:", "    model: elpv_defect", "    backend: onnx",
-        "    reliable_input: true", "    queue_depth: 100",
+        "    reliable_input: true", "    queue_depth: 100", "    queue_policy: all",  # every image scored
         "image_source:", "  ros__parameters:", f"    source: {folder}", "    rate: 20.0", f"    labels_csv: {labels}",
         "recorder:", "  ros__parameters:", f"    csv: {results}", f"    bag: {bag}", f"    labels_csv: {labels}",
         "    expected: 12", "    idle_timeout: 20.0", ""]))

@@ -5,8 +5,11 @@ Each candidate is the project's conv stack (models/arch.py: 3x3 conv blocks, 2x2
 between them, a global pool, one dense layer) at an input size and a width scale. Its layers
 go through the converter's own planner (hw/plan.py ``plan_layers``, the function ``convert``
 plans the real graph with), so the projected interval is the one ``convert`` will plan and
-``edgefpga verify`` will measure in the RTL (the planner's operand widths are the default 8x8
-bits until the precision search has run; narrower products only make LUT multipliers cheaper).
+``edgefpga verify`` will measure in the RTL. Two margins make the projection one the RTL meets:
+the search's widths are not known before training, so multipliers built from LUTs are costed at
+12 x 12-bit products (ELPV's search chose 7..14-bit weights), and the RTL's interval runs up to
+a few percent over the plan (pipeline fill between frames: ELPV 1.005x, 32 px nets 1.01x), so
+the projected interval is the plan's times RTL_MARGIN.
 Block RAM is estimated from the weights and line buffers (``bram36_estimate``: a method, not a
 synthesis; ``edgefpga verify --resources`` counts with Yosys). The choice is the candidate with
 the most multiply-accumulates (the most capacity) that meets the frame rate and fits the board,
@@ -29,6 +32,8 @@ ACTIVATION_BITS = 16
 BRAM36_BITS = 36 * 1024
 BRAM_PACKING = 0.7  # ROMs and line buffers use BRAM in whole blocks: ELPV's estimate 44 vs Yosys 42
 BRAM_SHARE = 0.8  # of the board's block RAM, as for every resource in `verify --resources`
+SIZING_OPERAND_BITS = 12 * 12  # a LUT multiplier's product width assumed before the search has run
+RTL_MARGIN = 1.03  # measured interval over the planned one, at most (see the module docstring)
 
 
 class SizingError(ValueError):
@@ -79,12 +84,20 @@ def bram36_estimate(layers: list[LayerPlan], size: int) -> float:
     return round((weights + lines) / BRAM36_BITS / BRAM_PACKING, 1)
 
 
-def plan_candidate(board: Board, size: int, widths: tuple[int, ...], in_channels: int, classes: int) -> Candidate:
+def plan_architecture(board: Board, size: int, widths: tuple[int, ...], in_channels: int, classes: int,
+                      operand_bits: int | None = None):
+    """The converter's plan (hw/plan.py) of the architecture's layers on ``board``."""
     layers = arch_layers(size, widths, in_channels, classes)
-    plan = plan_layers(layers, in_channels * size * size, board.dsp, board.lut)
+    bits = None if operand_bits is None else {lp.node: operand_bits for lp in layers}
+    return layers, plan_layers(layers, in_channels * size * size, board.dsp, board.lut, bits)
+
+
+def plan_candidate(board: Board, size: int, widths: tuple[int, ...], in_channels: int, classes: int) -> Candidate:
+    layers, plan = plan_architecture(board, size, widths, in_channels, classes, SIZING_OPERAND_BITS)
     bram = bram36_estimate(layers, size)
-    return Candidate(size, widths, sum(lp.params for lp in layers), sum(lp.macs for lp in layers), plan.ii_cycles,
-                     round(board.clock_mhz * 1e6 / plan.ii_cycles, 1), plan.dsp_multipliers, bram,
+    ii = math.ceil(plan.ii_cycles * RTL_MARGIN)
+    return Candidate(size, widths, sum(lp.params for lp in layers), sum(lp.macs for lp in layers), ii,
+                     round(board.clock_mhz * 1e6 / ii, 1), plan.dsp_multipliers, bram,
                      fits=bram <= BRAM_SHARE * board.bram36 and plan.dsp_multipliers <= board.dsp * DSP_SHARE)
 
 

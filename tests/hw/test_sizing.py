@@ -13,7 +13,7 @@ import pytest
 from edgefpga.hw.boards import get_board
 from edgefpga.hw.graph import canonical_graph
 from edgefpga.hw.plan import plan_network
-from edgefpga.hw.sizing import SizingError, arch_layers, candidates, choose, plan_candidate
+from edgefpga.hw.sizing import SizingError, candidates, choose, plan_architecture, plan_candidate
 from edgefpga.models.arch import MAX_MACS, MAX_PARAMS
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,11 +27,14 @@ def test_the_projection_is_the_plan_convert_makes_of_the_real_graph(zoo_model):
     board = get_board("pynq-z2")
     graph = canonical_graph(onnx.load(str(zoo_model / "model.onnx")), "elpv", 1 / 255, [0.5], [0.25])
     real = plan_network(graph, board.dsp, board.lut)
-    cand = plan_candidate(board, arch["size"], tuple(arch["widths"]), 1, 2)
-    assert (cand.ii_cycles, cand.dsp_multipliers) == (real.ii_cycles, real.dsp_multipliers)
-    assert (cand.params, cand.macs) == (card["params"], card["macs"])
-    layers = arch_layers(arch["size"], tuple(arch["widths"]), 1, 2)
+    layers, plan = plan_architecture(board, arch["size"], tuple(arch["widths"]), 1, 2)
+    assert (plan.ii_cycles, plan.dsp_multipliers) == (real.ii_cycles, real.dsp_multipliers)
     assert [lp.node for lp in layers if lp.macs] == [lp.node for lp in real.layers.values() if lp.macs]
+    cand = plan_candidate(board, arch["size"], tuple(arch["widths"]), 1, 2)
+    assert (cand.params, cand.macs) == (card["params"], card["macs"])
+    assert cand.ii_cycles >= 1.03 * plan.ii_cycles  # the projection keeps the margins over the plan
+    verified = json.loads((zoo_model.parent.parent.parent / "bench" / "results" / "board.json").read_text())
+    assert verified["projection"]["ii_cycles"] <= cand.ii_cycles  # the RTL measured within the projection
 
 
 def test_the_choice_meets_the_rate_and_has_the_most_capacity():

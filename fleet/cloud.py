@@ -179,6 +179,7 @@ class CloudService:
 
     def _on_info(self, query: zenoh.Query) -> None:
         query.reply(f"{self.prefix}/info", json.dumps(self.model.info(self.max_batch)))
+        query.drop()
 
     def _on_query(self, query: zenoh.Query) -> None:
         """Zenoh's callback: decode and queue, nothing slow (the worker runs the model)."""
@@ -196,6 +197,7 @@ class CloudService:
         except (ValueError, ImageError) as exc:  # json.JSONDecodeError is a ValueError
             self.counts["refused"] += 1
             query.reply_err(json.dumps({"error": str(exc)}))
+            query.drop()  # finalize now: the client learns at once that no answer follows
             return
         self.counts["queries"] += 1
         self._queue.put(_Pending(query, image, request, arrived))
@@ -225,6 +227,7 @@ class CloudService:
             except Exception as exc:  # an image the preprocessing refuses, a runtime failure: answer, don't die
                 for p in batch:
                     p.query.reply_err(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+                    p.query.drop()
                 self.counts["failed"] += len(batch)
                 continue
             self.batch_sizes.append(len(batch))
@@ -234,8 +237,8 @@ class CloudService:
                     "request_id": p.request["request_id"], "classes": self.model.classes,
                     "probabilities": [float(v) for v in prob], "label": self.model.classes[int(prob.argmax())],
                     "model_id": self.model.model_id, "service_s": done - p.arrived, "batch": len(batch)}))
+                p.query.drop()  # finalize: the reply stream ends here, not when Python collects it
                 self.counts["answered"] += 1
-            del batch  # the queries are finalized (their reply stream closed) when dropped
 
     def close(self) -> None:
         self._infer.undeclare()

@@ -9,7 +9,10 @@ is slow or absent, replies for other requests are ignored and counted, other cla
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -20,7 +23,7 @@ zenoh = pytest.importorskip("zenoh")
 torch = pytest.importorskip("torch")
 
 from edgefpga.fleet.cloud import (  # noqa: E402
-    NO_ROUTE, TIMEOUT, UNKNOWN_ID, WRONG_CLASSES, CloudClassMismatch, CloudClient, CloudModel, CloudService,
+    ERROR, NO_ROUTE, TIMEOUT, UNKNOWN_ID, WRONG_CLASSES, CloudClassMismatch, CloudClient, CloudModel, CloudService,
     zenoh_config,
 )
 from edgefpga.fleet.cloud_model import CloudArchConfig  # noqa: E402
@@ -159,8 +162,55 @@ def test_cloud_model_with_other_classes_is_refused(tmp_path, server, client_sess
         time.sleep(0.3)
         with pytest.raises(CloudClassMismatch, match=r"decides \['ok', 'crack', 'dark'\]"):
             CloudClient(client_session, deadline_s=2.0, classes=["functional", "defective"])
-        # and answers that arrive in other classes anyway (a service swapped after connect) are refused
-        client = CloudClient(client_session, deadline_s=2.0, classes=None)
+        # a service swapped after connect: it refuses queries in other classes, at once
+        client = CloudClient(client_session, deadline_s=2.0)
         client.classes = ["functional", "defective"]
+        start = time.perf_counter()
         answer = client.ask(images(1)[0])
-        assert not answer.answered and answer.reason in (WRONG_CLASSES, "error")
+        assert time.perf_counter() - start < 1.0
+        assert not answer.answered and answer.reason == ERROR and "differ" in answer.detail
+
+
+@pytest.mark.timeout(30)
+def test_answer_in_other_classes_is_refused(server, client_session):
+    def other(query):
+        request = json.loads(query.attachment.to_bytes())
+        query.reply("edgefpga/cloud/infer", json.dumps({
+            "request_id": request["request_id"], "classes": ["ok", "bad"], "probabilities": [0.1, 0.9],
+            "label": "bad", "model_id": "other@1"}))
+
+    queryable = server.declare_queryable("edgefpga/cloud/infer", other)
+    time.sleep(0.3)
+    client = CloudClient(client_session, deadline_s=1.0, classes=["functional", "defective"])
+    answer = client.ask(images(1)[0])
+    assert not answer.answered and answer.reason == WRONG_CLASSES
+    assert client.counts["wrong_classes_replies"] == 1
+    queryable.undeclare()
+
+
+@pytest.mark.timeout(60)
+def test_bad_image_gets_an_error_reply_and_the_service_keeps_serving(tmp_path, server, client_session):
+    model = CloudModel(tiny_model(tmp_path / "cloud"), threads=1)
+    with CloudService(server, model):
+        time.sleep(0.3)
+        client = CloudClient(client_session, deadline_s=2.0, classes=["functional", "defective"])
+        bad = client.ask(b"not a png")
+        assert not bad.answered and bad.reason == ERROR and "not an image" in bad.detail
+        assert client.ask(images(1)[0]).answered
+
+
+@pytest.mark.timeout(60)
+def test_console_script_serves(tmp_path, endpoint):
+    folder = tiny_model(tmp_path / "cloud")
+    proc = subprocess.Popen([sys.executable, "-m", "edgefpga.fleet.cloud", "--model", str(folder), "--listen", endpoint,
+                             "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "on edgefpga/cloud/infer" in proc.stdout.readline()
+        with CloudClient(endpoint, deadline_s=2.0, classes=["functional", "defective"]) as client:
+            time.sleep(0.3)
+            answer = client.ask(images(1)[0])
+        assert answer.answered and answer.model_id.startswith("cloud@")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "stopped" in out

@@ -363,7 +363,21 @@ class CloudClient:
         self.edge_model = edge_model
         self.counts: Counter = Counter()
         self._lock = threading.Lock()
+        if self._own:
+            self.wait_connected(connect_timeout_s or deadline_s)
         self.service_info = self.check_service(connect_timeout_s or deadline_s)
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Until the session we opened has a peer or router (at most ``timeout_s``): the
+        connect-time class check must not run before the link exists."""
+        until = time.perf_counter() + timeout_s
+        while time.perf_counter() < until:
+            info = self.session.info  # a property in zenoh-python 1.x
+            if list(info.peers_zid()) or list(info.routers_zid()):
+                time.sleep(0.05)  # the peer's declarations follow the link
+                return True
+            time.sleep(0.02)
+        return False
 
     def check_service(self, timeout_s: float) -> dict | None:
         """Ask the service which model answers; refuse one with other classes. None: no service

@@ -207,7 +207,7 @@ def test_console_script_serves(tmp_path, endpoint):
     try:
         assert "on edgefpga/cloud/infer" in proc.stdout.readline()
         with CloudClient(endpoint, deadline_s=2.0, classes=["functional", "defective"]) as client:
-            time.sleep(0.3)
+            assert client.service_info is not None  # it waited for the link before checking the classes
             answer = client.ask(images(1)[0])
         assert answer.answered and answer.model_id.startswith("cloud@")
     finally:

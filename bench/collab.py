@@ -135,7 +135,7 @@ def plot(curve: list[dict], edge_acc: float, cloud_acc: float, chosen: dict, pat
     ax.set_ylabel("test accuracy, 654 ELPV cells (%)")
     ax.set_title("Joint inference: accuracy vs share escalated")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -165,13 +165,18 @@ def bench_collab(results_dir: Path) -> dict:
     chosen = sweep(t["labels"], t["edge"], t["conf"], t["cloud"], [threshold])[0]
     sedna_default = sweep(t["labels"], t["edge"], t["conf"], t["cloud"], [0.5])[0]
     best_at_20 = max((r for r in curve if r["escalated_share"] <= MAX_SHARE), key=lambda r: r["accuracy"])
-    live = run_over_zenoh(t["images"], t["edge"], t["scores"], t["conf"], threshold, classes)
+    # the service path runs at the chosen threshold; when that escalates nothing (a cloud model no
+    # better than the edge), at the validation threshold that escalates 20 %, so that latency and
+    # bytes are measured all the same
+    live_threshold = threshold if chosen["escalated_share"] > 0 else round(float(np.quantile(v["conf"], MAX_SHARE)), 5)
+    live_expected = sweep(t["labels"], t["edge"], t["conf"], t["cloud"], [live_threshold])[0]
+    live = run_over_zenoh(t["images"], t["edge"], t["scores"], t["conf"], live_threshold, classes)
     zenoh_acc = float(np.mean(live.pop("predictions") == t["labels"]))
     checks = {
         "escalated_at_most_20pct": chosen["escalated_share"] <= MAX_SHARE,
         "beats_edge_by_2_points": chosen["accuracy"] - edge_acc >= MIN_GAIN - 1e-9,
         "within_1_point_of_cloud": cloud_acc - chosen["accuracy"] <= MAX_GAP + 1e-9,
-        "zenoh_path_equals_in_process": round(zenoh_acc, 4) == chosen["accuracy"] and live["counts"].get(
+        "zenoh_path_equals_in_process": round(zenoh_acc, 4) == live_expected["accuracy"] and live["counts"].get(
             "answered", 0) == live["escalated"],
     }
     png = plot(curve, edge_acc, cloud_acc, chosen, results_dir / "collab.png")
@@ -191,7 +196,9 @@ def bench_collab(results_dir: Path) -> dict:
         "sedna_default_threshold_0.5": sedna_default,
         "best_on_test_at_most_20pct (hindsight, not the operating point)": best_at_20,
         "curve": curve,
-        "zenoh_loopback": live | {"accuracy": round(zenoh_acc, 4)},
+        "zenoh_loopback": live | {"accuracy": round(zenoh_acc, 4), "escalated_share": live_expected["escalated_share"],
+                                  "why_this_threshold": "the chosen one" if live_threshold == threshold else
+                                  "the chosen threshold escalates nothing: the 20 %-on-validation one instead"},
         "checks": checks,
         "passed": all(checks.values()),
         "plot": png.name,

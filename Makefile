@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgefpga-installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup demo test test-fast bench train clean help
+.PHONY: setup demo test test-fast bench train train-cloud clean help
 
 help:
 	@echo "make demo       set up .venv if missing, run the main job (no board needed)"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-fast  the suite without the slow (training / hardware simulation) tests"
 	@echo "make bench      benchmarks into bench/results/*.json"
 	@echo "make train      retrain the shipped ELPV model into models/zoo/elpv_defect"
+	@echo "make train-cloud retrain the cloud model (escalations) into models/zoo/elpv_cloud"
 
 setup: $(STAMP)
 
@@ -45,6 +46,9 @@ bench: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/edgefpga train elpv --out models/zoo/elpv_defect
+
+train-cloud: $(STAMP)
+	$(BIN)/edgefpga cloud train --out models/zoo/elpv_cloud
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -65,8 +65,16 @@ def bench_ros_soak() -> dict:
     return soak(minutes=10.0)
 
 
+def bench_collab() -> dict:
+    """Joint inference on the 654 ELPV test cells: edge vs cloud vs escalation at swept thresholds,
+    the chosen one through the Zenoh service on loopback; checks issue 15's targets (bench/collab.py)."""
+    from collab import bench_collab as run
+
+    return run(RESULTS)
+
+
 BENCHES = {"runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
-           "reference_models": bench_reference_models}
+           "reference_models": bench_reference_models, "collab": bench_collab}
 
 
 def git_commit() -> str:

@@ -67,7 +67,44 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cloud_train(args: argparse.Namespace) -> int:
+    from edgefpga.fleet.cloud_model import CLOUD_EPOCHS, CloudArchConfig, train_cloud
+
+    arch = CloudArchConfig(**({"size": args.size} if args.size else {}))
+    build = train_cloud(str(args.out), arch, epochs=args.epochs or CLOUD_EPOCHS, threads=args.threads,
+                        seed=args.seed, limit=args.limit, name=args.name)
+    test = build.facts["test"]
+    print(f"wrote {build.out}/model.onnx and card.json: test accuracy {test['accuracy']:.4f}, "
+          f"balanced {test['balanced_accuracy']:.4f}, trained in {build.result.seconds:.0f} s")
+    return 0
+
+
+def cloud_train_errors() -> tuple[type[Exception], ...]:
+    from edgefpga.models.arch import ArchitectureError
+    from edgefpga.models.card import ModelCardError
+    from edgefpga.models.datasets import DatasetError
+
+    return ModelCardError, DatasetError, ArchitectureError
+
+
+def register_cloud(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cloud", help="the cloud model that answers escalations: train (serve it with edgefpga-cloud)")
+    actions = p.add_subparsers(dest="cloud_command", required=True, metavar="ACTION")
+    a = actions.add_parser("train", help="train the cloud model (no FPGA limits) on ELPV's training split with the "
+                           "edge model's pipeline; writes a model folder (model.onnx with a batch axis, card.json)")
+    a.add_argument("--out", type=Path, default=Path("models/zoo/elpv_cloud"), help="model folder to write "
+                   "(default models/zoo/elpv_cloud)")
+    a.add_argument("--name", help="model name in the card (default: the folder name)")
+    a.add_argument("--epochs", type=int, help="training epochs (default: the shipped run's)")
+    a.add_argument("--size", type=int, help="input height and width in pixels (default 160)")
+    a.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch (default 2)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")
+    a.set_defaults(func=cmd_cloud_train, user_errors=cloud_train_errors)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    register_cloud(sub)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--registry", metavar="URI", help="MLflow tracking/registry URI: a fleet server "
                         "(http://host:5000) or sqlite:///<file> (default: $EDGEFPGA_REGISTRY, else "

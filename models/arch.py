@@ -41,6 +41,11 @@ class ArchConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def build_model(self) -> "InspectionCNN":
+        """The untrained network within the FPGA budget (the training loop builds every
+        architecture config through this method, the cloud model's too)."""
+        return build(self)
+
 
 class InspectionCNN(nn.Module):
     """Conv-BN-ReLU blocks, max-pool between them, global average pool, dense classifier."""
@@ -79,19 +84,27 @@ class Cost:
 
 def count_cost(model: nn.Module, input_shape: tuple[int, int, int]) -> Cost:
     """Count the parameters and MACs the accelerator will see: BatchNorm folds into the conv
-    before it (adding a bias), so its scale/shift are not counted as separate parameters."""
+    before it (adding a bias), so its scale/shift are not counted as separate parameters. A
+    layer run twice in one forward pass (the cloud model's flip averaging) adds its MACs twice
+    and its parameters once."""
     cost = Cost()
     hooks = []
+    seen: set[int] = set()
+
+    def once(mod: nn.Module, params: int) -> int:
+        first = id(mod) not in seen
+        seen.add(id(mod))
+        return params if first else 0
 
     def conv_hook(mod: nn.Conv2d, _inp, out):
         k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
         macs = out.shape[1] * out.shape[2] * out.shape[3] * k
-        params = mod.weight.numel() + mod.out_channels  # folded BatchNorm gives a bias
+        params = once(mod, mod.weight.numel() + mod.out_channels)  # folded BatchNorm gives a bias
         cost.layers.append({"layer": "conv", "out": list(out.shape[1:]), "params": params, "macs": macs})
 
     def linear_hook(mod: nn.Linear, _inp, out):
-        cost.layers.append({"layer": "dense", "out": list(out.shape[1:]), "params": mod.weight.numel()
-                            + mod.out_features, "macs": mod.in_features * mod.out_features})
+        cost.layers.append({"layer": "dense", "out": list(out.shape[1:]), "params": once(
+            mod, mod.weight.numel() + mod.out_features), "macs": mod.in_features * mod.out_features})
 
     for mod in model.modules():
         if isinstance(mod, nn.Conv2d):

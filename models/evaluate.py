@@ -29,6 +29,8 @@ def onnx_session(card: ModelCard):
         raise ModelCardError(f"{card.model_path}: ONNX Runtime cannot load it ({exc})") from exc
     shape = session.get_inputs()[0].shape
     expected = [1, card.input.channels, card.input.height, card.input.width]
+    if not isinstance(shape[0], int):  # a symbolic batch (the cloud model's) takes batch 1 too
+        shape = [1, *shape[1:]]
     if list(shape) != expected:
         raise ModelCardError(f"{card.model_path}: input shape {shape} does not match card {expected}")
     return session

@@ -36,8 +36,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path) -> Path:
-    """Write ``model`` (BatchNorm folded) as float ONNX, opset 13, NCHW, batch 1, and check it."""
+def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path, batch_axis: bool = False) -> Path:
+    """Write ``model`` (BatchNorm folded) as float ONNX, opset 13, NCHW, batch 1, and check it.
+    ``batch_axis``: a symbolic batch dimension instead, for a server that batches requests (the
+    cloud model; hls4ml needs the static batch of one)."""
     folded = fold_batchnorm(model)
     dummy = torch.zeros(1, *input_shape)
     path = Path(path)
@@ -47,7 +49,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path)
         # qonnx and hls4ml convert; the dynamo exporter's graph needs more cleanup.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(folded, (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamo=False, do_constant_folding=True)
+                          output_names=[OUTPUT_NAME], dynamo=False, do_constant_folding=True,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch_axis else None)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import elpv
-from .arch import ArchConfig, build
+from .arch import ArchConfig
 from .augment import AugmentConfig, augment
 from .card import InputSpec
 from .datasets import TrainingData
@@ -208,7 +208,7 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
     weights = class_weights(data.labels[fit], cfg.class_balance, num_classes)
     teacher = TeacherEnsemble(list(cfg.teachers), spec) if cfg.teachers else None
 
-    model = build(arch)
+    model = arch.build_model()  # the edge CNN (FPGA budget checked) or another config's net
     steps_per_epoch = max(1, len(fit) // cfg.batch_size)
     decay = ema_decay(cfg.ema_decay, cfg.epochs * steps_per_epoch)
     ema = torch.optim.swa_utils.AveragedModel(

@@ -50,6 +50,7 @@ class ZooBuild:
     result: TrainResult | None = None
     facts: dict = field(default_factory=dict)
     sizing: dict | None = None  # the board budget and the choice, when `train --board` picked the architecture
+    batch_axis: bool = False  # export with a symbolic batch (a server's model); the FPGA's has batch 1
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -69,7 +70,7 @@ def step_train(b: ZooBuild) -> None:
 
 
 def step_export_onnx(b: ZooBuild) -> None:
-    export_onnx(b.result.model, (b.arch.in_channels, b.arch.size, b.arch.size), b.out / MODEL_FILE)
+    export_onnx(b.result.model, (b.arch.in_channels, b.arch.size, b.arch.size), b.out / MODEL_FILE, b.batch_axis)
 
 
 def step_check_onnx(b: ZooBuild) -> None:
@@ -107,6 +108,8 @@ STEPS: list[Callable[[ZooBuild], None]] = [
     step_train, step_export_onnx, step_check_onnx, step_evaluate_test, step_check_fixed_point,
     step_write_card, step_plot,
 ]
+# a model that never goes to the FPGA (the cloud model) skips the fixed-point check
+SERVER_STEPS = [step for step in STEPS if step is not step_check_fixed_point]
 
 
 def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
@@ -143,25 +146,28 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
             "torch": torch.__version__, "machine": f"{platform.machine()}, {b.train_cfg.threads} CPU thread(s)",
         },
         "onnx": {"opset": 13, "layout": "NCHW", "dtype": "float32", "batchnorm": "folded into Conv",
+                 "batch": "symbolic" if b.batch_axis else 1,
                  "max_abs_diff_vs_pytorch": b.facts.get("onnx_max_abs_diff")},
     }
 
 
 def build_zoo_model(out: str | Path, arch: ArchConfig, train_cfg: TrainConfig, augment_cfg: AugmentConfig,
                     name: str | None = None, progress: bool = True, data: TrainingData | None = None,
-                    sizing: dict | None = None) -> ZooBuild:
-    """Run every step on ``data`` (default: ELPV) into a temporary folder, then move it into
-    place: no half-written model."""
+                    sizing: dict | None = None, steps: list[Callable[[ZooBuild], None]] = STEPS,
+                    batch_axis: bool = False) -> ZooBuild:
+    """Run ``steps`` (default: every one) on ``data`` (default: ELPV) into a temporary folder,
+    then move it into place: no half-written model. ``arch`` is any config with ``build_model``,
+    ``in_channels``, ``size``, ``num_classes`` and ``to_dict`` (the cloud model's too)."""
     out = Path(out)
     data = data if data is not None else elpv.training_data()
     if (arch.in_channels, arch.num_classes) != (data.channels, len(data.classes)):
         raise ArchitectureError(f"the architecture takes {arch.in_channels} channel(s) to {arch.num_classes} classes; "
                                 f"the data has {data.channels} ({data.color}) and {len(data.classes)} classes")
     build = ZooBuild(name=name or out.name, out=out, arch=arch, train_cfg=train_cfg, augment_cfg=augment_cfg,
-                     data=data, spec=data_spec(arch, data), progress=progress, sizing=sizing)
+                     data=data, spec=data_spec(arch, data), progress=progress, sizing=sizing, batch_axis=batch_axis)
     with staged_folder(out) as staging:
         build.out = staging
-        for step in STEPS:
+        for step in steps:
             build.log(step.__name__)
             step(build)
     build.out = out

@@ -1,0 +1,205 @@
+"""Joint inference (edge + cloud) on the 654 ELPV test cells -> bench/results/collab.json + collab.png.
+
+Issue 15's measurement: the edge model decides every cell; the cells whose confidence (Sedna's
+cross-entropy criterion, ``Result.confidence``) is under a threshold escalate to the cloud model,
+whose answer then decides. Swept over thresholds: accuracy against the share escalated, next to
+the edge model alone and the cloud model alone.
+
+- Edge: ``models/zoo/elpv_defect`` through the Engine's ``onnx`` backend (the float model). The
+  accelerator's scores are those of the bit-exact RTL, which equal the float model's up to fixed
+  point: the card's fixed-point check gives 99.5 % top-1 agreement at the shipped precisions (8-bit
+  weights, 16-bit activations), so the edge column is the RTL's within a few cells.
+- Cloud: ``models/zoo/elpv_cloud`` with ONNX Runtime, in process for the sweep.
+- The operating threshold is chosen on the *validation* part of the training split (never the test
+  cells): the one with the best joint validation accuracy among those escalating at most 20 % of
+  validation cells. The test numbers at that threshold are then checked against the targets: at
+  most 20 % escalated, at least 2 points over the edge model, within 1 point of the cloud model.
+- At that threshold the joint path runs again through the real service: ``CloudService`` on a
+  Zenoh session listening on loopback, ``CloudClient`` on another connected to it, one
+  ``ask`` per hard cell as the line would (PNG bytes sent counted, round-trip latency), and a burst of
+  concurrent ``submit`` calls that shows the batching. Its accuracy must equal the in-process one.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+EDGE, CLOUD = "elpv_defect", "elpv_cloud"
+MAX_SHARE, MIN_GAIN, MAX_GAP = 0.20, 0.02, 0.01
+DEADLINE_S = 2.0  # generous on a loaded 2-core machine: this measures answers, not the deadline
+
+
+def edge_outputs(images: list, model: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edge predictions, confidences and class scores through the Engine (onnx backend)."""
+    from edgefpga.runtime import open_engine
+
+    with open_engine(model or EDGE, backend="onnx") as engine:
+        results = engine.infer(images)
+    return (np.array([r.label_index for r in results]), np.array([r.confidence for r in results]),
+            np.array([r.scores for r in results]))
+
+
+def cloud_probabilities(images: list, model: str | None = None) -> np.ndarray:
+    from edgefpga.fleet.cloud import CloudModel
+
+    cloud = CloudModel(model or CLOUD, providers=["CPUExecutionProvider"])
+    return np.concatenate([cloud.probabilities(images[i:i + 32]) for i in range(0, len(images), 32)])
+
+
+def joint(edge_pred: np.ndarray, confidence: np.ndarray, cloud_pred: np.ndarray, threshold: float) -> np.ndarray:
+    return np.where(confidence < threshold, cloud_pred, edge_pred)
+
+
+def sweep(labels, edge_pred, confidence, cloud_pred, thresholds) -> list[dict]:
+    """Accuracy and share escalated at each threshold."""
+    return [{"threshold": round(float(t), 5), "escalated_share": round(float(np.mean(confidence < t)), 4),
+             "accuracy": round(float(np.mean(joint(edge_pred, confidence, cloud_pred, t) == labels)), 4)}
+            for t in thresholds]
+
+
+def choose_threshold(labels, edge_pred, confidence, cloud_pred) -> float:
+    """The best joint accuracy among thresholds escalating at most MAX_SHARE (ties: fewer escalated)."""
+    candidates = np.unique(np.concatenate([[0.0], confidence + 1e-9]))
+    rows = [r for r in sweep(labels, edge_pred, confidence, cloud_pred, candidates) if r["escalated_share"] <= MAX_SHARE]
+    best = max(rows, key=lambda r: (r["accuracy"], -r["escalated_share"]))
+    return best["threshold"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_over_zenoh(images, edge_pred, edge_scores, confidence, threshold, classes) -> dict:
+    """The joint path through the real service on loopback: one ``ask`` per hard cell, then a
+    burst of concurrent ``submit`` calls (batching)."""
+    import zenoh
+
+    from edgefpga.fleet.cloud import CloudClient, CloudModel, CloudService, zenoh_config
+
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    model = CloudModel(CLOUD, providers=None)
+    with zenoh.open(zenoh_config(listen=[endpoint])) as server, CloudService(server, model) as service, \
+            zenoh.open(zenoh_config(connect=[endpoint])) as edge_session:
+        time.sleep(0.5)  # the peers connect and learn the queryables
+        client = CloudClient(edge_session, DEADLINE_S, classes=classes, edge_model=EDGE)
+        preds, latencies, service_s = edge_pred.copy(), [], []
+        hard = np.flatnonzero(confidence < threshold)
+        for i in hard:
+            answer = client.ask(images[i], edge_scores=list(edge_scores[i]), request_id=f"cell-{i}")
+            if answer.answered:
+                preds[i] = classes.index(answer.label)
+                latencies.append(answer.latency_s * 1e3)
+                service_s.append(answer.service_s * 1e3)
+        sequential = dict(client.counts)
+        burst = hard[:32]
+        start = time.perf_counter()
+        answers = [f.result() for f in [client.submit(images[i]) for i in burst]]
+        burst_s = time.perf_counter() - start
+        batches = service.batch_sizes[-len(burst):]
+    png_bytes = sequential.get("bytes_sent", 0)
+    return {
+        "endpoint": endpoint, "threshold": threshold, "escalated": int(len(hard)), "predictions": preds,
+        "counts": sequential, "bytes_sent": png_bytes,
+        "bytes_per_escalation": round(png_bytes / max(1, len(hard))),
+        "round_trip_ms": {"median": round(float(np.median(latencies)), 2),
+                          "p99": round(float(np.percentile(latencies, 99)), 2)} if latencies else None,
+        "service_ms_median": round(float(np.median(service_s)), 2) if service_s else None,
+        "model_id": model.model_id, "providers": model.session.get_providers(),
+        "burst": {"n": len(burst), "answered": sum(a.answered for a in answers), "seconds": round(burst_s, 3),
+                  "per_image_ms": round(burst_s / max(1, len(burst)) * 1e3, 2),
+                  "batch_sizes": sorted(set(batches)), "largest_batch": max(batches) if batches else 0},
+    }
+
+
+def plot(curve: list[dict], edge_acc: float, cloud_acc: float, chosen: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot([100 * r["escalated_share"] for r in curve], [100 * r["accuracy"] for r in curve], "-",
+            color="tab:blue", label="joint (edge, hard cells to the cloud)")
+    ax.axhline(100 * edge_acc, color="tab:orange", ls="--", label=f"edge alone ({100 * edge_acc:.1f} %)")
+    ax.axhline(100 * cloud_acc, color="tab:green", ls="--", label=f"cloud alone ({100 * cloud_acc:.1f} %)")
+    ax.axvline(100 * MAX_SHARE, color="gray", ls=":", lw=1)
+    ax.plot([100 * chosen["escalated_share"]], [100 * chosen["accuracy"]], "o", color="tab:red",
+            label=f"chosen on validation (threshold {chosen['threshold']:.3f})")
+    ax.set_xlabel("cells escalated to the cloud (%)")
+    ax.set_ylabel("test accuracy, 654 ELPV cells (%)")
+    ax.set_title("Joint inference: accuracy vs share escalated")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def bench_collab(results_dir: Path) -> dict:
+    from edgefpga.models import elpv
+    from edgefpga.models.card import load_card, resolve_model_dir
+
+    data = elpv.load()
+    classes = load_card(resolve_model_dir(EDGE)).classes
+    cloud_card = load_card(resolve_model_dir(CLOUD))
+    parts = {}
+    for subset in ("val", "test"):
+        idx = elpv.subset(subset)
+        images = list(data.images[idx])
+        edge_pred, confidence, edge_scores = edge_outputs(images)
+        parts[subset] = {"images": images, "labels": data.labels[idx], "edge": edge_pred, "conf": confidence,
+                         "scores": edge_scores, "cloud": cloud_probabilities(images).argmax(1)}
+    v, t = parts["val"], parts["test"]
+    threshold = choose_threshold(v["labels"], v["edge"], v["conf"], v["cloud"])
+    edge_acc = float(np.mean(t["edge"] == t["labels"]))
+    cloud_acc = float(np.mean(t["cloud"] == t["labels"]))
+    grid = np.unique(np.concatenate([np.linspace(0, 1, 101), np.quantile(t["conf"], np.linspace(0, 1, 101)) + 1e-9]))
+    curve = sweep(t["labels"], t["edge"], t["conf"], t["cloud"], grid)
+    chosen = sweep(t["labels"], t["edge"], t["conf"], t["cloud"], [threshold])[0]
+    sedna_default = sweep(t["labels"], t["edge"], t["conf"], t["cloud"], [0.5])[0]
+    best_at_20 = max((r for r in curve if r["escalated_share"] <= MAX_SHARE), key=lambda r: r["accuracy"])
+    # the service path runs at the chosen threshold; when that escalates nothing (a cloud model no
+    # better than the edge), at the validation threshold that escalates 20 %, so that latency and
+    # bytes are measured all the same
+    live_threshold = threshold if chosen["escalated_share"] > 0 else round(float(np.quantile(v["conf"], MAX_SHARE)), 5)
+    live_expected = sweep(t["labels"], t["edge"], t["conf"], t["cloud"], [live_threshold])[0]
+    live = run_over_zenoh(t["images"], t["edge"], t["scores"], t["conf"], live_threshold, classes)
+    zenoh_acc = float(np.mean(live.pop("predictions") == t["labels"]))
+    checks = {
+        "escalated_at_most_20pct": chosen["escalated_share"] <= MAX_SHARE,
+        "beats_edge_by_2_points": chosen["accuracy"] - edge_acc >= MIN_GAIN - 1e-9,
+        "within_1_point_of_cloud": cloud_acc - chosen["accuracy"] <= MAX_GAP + 1e-9,
+        "zenoh_path_equals_in_process": round(zenoh_acc, 4) == live_expected["accuracy"] and live["counts"].get(
+            "answered", 0) == live["escalated"],
+    }
+    png = plot(curve, edge_acc, cloud_acc, chosen, results_dir / "collab.png")
+    return {
+        "n_test": int(len(t["labels"])), "n_validation": int(len(v["labels"])),
+        "edge": {"model": EDGE, "backend": "onnx (float; the RTL is bit-exact to the fixed-point emulator, "
+                 "whose scores equal these up to fixed-point rounding: card fixed_point_check)",
+                 "accuracy": round(edge_acc, 4)},
+        "cloud": {"model": CLOUD, "accuracy": round(cloud_acc, 4),
+                  "card_test_accuracy": cloud_card.test_metrics["accuracy"], "params": cloud_card.raw.get("params"),
+                  "macs": cloud_card.raw.get("macs")},
+        "criterion": "cross_entropy confidence (Sedna): escalate when confidence < threshold",
+        "threshold_chosen_on": "validation part of the training split (295 cells): best joint accuracy with "
+                               "<= 20 % escalated",
+        "chosen": chosen | {"gain_over_edge_points": round(100 * (chosen["accuracy"] - edge_acc), 2),
+                            "gap_to_cloud_points": round(100 * (cloud_acc - chosen["accuracy"]), 2)},
+        "sedna_default_threshold_0.5": sedna_default,
+        "best_on_test_at_most_20pct (hindsight, not the operating point)": best_at_20,
+        "curve": curve,
+        "zenoh_loopback": live | {"accuracy": round(zenoh_acc, 4), "escalated_share": live_expected["escalated_share"],
+                                  "why_this_threshold": "the chosen one" if live_threshold == threshold else
+                                  "the chosen threshold escalates nothing: the 20 %-on-validation one instead"},
+        "checks": checks,
+        "passed": all(checks.values()),
+        "plot": png.name,
+    }

@@ -64,6 +64,7 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from edgefpga.models.preprocess import ImageError
 from edgefpga.runtime import EngineError, open as open_engine
 
+from .escalation import Escalator
 from .frame_queue import QUEUE_POLICIES, FrameQueue
 from .images import BadImage, compressed_to_array, grid_cells, image_to_array
 
@@ -72,6 +73,11 @@ PARAMETERS = {  # name: (default, description)
                                    "while configured it is hot-swapped (opened, self-tested, switched)"),
     "registry_uri": ("", "MLflow registry of registry: models (default: $EDGEFPGA_REGISTRY, else ./registry)"),
     "hard_threshold": (0.0, "a result whose confidence (0 uniform .. 1 sure) is below this is hard (0: none)"),
+    "cloud": ("", "Zenoh locator of the cloud service (tcp/host:7447) hard images are escalated to; empty: none, "
+                  "no image leaves the site (set while unconfigured)"),
+    "cloud_deadline": (0.5, "seconds the cloud has to answer; then the edge verdict stands (set while unconfigured)"),
+    "store": ("", "folder of the sample store that keeps every hard sample (fleet/store.py); empty: none "
+                  "(set while unconfigured)"),
     "backend": ("auto", "auto, pynq, rtl, emulator or onnx (set while unconfigured)"),
     "defect_threshold": (0.5, "defect probability at or above which a cell is defective"),
     "grid_rows": (1, "split each image into grid_rows x grid_cols cells (a module image into its cells)"),
@@ -88,6 +94,7 @@ PARAMETERS = {  # name: (default, description)
 RANGES = {
     "defect_threshold": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
     "hard_threshold": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
+    "cloud_deadline": FloatingPointRange(from_value=0.001, to_value=60.0, step=0.0),
     "grid_rows": IntegerRange(from_value=1, to_value=64, step=1),
     "grid_cols": IntegerRange(from_value=1, to_value=64, step=1),
     "max_pending": IntegerRange(from_value=1, to_value=100_000, step=1),
@@ -96,7 +103,7 @@ RANGES = {
     "diagnostics_period": FloatingPointRange(from_value=0.01, to_value=3600.0, step=0.0),
 }
 READ_ONLY = {"diagnostics_period", "autostart"}
-SET_WHILE_UNCONFIGURED = {"backend", "registry_uri"}
+SET_WHILE_UNCONFIGURED = {"backend", "registry_uri", "cloud", "cloud_deadline", "store"}
 SELF_TEST_IMAGES = 4  # recent images a hot-swapped model must answer before it serves
 SET_WHILE_NOT_ACTIVE = {"reliable_input", "queue_depth"}
 WINDOW = 1000  # latencies kept for the percentiles in diagnostics
@@ -255,6 +262,7 @@ class InspectionNode(LifecycleNode):
         for key, (default, _) in PARAMETERS.items():
             self.declare_parameter(key, default, descriptor(key))
         self.engine = None
+        self.escalator: Escalator | None = None
         self.model_version = ""
         self.recent: deque = deque(maxlen=SELF_TEST_IMAGES)  # the last images seen: a new model's self-test
         self.state_label = "unconfigured"
@@ -317,8 +325,15 @@ class InspectionNode(LifecycleNode):
             self.stats.error("configure", str(exc))
             self.get_logger().error(f"cannot configure with model={model!r} backend={backend!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
+        try:
+            escalator = self.open_escalation(engine)
+        except Exception as exc:  # noqa: BLE001  (a cloud with other classes, a store that cannot open)
+            engine.close()
+            self.stats.error("configure", str(exc))
+            self.get_logger().error(f"cannot configure the escalation: {exc}")
+            return TransitionCallbackReturn.FAILURE
         with self.engine_lock:
-            self.engine, self.model_version = engine, version or engine.model_id
+            self.engine, self.model_version, self.escalator = engine, version or engine.model_id, escalator
         self.get_logger().info(f"engine: {engine.describe()}")
         self.state_label = "inactive"
         return TransitionCallbackReturn.SUCCESS
@@ -378,6 +393,28 @@ class InspectionNode(LifecycleNode):
         if waiting:
             self.stats.drop("inactive", len(waiting))
 
+    def open_escalation(self, engine) -> Escalator | None:
+        """The cloud client and the sample store the parameters ask for (escalation.py)."""
+        cloud, store = self.param("cloud"), self.param("store")
+        if not cloud and not store:
+            return None
+        client = sample_store = None
+        if cloud:
+            from edgefpga.fleet.cloud import CloudClient
+
+            client = CloudClient(cloud, deadline_s=self.param("cloud_deadline"), classes=list(engine.classes),
+                                 edge_model=engine.model_id)
+        if store:
+            from edgefpga.fleet.store import SampleStore
+
+            sample_store = SampleStore(store)
+        return Escalator(client, sample_store, self._publish_result, self.stats.count, self.get_logger().error)
+
+    def _publish_result(self, msg) -> None:
+        with self.io_lock:
+            if self._result_pub is not None:
+                self._result_pub.publish(msg)
+
     def swap_model(self, model: str) -> str | None:
         """Open ``model`` beside the running engine, self-test it, switch between two engine
         calls; None when it serves, else why not (the running engine is untouched)."""
@@ -422,6 +459,9 @@ class InspectionNode(LifecycleNode):
             if self.engine is not None:
                 self.engine.close()
                 self.engine = None
+            if self.escalator is not None:
+                self.escalator.close()
+                self.escalator = None
 
     # work -----------------------------------------------------------------------------------
     def enqueue(self, msg, decode) -> None:
@@ -492,7 +532,7 @@ class InspectionNode(LifecycleNode):
         done = 0
         for pending, cells in decoded:
             mine, done = results[done:done + len(cells)], done + len(cells)
-            self.publish(pending, mine, [roi for _, roi in cells], settings)
+            self.publish(pending, mine, cells, settings)
 
     def _reject(self, pending: Pending, kind: str, message: str) -> None:
         stamp = pending.msg.header.stamp
@@ -500,21 +540,27 @@ class InspectionNode(LifecycleNode):
         self.get_logger().error(f"image at {stamp.sec}.{stamp.nanosec:09d} ({pending.msg.header.frame_id!r}) "
                                 f"dropped: {message}")
 
-    def publish(self, pending: Pending, results: list, rois: list, settings: Settings) -> None:
-        header, version = pending.msg.header, self.model_version
+    def publish(self, pending: Pending, results: list, cells: list, settings: Settings) -> None:
+        """The results of one message: a hard whole-image result goes through the escalator
+        (published when the cloud answers or its deadline passes), the rest at once."""
+        header, version, escalator = pending.msg.header, self.model_version, self.escalator
+        rois = [roi for _, roi in cells]
         with self.io_lock:
             if self._result_pub is None:
                 return self._reject(pending, "inactive", "the node was deactivated while this image ran")
-            if settings.grid == (1, 1):
-                self._result_pub.publish(result_msg(results[0], header, settings, None, version))
-            else:
+            single = result_msg(results[0], header, settings, None, version) if settings.grid == (1, 1) else None
+            if single is not None and not (single.hard and escalator is not None):
+                self._result_pub.publish(single)
+            elif single is None:
                 from edgefpga_msgs.msg import InspectionResultArray
 
-                cells = [result_msg(r, header, settings, roi, version) for r, roi in zip(results, rois)]
+                msgs = [result_msg(r, header, settings, roi, version) for r, roi in zip(results, rois)]
                 self._array_pub.publish(InspectionResultArray(
                     header=header, grid_rows=settings.grid[0], grid_cols=settings.grid[1],
-                    any_defective=any(c.defective for c in cells), results=cells))
-                self._result_pub.publish(max(cells, key=lambda c: c.score))
+                    any_defective=any(c.defective for c in msgs), results=msgs))
+                self._result_pub.publish(max(msgs, key=lambda c: c.score))
+        if single is not None and single.hard and escalator is not None:
+            escalator.handle(single, cells[0][0], results[0], version)
         node_ms = (time.perf_counter() - pending.received) * 1e3
         self.stats.record(results[0].latency_ms * len(results), node_ms, results[0].cycles)
 

@@ -216,7 +216,7 @@ def test_a_parameter_storm_while_streaming_is_applied_atomically_or_refused_with
     assert state == "active" and not stats.errors
     assert not any(r.successful for r in refused)
     reasons = " | ".join(r.reason for r in refused)
-    for text in ("fifo", "clean up first", "deactivate first", "read-only", "defect_threshold"):
+    for text in ("fifo", "cannot open '/elsewhere'", "deactivate first", "read-only", "defect_threshold"):
         assert text in reasons, reasons
     assert probe.results and stats.images + stats.dropped["stale"] == 120
     # atomic: every verdict was made with the threshold it reports

@@ -272,7 +272,7 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
 
     model.load_state_dict(best["state"])
     delta = None
-    if num_classes == 2 and calibrate:  # the decision threshold of a binary model; argmax of many classes stays as trained
+    if num_classes == 2 and calibrate:  # a binary model's decision threshold; argmax of many classes stays as trained
         delta = calibrate_bias(predict_logits(model, x_val, spec), y_val)
         fold_logit_bias(model, delta)
     val_metrics = classification_metrics(y_val, predict_logits(model, x_val, spec).argmax(1), num_classes,

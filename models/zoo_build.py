@@ -50,6 +50,7 @@ class ZooBuild:
     result: TrainResult | None = None
     facts: dict = field(default_factory=dict)
     sizing: dict | None = None  # the board budget and the choice, when `train --board` picked the architecture
+    provenance: dict = field(default_factory=dict)  # more card blocks, e.g. "federated" (fleet/federated/export.py)
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -144,6 +145,7 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
         },
         "onnx": {"opset": 13, "layout": "NCHW", "dtype": "float32", "batchnorm": "folded into Conv",
                  "max_abs_diff_vs_pytorch": b.facts.get("onnx_max_abs_diff")},
+        **b.provenance,
     }
 
 

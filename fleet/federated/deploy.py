@@ -49,7 +49,8 @@ def superlink_command(certs: Path, host: str, port: int) -> list[str]:
     """flower-superlink serving the Fleet, Control and Runtime APIs over TLS on ``host:port``."""
     for name in (CA_CERT, SERVER_CERT, SERVER_KEY):
         if not (certs / name).is_file():
-            raise FederationError(f"{certs / name}: missing; make the certificates with edgefpga fed certs --out {certs}")
+            raise FederationError(f"{certs / name}: missing; make the certificates with "
+                                  f"edgefpga fed certs --out {certs}")
     return [tool("flower-superlink"), "--ssl-ca-certfile", str(certs / CA_CERT), "--ssl-certfile",
             str(certs / SERVER_CERT), "--ssl-keyfile", str(certs / SERVER_KEY), "--host", host, "--port", str(port),
             "--disable-runtime-dependency-installation"]
@@ -79,7 +80,8 @@ def check_tls(superlink: str, ca: Path, timeout: float = 10.0) -> None:
     except ssl.SSLError as exc:
         raise FederationError(f"{superlink}: TLS handshake failed ({exc.reason}): is it a SuperLink with TLS?") from exc
     except OSError as exc:
-        raise FederationError(f"{superlink}: cannot connect ({exc.strerror or exc}): is the SuperLink running?") from exc
+        raise FederationError(f"{superlink}: cannot connect ({exc.strerror or exc}): is the SuperLink "
+                              "running?") from exc
 
 
 def check_site(data: Path, settings: RunSettings) -> int:

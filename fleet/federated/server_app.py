@@ -47,7 +47,8 @@ class Guarded:
 
     def guard(self, template) -> None:
         self.template = template
-        self.rounds: dict[int, dict] = defaultdict(lambda: {"received": [], "failed": [], "refused": []})
+        self.rounds: dict[int, dict] = defaultdict(lambda: {"received": [], "received_evaluate": [], "failed": [],
+                                                            "refused": []})
 
     def aggregate_train(self, server_round: int, replies):
         replies, log = list(replies), self.rounds[server_round]
@@ -75,6 +76,7 @@ class Guarded:
         replies = list(replies)
         sites = self.rounds[server_round].setdefault("sites", {})
         for msg in replies:
+            self.rounds[server_round]["received_evaluate"].append(manifest(msg))
             if not msg.has_error():
                 name = msg.content["site"]["name"]
                 sites[name] = {k: float(v) for k, v in msg.content["metrics"].items()}
@@ -133,7 +135,8 @@ class RunLog:
         self.write()
 
     def write(self) -> None:
-        received = {r: v["received"] for r, v in self.strategy.rounds.items()}
+        received = {r: {"train": v["received"], "evaluate": v["received_evaluate"]}
+                    for r, v in self.strategy.rounds.items()}
         write_atomic(self.out / "received.json", json.dumps(received, indent=1) + "\n")
         write_atomic(self.out / "history.json", json.dumps(
             {"settings": self.settings.__dict__, "strategy": type(self.strategy).__name__.removeprefix("Guarded"),

@@ -65,8 +65,17 @@ def bench_ros_soak() -> dict:
     return soak(minutes=10.0)
 
 
+def bench_federated() -> dict:
+    """Federated (Flower, 3 sites over TLS) vs centralized vs each site alone, same total epochs
+    (bench/federated.py); settings from $EDGEFPGA_FED_BENCH (rounds,local_epochs,size[,site_limit])."""
+    from federated import bench_federated as run
+
+    rounds, local, size, *limit = (int(v) for v in os.environ.get("EDGEFPGA_FED_BENCH", "8,2,32").split(","))
+    return run(rounds, local, size, limit[0] if limit else None)
+
+
 BENCHES = {"runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
-           "reference_models": bench_reference_models}
+           "reference_models": bench_reference_models, "federated": bench_federated}
 
 
 def git_commit() -> str:

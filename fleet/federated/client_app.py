@@ -33,7 +33,8 @@ def train(msg: Message, context: Context) -> Message:
     data = site_data(folder, settings)
     model = load_arrays(msg.content["arrays"], settings, "the global model received from the SuperLink")
     config = msg.content["config"]
-    result = local_train(model, data, settings, int(config["server-round"]), float(config.get("proximal-mu", 0.0)))
+    result = local_train(model, data, settings, int(config["server-round"]), float(config.get("proximal-mu", 0.0)),
+                         float(config.get("lr", settings.lr)))
     metrics = MetricRecord({"num-examples": len(data.split.fit), "train-loss": float(result.history[-1]["loss"]),
                             "train-seconds": float(result.seconds)})
     return Message(RecordDict({"arrays": to_arrays(result.model), "metrics": metrics}), reply_to=msg)

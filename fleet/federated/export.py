@@ -18,9 +18,12 @@ import numpy as np
 from .task import FederationError, RunSettings, load_arrays
 
 
-def read_run(run_dir: Path) -> tuple[dict, dict]:
-    """(history, global weights) a ServerApp wrote."""
+def read_run(run_dir: Path, last: bool = False) -> tuple[dict, dict]:
+    """(history, global weights) a ServerApp wrote: the round selected on the sites' validation
+    images (``best.npz``), or with ``last`` (or no selection yet) the last round's."""
     history, weights = run_dir / "history.json", run_dir / "global.npz"
+    if not last and (run_dir / "best.npz").is_file():
+        weights = run_dir / "best.npz"
     if not history.is_file() or not weights.is_file():
         raise FederationError(f"{run_dir}: no federated run here (history.json and global.npz are written by the "
                               "ServerApp, edgefpga fed run --out)")
@@ -50,6 +53,7 @@ def federated_block(history: dict, partition: Path | None) -> dict:
     rounds = history["rounds"]
     block = {"engine": "Flower deployment engine (SuperLink + SuperNodes, TLS)", "strategy": history["strategy"],
              "rounds": len(rounds) - 1, "local_epochs": history["settings"]["local_epochs"],
+             "selected_round": history.get("selected_round"), "selection": history.get("selection"),
              "what_travelled": "model weights (float tensors) and per-site scores; no images",
              "history": [{"round": r["round"], "test_accuracy": r["test"]["accuracy"],
                           "test_balanced_accuracy": r["test"]["balanced_accuracy"], "trained_sites": r["trained"],
@@ -64,7 +68,7 @@ def federated_block(history: dict, partition: Path | None) -> dict:
 
 
 def export_run(run_dir: str | Path, out: str | Path, name: str | None = None, partition: str | Path | None = None,
-               progress: bool = True):
+               progress: bool = True, last: bool = False):
     """Write ``out`` (model.onnx, card.json, rounds.png) from the run in ``run_dir``."""
     from dataclasses import replace
 
@@ -74,7 +78,7 @@ def export_run(run_dir: str | Path, out: str | Path, name: str | None = None, pa
     from edgefpga.models.train import TrainConfig, TrainResult
 
     run_dir, out = Path(run_dir), Path(out)
-    history, weights = read_run(run_dir)
+    history, weights = read_run(run_dir, last)
     settings = settings_of(history)
     model = load_arrays(weights, settings, f"{run_dir / 'global.npz'}")
     data = elpv.training_data()
@@ -85,7 +89,8 @@ def export_run(run_dir: str | Path, out: str | Path, name: str | None = None, pa
     cfg = TrainConfig(epochs=rounds * settings.local_epochs, batch_size=settings.batch_size, lr=settings.lr,
                       seed=settings.seed, threads=1, proximal_mu=settings.proximal_mu if settings.strategy == "fedprox"
                       else 0.0)
-    result = TrainResult(model=model, best_epoch=rounds, val_metrics=site_validation(history["rounds"][-1]),
+    chosen = rounds if last or history.get("selected_round") is None else history["selected_round"]
+    result = TrainResult(model=model, best_epoch=chosen, val_metrics=site_validation(history["rounds"][chosen]),
                          logit_bias=None, history=[], seconds=sum(r["seconds"] for r in history["rounds"]),
                          epochs_run=rounds * settings.local_epochs)
     build = zoo_build.ZooBuild(name=name or out.name, out=out, arch=settings.arch(), train_cfg=cfg,

@@ -3,7 +3,8 @@ before it is averaged, and each round's global model evaluated on ELPV's fixed t
 
 What the ServerApp writes into the run's ``out-dir`` (on the SuperLink's machine):
 ``global.npz`` (the last good global model, rewritten after every round: if the SuperLink goes
-away, the last good model stays), ``history.json`` (per round: central test scores, each site's
+away, the last good model stays), ``best.npz`` (the round's model that scored best on the sites'
+validation images: what is exported), ``history.json`` (per round: central test scores, each site's
 validation scores, which sites trained, failed or were refused, seconds) and ``received.json``
 (what every reply carried: record types, names and array shapes; the privacy check reads it).
 """
@@ -45,10 +46,15 @@ class Guarded:
     not finite is refused (logged with its node), so one broken site cannot corrupt the global
     model; an aggregate that is not finite is dropped and the previous global model kept."""
 
-    def guard(self, template) -> None:
-        self.template = template
+    def guard(self, template, settings: RunSettings) -> None:
+        self.template, self.settings = template, settings
         self.rounds: dict[int, dict] = defaultdict(lambda: {"received": [], "received_evaluate": [], "failed": [],
                                                             "refused": []})
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
+        """Flower's sampling and messages, with this round's learning rate in the config."""
+        config = ConfigRecord(dict(config) | {"lr": self.settings.round_lr(server_round)})
+        return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies):
         replies, log = list(replies), self.rounds[server_round]
@@ -101,7 +107,7 @@ def make_strategy(settings: RunSettings, template) -> Guarded:
                   min_available_nodes=settings.min_available_nodes)
     strategy = (GuardedFedProx(proximal_mu=settings.proximal_mu, **common) if settings.strategy == "fedprox"
                 else GuardedFedAvg(**common))
-    strategy.guard(template)
+    strategy.guard(template, settings)
     return strategy
 
 
@@ -116,6 +122,15 @@ def write_atomic(path: Path, text: str | None = None, arrays: dict | None = None
     os.replace(tmp, path)
 
 
+def validation_score(sites: dict[str, dict]) -> float | None:
+    """The sites' validation (accuracy + balanced accuracy) / 2, weighted by their sizes: the
+    score ``models/train.py`` selects its epoch by, here over the federation's own validation data."""
+    n = sum(s["num-examples"] for s in sites.values())
+    if not n:
+        return None
+    return sum((s["accuracy"] + s["balanced-accuracy"]) / 2 * s["num-examples"] for s in sites.values()) / n
+
+
 class RunLog:
     """history.json, received.json and the last good global model in the run's out-dir."""
 
@@ -123,6 +138,7 @@ class RunLog:
         self.out, self.settings, self.strategy = out, settings, strategy
         self.rounds: list[dict] = []
         self.last = time.perf_counter()
+        self.best: tuple[float, int] = (-1.0, 0)  # (validation score, round) of best.npz
 
     def round_done(self, server_round: int, arrays: ArrayRecord, test: dict) -> None:
         now = time.perf_counter()
@@ -131,7 +147,12 @@ class RunLog:
                             "sites": log.get("sites", {}), "trained": log.get("trained", 0),
                             "failed": log.get("failed", []), "refused": log.get("refused", [])})
         self.last = now
-        write_atomic(self.out / "global.npz", arrays={k: a.numpy() for k, a in arrays.items()})
+        weights = {k: a.numpy() for k, a in arrays.items()}
+        write_atomic(self.out / "global.npz", arrays=weights)
+        score = validation_score(self.rounds[-1]["sites"])
+        if score is not None and score > self.best[0]:
+            self.best = (score, server_round)
+            write_atomic(self.out / "best.npz", arrays=weights)
         self.write()
 
     def write(self) -> None:
@@ -140,7 +161,10 @@ class RunLog:
         write_atomic(self.out / "received.json", json.dumps(received, indent=1) + "\n")
         write_atomic(self.out / "history.json", json.dumps(
             {"settings": self.settings.__dict__, "strategy": type(self.strategy).__name__.removeprefix("Guarded"),
-             "rounds": self.rounds}, indent=1) + "\n")
+             "selected_round": self.best[1] if self.best[0] >= 0 else None,
+             "selection": "the round whose global model scored best on the sites' validation images (mean of "
+                          "accuracy and balanced accuracy, weighted by their sizes), as edgefpga train picks its "
+                          "epoch", "rounds": self.rounds}, indent=1) + "\n")
 
 
 @app.main()

@@ -10,6 +10,7 @@ counter stays home, since averaging it means nothing.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class RunSettings:
     std: float = 0.25
     batch_size: int = 32
     lr: float = 3e-3
+    lr_schedule: str = "cosine"  # the local peak learning rate over the rounds: "cosine" decay or "constant"
     seed: int = 0
     test_frac: float = 0.2
     val_frac: float = 0.15
@@ -61,7 +63,18 @@ class RunSettings:
         settings = cls(**values)
         if settings.strategy not in ("fedavg", "fedprox"):
             raise FederationError(f"run config: strategy {settings.strategy!r}: choose fedavg or fedprox")
+        if settings.lr_schedule not in ("cosine", "constant"):
+            raise FederationError(f"run config: lr-schedule {settings.lr_schedule!r}: choose cosine or constant")
         return settings
+
+    def round_lr(self, server_round: int) -> float:
+        """The peak learning rate of a round's local epochs. Each site's local run is a one-cycle
+        schedule of its own; decaying its peak over the rounds (cosine) does for the federation what
+        the one cycle does for centralized training: big steps first, small ones when the sites'
+        updates should agree."""
+        if self.lr_schedule == "constant" or self.rounds <= 1:
+            return self.lr
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (server_round - 1) / (self.rounds - 1))))
 
     def arch(self):
         from edgefpga.models.arch import ArchConfig
@@ -154,12 +167,12 @@ def site_data(folder: str | Path, settings: RunSettings):
         raise FederationError(str(exc)) from exc
 
 
-def local_train(model, data, settings: RunSettings, server_round: int, mu: float):
+def local_train(model, data, settings: RunSettings, server_round: int, mu: float, lr: float | None = None):
     """The site's local epochs from the global ``model``: ``models.train.train`` with ``init``."""
     from edgefpga.models.augment import AugmentConfig
     from edgefpga.models.train import TrainConfig, train
 
-    cfg = TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size, lr=settings.lr,
+    cfg = TrainConfig(epochs=settings.local_epochs, batch_size=settings.batch_size, lr=lr or settings.lr,
                       seed=settings.seed + 1000 * server_round, threads=1, proximal_mu=mu)
     return train(settings.arch(), cfg, AugmentConfig(), progress=False, data=data, spec=settings.spec(),
                  init=model.state_dict(), calibrate=False)

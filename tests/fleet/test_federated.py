@@ -75,6 +75,43 @@ def test_an_update_that_does_not_fit_or_is_not_finite_is_refused():
         check_arrays(good | {"classifier.bias": np.array([np.nan, 0], np.float32)}, model, "site")
 
 
+def test_local_epochs_start_from_the_global_model_and_fedprox_keeps_them_near_it():
+    """A site's local epochs are models/train.py from the given weights; the proximal term pulls
+    the result towards them."""
+    import torch
+
+    from edgefpga.fleet.federated.task import local_train
+    from edgefpga.models.datasets import Split, TrainingData
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 24)
+    images = rng.integers(0, 120, (48, 16, 16), dtype=np.uint8)
+    images[labels == 1, 4:12, 4:12] = 255  # a bright defect
+    data = TrainingData(classes=["functional", "defective"], images=images, labels=labels,
+                        split=Split(fit=np.arange(0, 48, 2), val=np.arange(1, 48, 4), test=np.arange(3, 48, 4)),
+                        defect_classes=["defective"])
+    settings = RunSettings(size=16, widths=(4, 8), local_epochs=2, batch_size=8, lr=0.05)
+    start = initial_model(settings)
+
+    def moved(mu: float) -> float:
+        result = local_train(start, data, settings, server_round=1, mu=mu)
+        assert result.logit_bias is None  # no calibration folded into a site's update
+        pairs = zip(result.model.parameters(), start.parameters())
+        return sum(float(((a.detach() - b.detach()) ** 2).sum()) for a, b in pairs)
+
+    assert 0 < moved(mu=100.0) < moved(mu=0.0)
+    fresh = initial_model(settings).state_dict()
+    assert torch.equal(fresh["classifier.weight"], start.state_dict()["classifier.weight"])  # start untouched
+
+
+def test_the_round_learning_rate_decays_from_the_peak_to_a_tenth():
+    settings = RunSettings(rounds=5, lr=0.01)
+    lrs = [settings.round_lr(r) for r in range(1, 6)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[-1] == pytest.approx(0.001)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert RunSettings(lr_schedule="constant").round_lr(3) == RunSettings().lr
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> Path:
     from edgefpga.fleet.federated.certs import make_certificates

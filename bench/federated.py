@@ -21,6 +21,7 @@ met them (a benchmark, not a test: a small run on a shared machine moves).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -82,12 +83,21 @@ def bench_federated(rounds: int = 8, local_epochs: int = 2, size: int = 32, limi
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="edgefpga-fed-bench-"))
+    try:
+        return compare(work, rounds, local_epochs, size, limit, strategies)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | None,
+            strategies: tuple[str, ...]) -> dict:
+    """The arms in ``work``: sites, runs and logs (removed afterwards)."""
     from edgefpga.fleet.federated.export import plot_rounds
     from edgefpga.fleet.federated.partition import partition_elpv
     from edgefpga.fleet.federated.task import RunSettings, central_test, evaluate, site_data
 
-    torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="edgefpga-fed-bench-"))
     record = partition_elpv(work / "sites", seed=0, limit=limit)
     sites = {name: work / "sites" / name for name in SITES}
     base = RunSettings(rounds=rounds, local_epochs=local_epochs, size=size, min_train_nodes=3, min_available_nodes=3)

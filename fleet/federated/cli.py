@@ -96,7 +96,8 @@ def finish(args: argparse.Namespace, run_dir: Path) -> int:
     build = export_run(run_dir, model, args.name, args.partition)
     test = build.facts["test"]
     print(f"wrote {model}/model.onnx and card.json: ELPV test accuracy {test['accuracy']:.4f}, balanced "
-          f"{test['balanced_accuracy']:.4f}; next: edgefpga convert {model} --board pynq-z2 --out build/{model.name}")
+          f"{test['balanced_accuracy']:.4f}; next: edgefpga convert {model} --board pynq-z2 "
+          f"--out build/{args.name or args.out.name}")
     return 0
 
 

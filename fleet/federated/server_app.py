@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx
 
 from .task import (FederationError, RunSettings, central_test, check_arrays, evaluate, initial_model, load_arrays,
                    to_arrays)
@@ -97,18 +97,24 @@ class GuardedFedProx(Guarded, FedProx):
     """FedProx (Li et al. 2020): FedAvg's averaging, the proximal term at the sites."""
 
 
-def make_strategy(settings: RunSettings, template) -> Guarded:
-    """Flower's strategy with the run's fraction and minimum sites: a round waits for
-    ``min-available-nodes`` sites and trains on ``max(fraction * connected, min-train-nodes)``;
-    a site that drops out mid-round comes back as an error reply (its heartbeat stops) and the
-    round averages the others."""
+def make_strategy(settings: RunSettings, template) -> tuple[object, Guarded]:
+    """(the strategy to start, the guarded one inside it): Flower's strategy with the run's
+    fraction and minimum sites: a round waits for ``min-available-nodes`` sites and trains on
+    ``max(fraction * connected, min-train-nodes)``; a site that drops out mid-round comes back as
+    an error reply (its heartbeat stops) and the round averages the others. With ``dp-noise`` > 0
+    it is wrapped in Flower's server-side fixed-clipping differential privacy: each site's update
+    clipped to ``dp-clip`` (L2), Gaussian noise on the average (sampled sites: ``min-train-nodes``;
+    no privacy accountant: the noise is applied, the epsilon not tracked)."""
     common = dict(fraction_train=settings.fraction_train, fraction_evaluate=1.0,
                   min_train_nodes=settings.min_train_nodes, min_evaluate_nodes=settings.min_train_nodes,
                   min_available_nodes=settings.min_available_nodes)
     strategy = (GuardedFedProx(proximal_mu=settings.proximal_mu, **common) if settings.strategy == "fedprox"
                 else GuardedFedAvg(**common))
     strategy.guard(template, settings)
-    return strategy
+    if settings.dp_noise > 0:
+        return DifferentialPrivacyServerSideFixedClipping(strategy, settings.dp_noise, settings.dp_clip,
+                                                          settings.min_train_nodes), strategy
+    return strategy, strategy
 
 
 def write_atomic(path: Path, text: str | None = None, arrays: dict | None = None) -> None:
@@ -160,7 +166,9 @@ class RunLog:
                     for r, v in self.strategy.rounds.items()}
         write_atomic(self.out / "received.json", json.dumps(received, indent=1) + "\n")
         write_atomic(self.out / "history.json", json.dumps(
-            {"settings": self.settings.__dict__, "strategy": type(self.strategy).__name__.removeprefix("Guarded"),
+            {"settings": self.settings.__dict__, "strategy": type(self.strategy).__name__.removeprefix("Guarded")
+             + (f" + server-side DP (noise {self.settings.dp_noise}, clip {self.settings.dp_clip})"
+                if self.settings.dp_noise > 0 else ""),
              "selected_round": self.best[1] if self.best[0] >= 0 else None,
              "selection": "the round whose global model scored best on the sites' validation images (mean of "
                           "accuracy and balanced accuracy, weighted by their sizes), as edgefpga train picks its "
@@ -176,9 +184,9 @@ def main(grid: Grid, context: Context) -> None:
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     template = initial_model(settings)
-    strategy = make_strategy(settings, template)
+    strategy, guarded = make_strategy(settings, template)
     pixels, labels = central_test(settings)
-    run_log = RunLog(out, settings, strategy)
+    run_log = RunLog(out, settings, guarded)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         scores = evaluate(load_arrays(arrays, settings), pixels, labels, settings)

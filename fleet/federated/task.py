@@ -34,6 +34,8 @@ class RunSettings:
     min_available_nodes: int = 2
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
+    dp_noise: float = 0.0  # > 0: Flower's server-side fixed-clipping DP, Gaussian noise of dp_noise * dp_clip
+    dp_clip: float = 1.0  # the L2 norm each site's update is clipped to (with dp_noise > 0)
     size: int = 96
     widths: tuple[int, ...] = (8, 16, 32, 48, 64, 80)
     classes: tuple[str, ...] = ("functional", "defective")

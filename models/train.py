@@ -60,6 +60,7 @@ class TrainConfig:
     threads: int = 2
     limit: int | None = None  # train on the first N fit images only (smoke tests)
     patience: int = 0  # stop after this many epochs without a better validation score; 0: run every epoch
+    proximal_mu: float = 0.0  # FedProx: mu/2 * ||w - w_start||^2 keeps a site's local epochs near the global model
 
     def __post_init__(self):
         object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))  # JSON gives a list
@@ -190,10 +191,23 @@ def log_epoch(bar, progress: bool, row: dict, best_epoch: int, epochs: int) -> N
                     best=best_epoch)
 
 
+def proximal_term(model: torch.nn.Module, anchor: list[torch.Tensor] | None, mu: float) -> torch.Tensor | float:
+    """FedProx's mu/2 * ||w - w_start||^2 over the trainable weights (0 without a start point)."""
+    if not anchor or not mu:
+        return 0.0
+    return mu / 2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(model.parameters(), anchor))
+
+
 def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool = True,
-          data: TrainingData | None = None, spec: InputSpec | None = None) -> TrainResult:
+          data: TrainingData | None = None, spec: InputSpec | None = None, init: dict | None = None,
+          calibrate: bool = True) -> TrainResult:
     """Train on the fit part of ``data`` (default: ELPV), keep the EMA snapshot with the best
-    validation score, stop early after ``cfg.patience`` epochs without a better one."""
+    validation score, stop early after ``cfg.patience`` epochs without a better one.
+
+    ``init`` (a state dict) starts from given weights instead of random ones: a federated site's
+    local epochs from the global model (fleet/federated), with ``cfg.proximal_mu`` for FedProx.
+    ``calibrate=False`` leaves the logit bias as trained: a site's update must not fold its own
+    decision threshold into the weights that the server averages."""
     start = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     gen = seed_everything(cfg.seed)
@@ -209,6 +223,9 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
     teacher = TeacherEnsemble(list(cfg.teachers), spec) if cfg.teachers else None
 
     model = arch.build_model()  # the edge CNN (FPGA budget checked) or another config's net
+    if init is not None:
+        model.load_state_dict(init)
+    anchor = [p.detach().clone() for p in model.parameters()] if init is not None and cfg.proximal_mu else None
     steps_per_epoch = max(1, len(fit) // cfg.batch_size)
     decay = ema_decay(cfg.ema_decay, cfg.epochs * steps_per_epoch)
     ema = torch.optim.swa_utils.AveragedModel(
@@ -232,7 +249,7 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
             if cfg.mixup:
                 x, target = mixup(x, target, cfg.mixup, gen)
             logp = F.log_softmax(model(x), dim=1)
-            loss = -(target * logp * weights).sum(1).mean()
+            loss = -(target * logp * weights).sum(1).mean() + proximal_term(model, anchor, cfg.proximal_mu)
             if teacher:
                 distill = -(teacher.probabilities(x) * logp).sum(1).mean()
                 loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * distill
@@ -255,7 +272,7 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
 
     model.load_state_dict(best["state"])
     delta = None
-    if num_classes == 2:  # the decision threshold of a binary model; argmax of many classes stays as trained
+    if num_classes == 2 and calibrate:  # a binary model's decision threshold; argmax of many classes stays as trained
         delta = calibrate_bias(predict_logits(model, x_val, spec), y_val)
         fold_logit_bias(model, delta)
     val_metrics = classification_metrics(y_val, predict_logits(model, x_val, spec).argmax(1), num_classes,

@@ -51,6 +51,7 @@ class ZooBuild:
     facts: dict = field(default_factory=dict)
     sizing: dict | None = None  # the board budget and the choice, when `train --board` picked the architecture
     batch_axis: bool = False  # export with a symbolic batch (a server's model); the FPGA's has batch 1
+    provenance: dict = field(default_factory=dict)  # more card blocks, e.g. "federated" (fleet/federated/export.py)
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -148,6 +149,7 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
         "onnx": {"opset": 13, "layout": "NCHW", "dtype": "float32", "batchnorm": "folded into Conv",
                  "batch": "symbolic" if b.batch_axis else 1,
                  "max_abs_diff_vs_pytorch": b.facts.get("onnx_max_abs_diff")},
+        **b.provenance,
     }
 
 

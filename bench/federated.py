@@ -1,0 +1,176 @@
+"""Federated vs centralized vs each site alone, with the same total epochs (issue 16).
+
+ELPV's train part is split into the three plant-like sites (fleet/federated/partition.py); every
+arm trains the same edge architecture with the same loop (models/train.py) and is scored on
+ELPV's 654 test cells:
+
+- centralized: the three sites' fit images pooled, ``rounds * local_epochs`` epochs;
+- each site alone: its own fit images, the same number of epochs;
+- federated: a real SuperLink and three SuperNodes over TLS on loopback (``LocalFederation``),
+  ``rounds`` rounds of ``local_epochs`` at every site, FedAvg (and FedProx when asked).
+
+No arm calibrates the logit bias (a federated model has no pooled validation set to do it on),
+so the comparison is of the weights alone. Every arm selects its model on validation images only,
+as ``models/train.py`` does: the centralized and single-site arms their best epoch on their own
+validation part, the federation its best round on the sites' validation parts (the exported
+model); the last round's test score is recorded beside it. The issue's targets: federated within 1.5 points of
+centralized and >= 3 points above the mean of the sites alone; ``passed`` says whether this run
+met them (a benchmark, not a test: a small run on a shared machine moves).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SITES = ("site_mono", "site_poly", "site_mixed")
+
+
+def pooled(parts: list):
+    """The sites' data as one TrainingData (the centralized arm): images and parts concatenated."""
+    from edgefpga.models.datasets import Split, TrainingData
+
+    images, labels, fit, val, test, offset = [], [], [], [], [], 0
+    for d in parts:
+        images += list(d.images)
+        labels.append(d.labels)
+        fit.append(d.split.fit + offset)
+        val.append(d.split.val + offset)
+        test.append(d.split.test + offset)
+        offset += len(d.labels)
+    split = Split(fit=np.concatenate(fit), val=np.concatenate(val), test=np.concatenate(test))
+    return TrainingData(classes=parts[0].classes, images=images, labels=np.concatenate(labels), split=split,
+                        defect_classes=parts[0].defect_classes)
+
+
+def train_alone(data, settings, epochs: int) -> tuple[object, float]:
+    """``epochs`` of models/train.py from the same initial weights as the federation, no calibration."""
+    from edgefpga.fleet.federated.task import initial_model
+    from edgefpga.models.augment import AugmentConfig
+    from edgefpga.models.train import TrainConfig, train
+
+    cfg = TrainConfig(epochs=epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed, threads=1)
+    start = time.perf_counter()
+    result = train(settings.arch(), cfg, AugmentConfig(), progress=False, data=data, spec=settings.spec(),
+                   init=initial_model(settings).state_dict(), calibrate=False)
+    return result.model, time.perf_counter() - start
+
+
+def run_federated(work: Path, sites: dict[str, Path], settings) -> dict:
+    from edgefpga.fleet.federated.certs import make_certificates
+    from edgefpga.fleet.federated.deploy import LocalFederation, check_finished
+
+    make_certificates(work / "certs")
+    start = time.perf_counter()
+    with LocalFederation(work / "fed", work / "certs", sites) as fed:
+        fed.run(settings)
+        log = fed.log("run")
+    history = check_finished(Path(settings.out_dir), settings.rounds, log)
+    return {"seconds": round(time.perf_counter() - start, 1), "rounds": history["rounds"],
+            "selected_round": history["selected_round"]}
+
+
+def bench_federated(rounds: int = 8, local_epochs: int = 2, size: int = 32, limit: int | None = None,
+                    strategies: tuple[str, ...] = ("fedavg",)) -> dict:
+    """The three arms at ``size`` px; ``limit`` caps each site's cells (None: all of ELPV's train part)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="edgefpga-fed-bench-"))
+    try:
+        return compare(work, rounds, local_epochs, size, limit, strategies)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | None,
+            strategies: tuple[str, ...]) -> dict:
+    """The arms in ``work``: sites, runs and logs (removed afterwards)."""
+    from edgefpga.fleet.federated.export import plot_rounds
+    from edgefpga.fleet.federated.partition import partition_elpv
+    from edgefpga.fleet.federated.task import RunSettings, central_test, evaluate, site_data
+
+    record = partition_elpv(work / "sites", seed=0, limit=limit)
+    sites = {name: work / "sites" / name for name in SITES}
+    base = RunSettings(rounds=rounds, local_epochs=local_epochs, size=size, min_train_nodes=3, min_available_nodes=3)
+    pixels, labels = central_test(base)
+    data = {name: site_data(path, base) for name, path in sites.items()}
+    epochs = rounds * local_epochs
+    arms: dict[str, dict] = {}
+    model, seconds = train_alone(pooled(list(data.values())), base, epochs)
+    arms["centralized"] = evaluate(model, pixels, labels, base) | {"seconds": round(seconds, 1)}
+    for name, d in data.items():
+        model, seconds = train_alone(d, base, epochs)
+        arms[f"alone:{name}"] = evaluate(model, pixels, labels, base) | {"seconds": round(seconds, 1)}
+    runs = {}
+    for strategy in strategies:
+        settings = replace(base, strategy=strategy, out_dir=str(work / f"run_{strategy}"))
+        fed = run_federated(work / strategy, sites, settings)
+        runs[strategy] = fed["rounds"]
+        chosen = fed["selected_round"]
+        arms[f"federated:{strategy}"] = fed["rounds"][chosen]["test"] | {
+            "seconds": fed["seconds"], "selected_round": chosen, "last_round_test": fed["rounds"][-1]["test"],
+            "round_seconds": [r["seconds"] for r in fed["rounds"][1:]]}
+    alone_mean = float(np.mean([arms[f"alone:{n}"]["accuracy"] for n in SITES]))
+    central = arms["centralized"]["accuracy"]
+    fed_acc = arms[f"federated:{strategies[0]}"]["accuracy"]
+    checks = {"federated_minus_centralized_points": round(100 * (fed_acc - central), 2),
+              "federated_minus_sites_alone_mean_points": round(100 * (fed_acc - alone_mean), 2)}
+    checks["within_1_5_points_of_centralized"] = checks["federated_minus_centralized_points"] >= -1.5
+    checks["at_least_3_points_above_sites_alone"] = checks["federated_minus_sites_alone_mean_points"] >= 3.0
+    png = RESULTS / "federated_rounds.png"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plot_rounds(runs, png, {f"centralized {central:.3f}": central, f"sites alone (mean) {alone_mean:.3f}": alone_mean})
+    return {"setup": {"rounds": rounds, "local_epochs": local_epochs, "total_epochs": epochs, "size": size,
+                      "widths": list(base.widths), "site_limit": limit, "test_cells": int(len(labels)),
+                      "sites": {k: v["summary"] for k, v in record["sites"].items()},
+                      "fit_images": {k: int(len(d.split.fit)) for k, d in data.items()},
+                      "threads": 1, "calibration": "none in any arm"},
+            "arms": arms, "sites_alone_mean_accuracy": round(alone_mean, 4), "checks": checks,
+            "per_round": {s: [{"round": r["round"], "test_accuracy": r["test"]["accuracy"],
+                               "sites_val_accuracy": {k: v["accuracy"] for k, v in r["sites"].items()}}
+                              for r in rounds_] for s, rounds_ in runs.items()},
+            "plot": str(png.relative_to(RESULTS.parent.parent)), "table": table(arms),
+            "passed": checks["within_1_5_points_of_centralized"] and checks["at_least_3_points_above_sites_alone"]}
+
+
+def table(arms: dict[str, dict]) -> str:
+    """A Markdown table of the arms' ELPV test scores (for docs/federated.md)."""
+    rows = ["| arm | test accuracy | balanced accuracy | F1 defective | seconds |", "|---|---|---|---|---|"]
+    rows += [f"| {name} | {a['accuracy']:.4f} | {a['balanced_accuracy']:.4f} | {a['f1_defective']:.4f} | "
+             f"{a['seconds']} |" for name, a in arms.items()]
+    return "\n".join(rows)
+
+
+def bench_federated_dp(noise: float = 0.01, clip: float = 5.0, rounds: int = 10, local_epochs: int = 3,
+                       size: int = 32) -> dict:
+    """The federated arm of ``bench_federated`` again with Flower's server-side fixed-clipping
+    differential privacy: its accuracy cost against FedAvg without it (bench/results/federated.json)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from edgefpga.fleet.federated.partition import partition_elpv
+    from edgefpga.fleet.federated.task import RunSettings
+
+    work = Path(tempfile.mkdtemp(prefix="edgefpga-fed-dp-bench-"))
+    try:
+        partition_elpv(work / "sites", seed=0)
+        sites = {name: work / "sites" / name for name in SITES}
+        settings = RunSettings(rounds=rounds, local_epochs=local_epochs, size=size, min_train_nodes=3,
+                               min_available_nodes=3, dp_noise=noise, dp_clip=clip, out_dir=str(work / "run"))
+        fed = run_federated(work / "dp", sites, settings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    chosen = fed["selected_round"]
+    return {"setup": {"rounds": rounds, "local_epochs": local_epochs, "size": size, "dp_noise_multiplier": noise,
+                      "dp_clipping_norm": clip, "sampled_sites": 3, "accountant": "none (epsilon not tracked)",
+                      "noise_std_per_weight": noise * clip / 3},
+            "federated_dp": fed["rounds"][chosen]["test"] | {"selected_round": chosen, "seconds": fed["seconds"],
+                                                              "last_round_test": fed["rounds"][-1]["test"]},
+            "per_round_test_accuracy": [r["test"]["accuracy"] for r in fed["rounds"]]}

@@ -64,3 +64,29 @@ def test_teachers_are_shipped_with_matching_weights(zoo_model):
         card = load_card(resolve_model_dir(teacher["name"]))
         assert card.name == teacher["name"]
         assert hashlib.sha256(card.model_path.read_bytes()).hexdigest() == teacher["model_sha256"]
+
+
+def test_four_bin_model_meets_its_bar_on_the_contract_test_split():
+    """Issue 14's second shipped model, elpv_types ({mono, poly} x {functional, defective}):
+    run on the 654 contract test cells with the labels its card's verification source names, it
+    reproduces the card's per-class metrics and reaches a macro recall of at least 0.80."""
+    import edgefpga.runtime as rt
+    from edgefpga.models.card import ZOO
+    from edgefpga.models.metrics import classification_metrics
+    from edgefpga.runtime.inputs import elpv_inputs
+
+    card = load_card(ZOO / "elpv_types")
+    assert card.classes == ["mono_functional", "mono_defective", "poly_functional", "poly_defective"]
+    assert card.defect_classes == ["mono_defective", "poly_defective"]
+    assert card.raw["verification"] == "elpv:test/type-defect"
+    cells = elpv_inputs(card.raw["verification"], card.classes)
+    with rt.open(ZOO / "elpv_types", backend="onnx") as engine:
+        predicted = [r.label_index for r in engine.infer(cells.images)]
+    import numpy as np
+
+    metrics = classification_metrics(cells.labels, np.array(predicted), len(card.classes))
+    recorded = card.raw["metrics"]["test"]
+    assert metrics["n"] == recorded["n"] == 654
+    assert metrics["accuracy"] == recorded["accuracy"]
+    assert metrics["balanced_accuracy"] == recorded["balanced_accuracy"] >= 0.80  # the macro recall
+    assert [m["recall"] for m in metrics["per_class"]] == [recorded["per_class"][c]["recall"] for c in card.classes]

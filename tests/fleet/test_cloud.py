@@ -26,32 +26,14 @@ from edgefpga.fleet.cloud import (  # noqa: E402
     ERROR, NO_ROUTE, TIMEOUT, UNKNOWN_ID, WRONG_CLASSES, CloudClassMismatch, CloudClient, CloudModel, CloudService,
     zenoh_config,
 )
-from edgefpga.fleet.cloud_model import CloudArchConfig  # noqa: E402
-from edgefpga.models.card import write_card  # noqa: E402
-from edgefpga.models.export import export_onnx  # noqa: E402
 
-SIZE = 32
+from cloud_models import tiny_model  # noqa: E402
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def tiny_model(folder, classes=("functional", "defective")):
-    """A cloud-architecture model folder at 32 px with seeded random weights."""
-    torch.manual_seed(0)
-    arch = CloudArchConfig(size=SIZE, stem=8, widths=(8, 16), blocks=(1, 1), num_classes=len(classes))
-    net = arch.build_model().eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    export_onnx(net, (1, SIZE, SIZE), folder / "model.onnx", batch_axis=True)
-    write_card(folder, {"name": folder.name, "classes": list(classes),
-                        "input": {"shape": [1, 1, SIZE, SIZE], "color": "gray", "resize": "area",
-                                  "scale": 1 / 255, "mean": 0.5, "std": 0.25},
-                        "dataset": {"name": "random"}, "params": 0, "macs": 0,
-                        "metrics": {"test": {"accuracy": 0, "balanced_accuracy": 0, "f1_defective": 0, "n": 0}}})
-    return folder
 
 
 @pytest.fixture

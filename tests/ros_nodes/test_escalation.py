@@ -44,9 +44,12 @@ def test_hard_cells_go_to_the_cloud_and_the_edge_stands_when_it_is_gone(tmp_path
     from edgefpga.fleet.store import SampleStore
     from edgefpga.models import elpv
 
+    from cloud_models import tiny_model
+
     cells = list(elpv_data.images[elpv.subset("test", elpv_data)[:24]])
+    model = tiny_model(tmp_path / "tiny_cloud")  # the edge's two classes; random weights: the link is under test
     endpoint = f"tcp/127.0.0.1:{free_port()}"
-    cloud = subprocess.Popen([sys.executable, "-m", "edgefpga.fleet.cloud", "--model", "elpv_cloud", "--listen",
+    cloud = subprocess.Popen([sys.executable, "-m", "edgefpga.fleet.cloud", "--model", str(model), "--listen",
                               endpoint, "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = start_node(tmp_path, "collab", hard_threshold=HARD, cloud=endpoint, cloud_deadline=DEADLINE_S,
                       store=str(tmp_path / "store"))
@@ -75,7 +78,7 @@ def test_hard_cells_go_to_the_cloud_and_the_edge_stands_when_it_is_gone(tmp_path
         assert r.hard == (r.confidence < HARD) and len(r.edge_probabilities) == 2
         if r.hard:
             assert (r.escalation, r.decided_by) == ("answered", "cloud"), r.escalation
-            assert r.cloud_model_id.startswith("elpv_cloud@") and len(r.cloud_probabilities) == 2
+            assert r.cloud_model_id.startswith("tiny_cloud@") and len(r.cloud_probabilities) == 2
             assert list(r.class_probabilities) == list(r.cloud_probabilities)
         else:
             assert (r.escalation, r.decided_by, list(r.cloud_probabilities)) == ("", "edge", [])

@@ -1,0 +1,28 @@
+"""A tiny cloud-architecture model folder (32 px, seeded random weights, exported with a batch
+axis by the pipeline's exporter), for tests of the Zenoh service and of escalation: the shipped
+cloud model is trained with `make train-cloud` and not kept in git (9.6 MB)."""
+
+from __future__ import annotations
+
+import torch
+
+from edgefpga.fleet.cloud_model import CloudArchConfig
+from edgefpga.models.card import write_card
+from edgefpga.models.export import export_onnx
+
+SIZE = 32
+
+
+def tiny_model(folder, classes=("functional", "defective")):
+    """A cloud-architecture model folder at 32 px with seeded random weights."""
+    torch.manual_seed(0)
+    arch = CloudArchConfig(size=SIZE, stem=8, widths=(8, 16), blocks=(1, 1), num_classes=len(classes))
+    net = arch.build_model().eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(net, (1, SIZE, SIZE), folder / "model.onnx", batch_axis=True)
+    write_card(folder, {"name": folder.name, "classes": list(classes),
+                        "input": {"shape": [1, 1, SIZE, SIZE], "color": "gray", "resize": "area",
+                                  "scale": 1 / 255, "mean": 0.5, "std": 0.25},
+                        "dataset": {"name": "random"}, "params": 0, "macs": 0,
+                        "metrics": {"test": {"accuracy": 0, "balanced_accuracy": 0, "f1_defective": 0, "n": 0}}})
+    return folder

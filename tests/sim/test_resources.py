@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from edgefpga.hw.boards import get_board
@@ -62,21 +63,42 @@ def test_hierarchy_totals_are_counted_once(tmp_path, own_cache):
     assert two["used"]["DSP"] == 2 * one["used"]["DSP"]
 
 
-def test_network_estimate_fits_and_the_check_can_fail(foreign_build):
-    """A whole generated network's Yosys estimate (sum of per-layer syntheses; minutes of Yosys on
-    a fresh machine, then from the machine's cache: the two tests above run Yosys itself) within
-    80 % of a PYNQ-Z2; the same counts
-    against a board with fewer DSPs than they use must not fit, and a second estimate comes from
-    the folder's cache. The shipped ELPV design's estimate (minutes of Yosys) is `make bench`'s
-    (bench/results/board.json), which exits non-zero when it does not fit."""
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory, elpv_data):
+    """A whole generated network, small enough for Yosys in seconds (torch_nets.TinyClip, exported
+    by torch.onnx.export, calibrated on 64 ELPV cells)."""
+    from torch_nets import export_feature_net
+
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.models.card import InputSpec
+    from edgefpga.models.preprocess import normalize, resize_batch
+
+    folder = tmp_path_factory.mktemp("tiny")
+    cells = elpv_data.images[np.random.default_rng(0).choice(len(elpv_data.images), 64, replace=False)]
+    np.savez(folder / "calib.npz", images=cells)
+    spec = InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25)
+    path = export_feature_net("tiny_clip", normalize(resize_batch(cells, spec), spec), folder / "tiny.onnx")
+    cfg = ConvertConfig(calibration=str(folder / "calib.npz"), calibration_images=64, emulator_images=8,
+                        progress=False, scale=1 / 255, mean=0.5, std=0.25)
+    convert(str(path), folder / "build", cfg, log=lambda _m: None)
+    return folder / "build"
+
+
+def test_network_estimate_fits_and_the_check_can_fail(tiny_build, own_cache):
+    """A whole generated network's Yosys estimate (sum of per-layer syntheses, Yosys run here: the
+    machine's cache is set aside) within 80 % of a PYNQ-Z2; the same counts against a board with
+    fewer DSPs than they use must not fit, and a second estimate comes from the cache. The shipped
+    ELPV design's estimate (minutes of Yosys) is `make bench`'s (bench/results/board.json), which
+    exits non-zero when it does not fit."""
     board = get_board("pynq-z2").to_dict()
-    result = yosys_estimate(foreign_build / "rtl", board, jobs=2)
+    result = yosys_estimate(tiny_build / "rtl", board, jobs=2)
     assert result["method"].startswith("sum of per-instance syntheses")
     assert {part["name"] for part in result["parts"]} >= {"Conv_0", "MatMul_0", "axis_in", "axis_out"}
+    assert not any(part["cached"] for part in result["parts"])
     for kind, share in result["share"].items():
         assert share <= 0.8, f"{kind}: {result['used'][kind]} of {result['available'][kind]}"
     assert result["fits"] and result["used"]["LUT"] > 100 and result["used"]["DSP"] > 0
     small = dict(board, dsp=int(result["used"]["DSP"]))
-    again = yosys_estimate(foreign_build / "rtl", small)
+    again = yosys_estimate(tiny_build / "rtl", small)
     assert all(part["cached"] for part in again["parts"])
     assert again["used"] == result["used"] and not again["fits"]

@@ -28,8 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 SITES = ("site_mono", "site_poly", "site_mixed")
 NAME = "elpv_federated"
 

@@ -316,3 +316,43 @@ def test_the_inspection_node_serves_the_federated_model(federated_model, elpv_da
     finally:
         node.stop()
         rclpy.shutdown()
+
+
+@pytest.fixture
+def in_a_flower_task():
+    """Flower's Messages need the task identity its runtime sets in an app's process."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def test_fedavgm_moves_the_weights_with_momentum_and_averages_batchnorm_statistics(in_a_flower_task):
+    """Two sites reply the global model +1 and +3: round 1 takes the average (+2) everywhere;
+    round 2 (same replies: a zero pseudo-gradient) still moves the weights by the momentum
+    (0.9 x 2), while BatchNorm's running statistics stay the plain average."""
+    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+
+    from edgefpga.fleet.federated.server_app import make_strategy
+    from edgefpga.fleet.federated.task import to_arrays
+
+    settings = RunSettings(size=16, widths=(4, 8), strategy="fedavgm", server_momentum=0.9)
+    start = to_arrays(initial_model(settings))
+    _, guarded = make_strategy(settings, initial_model(settings))
+    guarded.current_arrays = start  # what configure_train sets in a run
+
+    def reply(shift: float) -> Message:
+        sent = Message(RecordDict({"arrays": start}), dst_node_id=1, message_type="train")
+        arrays = ArrayRecord({k: Array(a.numpy() + shift) for k, a in start.items()})
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 10})}), reply_to=sent)
+
+    def moved(arrays) -> dict[str, float]:
+        return {k: round(float((arrays[k].numpy() - start[k].numpy()).mean()), 4) for k in arrays}
+
+    first, _ = guarded.aggregate_train(1, [reply(1.0), reply(3.0)])
+    assert set(moved(first).values()) == {2.0}
+    second, _ = guarded.aggregate_train(2, [reply(1.0), reply(3.0)])
+    assert {k: v for k, v in moved(second).items() if ".running_" in k and v != 2.0} == {}
+    assert {v for k, v in moved(second).items() if ".running_" not in k} == {3.8}

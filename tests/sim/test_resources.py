@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from edgefpga.hw.boards import get_board
@@ -61,27 +60,6 @@ def test_hierarchy_totals_are_counted_once(tmp_path, own_cache):
     one, two = yosys_estimate(single, board), yosys_estimate(pair, board)
     assert two["used"]["FF"] == 2 * one["used"]["FF"]
     assert two["used"]["DSP"] == 2 * one["used"]["DSP"]
-
-
-@pytest.fixture(scope="module")
-def tiny_build(tmp_path_factory, elpv_data):
-    """A whole generated network, small enough for Yosys in seconds (torch_nets.TinyClip, exported
-    by torch.onnx.export, calibrated on 64 ELPV cells)."""
-    from torch_nets import export_feature_net
-
-    from edgefpga.hw.convert import ConvertConfig, convert
-    from edgefpga.models.card import InputSpec
-    from edgefpga.models.preprocess import normalize, resize_batch
-
-    folder = tmp_path_factory.mktemp("tiny")
-    cells = elpv_data.images[np.random.default_rng(0).choice(len(elpv_data.images), 64, replace=False)]
-    np.savez(folder / "calib.npz", images=cells)
-    spec = InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25)
-    path = export_feature_net("tiny_clip", normalize(resize_batch(cells, spec), spec), folder / "tiny.onnx")
-    cfg = ConvertConfig(calibration=str(folder / "calib.npz"), calibration_images=64, emulator_images=8,
-                        progress=False, scale=1 / 255, mean=0.5, std=0.25)
-    convert(str(path), folder / "build", cfg, log=lambda _m: None)
-    return folder / "build"
 
 
 def test_network_estimate_fits_and_the_check_can_fail(tiny_build, own_cache):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.utils
 from onnx import helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 from tqdm import tqdm
@@ -374,29 +375,92 @@ def failure_budget(n: int, target: float) -> int:
 EARLY_STOP_BATCH = 128  # images per step of an evaluation that can stop early
 
 
-def evaluate_design(proto: onnx.ModelProto, pixels: np.ndarray, reference: np.ndarray, labels: np.ndarray | None,
-                    criterion: Criterion) -> tuple[bool, Score, int]:
-    """Whether a design meets ``criterion``, its score and how many images that took. It stops as
-    soon as more images miss the guarded agreement than the bar allows: the answer is the one the
-    whole set would give, and most rejected designs are rejected on the first batch when the
-    images come most fragile first (see ``search_precisions``). A stopped design's score is over
-    the images it saw."""
+def evaluate_design(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: np.ndarray,
+                    labels: np.ndarray | None, criterion: Criterion) -> tuple[bool, Score, int]:
+    """Whether a design meets ``criterion``, its score and how many images that took. ``feeds``
+    are the graph's inputs, one row per image: the pixels, or the tensors a prefix of the network
+    computed (``PrefixCache``). It stops as soon as more images miss the guarded agreement than
+    the bar allows: the answer is the one the whole set would give, and most rejected designs are
+    rejected on the first batch when the images come most fragile first (see
+    ``search_precisions``). A stopped design's score is over the images it saw."""
     session = onnx_session(proto)
-    budget = failure_budget(len(pixels), criterion.target)
+    n = len(reference)
+    budget = failure_budget(n, criterion.target)
     parts: list[np.ndarray] = []
     failures = 0
-    for out in run_batches(session, pixels, batch=EARLY_STOP_BATCH):
-        seen = sum(len(p) for p in parts)
-        logits = out[0].reshape(len(out[0]), -1)
+    for start in range(0, n, EARLY_STOP_BATCH):
+        stop = min(n, start + EARLY_STOP_BATCH)
+        out = session.run(None, {name: value[start:stop] for name, value in feeds.items()})[0]
+        logits = out.reshape(len(out), -1)
         parts.append(logits)
-        failures += int(np.sum(~guarded_agreeing(logits, reference[seen:seen + len(logits)], criterion.guard)))
+        failures += int(np.sum(~guarded_agreeing(logits, reference[start:stop], criterion.guard)))
         if failures > budget:
-            seen += len(logits)
-            s = score(np.concatenate(parts), reference[:seen], None if labels is None else labels[:seen],
+            s = score(np.concatenate(parts), reference[:stop], None if labels is None else labels[:stop],
                       criterion.guard)
-            return False, s, seen
+            return False, s, stop
     s = score(np.concatenate(parts), reference, labels, criterion.guard)
-    return criterion.passes(s), s, len(pixels)
+    return criterion.passes(s), s, n
+
+
+# ---- evaluating only what a knob changes ------------------------------------------------------
+
+REUSE_PREFIX = True  # tests turn it off to show it changes the work, not the answer
+
+
+def node_changes(model: ModelWrapper, a: Precisions, b: Precisions) -> list[bool]:
+    """Per node (graph order), whether its part of the proxy differs between two designs: its
+    parameters, its own types (result, slope) or the cast of its output."""
+    params = {n for n in set(a.params) | set(b.params) if a.params.get(n) != b.params.get(n)}
+    tensors = {t for t in set(a.tensors) | set(b.tensors) if a.tensors.get(t) != b.tensors.get(t)}
+    layers = {n for n in set(a.layers) | set(b.layers) if a.layers.get(n) != b.layers.get(n)}
+    return [node.name in layers or node.output[0] in tensors or bool(set(node.input) & params)
+            for node in model.graph.node]
+
+
+def cut_tensors(model: ModelWrapper, index: int) -> list[str]:
+    """The tensors made before node ``index`` (or the graph input) that nodes from ``index`` on
+    read: together they determine the rest of the network (a residual's skip included)."""
+    nodes = model.graph.node
+    before = {model.graph.input[0].name, *(o for node in nodes[:index] for o in node.output)}
+    after = [i for node in nodes[index:] for i in node.input]
+    return list(dict.fromkeys(t for t in after if t in before))
+
+
+class PrefixCache:
+    """While one knob is searched, the layers before the first one it changes compute the same
+    thing for every candidate: run them once, keep the tensors at that cut (images in the search's
+    order), and evaluate each candidate from the cut on. On ELPV most knobs sit behind its costly
+    first layers."""
+
+    def __init__(self, model: ModelWrapper, pixels: np.ndarray):
+        self.model, self.pixels = model, pixels
+
+    def feeds_for(self, proto: onnx.ModelProto, index: int) -> dict[str, np.ndarray]:
+        """The inputs of the part of the network from node ``index`` on, computed by ``proto`` (a
+        proxy of the design as it stands) up to there."""
+        graph_input = self.model.graph.input[0].name
+        if index == 0 or not REUSE_PREFIX:
+            return {graph_input: self.pixels}
+        cut = cut_tensors(self.model, index)
+        prefix = onnx.ModelProto()
+        prefix.CopyFrom(proto)
+        del prefix.graph.output[:]
+        prefix.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in cut)
+        session = onnx_session(prefix)
+        values = [session.run(None, {graph_input: self.pixels[s:s + 256]}) for s in range(0, len(self.pixels), 256)]
+        return {t: np.concatenate([v[k] for v in values]) for k, t in enumerate(cut)}
+
+    def suffix(self, proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
+        """``proto`` cut to what computes the output from ``feeds``."""
+        graph_input = self.model.graph.input[0].name
+        if list(feeds) == [graph_input]:
+            return proto
+        typed = onnx.ModelProto()
+        typed.CopyFrom(proto)  # the cut tensors as inputs need a type (float: the proxy computes in float)
+        known = {v.name for v in typed.graph.value_info}
+        typed.graph.value_info.extend(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                                      for t in feeds if t not in known)
+        return onnx.utils.Extractor(typed).extract_model(list(feeds), [o.name for o in proto.graph.output])
 
 
 def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, TensorRange],
@@ -406,7 +470,8 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
     calibration images; overridden knobs stay as given. The images are evaluated most fragile
     first (smallest winning margin of the float model), so a design that flips too many is
     rejected after its first batch (``evaluate_design``): about 40 % less work on ELPV, with the
-    same widths as evaluating every image."""
+    same widths as evaluating every image. While a knob is searched, the layers before the first
+    one it changes run once (``PrefixCache``)."""
     overrides = overrides or {}
     reference = run_logits(with_outputs(model, []), pixels)
     fragile_first = np.argsort(winning_margin(reference), kind="stable")
@@ -414,10 +479,12 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
     labels = None if labels is None else labels[fragile_first]
     widths = {k.name: k.bits[1] for k in knobs}
     trace: list[dict] = []
+    prefixes = PrefixCache(model, pixels)
+    feeds = {model.graph.input[0].name: pixels}
 
     def evaluate(label: str) -> tuple[bool, Score]:
-        proto = proxy_graph(model, resolve(model, knobs, widths, ranges, overrides))
-        ok, s, seen = evaluate_design(proto, pixels, reference, labels, criterion)
+        proto = prefixes.suffix(proxy_graph(model, resolve(model, knobs, widths, ranges, overrides)), feeds)
+        ok, s, seen = evaluate_design(proto, feeds, reference, labels, criterion)
         trace.append({"try": label, **s.to_dict(), "images": seen, "passed": ok})
         return ok, s
 
@@ -433,6 +500,11 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
     searchable = [k for k in knobs if k.name not in overrides]
     for knob in tqdm(searchable, desc="precision search", unit="layer", disable=not progress):
         low, high = knob.bits[0], widths[knob.name]
+        if low < high:
+            narrowest = resolve(model, knobs, {**widths, knob.name: low}, ranges, overrides)
+            current = resolve(model, knobs, widths, ranges, overrides)
+            index = node_changes(model, narrowest, current).index(True)
+            feeds = prefixes.feeds_for(proxy_graph(model, current), index)
         while low < high:
             widths[knob.name] = (low + high) // 2
             ok, _ = evaluate(f"{knob.name}={widths[knob.name]}")

@@ -58,16 +58,32 @@ def test_search_shrinks_widths_and_keeps_the_bar(setup, searched):
     assert (conv0.width, conv0.integer, conv0.signed) == (relu0.width + 1, relu0.integer + 1, True)
 
 
-def test_early_stopping_picks_the_widths_a_full_evaluation_picks(setup, searched, monkeypatch):
-    """Rejecting a design as soon as too many images flip changes the work, never the answer."""
+def test_early_stopping_and_prefix_reuse_pick_the_widths_a_full_evaluation_picks(setup, searched, monkeypatch):
+    """Rejecting a design as soon as too many images flip, and running the layers before the
+    searched knob once per knob, change the work, never the answer."""
     canon, pixels, ranges, knobs = setup
     monkeypatch.setattr(precision, "EARLY_STOP_BATCH", len(pixels))  # one batch: every image, every time
+    monkeypatch.setattr(precision, "REUSE_PREFIX", False)  # the whole network, every time
     full = search_precisions(canon, knobs, ranges, pixels, None, Criterion())
     assert searched.widths == full.widths
     assert [t["passed"] for t in searched.trace] == [t["passed"] for t in full.trace]
     stopped = [t for t in searched.trace if t["images"] < len(pixels)]
     assert stopped and all(not t["passed"] for t in stopped)
     assert sum(t["images"] for t in searched.trace) < 0.8 * sum(t["images"] for t in full.trace)
+
+
+def test_cut_tensors_carry_a_residual_skip():
+    """Cutting a residual block after its fork keeps the skip tensor among the suffix's inputs."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="r0"), helper.make_node("Relu", ["a"], ["b"], name="r1"),
+             helper.make_node("Relu", ["b"], ["c"], name="r2"), helper.make_node("Add", ["c", "a"], ["y"], name="add")]
+    model = ModelWrapper(helper.make_model(helper.make_graph(nodes, "res", [x], [y])))
+    assert precision.cut_tensors(model, 0) == ["x"]
+    assert precision.cut_tensors(model, 2) == ["b", "a"]
+    assert precision.cut_tensors(model, 3) == ["c", "a"]
 
 
 def test_failure_budget_matches_the_bar():

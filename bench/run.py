@@ -90,9 +90,17 @@ def bench_federated_dp() -> dict:
     return run(noise, clip)
 
 
+def bench_detector() -> dict:
+    """The detector on held-out module images against the binary model's grid-crop mode, its RTL bit
+    for bit, cycles and PYNQ-Z2 frame rate (bench/detector.py)."""
+    from detector import bench_detector as run
+
+    return run()
+
+
 BENCHES = {"runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
-           "federated_dp": bench_federated_dp}
+           "federated_dp": bench_federated_dp, "detector": bench_detector}
 
 
 def git_commit() -> str:

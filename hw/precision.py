@@ -21,6 +21,8 @@ from onnx import helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 from tqdm import tqdm
 
+from edgefpga.models.detect import stream_order
+
 from .fixed import FixedType, integer_bits_for, parse_hls_type, type_for_range
 from .graph import attr, is_residual, onnx_session
 from .onnx_check import ConversionError
@@ -286,10 +288,22 @@ def proxy_graph(model: ModelWrapper, p: Precisions) -> onnx.ModelProto:
     return proto
 
 
+def output_classes(model: ModelWrapper) -> int:
+    """Scores per output cell: the classes (axis 1 of the output, a vector's or a map's)."""
+    return int(model.get_tensor_shape(model.graph.output[0].name)[1])
+
+
+def as_cells(scores: np.ndarray, classes: int) -> np.ndarray:
+    """Stream-ordered scores (N, cells * classes) as one row per output cell (N * cells, classes):
+    a classifier has one cell per image, a detector's map many; agreement counts rows."""
+    return scores.reshape(-1, classes)
+
+
 def run_logits(proto: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
-    """Final outputs (N, classes) of a graph for (N, C, H, W) float pixels."""
+    """Final outputs of a graph for (N, C, H, W) float pixels: (N, classes), or a map's scores in
+    stream order (N, cells * classes)."""
     session = onnx_session(proto)
-    return np.concatenate([out[0] for out in run_batches(session, pixels, batch=128)]).reshape(len(pixels), -1)
+    return stream_order(np.concatenate([out[0] for out in run_batches(session, pixels, batch=128)]))
 
 
 @dataclass
@@ -314,9 +328,13 @@ def guarded_agreement(logits: np.ndarray, reference: np.ndarray, guard: float) -
     return float(np.mean(margin + guard * error > 0))
 
 
-def score(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None, guard: float = 1.0) -> Score:
+def score(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None, guard: float = 1.0,
+          classes: int | None = None) -> Score:
     """Top-1 agreement with the reference logits (plain and guarded) and, with labels, accuracy
-    and its drop from the reference."""
+    and its drop from the reference. With ``classes`` fewer than the scores per image (a map),
+    every output cell counts as one decision, and per-image labels do not apply."""
+    if classes and logits.shape[1] != classes:
+        logits, reference, labels = as_cells(logits, classes), as_cells(reference, classes), None
     agreement = float(np.mean(logits.argmax(1) == reference.argmax(1)))
     guarded = guarded_agreement(logits, reference, guard)
     if labels is None:
@@ -361,12 +379,13 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
     calibration images; overridden knobs stay as given."""
     overrides = overrides or {}
     reference = run_logits(with_outputs(model, []), pixels)
+    classes = output_classes(model)
     widths = {k.name: k.bits[1] for k in knobs}
     trace: list[dict] = []
 
     def evaluate(label: str) -> tuple[bool, Score]:
         s = score(run_logits(proxy_graph(model, resolve(model, knobs, widths, ranges, overrides)), pixels),
-                  reference, labels, criterion.guard)
+                  reference, labels, criterion.guard, classes)
         trace.append({"try": label, **s.to_dict()})
         return criterion.passes(s), s
 
@@ -386,5 +405,5 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
             low, high = (low, widths[knob.name]) if ok else (widths[knob.name] + 1, high)
         widths[knob.name] = high
     final = resolve(model, knobs, widths, ranges, overrides)
-    final_score = score(run_logits(proxy_graph(model, final), pixels), reference, labels, criterion.guard)
+    final_score = score(run_logits(proxy_graph(model, final), pixels), reference, labels, criterion.guard, classes)
     return SearchResult(widths, final, final_score, len(trace) + 1, trace)

@@ -35,6 +35,20 @@ class Detection:
         return asdict(self)
 
 
+def stream_order(outputs: np.ndarray) -> np.ndarray:
+    """A model's outputs (N, ...) as rows of scores in the order the accelerator streams them:
+    (N, classes) as they are; a detector's (N, classes, h, w) map cell by cell, row-major, each
+    cell's class scores together (NHWC), which is how every stage streams a map."""
+    if outputs.ndim == 4:
+        outputs = outputs.transpose(0, 2, 3, 1)
+    return outputs.reshape(len(outputs), -1)
+
+
+def unstream(row: np.ndarray, classes: int, cells: tuple[int, int]) -> np.ndarray:
+    """One image's stream-ordered scores back to its (classes, h, w) map."""
+    return np.asarray(row).reshape(cells[0], cells[1], classes).transpose(2, 0, 1)
+
+
 def map_probabilities(scores: np.ndarray) -> np.ndarray:
     """Softmax over the class axis of (classes, h, w) scores."""
     shifted = np.exp(scores - scores.max(axis=0, keepdims=True))

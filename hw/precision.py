@@ -213,6 +213,17 @@ def exact_accumulator(x: FixedType, w: FixedType, b: FixedType, n_in: int) -> Fi
     return FixedType(integer + frac, integer, True)
 
 
+def drop_unused_fraction(p: Precisions, layer: str, tensor: str, acc: FixedType) -> None:
+    """A Conv result with more fractional bits than its exact accumulator holds only zeros in them:
+    it gets the accumulator's fractional bits (same values, fewer bits), so the cast is a right
+    shift, as the RTL implements it. A detector's last Conv (its scores, no activation after it)
+    met this with small weights: the search gives a small range many fractional bits."""
+    t = p.tensors.get(tensor)
+    if t is not None and t.frac > acc.frac:
+        p.tensors[tensor] = FixedType(t.integer + acc.frac, t.integer, t.signed)
+        p.set_layer(layer, "result", p.tensors[tensor])
+
+
 def resolve_derived(model: ModelWrapper, node: onnx.NodeProto, p: Precisions, by_tensor: dict) -> None:
     """Types no knob sets: pass-through layers keep their input type, a layer feeding a fused
     Relu / Clip gets the activation's type plus a sign bit (so only the activation saturates),
@@ -233,6 +244,8 @@ def resolve_derived(model: ModelWrapper, node: onnx.NodeProto, p: Precisions, by
         p.set_layer(node.name, "result", p.tensors[out])
     elif node.op_type == "MatMul":
         p.tensors[out] = None
+    if node.op_type == "Conv" and activation is None:
+        drop_unused_fraction(p, node.name, out, p.layers[node.name]["accum"])
     if node.op_type == "BatchNormalization":
         for key, name in zip(("scale", "bias"), node.input[1:3]):
             signed = bool((model.get_initializer(name) < 0).any())

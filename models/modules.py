@@ -153,6 +153,19 @@ def recorded_modules(dataset: dict, subset: str = "test") -> list[Module]:
     return modules(subset, record[subset], record["seed"], cfg)
 
 
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.96, 0.05))  # the decode thresholds tried on validation
+
+
+def choose_threshold(scores: np.ndarray, found: list[Module], classes: list[str], stride: int) -> dict:
+    """The decode threshold with the best F1 of defective cells on ``found`` (the validation
+    modules, never the test ones): a detector trained with class weights over-calls defects at
+    0.5, and on a map the operating point is this threshold (the node's ``defect_threshold``)."""
+    rows = {t: detect_modules(scores, found, classes, stride, t) for t in THRESHOLDS}
+    best = max(THRESHOLDS, key=lambda t: (rows[t]["f1"], -abs(t - 0.5)))
+    return {"threshold": best, "validation": rows[best], "rule": "best F1 of defective cells on the validation "
+            f"modules over thresholds {THRESHOLDS[0]}..{THRESHOLDS[-1]}"}
+
+
 def detect_modules(scores: np.ndarray, found: list[Module], classes: list[str], stride: int,
                    threshold: float = 0.5) -> dict:
     """Precision and recall of defective cells (within half a cell) of (N, classes, h, w) score
@@ -174,3 +187,17 @@ def select(spec: str) -> list[Module]:
             p.isdigit() for p in parts[1:]):
         raise ValueError(f"{spec}: expected modules:<fit|val|test|train>:<N>[:<seed>]")
     return modules(parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
+
+
+def evaluate_detector(model_dir, dataset: dict, classes: list[str], stride: int) -> tuple[dict, dict]:
+    """(the threshold chosen on the validation modules, precision and recall on the test modules at
+    it) of the detector in ``model_dir`` through ONNX Runtime: what its card records."""
+    from .card import load_card
+    from .evaluate import predict_scores
+
+    card = load_card(model_dir)
+    val, test = recorded_modules(dataset, "val"), recorded_modules(dataset, "test")
+    chosen = choose_threshold(predict_scores(card, [m.image for m in val]), val, classes, stride)
+    scores = predict_scores(card, [m.image for m in test])
+    return chosen, detect_modules(scores, test, classes, stride, chosen["threshold"]) | {
+        "threshold": chosen["threshold"], "at_0.5": detect_modules(scores, test, classes, stride, 0.5)}

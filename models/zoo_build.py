@@ -91,14 +91,12 @@ def step_evaluate_test(b: ZooBuild) -> None:
 
 
 def step_evaluate_detections(b: ZooBuild) -> None:
-    """A detector's precision and recall of defective cells on its held-out module images (ONNX Runtime)."""
-    from .card import load_card
-    from .evaluate import predict_scores
-    from .modules import detect_modules, recorded_modules
+    """A detector's decode threshold chosen on the validation modules, then its precision and recall
+    of defective cells on the held-out module images at that threshold (ONNX Runtime)."""
+    from .modules import evaluate_detector
 
-    found = recorded_modules(b.data.card["dataset"], "test")
-    scores = predict_scores(load_card(b.out), [m.image for m in found])
-    b.facts["detection"] = detect_modules(scores, found, b.data.classes, b.arch.output_stride)
+    b.facts["threshold"], b.facts["detection"] = evaluate_detector(b.out, b.data.card["dataset"], b.data.classes,
+                                                                   b.arch.output_stride)
     b.log(f"test detections: precision {b.facts['detection']['precision']:.4f}, "
           f"recall {b.facts['detection']['recall']:.4f}")
 
@@ -173,7 +171,7 @@ def output_block(b: ZooBuild) -> dict:
     """What the model's output means: class logits of the image, or a detector's score map."""
     classes = b.data.classes
     if getattr(b.arch, "output_stride", None):
-        return {"kind": "map", "stride": b.arch.output_stride, "background_class": 0,
+        return {"kind": "map", "stride": b.arch.output_stride, "background_class": 0, **b.facts["threshold"],
                 "decision": "decode: per foreground class, 8-connected output cells with probability >= the "
                             "threshold are one detection (models/detect.py)",
                 "layout": "ONNX (1, classes, h, w); the accelerator streams the cells row-major, each cell's "

@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "elpv_modules_detect"
 IMAGES = "modules:test:200"

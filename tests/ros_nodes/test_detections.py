@@ -27,7 +27,7 @@ def probe(ros):
     p.close()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # about 10 s on an idle machine; minutes when the cores are shared
 def test_the_node_publishes_where_the_defective_cells_are(tmp_path, probe):
     import edgefpga.runtime as rt
     from edgefpga.models import modules

@@ -171,7 +171,7 @@ def output_block(b: ZooBuild) -> dict:
     """What the model's output means: class logits of the image, or a detector's score map."""
     classes = b.data.classes
     if getattr(b.arch, "output_stride", None):
-        return {"kind": "map", "stride": b.arch.output_stride, "background_class": 0, **b.facts["threshold"],
+        return {"kind": "map", "stride": b.arch.output_stride, "background_class": 0, **b.facts.get("threshold", {}),
                 "decision": "decode: per foreground class, 8-connected output cells with probability >= the "
                             "threshold are one detection (models/detect.py)",
                 "layout": "ONNX (1, classes, h, w); the accelerator streams the cells row-major, each cell's "

@@ -78,3 +78,23 @@ def test_match_counts_each_defective_cell_once_within_half_a_cell():
     assert match([(101.0, 50.0)], truths[:1], cell=100) == (0, 1, 1)
     m = detection_metrics([(2, 1, 0), (0, 1, 1)])
     assert (m["precision"], m["recall"]) == (0.5, round(2 / 3, 4))
+
+
+@pytest.mark.timeout(300)
+def test_train_elpv_modules_writes_a_detector_card(tmp_path):
+    """`edgefpga train elpv-modules` through the one pipeline (16 fit modules, one epoch): a card
+    that says what the map is and how well its detections do on the held-out modules."""
+    import json
+
+    from edgefpga.cli import main
+
+    out = tmp_path / "detector"
+    assert main(["train", "elpv-modules", "--out", str(out), "--epochs", "1", "--limit", "16", "--threads", "1"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["task"] == "detect" and card["classes"] == modules.CLASSES
+    assert card["output"]["kind"] == "map" and card["output"]["stride"] == 8
+    assert card["output"]["threshold"] in modules.THRESHOLDS
+    det = card["metrics"]["detection"]
+    assert det["images"] == 200 and det["threshold"] == card["output"]["threshold"]
+    assert det["true_positives"] + det["false_negatives"] == sum(m.defective.sum() for m in modules.select("modules:test:200"))
+    assert card["verification"] == "modules:test:200:0" and card["architecture"]["head"] == "map"

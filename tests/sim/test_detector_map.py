@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,7 @@ def test_the_engine_decodes_the_rtl_map_as_the_integer_model_gives_it(detect_bui
     model's map (the specification the RTL implements), centres in the source image's pixels."""
     import edgefpga.runtime as rt
     from edgefpga.models import modules
-    from edgefpga.models.detect import decode, unstream
+    from edgefpga.models.detect import decode, map_probabilities, unstream
     from edgefpga.models.preprocess import resize_batch
     from edgefpga.runtime.source import ModelRef
     from edgefpga.sim.verify import integer_scores
@@ -76,13 +77,16 @@ def test_the_engine_decodes_the_rtl_map_as_the_integer_model_gives_it(detect_bui
     _, build = detect_build
     found = modules.select(IMAGES)
     images = [m.image for m in found]
-    with rt.open(build, backend="rtl") as engine:
-        rtl = engine.infer(images)
     ref = ModelRef.resolve(build)
     ints, frac = integer_scores(build, resize_batch(images, ref.spec))
+    maps = [unstream(row * 2.0 ** -frac, 2, ref.cells) for row in ints]
+    # random weights: a threshold between the cells' defect probabilities, so some cells pass and some not
+    threshold = float(np.quantile([map_probabilities(g)[1] for g in maps], 0.8))
+    with rt.open(build, backend="rtl") as engine:
+        rtl = engine.infer(images, defect_threshold=threshold)
     assert any(r.detections for r in rtl)
-    for r, row, m in zip(rtl, ints, found):
-        expected = decode(unstream(row * 2.0 ** -frac, 2, ref.cells), ref.classes, 4, m.image.shape[:2], 0.5)
+    for r, grid, m in zip(rtl, maps, found):
+        expected = decode(grid, ref.classes, 4, m.image.shape[:2], threshold)
         assert r.detections == [d.to_dict() for d in expected]
         assert r.image_size == m.image.shape[:2] and r.cycles > 0 and r.backend == "rtl"
         assert r.defective == bool(r.detections) and len(r.probabilities) == 2

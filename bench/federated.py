@@ -63,14 +63,14 @@ def train_alone(data, settings, epochs: int) -> tuple[object, float]:
     return result.model, time.perf_counter() - start
 
 
-def run_federated(work: Path, sites: dict[str, Path], settings) -> dict:
+def run_federated(work: Path, sites: dict[str, Path], settings, app: Path | None = None) -> dict:
     from edgefpga.fleet.federated.certs import make_certificates
-    from edgefpga.fleet.federated.deploy import LocalFederation, check_finished
+    from edgefpga.fleet.federated.deploy import APP_DIR, LocalFederation, check_finished
 
     make_certificates(work / "certs")
     start = time.perf_counter()
     with LocalFederation(work / "fed", work / "certs", sites) as fed:
-        fed.run(settings)
+        fed.run(settings, app=app or APP_DIR)
         log = fed.log("run")
     history = check_finished(Path(settings.out_dir), settings.rounds, log)
     return {"seconds": round(time.perf_counter() - start, 1), "rounds": history["rounds"],
@@ -78,21 +78,22 @@ def run_federated(work: Path, sites: dict[str, Path], settings) -> dict:
 
 
 def bench_federated(rounds: int = 8, local_epochs: int = 2, size: int = 32, limit: int | None = None,
-                    strategies: tuple[str, ...] = ("fedavg",)) -> dict:
-    """The three arms at ``size`` px; ``limit`` caps each site's cells (None: all of ELPV's train part)."""
+                    strategies: tuple[str, ...] = ("fedavg",), overrides: dict | None = None) -> dict:
+    """The three arms at ``size`` px; ``limit`` caps each site's cells (None: all of ELPV's train
+    part); one federated arm per strategy, in the same run; ``overrides``: other RunSettings fields."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="edgefpga-fed-bench-"))
     try:
-        return compare(work, rounds, local_epochs, size, limit, strategies)
+        return compare(work, rounds, local_epochs, size, limit, strategies, overrides)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | None,
-            strategies: tuple[str, ...]) -> dict:
+            strategies: tuple[str, ...], overrides: dict | None = None) -> dict:
     """The arms in ``work``: sites, runs and logs (removed afterwards)."""
     from edgefpga.fleet.federated.export import plot_rounds
     from edgefpga.fleet.federated.partition import partition_elpv
@@ -100,7 +101,8 @@ def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | 
 
     record = partition_elpv(work / "sites", seed=0, limit=limit)
     sites = {name: work / "sites" / name for name in SITES}
-    base = RunSettings(rounds=rounds, local_epochs=local_epochs, size=size, min_train_nodes=3, min_available_nodes=3)
+    base = RunSettings(rounds=rounds, local_epochs=local_epochs, size=size, min_train_nodes=3, min_available_nodes=3,
+                       **(overrides or {}))
     pixels, labels = central_test(base)
     data = {name: site_data(path, base) for name, path in sites.items()}
     epochs = rounds * local_epochs
@@ -121,15 +123,14 @@ def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | 
             "round_seconds": [r["seconds"] for r in fed["rounds"][1:]]}
     alone_mean = float(np.mean([arms[f"alone:{n}"]["accuracy"] for n in SITES]))
     central = arms["centralized"]["accuracy"]
-    fed_acc = arms[f"federated:{strategies[0]}"]["accuracy"]
-    checks = {"federated_minus_centralized_points": round(100 * (fed_acc - central), 2),
-              "federated_minus_sites_alone_mean_points": round(100 * (fed_acc - alone_mean), 2)}
-    checks["within_1_5_points_of_centralized"] = checks["federated_minus_centralized_points"] >= -1.5
-    checks["at_least_3_points_above_sites_alone"] = checks["federated_minus_sites_alone_mean_points"] >= 3.0
+    per_strategy = {s: gaps(arms[f"federated:{s}"]["accuracy"], central, alone_mean) for s in strategies}
+    checks = per_strategy[strategies[0]] | {"strategy": strategies[0], "per_strategy": per_strategy}
     png = RESULTS / "federated_rounds.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot_rounds(runs, png, {f"centralized {central:.3f}": central, f"sites alone (mean) {alone_mean:.3f}": alone_mean})
     return {"setup": {"rounds": rounds, "local_epochs": local_epochs, "total_epochs": epochs, "size": size,
+                      "strategies": list(strategies), "settings": {k: v for k, v in base.__dict__.items()
+                                                                   if k not in ("out_dir",)},
                       "widths": list(base.widths), "site_limit": limit, "test_cells": int(len(labels)),
                       "sites": {k: v["summary"] for k, v in record["sites"].items()},
                       "fit_images": {k: int(len(d.split.fit)) for k, d in data.items()},
@@ -139,7 +140,19 @@ def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | 
                                "sites_val_accuracy": {k: v["accuracy"] for k, v in r["sites"].items()}}
                               for r in rounds_] for s, rounds_ in runs.items()},
             "plot": str(png.relative_to(RESULTS.parent.parent)), "table": table(arms),
-            "passed": checks["within_1_5_points_of_centralized"] and checks["at_least_3_points_above_sites_alone"]}
+            "passed": checks["within_1_5_points_of_centralized"] and checks["at_least_3_points_above_sites_alone"],
+            "passed_by": [s for s, c in per_strategy.items()
+                          if c["within_1_5_points_of_centralized"] and c["at_least_3_points_above_sites_alone"]]}
+
+
+def gaps(fed_acc: float, central: float, alone_mean: float) -> dict:
+    """The issue's two targets for one federated arm: within 1.5 points of centralized, >= 3 above
+    the sites alone (their mean)."""
+    checks = {"federated_minus_centralized_points": round(100 * (fed_acc - central), 2),
+              "federated_minus_sites_alone_mean_points": round(100 * (fed_acc - alone_mean), 2)}
+    checks["within_1_5_points_of_centralized"] = checks["federated_minus_centralized_points"] >= -1.5
+    checks["at_least_3_points_above_sites_alone"] = checks["federated_minus_sites_alone_mean_points"] >= 3.0
+    return checks
 
 
 def table(arms: dict[str, dict]) -> str:
@@ -174,3 +187,37 @@ def bench_federated_dp(noise: float = 0.01, clip: float = 5.0, rounds: int = 10,
             "federated_dp": fed["rounds"][chosen]["test"] | {"selected_round": chosen, "seconds": fed["seconds"],
                                                               "last_round_test": fed["rounds"][-1]["test"]},
             "per_round_test_accuracy": [r["test"]["accuracy"] for r in fed["rounds"]]}
+
+
+def bench_federated_secagg(rounds: int = 4, local_epochs: int = 2, size: int = 32) -> dict:
+    """FedAvg with and without Flower's SecAgg+ (fleet/federated/secagg.py), the same sites, settings
+    and seeds, one after the other: the accuracy cost (the last round's model in both, as SecAgg+ has
+    no site evaluation to select a round by) and the overhead (seconds per round)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from edgefpga.fleet.federated.deploy import SECAGG_APP_DIR
+    from edgefpga.fleet.federated.partition import partition_elpv
+    from edgefpga.fleet.federated.task import RunSettings
+
+    work = Path(tempfile.mkdtemp(prefix="edgefpga-fed-secagg-bench-"))
+    arms = {}
+    try:
+        partition_elpv(work / "sites", seed=0)
+        sites = {name: work / "sites" / name for name in SITES}
+        for arm, app in (("fedavg", None), ("fedavg+secagg+", SECAGG_APP_DIR)):
+            settings = RunSettings(rounds=rounds, local_epochs=local_epochs, size=size, min_train_nodes=3,
+                                   min_available_nodes=3, out_dir=str(work / f"run_{len(arms)}"))
+            fed = run_federated(work / f"fed_{len(arms)}", sites, settings, app)
+            last = fed["rounds"][-1]
+            arms[arm] = last["test"] | {"seconds": fed["seconds"],
+                                        "round_seconds": [r["seconds"] for r in fed["rounds"][1:]],
+                                        "per_round_test_accuracy": [r["test"]["accuracy"] for r in fed["rounds"]],
+                                        "weights_at_the_clip": last.get("weights_at_the_clip")}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    plain, secure = arms["fedavg"], arms["fedavg+secagg+"]
+    return {"setup": {"rounds": rounds, "local_epochs": local_epochs, "size": size, "sites": list(SITES),
+                      "secagg": {"shares": 3, "threshold": 2, "clip": 8.0, "quantization_range": 4194304},
+                      "selection": "the last round in both arms"},
+            "arms": arms,
+            "secagg_minus_plain_points": round(100 * (secure["accuracy"] - plain["accuracy"]), 2),
+            "round_seconds_ratio": round(float(np.mean(secure["round_seconds"]) / np.mean(plain["round_seconds"])), 2)}

@@ -75,11 +75,20 @@ def bench_collab() -> dict:
 
 def bench_federated() -> dict:
     """Federated (Flower, 3 sites over TLS) vs centralized vs each site alone, same total epochs
-    (bench/federated.py); settings from $EDGEFPGA_FED_BENCH (rounds,local_epochs,size[,site_limit])."""
+    (bench/federated.py); settings from $EDGEFPGA_FED_BENCH (rounds,local_epochs,size[,site_limit]), the
+    federated arms from $EDGEFPGA_FED_STRATEGIES (comma-separated; the first is the one checked), other
+    RunSettings from $EDGEFPGA_FED_SETTINGS (key=value,...: e.g. server_momentum=0.5,proximal_mu=0.1)."""
     from federated import bench_federated as run
 
-    rounds, local, size, *limit = (int(v) for v in os.environ.get("EDGEFPGA_FED_BENCH", "8,2,32").split(","))
-    return run(rounds, local, size, limit[0] if limit else None)
+    from edgefpga.fleet.federated.task import RunSettings
+
+    rounds, local, size, *limit = (int(v) for v in os.environ.get("EDGEFPGA_FED_BENCH", "10,3,32").split(","))
+    strategies = tuple(os.environ.get("EDGEFPGA_FED_STRATEGIES", "fedavg,fedprox,fedavgm").split(","))
+    overrides = {}
+    for pair in filter(None, os.environ.get("EDGEFPGA_FED_SETTINGS", "").split(",")):
+        key, _, value = pair.partition("=")
+        overrides[key] = type(getattr(RunSettings(), key))(value)
+    return run(rounds, local, size, limit[0] if limit else None, strategies, overrides)
 
 
 def bench_federated_dp() -> dict:
@@ -98,9 +107,28 @@ def bench_detector() -> dict:
     return run()
 
 
+def bench_federated_secagg() -> dict:
+    """FedAvg with and without Flower's SecAgg+ (bench/federated.py); $EDGEFPGA_FED_SECAGG: rounds,local_epochs,size."""
+    from federated import bench_federated_secagg as run
+
+    rounds, local, size = (int(v) for v in os.environ.get("EDGEFPGA_FED_SECAGG", "4,2,32").split(","))
+    return run(rounds, local, size)
+
+
+def bench_federated_road() -> dict:
+    """The federated model down the road: federate, export, convert, verify on all 654 cells (RTL
+    included), register, serve (bench/federated_road.py); $EDGEFPGA_FED_ROAD: rounds,local_epochs,size;
+    $EDGEFPGA_FED_RUN: an existing run folder instead of federating."""
+    from federated_road import bench_federated_road as run
+
+    rounds, local, size = (int(v) for v in os.environ.get("EDGEFPGA_FED_ROAD", "4,2,32").split(","))
+    return run(rounds, local, size, run=os.environ.get("EDGEFPGA_FED_RUN") or None)
+
+
 BENCHES = {"runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
-           "federated_dp": bench_federated_dp, "detector": bench_detector}
+           "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,
+           "federated_secagg": bench_federated_secagg, "detector": bench_detector}
 
 
 def git_commit() -> str:

@@ -128,6 +128,19 @@ def card_metrics(raw: dict) -> dict[str, float]:
             for key in METRIC_KEYS if isinstance(metrics.get(part), dict) and key in metrics[part]}
 
 
+def federated_tag(card: dict) -> dict[str, str]:
+    """A federated model's training at a glance, as a version tag (the whole history is in its
+    card, an artifact of the version): strategy, rounds, the round selected, the sites."""
+    block = card.get("federated")
+    if not block:
+        return {}
+    sites = sorted(block.get("partition", {}).get("sites", {})) or sorted(
+        {s for row in block.get("history", []) for s in row.get("sites_val_accuracy", {})})
+    return {"federated": json.dumps({"strategy": block.get("strategy"), "rounds": block.get("rounds"),
+                                     "local_epochs": block.get("local_epochs"),
+                                     "selected_round": block.get("selected_round"), "sites": sites})}
+
+
 def copy_without_caches(build: Path, dst: Path) -> None:
     """The build folder as the registry keeps it (see the module docstring)."""
     def ignore(folder: str, names: list[str]) -> set[str]:
@@ -167,7 +180,7 @@ class ModelRegistry:
         run_id = self._log_run(card, model_dir, build, verify)
         tags = {"card.name": card.name, "onnx.sha256": sha256(card.model_path), "registered_at": now(),
                 "verified": str(verify is not None).lower(),
-                "build.path": "" if build is None else str(build.resolve())}
+                "build.path": "" if build is None else str(build.resolve())} | federated_tag(card.raw)
         mv = self.client.create_model_version(card.name, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags,
                                               description=card.raw.get("task", ""))
         self.client.set_registered_model_alias(card.name, CANDIDATE, mv.version)
@@ -194,6 +207,9 @@ class ModelRegistry:
             self.client.log_metric(run_id, key, value)
         for key in ("params", "macs"):
             self.client.log_param(run_id, key, card.raw.get(key))
+        for row in card.raw.get("federated", {}).get("history", []):  # a federated model's rounds, as MLflow steps
+            self.client.log_metric(run_id, "federated_round_test_accuracy", float(row["test_accuracy"]),
+                                   step=int(row["round"]))
         self.client.log_artifacts(run_id, str(model_dir), "model")
         if build is not None:
             with tempfile.TemporaryDirectory() as tmp:

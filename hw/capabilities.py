@@ -290,7 +290,7 @@ class Capability:
 
 CONV_TESTS = ("tests/hw/test_features.py::test_feature_is_bit_exact[convs]",
               "tests/hw/test_features.py::test_feature_is_bit_exact[vgg_rgb]",
-              "tests/hw/test_reference_models.py::test_resnet8_is_bit_exact")
+              "tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]")
 
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Conv", "a Conv with its bias (BatchNorm and bias Add folded in)",
@@ -321,12 +321,11 @@ CAPABILITIES: tuple[Capability, ...] = (
                "stride; padding counted (count_include_pad=1); a window over the whole map is a global pool",
                check_avgpool, "ef_pool2d / ef_gpool",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[gray_48x80]",
-                "tests/hw/test_reference_models.py::test_resnet8_is_bit_exact"),
+                "tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]"),
                emulator="padded, overlapping or skipping windows: hls4ml's streaming pool asserts; the integer model "
                         "stands in"),
     Capability("GlobalAveragePool", "an average over the whole map (any size), one accumulator per channel", "",
-               accepted, "ef_gpool", ("tests/hw/test_features.py::test_feature_is_bit_exact[gray_48x80]",
-                                      "tests/hw/test_reference_models.py::test_resnet8_is_bit_exact"),
+               accepted, "ef_gpool", ("tests/hw/test_features.py::test_feature_is_bit_exact[gray_48x80]",),
                emulator="yes, as an AveragePool over the map (hls4ml 1.3 mis-reads a channels-last global pool)"),
     Capability("GlobalMaxPool", "a maximum over the whole map, one register per channel", "", accepted, "ef_gpool",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[convs]",),
@@ -343,8 +342,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("Add", "a bias (folded into the Conv or dense layer before it), or a residual join of two branches "
                "with a FIFO on the shorter branch sized from both branches' latency", "a per-channel constant, or two "
                "tensors of the same shape; a branch may not fork again", check_add, "ef_add (+ ef_fork, ef_fifo)",
-               ("tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]",
-                "tests/hw/test_reference_models.py::test_resnet8_is_bit_exact")),
+               ("tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]",)),
     Capability("Softmax", "removed: the accelerator returns the scores before it, the runtime applies it",
                "only as the last node", check_output_activation, "(runtime)",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[gray_48x80]",)),

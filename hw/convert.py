@@ -237,7 +237,8 @@ def step_search_precision(ctx: BuildContext) -> None:
     ctx.report["precision_search"] = {
         "criterion": asdict(criterion), "calibration": {"source": ctx.calibration.source, "n": len(ctx.calibration),
                                                         "labels": ctx.calibration.labels is not None},
-        "evaluations": result.evaluations, "overrides": {k: str(v) for k, v in overrides.items()},
+        "evaluations": result.evaluations, "images_evaluated": sum(e["images"] for e in result.trace),
+        "overrides": {k: str(v) for k, v in overrides.items()},
         "widths": result.widths, "proxy_on_calibration": result.score.to_dict()}
     ctx.write_json("calibration/search.json", {"widths": result.widths, "trace": result.trace,
                                                "knobs": [asdict(k) for k in knobs]})

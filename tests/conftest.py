@@ -77,6 +77,29 @@ def foreign_build(tmp_path_factory, foreign_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory, elpv_data) -> Path:
+    """A whole generated network in seconds (torch_nets.TinyClip, gray 16x16, exported by
+    torch.onnx.export, calibrated on 64 ELPV cells; its Clip leaves hls4ml out, so no emulator is
+    compiled): for tests about a build as a whole that need no particular model (Yosys, the
+    runtime install), so they need not wait for the ELPV build."""
+    from torch_nets import export_feature_net
+
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.models.card import InputSpec
+    from edgefpga.models.preprocess import normalize, resize_batch
+
+    folder = tmp_path_factory.mktemp("tiny")
+    cells = elpv_data.images[np.random.default_rng(0).choice(len(elpv_data.images), 64, replace=False)]
+    np.savez(folder / "calib.npz", images=cells)
+    spec = InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25)
+    path = export_feature_net("tiny_clip", normalize(resize_batch(cells, spec), spec), folder / "tiny.onnx")
+    cfg = ConvertConfig(calibration=str(folder / "calib.npz"), calibration_images=64, emulator_images=8,
+                        progress=False, scale=1 / 255, mean=0.5, std=0.25)
+    convert(str(path), folder / "build", cfg, log=lambda _m: None)
+    return folder / "build"
+
+
 # A developer's shortcut for iterating on a few tests: an existing ELPV build folder of this
 # version to copy instead of converting again (never set in CI, where every build is made fresh)
 REUSE_ELPV_BUILD = os.environ.get("EDGEFPGA_TEST_REUSE_ELPV_BUILD")

@@ -75,7 +75,9 @@ class Gray48x80(nn.Module):
 
 class PostAddBn(nn.Module):
     """RGB 24x24: a residual block with an identity shortcut whose sum goes through a BatchNorm
-    of its own (a standalone per-channel affine stage) and a LeakyReLU, a 2x2 average pool, and a
+    of its own (a standalone per-channel affine stage) and a LeakyReLU, then a ResNet-style
+    downsampling block whose shortcut is a 1x1 stride-2 conv (MLPerf Tiny's ResNet-8 shape: both
+    branches compute, and the FIFO sits on the one that runs ahead), a 2x2 average pool, and a
     Sigmoid at the output (independent per-class scores)."""
 
     def __init__(self):
@@ -83,16 +85,35 @@ class PostAddBn(nn.Module):
         self.stem = nn.Sequential(*cbr(3, 12))
         self.body = nn.Sequential(*cbr(12, 12), nn.Conv2d(12, 12, 3, 1, 1, bias=False), nn.BatchNorm2d(12))
         self.post = nn.BatchNorm2d(12)
+        self.down = nn.Sequential(*cbr(12, 16, 3, 2, 1), nn.Conv2d(16, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16))
+        self.shortcut = nn.Conv2d(12, 16, 1, 2, 0)
         self.pool = nn.AvgPool2d(2)
-        self.classifier = nn.Linear(12 * 12 * 12, 3)
+        self.classifier = nn.Linear(16 * 6 * 6, 3)
 
     def logits(self, x):
         x = self.stem(x)
         x = nn.functional.leaky_relu(self.post(self.body(x) + x), 0.05)
+        x = torch.relu(self.down(x) + self.shortcut(x))
         return self.classifier(torch.flatten(self.pool(x), 1))
 
     def forward(self, x):
         return torch.sigmoid(self.logits(x))
+
+
+class TinyClip(nn.Module):
+    """Gray 16x16, the smallest network with every kind of stage a build has (affine input
+    normalization, conv, pool, dense, the AXI-Stream adapters): for tests about the generated
+    design as a whole (Yosys). Its ReLU6 is a Clip, which hls4ml 1.3 cannot read, so converting
+    it compiles no emulator (seconds, not minutes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, 1, 1)
+        self.pool = nn.MaxPool2d(4)
+        self.classifier = nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(nn.functional.relu6(self.conv(x))), 1))
 
 
 FEATURE_NETS = {
@@ -103,10 +124,14 @@ FEATURE_NETS = {
 }
 
 
+OTHER_NETS = {"tiny_clip": (TinyClip, (1, 16, 16))}
+
+
 def export_feature_net(name: str, images: np.ndarray, path: Path, seed: int = 0) -> Path:
-    """Build ``name``, calibrate it on ``images`` ((N, C, H, W) normalized float32) and export it
-    with torch.onnx.export (opset 13, BatchNorm left to the exporter)."""
-    cls, shape = FEATURE_NETS[name]
+    """Build ``name`` (of FEATURE_NETS or OTHER_NETS), calibrate it on ``images`` ((N, C, H, W)
+    normalized float32) and export it with torch.onnx.export (opset 13, BatchNorm left to the
+    exporter)."""
+    cls, shape = {**FEATURE_NETS, **OTHER_NETS}[name]
     torch.manual_seed(seed)
     model = cls()
     calibrate(model, torch.from_numpy(images))

@@ -24,7 +24,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 RUN_OPTIONS = {  # option -> RunSettings field
     "rounds": "rounds", "local_epochs": "local_epochs", "fraction": "fraction_train", "min_sites": "min_train_nodes",
-    "strategy": "strategy", "mu": "proximal_mu", "size": "size", "lr": "lr", "seed": "seed",
+    "strategy": "strategy", "mu": "proximal_mu", "server_momentum": "server_momentum", "server_lr": "server_lr", "size": "size", "lr": "lr", "seed": "seed",
     "eval_limit": "eval_limit",
 }
 
@@ -101,11 +101,18 @@ def finish(args: argparse.Namespace, run_dir: Path) -> int:
     return 0
 
 
+def app_of(args: argparse.Namespace) -> Path:
+    """The Flower app to submit: the main one, or with --secagg the SecAgg+ one (secagg.py)."""
+    from edgefpga.fleet.federated.deploy import APP_DIR, SECAGG_APP_DIR
+
+    return SECAGG_APP_DIR if args.secagg else APP_DIR
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edgefpga.fleet.federated.deploy import submit, run_config_of
 
     run = settings(args)
-    submit(args.superlink, args.ca, args.out / "flwr", run_config_of(run), args.out / "run.log")
+    submit(args.superlink, args.ca, args.out / "flwr", run_config_of(run), args.out / "run.log", app=app_of(args))
     return finish(args, Path(run.out_dir))
 
 
@@ -119,7 +126,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     with LocalFederation(args.out, args.certs, sites) as fed:
         print(f"SuperLink {fed.superlink} (TLS), SuperNodes: {', '.join(sites)}; logs in {args.out / 'logs'}",
               flush=True)
-        fed.run(run)
+        fed.run(run, app=app_of(args))
     return finish(args, Path(run.out_dir))
 
 
@@ -140,13 +147,18 @@ def run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fraction", type=float, help="fraction of connected sites sampled per round (default 1.0)")
     g.add_argument("--min-sites", type=int, help="minimum sites to start and to train a round (default 2): a site "
                    "that drops out is then not waited for")
-    g.add_argument("--strategy", choices=["fedavg", "fedprox"], help="aggregation (default fedavg)")
+    g.add_argument("--strategy", choices=["fedavg", "fedprox", "fedavgm"], help="aggregation (default fedavg; "
+                   "fedavgm: FedAvg with server momentum)")
     g.add_argument("--mu", type=float, help="FedProx's proximal weight (default 0.01)")
+    g.add_argument("--server-momentum", type=float, help="FedAvgM's server momentum (default 0.5)")
+    g.add_argument("--server-lr", type=float, help="FedAvgM's server learning rate (default 1.0)")
     g.add_argument("--size", type=int, help="input size of the edge architecture (default 96)")
     g.add_argument("--widths", type=int, nargs="+", help="conv block widths (default 8 16 32 48 64 80)")
     g.add_argument("--lr", type=float, help="local learning rate (default 0.003)")
     g.add_argument("--seed", type=int, help="seed of the initial model and the local epochs")
     g.add_argument("--eval-limit", type=int, help="central test on the first N ELPV test cells (default: all 654)")
+    g.add_argument("--secagg", action="store_true", help="secure aggregation with Flower's SecAgg+ (the server "
+                   "sees only the sum of the sites' updates; FedAvg only, no per-site checks or scores)")
     g.add_argument("--name", help="model name in the card (default: model)")
     g.add_argument("--partition", type=Path, help="the sites' partition.json, recorded in the card")
 

@@ -22,6 +22,7 @@ from .certs import CA_CERT, SERVER_CERT, SERVER_KEY
 from .task import FederationError, RunSettings, site_data
 
 APP_DIR = Path(__file__).resolve().parent / "app"  # the Flower app config (pyproject.toml)
+SECAGG_APP_DIR = Path(__file__).resolve().parent / "app_secagg"  # the same with SecAgg+ (secagg.py)
 CONNECTION = "edgefpga"  # the SuperLink connection's name in $FLWR_HOME/config.toml
 
 
@@ -139,14 +140,15 @@ def write_connection(home: Path, superlink: str, ca: Path) -> None:
         "default": CONNECTION, CONNECTION: {"address": superlink, "root-certificates": str(ca.resolve())}}}))
 
 
-def submit(superlink: str, ca: Path, home: Path, run_config: dict, log: Path, timeout: float | None = None) -> None:
+def submit(superlink: str, ca: Path, home: Path, run_config: dict, log: Path, timeout: float | None = None,
+           app: Path = APP_DIR) -> None:
     """``flwr run`` the app with ``run_config`` and stream its log into ``log`` until it ends."""
     import tomli_w
 
     write_connection(home, superlink, ca)
     overrides = home / "run-config.toml"
     overrides.write_text(tomli_w.dumps(run_config))
-    command = [tool("flwr"), "run", str(APP_DIR), CONNECTION, "--stream", "--run-config", str(overrides)]
+    command = [tool("flwr"), "run", str(app), CONNECTION, "--stream", "--run-config", str(overrides)]
     with open(log, "ab") as out:
         done = subprocess.run(command, env=flower_env(home), stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
     if done.returncode:
@@ -217,9 +219,9 @@ class LocalFederation:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    def run(self, settings: RunSettings, timeout: float | None = None) -> None:
+    def run(self, settings: RunSettings, timeout: float | None = None, app: Path = APP_DIR) -> None:
         submit(self.superlink, self.certs / CA_CERT, self.work / "home" / "flwr", run_config_of(settings),
-               self.log("run"), timeout)
+               self.log("run"), timeout, app)
 
     def __exit__(self, *exc) -> None:
         for name in [n for n in self.procs if n != "superlink"] + ["superlink"]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedAvgM, FedProx
 
 from .task import (FederationError, RunSettings, central_test, check_arrays, evaluate, initial_model, load_arrays,
                    to_arrays)
@@ -71,6 +71,7 @@ class Guarded:
                 usable.append(msg)
             except (FederationError, KeyError) as exc:
                 log["refused"].append({"node": msg.metadata.src_node_id, "reason": str(exc)})
+        self.checked = [m for m in usable if not m.has_error()]
         arrays, metrics = super().aggregate_train(server_round, usable)
         if arrays is not None and not all(np.isfinite(a.numpy()).all() for a in arrays.values()):
             log["refused"].append({"node": None, "reason": "the aggregate is not finite: previous model kept"})
@@ -97,6 +98,24 @@ class GuardedFedProx(Guarded, FedProx):
     """FedProx (Li et al. 2020): FedAvg's averaging, the proximal term at the sites."""
 
 
+class GuardedFedAvgM(Guarded, FedAvgM):
+    """FedAvgM (Hsu et al. 2019): the average taken as a pseudo-gradient the server follows with
+    momentum. BatchNorm's running statistics are not gradients: momentum could push a variance
+    below zero, so they take the plain average of the sites'."""
+
+    def aggregate_train(self, server_round: int, replies):
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is None:
+            return arrays, metrics
+        plain, _ = FedAvg.aggregate_train(self, server_round, self.checked)  # the replies Guarded let through
+        if plain is not None:
+            stats = {k: plain[k] for k in arrays if ".running_" in k}
+            arrays = ArrayRecord({k: stats.get(k, a) for k, a in arrays.items()})
+            self.current_arrays = arrays
+        return arrays, metrics
+
+
 def make_strategy(settings: RunSettings, template) -> tuple[object, Guarded]:
     """(the strategy to start, the guarded one inside it): Flower's strategy with the run's
     fraction and minimum sites: a round waits for ``min-available-nodes`` sites and trains on
@@ -108,8 +127,13 @@ def make_strategy(settings: RunSettings, template) -> tuple[object, Guarded]:
     common = dict(fraction_train=settings.fraction_train, fraction_evaluate=1.0,
                   min_train_nodes=settings.min_train_nodes, min_evaluate_nodes=settings.min_train_nodes,
                   min_available_nodes=settings.min_available_nodes)
-    strategy = (GuardedFedProx(proximal_mu=settings.proximal_mu, **common) if settings.strategy == "fedprox"
-                else GuardedFedAvg(**common))
+    if settings.strategy == "fedprox":
+        strategy = GuardedFedProx(proximal_mu=settings.proximal_mu, **common)
+    elif settings.strategy == "fedavgm":
+        strategy = GuardedFedAvgM(server_momentum=settings.server_momentum, server_learning_rate=settings.server_lr,
+                                  **common)
+    else:
+        strategy = GuardedFedAvg(**common)
     strategy.guard(template, settings)
     if settings.dp_noise > 0:
         return DifferentialPrivacyServerSideFixedClipping(strategy, settings.dp_noise, settings.dp_clip,

@@ -23,6 +23,9 @@ class FederationError(ValueError):
     """A run, site or message that cannot be used; the message names it and the reason."""
 
 
+STRATEGIES = ("fedavg", "fedprox", "fedavgm")  # Flower's FedAvg, FedProx, FedAvgM (server momentum)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """The app config (``app/pyproject.toml`` [tool.flwr.app.config], ``flwr run --run-config``)."""
@@ -34,6 +37,11 @@ class RunSettings:
     min_available_nodes: int = 2
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
+    server_momentum: float = 0.5  # FedAvgM only: momentum of the server's update (Hsu et al. 2019)
+    server_lr: float = 1.0  # FedAvgM only: the server's step along its momentum
+    secagg_shares: int = 3  # app_secagg only: SecAgg+ secret shares per site (<= sites)
+    secagg_threshold: int = 2  # app_secagg only: shares needed to reconstruct (sites that may drop: shares - this)
+    secagg_clip: float = 8.0  # app_secagg only: every weight clipped to +-this before quantization
     dp_noise: float = 0.0  # > 0: Flower's server-side fixed-clipping DP, Gaussian noise of dp_noise * dp_clip
     dp_clip: float = 1.0  # the L2 norm each site's update is clipped to (with dp_noise > 0)
     size: int = 96
@@ -63,8 +71,8 @@ class RunSettings:
         if isinstance(values.get("classes"), str):
             values["classes"] = tuple(c.strip() for c in values["classes"].split(","))
         settings = cls(**values)
-        if settings.strategy not in ("fedavg", "fedprox"):
-            raise FederationError(f"run config: strategy {settings.strategy!r}: choose fedavg or fedprox")
+        if settings.strategy not in STRATEGIES:
+            raise FederationError(f"run config: strategy {settings.strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if settings.lr_schedule not in ("cosine", "constant"):
             raise FederationError(f"run config: lr-schedule {settings.lr_schedule!r}: choose cosine or constant")
         return settings

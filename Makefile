@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgefpga-installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup demo test test-fast bench train train-cloud clean help
+.PHONY: setup demo test test-fast bench train train-cloud train-detector clean help
 
 help:
 	@echo "make demo       set up .venv if missing, run the main job (no board needed)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench      benchmarks into bench/results/*.json"
 	@echo "make train      retrain the shipped ELPV model into models/zoo/elpv_defect"
 	@echo "make train-cloud retrain the cloud model (escalations) into models/zoo/elpv_cloud"
+	@echo "make train-detector retrain the module detector into models/zoo/elpv_modules_detect"
 
 setup: $(STAMP)
 
@@ -49,6 +50,9 @@ train: $(STAMP)
 
 train-cloud: $(STAMP)
 	$(BIN)/edgefpga cloud train --out models/zoo/elpv_cloud
+
+train-detector: $(STAMP)
+	$(BIN)/edgefpga train elpv-modules --out models/zoo/elpv_modules_detect --epochs 24
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -99,6 +99,14 @@ def bench_federated_dp() -> dict:
     return run(noise, clip)
 
 
+def bench_detector() -> dict:
+    """The detector on held-out module images against the binary model's grid-crop mode, its RTL bit
+    for bit, cycles and PYNQ-Z2 frame rate (bench/detector.py)."""
+    from detector import bench_detector as run
+
+    return run()
+
+
 def bench_federated_secagg() -> dict:
     """FedAvg with and without Flower's SecAgg+ (bench/federated.py); $EDGEFPGA_FED_SECAGG: rounds,local_epochs,size."""
     from federated import bench_federated_secagg as run
@@ -120,7 +128,7 @@ def bench_federated_road() -> dict:
 BENCHES = {"runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,
-           "federated_secagg": bench_federated_secagg}
+           "federated_secagg": bench_federated_secagg, "detector": bench_detector}
 
 
 def git_commit() -> str:

@@ -40,8 +40,8 @@ from .graph import OUTPUT_ACTIVATION, canonical_graph, channels_last
 from .images import ImageSet, load_image_set
 from .intmodel import IntegerModel
 from .onnx_check import ConversionError, check_onnx
-from .precision import Criterion, Precisions, build_knobs, load_overrides, proxy_graph, run_logits, score, \
-    search_precisions
+from .precision import Criterion, Precisions, as_cells, build_knobs, load_overrides, output_classes, proxy_graph, \
+    run_logits, score, search_precisions, stream_order
 from .plan import NetworkPlan, estimate_latency, plan_network
 from .profile import TensorRange, profile_activations, with_outputs
 
@@ -217,7 +217,7 @@ def run_source(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
     session = onnx_session(model)
     name = session.get_inputs()[0].name
     outputs = [session.run(None, {name: inputs[i:i + 1]})[0] for i in range(len(inputs))]
-    return np.concatenate(outputs).reshape(len(inputs), -1)
+    return stream_order(np.concatenate(outputs))
 
 
 def step_profile(ctx: BuildContext) -> None:
@@ -311,15 +311,18 @@ def step_check_emulator(ctx: BuildContext) -> None:
                                   f"differ on {mismatched} of {len(check)} calibration images; please report this model")
     else:
         row["stand_in_for_emulator"] = "; ".join(ctx.report["hls"]["not_generated_because"])
-    s = score(integer, reference, check.labels, ctx.cfg.guard)
+    classes = output_classes(ctx.canonical)
+    s = score(integer, reference, check.labels, ctx.cfg.guard, classes)
     ctx.report["emulator_on_calibration"] = {
-        **row, **s.to_dict(), "agreement_with_proxy": float(np.mean(integer.argmax(1) == proxy.argmax(1))),
+        **row, **s.to_dict(),
+        "agreement_with_proxy": float(np.mean(as_cells(integer, classes).argmax(1) == as_cells(proxy, classes).argmax(1))),
         "max_abs_diff_vs_proxy": float(np.abs(integer - proxy).max()),
         "max_abs_diff_vs_float": float(np.abs(integer - reference).max())}
-    flips, allowed = round((1 - s.agreement) * len(check)), allowed_flips(len(check), ctx.cfg.agreement)
+    decisions = len(as_cells(integer, classes))  # images, or output cells of a map
+    flips, allowed = round((1 - s.agreement) * decisions), allowed_flips(decisions, ctx.cfg.agreement)
     if flips > allowed:
         raise ConversionError(f"check failed: the {row['model']} disagrees with the float model on {flips} of "
-                              f"{len(check)} calibration images, more than the {ctx.cfg.agreement:.2%} bar allows "
+                              f"{decisions} decisions on {len(check)} calibration images, more than the {ctx.cfg.agreement:.2%} bar allows "
                               f"({allowed}); widen types with --overrides or use more calibration images")
 
 
@@ -381,7 +384,8 @@ def step_report(ctx: BuildContext) -> None:
         "edgefpga_version": __version__, "name": src.name,
         "model": {"name": src.name, "source": str(src.onnx_path), "classes": src.classes, "input": src.spec.to_dict(),
                   "defect_classes": defect_classes_of(src.card or {}, src.classes, str(src.onnx_path)),
-                  "dataset": (src.card or {}).get("dataset", {}).get("name"), "assumed": src.assumed},
+                  "dataset": (src.card or {}).get("dataset", {}).get("name"), "assumed": src.assumed,
+                  **({"output": src.card["output"]} if (src.card or {}).get("output") else {})},
         "board": ctx.board.to_dict(),
         "hls": {**ctx.report["hls"], "input_type": str(ctx.precisions.tensors[ctx.canonical.graph.input[0].name]),
                 "output_type": str(output_type(ctx))},

@@ -457,11 +457,26 @@ def channels_last(model: ModelWrapper) -> ModelWrapper:
     cl = cleanup_model(model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True)))
     for pool in cl.get_nodes_by_op_type("AveragePool"):
         make_pool_channels_last(cl, pool)
+    stream_map_output(cl)
     leftover = [n.name for n in cl.graph.node if n.op_type == "Transpose"]
     if leftover:
         raise ConversionError(f"layout conversion left Transpose node(s) {', '.join(leftover)}: hls4ml cannot stream "
                               "them; please report this model")
     return cl
+
+
+def stream_map_output(model: ModelWrapper) -> None:
+    """A map output (a detector's last Conv: no Flatten, no dense layer) leaves qonnx's layout
+    conversion as Transpose(0,3,1,2) back to NCHW. The accelerator streams the map as it is made,
+    cell by cell with each cell's channels together (NHWC, ``precision.stream_order``), so the
+    transpose goes and the graph output is the channels-last map."""
+    out = model.graph.output[0]
+    last = model.find_producer(out.name)
+    if transpose_perm(last) != [0, 3, 1, 2]:
+        return
+    n, c, h, w = model.get_tensor_shape(out.name)
+    bypass(model, last)
+    model.set_tensor_shape(out.name, [n, h, w, c])
 
 
 def transpose_perm(node: onnx.NodeProto | None) -> list[int] | None:

@@ -2,7 +2,8 @@
 after the card's color conversion and INTER_AREA resize.
 
 Sources: ``elpv:<subset>`` (the built-in dataset: ``train`` for calibration, ``test`` for
-verification), a folder of images (``<folder>/<class name>/*.png`` gives labels, loose files
+verification), ``modules:<subset>:<N>[:<seed>]`` (module images composed from ELPV cells, for a
+detector), a folder of images (``<folder>/<class name>/*.png`` gives labels, loose files
 give none), or an ``.npz`` with ``images`` (N, H, W[, C]) uint8 and optionally ``labels``.
 """
 
@@ -84,10 +85,24 @@ def elpv_set(source: str, spec: InputSpec, classes: list[str]) -> ImageSet:
     return ImageSet(resize_batch(data.images[idx], spec), labels, f"ELPV {source.removeprefix('elpv:')} split")
 
 
+def modules_set(source: str, spec: InputSpec) -> ImageSet:
+    """``modules:<subset>:<N>[:<seed>]``: EL module images composed from ELPV cells (models/modules.py),
+    no labels (a detector's targets are maps; verify compares whole maps)."""
+    from edgefpga.models import modules
+
+    try:
+        found = modules.select(source)
+    except ValueError as exc:
+        raise ImageError(str(exc)) from exc
+    return ImageSet(resize_batch([m.image for m in found], spec), None, f"ELPV module images {source}")
+
+
 def load_image_set(source: str, spec: InputSpec, classes: list[str]) -> ImageSet:
-    """An image set from ``elpv:<subset>``, a folder or an .npz (see module docstring)."""
+    """An image set from ``elpv:<subset>``, ``modules:<subset>:<N>``, a folder or an .npz (see module docstring)."""
     if source.startswith("elpv:"):
         return elpv_set(source, spec, classes)
+    if source.startswith("modules:"):
+        return modules_set(source, spec)
     path = Path(source)
     if path.is_dir():
         return folder_set(path, spec, classes)

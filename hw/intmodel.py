@@ -23,7 +23,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from .fixed import FixedType
 from .graph import attr
-from .precision import Precisions
+from .precision import Precisions, stream_order
 
 
 @dataclass
@@ -131,8 +131,10 @@ class IntegerModel:
         return to_int(self.model.get_initializer(name), t), t
 
     def run(self, pixels: np.ndarray) -> Fixed:
-        """The network's output scores for (N, C, H, W) pixels."""
-        return self.run_all(pixels)[self.model.graph.output[0].name]
+        """The network's output scores for (N, C, H, W) pixels, in the order the RTL streams them
+        (a map cell by cell, each cell's classes together: ``precision.stream_order``)."""
+        out = self.run_all(pixels)[self.model.graph.output[0].name]
+        return Fixed(stream_order(out.q), out.frac)
 
     def run_all(self, pixels: np.ndarray) -> dict[str, Fixed]:
         """Every tensor of the graph, by name: the per-layer golden values for RTL layer tests."""

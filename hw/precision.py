@@ -22,6 +22,8 @@ from onnx import helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 from tqdm import tqdm
 
+from edgefpga.models.detect import stream_order
+
 from .fixed import FixedType, integer_bits_for, parse_hls_type, type_for_range
 from .graph import attr, is_residual, onnx_session
 from .onnx_check import ConversionError
@@ -212,6 +214,17 @@ def exact_accumulator(x: FixedType, w: FixedType, b: FixedType, n_in: int) -> Fi
     return FixedType(integer + frac, integer, True)
 
 
+def drop_unused_fraction(p: Precisions, layer: str, tensor: str, acc: FixedType) -> None:
+    """A Conv result with more fractional bits than its exact accumulator holds only zeros in them:
+    it gets the accumulator's fractional bits (same values, fewer bits), so the cast is a right
+    shift, as the RTL implements it. A detector's last Conv (its scores, no activation after it)
+    met this with small weights: the search gives a small range many fractional bits."""
+    t = p.tensors.get(tensor)
+    if t is not None and t.frac > acc.frac:
+        p.tensors[tensor] = FixedType(t.integer + acc.frac, t.integer, t.signed)
+        p.set_layer(layer, "result", p.tensors[tensor])
+
+
 def resolve_derived(model: ModelWrapper, node: onnx.NodeProto, p: Precisions, by_tensor: dict) -> None:
     """Types no knob sets: pass-through layers keep their input type, a layer feeding a fused
     Relu / Clip gets the activation's type plus a sign bit (so only the activation saturates),
@@ -232,6 +245,8 @@ def resolve_derived(model: ModelWrapper, node: onnx.NodeProto, p: Precisions, by
         p.set_layer(node.name, "result", p.tensors[out])
     elif node.op_type == "MatMul":
         p.tensors[out] = None
+    if node.op_type == "Conv" and activation is None:
+        drop_unused_fraction(p, node.name, out, p.layers[node.name]["accum"])
     if node.op_type == "BatchNormalization":
         for key, name in zip(("scale", "bias"), node.input[1:3]):
             signed = bool((model.get_initializer(name) < 0).any())
@@ -287,10 +302,22 @@ def proxy_graph(model: ModelWrapper, p: Precisions) -> onnx.ModelProto:
     return proto
 
 
+def output_classes(model: ModelWrapper) -> int:
+    """Scores per output cell: the classes (axis 1 of the output, a vector's or a map's)."""
+    return int(model.get_tensor_shape(model.graph.output[0].name)[1])
+
+
+def as_cells(scores: np.ndarray, classes: int) -> np.ndarray:
+    """Stream-ordered scores (N, cells * classes) as one row per output cell (N * cells, classes):
+    a classifier has one cell per image, a detector's map many; agreement counts rows."""
+    return scores.reshape(-1, classes)
+
+
 def run_logits(proto: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
-    """Final outputs (N, classes) of a graph for (N, C, H, W) float pixels."""
+    """Final outputs of a graph for (N, C, H, W) float pixels: (N, classes), or a map's scores in
+    stream order (N, cells * classes)."""
     session = onnx_session(proto)
-    return np.concatenate([out[0] for out in run_batches(session, pixels, batch=128)]).reshape(len(pixels), -1)
+    return stream_order(np.concatenate([out[0] for out in run_batches(session, pixels, batch=128)]))
 
 
 @dataclass
@@ -326,9 +353,13 @@ def guarded_agreement(logits: np.ndarray, reference: np.ndarray, guard: float) -
     return float(np.mean(guarded_agreeing(logits, reference, guard)))
 
 
-def score(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None, guard: float = 1.0) -> Score:
+def score(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None, guard: float = 1.0,
+          classes: int | None = None) -> Score:
     """Top-1 agreement with the reference logits (plain and guarded) and, with labels, accuracy
-    and its drop from the reference."""
+    and its drop from the reference. With ``classes`` fewer than the scores per image (a map),
+    every output cell counts as one decision, and per-image labels do not apply."""
+    if classes and logits.shape[1] != classes:
+        logits, reference, labels = as_cells(logits, classes), as_cells(reference, classes), None
     agreement = float(np.mean(logits.argmax(1) == reference.argmax(1)))
     guarded = guarded_agreement(logits, reference, guard)
     if labels is None:
@@ -375,30 +406,38 @@ def failure_budget(n: int, target: float) -> int:
 EARLY_STOP_BATCH = 128  # images per step of an evaluation that can stop early
 
 
+def image_margin(reference: np.ndarray, classes: int) -> np.ndarray:
+    """Per image, its most fragile decision's winning margin (a map: the smallest over its cells)."""
+    return winning_margin(as_cells(reference, classes)).reshape(len(reference), -1).min(axis=1)
+
+
 def evaluate_design(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: np.ndarray,
-                    labels: np.ndarray | None, criterion: Criterion) -> tuple[bool, Score, int]:
+                    labels: np.ndarray | None, criterion: Criterion,
+                    classes: int | None = None) -> tuple[bool, Score, int]:
     """Whether a design meets ``criterion``, its score and how many images that took. ``feeds``
     are the graph's inputs, one row per image: the pixels, or the tensors a prefix of the network
     computed (``PrefixCache``). It stops as soon as more images miss the guarded agreement than
     the bar allows: the answer is the one the whole set would give, and most rejected designs are
     rejected on the first batch when the images come most fragile first (see
-    ``search_precisions``). A stopped design's score is over the images it saw."""
+    ``search_precisions``). A stopped design's score is over the images it saw. A map's
+    decisions are its cells (``as_cells``)."""
     session = onnx_session(proto)
     n = len(reference)
-    budget = failure_budget(n, criterion.target)
+    k = classes or reference.shape[1]
+    budget = failure_budget(n * (reference.shape[1] // k), criterion.target)
     parts: list[np.ndarray] = []
     failures = 0
     for start in range(0, n, EARLY_STOP_BATCH):
         stop = min(n, start + EARLY_STOP_BATCH)
-        out = session.run(None, {name: value[start:stop] for name, value in feeds.items()})[0]
-        logits = out.reshape(len(out), -1)
+        logits = stream_order(session.run(None, {name: value[start:stop] for name, value in feeds.items()})[0])
         parts.append(logits)
-        failures += int(np.sum(~guarded_agreeing(logits, reference[start:stop], criterion.guard)))
+        failures += int(np.sum(~guarded_agreeing(as_cells(logits, k), as_cells(reference[start:stop], k),
+                                                 criterion.guard)))
         if failures > budget:
             s = score(np.concatenate(parts), reference[:stop], None if labels is None else labels[:stop],
-                      criterion.guard)
+                      criterion.guard, classes)
             return False, s, stop
-    s = score(np.concatenate(parts), reference, labels, criterion.guard)
+    s = score(np.concatenate(parts), reference, labels, criterion.guard, classes)
     return criterion.passes(s), s, n
 
 
@@ -474,7 +513,8 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
     one it changes run once (``PrefixCache``)."""
     overrides = overrides or {}
     reference = run_logits(with_outputs(model, []), pixels)
-    fragile_first = np.argsort(winning_margin(reference), kind="stable")
+    classes = output_classes(model)
+    fragile_first = np.argsort(image_margin(reference, classes), kind="stable")
     pixels, reference = pixels[fragile_first], reference[fragile_first]
     labels = None if labels is None else labels[fragile_first]
     widths = {k.name: k.bits[1] for k in knobs}
@@ -484,14 +524,14 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
 
     def evaluate(label: str) -> tuple[bool, Score]:
         proto = prefixes.suffix(proxy_graph(model, resolve(model, knobs, widths, ranges, overrides)), feeds)
-        ok, s, seen = evaluate_design(proto, feeds, reference, labels, criterion)
+        ok, s, seen = evaluate_design(proto, feeds, reference, labels, criterion, classes)
         trace.append({"try": label, **s.to_dict(), "images": seen, "passed": ok})
         return ok, s
 
     ok, start = evaluate("widest")
     if not ok:
         start = score(run_logits(proxy_graph(model, resolve(model, knobs, widths, ranges, overrides)), pixels),
-                      reference, labels, criterion.guard)
+                      reference, labels, criterion.guard, classes)
         raise PrecisionError(f"even the widest types ({WEIGHT_BITS[1]}-bit weights, {ACTIVATION_BITS[1]}-bit "
                              f"activations) give {start.agreement:.2%} top-1 agreement ({start.guarded_agreement:.2%} "
                              f"with the x{criterion.guard:g} guard band) on {len(pixels)} calibration images, below "
@@ -503,7 +543,8 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
         if low < high:
             narrowest = resolve(model, knobs, {**widths, knob.name: low}, ranges, overrides)
             current = resolve(model, knobs, widths, ranges, overrides)
-            index = node_changes(model, narrowest, current).index(True)
+            changes = node_changes(model, narrowest, current)
+            index = changes.index(True) if any(changes) else 0  # a knob a derived type overrides changes nothing
             feeds = prefixes.feeds_for(proxy_graph(model, current), index)
         while low < high:
             widths[knob.name] = (low + high) // 2
@@ -511,5 +552,5 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
             low, high = (low, widths[knob.name]) if ok else (widths[knob.name] + 1, high)
         widths[knob.name] = high
     final = resolve(model, knobs, widths, ranges, overrides)
-    final_score = score(run_logits(proxy_graph(model, final), pixels), reference, labels, criterion.guard)
+    final_score = score(run_logits(proxy_graph(model, final), pixels), reference, labels, criterion.guard, classes)
     return SearchResult(widths, final, final_score, len(trace) + 1, trace)

@@ -461,6 +461,7 @@ def write_rtl(model: ModelWrapper, p: Precisions, plan: NetworkPlan, out_dir: Pa
     _, channels, height, width = model.get_tensor_shape(inp)
     out_t = p.tensors[model.graph.output[0].name]
     last = stages[-1].output
+    out_pixels = streams[last].h * streams[last].w  # 1, or a detector's map cells (streamed out row-major)
     top = f"{name}_top"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(RTL_DIR), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
@@ -469,14 +470,17 @@ def write_rtl(model: ModelWrapper, p: Precisions, plan: NetworkPlan, out_dir: Pa
         top=top, version=version, source=source, stages=stages, stage_params=[stage_parameters(s) for s in stages],
         stage_ports=ports, streams=[s for s in streams.values() if s.name != inp], input_stream=inp,
         output_stream=last, height=height, width=width, channels=channels, outputs=streams[last].channels,
-        out_bits=out_t.width, out_frac=out_t.frac, tdata_bits=TDATA_BITS)
+        out_pixels=out_pixels, out_bits=out_t.width, out_frac=out_t.frac, tdata_bits=TDATA_BITS)
     (src / f"{top}.v").write_text(text)
     manifest = {
         "top": top, "sources": [f"src/{m}.v" for m in generic_modules(stages)] + [f"src/{top}.v"],
         "includes": ["src"], "clock": "clk", "reset": {"name": "rst_n", "active_low": True},
         "input": {"prefix": "s_axis", "tdata_bits": 8, "height": height, "width": width, "channels": channels},
-        "output": {"prefix": "m_axis", "tdata_bits": TDATA_BITS, "outputs": streams[last].channels,
-                   "width": out_t.width, "frac": out_t.frac, "signed": out_t.signed},
+        "output": {"prefix": "m_axis", "tdata_bits": TDATA_BITS, "outputs": streams[last].channels * out_pixels,
+                   "width": out_t.width, "frac": out_t.frac, "signed": out_t.signed,
+                   **({"map": {"height": streams[last].h, "width": streams[last].w, "classes": streams[last].channels,
+                               "order": "cells row-major, each cell's class scores in class order"}}
+                      if out_pixels > 1 else {})},
         "memory": {"parameter": "MEM_DIR", "files": sorted(f.name for f in src.glob("*.mem"))},
         "errors": {"err_short": "pulses when tlast ends a frame early: the rest is filled with zero pixels",
                    "err_long": "pulses when a frame has no tlast on its last beat: beats up to the next tlast are dropped"},

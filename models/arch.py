@@ -2,7 +2,9 @@
 
 Only layers that hls4ml converts with ``io_stream`` and that our RTL generator streams are used:
 3x3 Conv (same padding) + BatchNorm (folded into the conv at export) + ReLU, 2x2 MaxPool, a
-global AveragePool and one Dense layer. The MAC count matters because the accelerator's frame
+global AveragePool and one Dense layer; or, for a detector (``head="map"``), no pooling at the
+end and a 1x1 Conv giving one score per class per output cell (FOMO-style, the cells
+``reduction`` input pixels apart). The MAC count matters because the accelerator's frame
 rate is bounded by MACs per frame over the DSP slices of the target (220 on an xc7z020).
 """
 
@@ -29,7 +31,7 @@ class ArchConfig:
     size: int = 96
     widths: tuple[int, ...] = (8, 16, 32, 48, 64, 80)
     stem_stride: int = 1  # 2: the first conv sees full resolution but computes at half of it
-    head: str = "avg"  # global pooling before the dense layer: "avg" or "max"
+    head: str = "avg"  # global pooling before the dense layer: "avg" or "max"; "map": a 1x1 conv per output cell
     num_classes: int = 2
     dropout: float = 0.1
 
@@ -37,6 +39,11 @@ class ArchConfig:
     def reduction(self) -> int:
         """Total spatial downsampling from the input to the last conv block."""
         return self.stem_stride * 2 ** (len(self.widths) - 1)
+
+    @property
+    def output_stride(self) -> int | None:
+        """Input pixels between two output cells of a map head (None: one vector per image)."""
+        return self.reduction if self.head == "map" else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +55,8 @@ class ArchConfig:
 
 
 class InspectionCNN(nn.Module):
-    """Conv-BN-ReLU blocks, max-pool between them, global average pool, dense classifier."""
+    """Conv-BN-ReLU blocks, max-pool between them, global average pool, dense classifier; with
+    ``head="map"`` the classifier is a 1x1 conv over the last block's map (no flatten, no dense)."""
 
     def __init__(self, cfg: ArchConfig):
         super().__init__()
@@ -61,15 +69,19 @@ class InspectionCNN(nn.Module):
             if i < len(cfg.widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             channels = width
-        pool = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}[cfg.head]
-        layers.append(pool(cfg.size // cfg.reduction))
+        if cfg.head != "map":
+            pool = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}[cfg.head]
+            layers.append(pool(cfg.size // cfg.reduction))
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(channels, cfg.num_classes)
+        self.classifier = (nn.Conv2d(channels, cfg.num_classes, 1) if cfg.head == "map"
+                           else nn.Linear(channels, cfg.num_classes))
         self.cfg = cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
+        if self.cfg.head == "map":
+            return self.classifier(self.dropout(x))
         return self.classifier(self.dropout(torch.flatten(x, 1)))
 
 
@@ -125,8 +137,8 @@ def count_cost(model: nn.Module, input_shape: tuple[int, int, int]) -> Cost:
 
 def build(cfg: ArchConfig) -> InspectionCNN:
     """Build a model and refuse one that would not fit the FPGA budget."""
-    if cfg.head not in ("avg", "max"):
-        raise ArchitectureError(f"head must be 'avg' or 'max', got {cfg.head!r}")
+    if cfg.head not in ("avg", "max", "map"):
+        raise ArchitectureError(f"head must be 'avg', 'max' or 'map', got {cfg.head!r}")
     if cfg.size % cfg.reduction:
         raise ArchitectureError(f"input size {cfg.size} must be divisible by {cfg.reduction}")
     model = InspectionCNN(cfg)

@@ -112,6 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.out and not args.dry_run:
         raise UserError("--out: the model folder to write is needed (or --dry-run to see the sizing only)")
+    if args.dataset == MODULES:
+        return train_detector(args)
     data = training_data(args)
     is_elpv = args.dataset == "elpv"
     print(f"data: {len(data.labels)} images, classes {data.classes} (defective: {data.defect_classes}), "
@@ -139,6 +141,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     if len(data.classes) > 2:
         print("per class (precision/recall): " + ", ".join(
             f"{c} {m['precision']:.2f}/{m['recall']:.2f}" for c, m in zip(data.classes, test["per_class"])))
+    return 0
+
+
+MODULES = "elpv-modules"  # the detector's data: EL module images composed from ELPV cells (models/modules.py)
+
+
+def train_detector(args: argparse.Namespace) -> int:
+    """``edgefpga train elpv-modules``: the FOMO-style detector on composed module images, through
+    the same steps as every model plus its detections on the held-out modules."""
+    from edgefpga.models import modules
+    from edgefpga.models.arch import ArchConfig
+    from edgefpga.models.augment import AugmentConfig
+    from edgefpga.models.train import TrainConfig
+    from edgefpga.models.zoo_build import DETECT_STEPS, build_zoo_model
+
+    d = modules.DETECTOR
+    arch = ArchConfig(**d["arch"] | given(args, "size", "stem_stride") |
+                      ({"widths": tuple(args.widths)} if args.widths else {}) | {"num_classes": len(modules.CLASSES)})
+    counts = d["modules"] | ({"n_fit": args.limit} if args.limit else {})
+    data = modules.training_data(arch.size, arch.output_stride, seed=args.seed or 0, **counts)
+    print(f"data: {len(data.labels)} module images, {arch.size}x{arch.size} in, {data.labels.shape[1]}x"
+          f"{data.labels.shape[2]} output cells, split {data.split.sizes()}", flush=True)
+    cfg = TrainConfig(**d["train"] | given(args, "epochs", "seed", "threads", "patience"))
+    build = build_zoo_model(args.out, arch, cfg, AugmentConfig(**d["augment"]), name=args.name, data=data,
+                            steps=DETECT_STEPS)
+    det = build.facts["detection"]
+    print(f"wrote {build.out}/model.onnx and card.json: defective cells on {det['images']} held-out modules: "
+          f"precision {det['precision']:.4f}, recall {det['recall']:.4f}")
     return 0
 
 
@@ -176,7 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on ELPV or your own folder of images and write a model folder")
-    p.add_argument("dataset", help="elpv, a folder with one subfolder of images per class (or train/ val/ test/ "
+    p.add_argument("dataset", help="elpv, elpv-modules (the detector: module images composed from ELPV cells), a folder with one subfolder of images per class (or train/ val/ test/ "
                    "holding such subfolders: your own split), or a CSV of path,label rows")
     p.add_argument("--out", type=Path, help="model folder to write (model.onnx, card.json); needed unless --dry-run")
     p.add_argument("--name", help="model name in the card (default: the folder name)")

@@ -56,7 +56,9 @@ def evaluate(model_dir: str | Path, subset: str = "test", progress: bool = False
     idx = data.split.subset(subset)
     scores = predict_scores(card, data.take(idx), progress)
     defects = [card.classes.index(c) for c in card.defect_classes]
-    metrics = classification_metrics(data.labels[idx], scores.argmax(1), len(card.classes), defect_classes=defects)
+    # a detector's map: every output cell is one classification (its labels are maps too)
+    metrics = classification_metrics(data.labels[idx].reshape(-1), scores.argmax(1).reshape(-1), len(card.classes),
+                                     defect_classes=defects)
     metrics.update({"subset": subset, "backend": "onnxruntime", "dataset": data.card["dataset"]["name"]})
     if confusion_png:
         plot_confusion(card.name, card.classes, metrics, Path(confusion_png))

@@ -15,6 +15,10 @@ Choices and why:
 - an exponential moving average (EMA) of the weights (its span at most a tenth of the run) is
   what gets evaluated and exported, which is steadier on a 1.7k-image training set than the last
   step's weights;
+- maps: a detector (``head="map"``) has a class per output cell, so its labels are (N, h, w)
+  maps and its targets (N, classes, h, w); the loss, the class weights (background outnumbers a
+  rare defect class many times over), model selection and calibration then count output cells
+  where a classifier counts images (``per_cell``); a map's logit bias is not calibrated;
 - model selection on a validation part of the train split (never the test split), with early
   stopping when ``patience`` epochs bring no better validation score; then, for two classes, the
   class-1 logit bias is calibrated on that validation part and folded into the dense layer, so
@@ -108,11 +112,25 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def training_targets(data: TrainingData, idx: np.ndarray, soft: bool) -> torch.Tensor:
-    """Target distribution per image: the data's own (ELPV's [1-p, p]) where it has one and
-    ``soft`` asks for it, else one-hot of the label."""
+    """Target distribution per image (per output cell for map labels): the data's own (ELPV's
+    [1-p, p]) where it has one and ``soft`` asks for it, else one-hot of the label."""
     if soft and data.targets is not None:
         return torch.from_numpy(np.ascontiguousarray(data.targets[idx], dtype=np.float32))
-    return torch.from_numpy(np.eye(len(data.classes), dtype=np.float32)[data.labels[idx]])
+    onehot = np.eye(len(data.classes), dtype=np.float32)[data.labels[idx]]
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(onehot, -1, 1)))  # classes on axis 1, as logits
+
+
+def per_cell(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, classes) logits and (N,) labels as they are; a map model's (N, classes, h, w) logits and
+    (N, h, w) labels as one row per output cell: what metrics and calibration count."""
+    if logits.ndim == 2:
+        return logits, labels
+    return np.moveaxis(logits, 1, -1).reshape(-1, logits.shape[1]), labels.reshape(-1)
+
+
+def along_classes(weights: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Per-class weights shaped to broadcast over axis 1 of an ``ndim``-dimensional tensor."""
+    return weights.view(1, -1, *([1] * (ndim - 2)))
 
 
 def class_weights(labels: np.ndarray, power: float, num_classes: int = 2) -> torch.Tensor:
@@ -165,7 +183,8 @@ def mixup(x: torch.Tensor, target: torch.Tensor, alpha: float, gen: torch.Genera
     lam = torch.distributions.Beta(alpha, alpha).sample((x.shape[0],)).clamp(0.5, 1.0)
     partner = torch.randperm(x.shape[0], generator=gen)
     x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[partner]
-    return x, lam[:, None] * target + (1 - lam[:, None]) * target[partner]
+    lam = lam.view(-1, *([1] * (target.ndim - 1)))
+    return x, lam * target + (1 - lam) * target[partner]
 
 
 def ema_decay(configured: float, total_steps: int) -> float:
@@ -219,7 +238,7 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
     x_val = resize_batch(data.take(data.split.val), spec)
     y_val = data.labels[data.split.val]
     num_classes = len(data.classes)
-    weights = class_weights(data.labels[fit], cfg.class_balance, num_classes)
+    weights = class_weights(data.labels[fit].reshape(-1), cfg.class_balance, num_classes)
     teacher = TeacherEnsemble(list(cfg.teachers), spec) if cfg.teachers else None
 
     model = arch.build_model()  # the edge CNN (FPGA budget checked) or another config's net
@@ -249,7 +268,8 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
             if cfg.mixup:
                 x, target = mixup(x, target, cfg.mixup, gen)
             logp = F.log_softmax(model(x), dim=1)
-            loss = -(target * logp * weights).sum(1).mean() + proximal_term(model, anchor, cfg.proximal_mu)
+            loss = -(target * logp * along_classes(weights, logp.ndim)).sum(1).mean() + \
+                proximal_term(model, anchor, cfg.proximal_mu)
             if teacher:
                 distill = -(teacher.probabilities(x) * logp).sum(1).mean()
                 loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * distill
@@ -259,8 +279,8 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
             sched.step()
             ema.update_parameters(model)
             losses.append(loss.item())
-        logits = predict_logits(ema.module, x_val, spec)
-        m = classification_metrics(y_val, logits.argmax(1), num_classes)
+        logits, labels = per_cell(predict_logits(ema.module, x_val, spec), y_val)
+        m = classification_metrics(labels, logits.argmax(1), num_classes)
         score = (m["accuracy"] + m["balanced_accuracy"]) / 2
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_accuracy": m["accuracy"],
                         "val_balanced_accuracy": m["balanced_accuracy"]})
@@ -272,11 +292,13 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
 
     model.load_state_dict(best["state"])
     delta = None
-    if num_classes == 2 and calibrate:  # a binary model's decision threshold; argmax of many classes stays as trained
-        delta = calibrate_bias(predict_logits(model, x_val, spec), y_val)
+    # a binary classifier's decision threshold; argmax of many classes stays as trained, and so does a
+    # map's (its detections have their own threshold, the engine's defect_threshold)
+    if num_classes == 2 and calibrate and y_val.ndim == 1:
+        delta = calibrate_bias(*per_cell(predict_logits(model, x_val, spec), y_val))
         fold_logit_bias(model, delta)
-    val_metrics = classification_metrics(y_val, predict_logits(model, x_val, spec).argmax(1), num_classes,
-                                         defect_classes=data.defect_indices)
+    logits, labels = per_cell(predict_logits(model, x_val, spec), y_val)
+    val_metrics = classification_metrics(labels, logits.argmax(1), num_classes, defect_classes=data.defect_indices)
     return TrainResult(model=model.eval(), best_epoch=best["epoch"], val_metrics=val_metrics, logit_bias=delta,
                        history=history, seconds=time.perf_counter() - start,
                        teachers=teacher.provenance if teacher else [],

@@ -90,6 +90,17 @@ def step_evaluate_test(b: ZooBuild) -> None:
     b.log(f"test accuracy {b.facts['test']['accuracy']:.4f}, balanced {b.facts['test']['balanced_accuracy']:.4f}")
 
 
+def step_evaluate_detections(b: ZooBuild) -> None:
+    """A detector's decode threshold chosen on the validation modules, then its precision and recall
+    of defective cells on the held-out module images at that threshold (ONNX Runtime)."""
+    from .modules import evaluate_detector
+
+    b.facts["threshold"], b.facts["detection"] = evaluate_detector(b.out, b.data.card["dataset"], b.data.classes,
+                                                                   b.arch.output_stride)
+    b.log(f"test detections: precision {b.facts['detection']['precision']:.4f}, "
+          f"recall {b.facts['detection']['recall']:.4f}")
+
+
 def step_check_fixed_point(b: ZooBuild) -> None:
     calib, _ = _normalized(b, "fit", limit=256)
     inputs, labels = _normalized(b, "test")
@@ -109,6 +120,8 @@ STEPS: list[Callable[[ZooBuild], None]] = [
     step_train, step_export_onnx, step_check_onnx, step_evaluate_test, step_check_fixed_point,
     step_write_card, step_plot,
 ]
+# a detector (map head) also reports its detections on the held-out module images
+DETECT_STEPS = STEPS[:4] + [step_evaluate_detections] + STEPS[4:]
 # a model that never goes to the FPGA (the cloud model) skips the fixed-point check
 SERVER_STEPS = [step for step in STEPS if step is not step_check_fixed_point]
 
@@ -128,9 +141,10 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
         "classes": classes,
         "defect_classes": b.data.defect_classes,
         "input": b.spec.to_dict(),
-        "output": {"kind": "logits", "decision": "argmax"} | ({"defective_class": 1} if len(classes) == 2 else {}),
+        "output": output_block(b),
         "metrics": {
             "test": test,
+            **({"detection": b.facts["detection"]} if "detection" in b.facts else {}),
             "validation": {k: r.val_metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_defective", "n")},
             "fixed_point_check": b.facts.get("fixed_point", []),
         },
@@ -151,6 +165,18 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
                  "max_abs_diff_vs_pytorch": b.facts.get("onnx_max_abs_diff")},
         **b.provenance,
     }
+
+
+def output_block(b: ZooBuild) -> dict:
+    """What the model's output means: class logits of the image, or a detector's score map."""
+    classes = b.data.classes
+    if getattr(b.arch, "output_stride", None):
+        return {"kind": "map", "stride": b.arch.output_stride, "background_class": 0, **b.facts.get("threshold", {}),
+                "decision": "decode: per foreground class, 8-connected output cells with probability >= the "
+                            "threshold are one detection (models/detect.py)",
+                "layout": "ONNX (1, classes, h, w); the accelerator streams the cells row-major, each cell's "
+                          "class scores together"}
+    return {"kind": "logits", "decision": "argmax"} | ({"defective_class": 1} if len(classes) == 2 else {})
 
 
 def build_zoo_model(out: str | Path, arch: ArchConfig, train_cfg: TrainConfig, augment_cfg: AugmentConfig,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 PACKAGE = "edgefpga_msgs"
 SOURCE = Path(__file__).resolve().parent / PACKAGE
-MESSAGES = ("InspectionResult", "InspectionResultArray")
+MESSAGES = ("InspectionResult", "InspectionResultArray", "Detection", "DetectionArray")
 MIN_CMAKE = (3, 16)
 # what `pip install -e '.[ros]'` should have brought; named in the error when a piece is missing
 NEEDED_CMAKE_PACKAGES = ("ament_cmake", "rosidl_default_generators", "std_msgs", "sensor_msgs")

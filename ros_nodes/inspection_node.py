@@ -30,6 +30,10 @@ Topics (relative, so namespaces and remapping work):
   in   ``image`` (sensor_msgs/Image: mono8, mono16, bgr8, rgb8, any size), ``image/compressed``
   out  ``inspection/result`` (edgefpga_msgs/InspectionResult; with a grid, the most defective
        cell), ``inspection/results`` (InspectionResultArray, every cell; only with a grid),
+       ``inspection/detections`` (edgefpga_msgs/DetectionArray: a detector's findings, class,
+       score and centre in image pixels; only for a detector, a card whose output is a map),
+       ``inspection/annotated`` (sensor_msgs/Image, bgr8: the image with each detection marked;
+       only with ``annotated_image`` true, for rqt / Foxglove),
        ``/diagnostics`` (diagnostic_msgs/DiagnosticArray)
 
 A bad message (wrong encoding, short data, zero or huge size, undecodable compressed data) and
@@ -82,6 +86,8 @@ PARAMETERS = {  # name: (default, description)
     "defect_threshold": (0.5, "defect probability at or above which a cell is defective"),
     "grid_rows": (1, "split each image into grid_rows x grid_cols cells (a module image into its cells)"),
     "grid_cols": (1, "see grid_rows"),
+    "annotated_image": (False, "a detector's findings drawn on the image, on inspection/annotated (bgr8; set "
+                               "while inactive)"),
     "queue_policy": ("latest", "frames that arrive while the engine is busy: latest (run the newest, drop the "
                                "older as stale) or all (batch them into the next engine call)"),
     "max_pending": (256, "frames that may wait for the engine; beyond it the oldest is dropped (overflow)"),
@@ -105,7 +111,7 @@ RANGES = {
 READ_ONLY = {"diagnostics_period", "autostart"}
 SET_WHILE_UNCONFIGURED = {"backend", "registry_uri", "cloud", "cloud_deadline", "store"}
 SELF_TEST_IMAGES = 4  # recent images a hot-swapped model must answer before it serves
-SET_WHILE_NOT_ACTIVE = {"reliable_input", "queue_depth"}
+SET_WHILE_NOT_ACTIVE = {"reliable_input", "queue_depth", "annotated_image"}
 WINDOW = 1000  # latencies kept for the percentiles in diagnostics
 
 
@@ -237,6 +243,37 @@ def result_msg(result, header, settings: Settings, roi: tuple[int, int, int, int
     return msg
 
 
+def detections_msg(result, header, settings: Settings, model_version: str):
+    """An edgefpga_msgs/DetectionArray from a detector's Engine Result."""
+    from edgefpga_msgs.msg import Detection, DetectionArray
+
+    msg = DetectionArray(header=header, model_id=result.model_id, model_version=model_version, backend=result.backend,
+                         threshold=float(settings.defect_threshold), latency_ms=float(result.latency_ms),
+                         accelerator_cycles=-1 if result.cycles is None else int(result.cycles))
+    msg.image_height, msg.image_width = result.image_size
+    msg.detections = [Detection(label=d["label"], label_index=d["label_index"], score=float(d["score"]),
+                                x=float(d["x"]), y=float(d["y"])) for d in result.detections]
+    return msg
+
+
+def annotated(image: np.ndarray, result, header) -> Image:
+    """The image (as bgr8) with a circle and the score at each detection's centre."""
+    import cv2
+
+    from .images import array_to_image
+
+    canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
+    radius = max(4, min(canvas.shape[:2]) // 30)
+    for d in result.detections:
+        centre = (int(round(d["x"])), int(round(d["y"])))
+        cv2.circle(canvas, centre, radius, (0, 0, 255), 2)
+        cv2.putText(canvas, f"{d['score']:.2f}", (centre[0] + radius, centre[1]), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, (0, 255, 255), 1)
+    msg = array_to_image(canvas, Image(), "bgr8")
+    msg.header = header
+    return msg
+
+
 def resolve_model(spec: str, registry_uri: str) -> tuple[str, str | None]:
     """(what rt.open takes, the registry version's name) for ``registry:<name>@<alias|N>``: the
     version's build (or model) folder downloaded once under ``~/.cache/edgefpga/registry``;
@@ -278,6 +315,7 @@ class InspectionNode(LifecycleNode):
         self.engine_lock = threading.RLock()  # the worker's engine call vs configure / cleanup
         self.io_lock = threading.Lock()  # the worker's publish vs activate / deactivate
         self._subscriptions, self._result_pub, self._array_pub = [], None, None
+        self._detections_pub = self._annotated_pub = None
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # its own callback group: under the multi-threaded executor diagnostics go on during a swap
         self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics,
@@ -339,7 +377,7 @@ class InspectionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from edgefpga_msgs.msg import InspectionResult, InspectionResultArray
+        from edgefpga_msgs.msg import DetectionArray, InspectionResult, InspectionResultArray
 
         depth = self.param("queue_depth")
         reliable = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
@@ -348,6 +386,9 @@ class InspectionNode(LifecycleNode):
         with self.io_lock:
             self._result_pub = self.create_publisher(InspectionResult, "inspection/result", reliable)
             self._array_pub = self.create_publisher(InspectionResultArray, "inspection/results", reliable)
+            self._detections_pub = self.create_publisher(DetectionArray, "inspection/detections", reliable)
+            self._annotated_pub = (self.create_publisher(Image, "inspection/annotated", reliable)
+                                   if self.param("annotated_image") else None)
             self._subscriptions = [
                 self.create_subscription(Image, "image", lambda m: self.enqueue(m, image_to_array), inbound,
                                          event_callbacks=events),
@@ -385,10 +426,11 @@ class InspectionNode(LifecycleNode):
         with self.io_lock:
             for sub in self._subscriptions:
                 self.destroy_subscription(sub)
-            for pub in (self._result_pub, self._array_pub):
+            for pub in (self._result_pub, self._array_pub, self._detections_pub, self._annotated_pub):
                 if pub is not None:
                     self.destroy_publisher(pub)
             self._subscriptions, self._result_pub, self._array_pub = [], None, None
+            self._detections_pub = self._annotated_pub = None
         waiting = self.frames.drain()
         if waiting:
             self.stats.drop("inactive", len(waiting))
@@ -551,6 +593,10 @@ class InspectionNode(LifecycleNode):
             single = result_msg(results[0], header, settings, None, version) if settings.grid == (1, 1) else None
             if single is not None and not (single.hard and escalator is not None):
                 self._result_pub.publish(single)
+            if single is not None and results[0].detections is not None:  # a detector: where, not only whether
+                self._detections_pub.publish(detections_msg(results[0], header, settings, version))
+                if self._annotated_pub is not None:
+                    self._annotated_pub.publish(annotated(cells[0][0], results[0], header))
             elif single is None:
                 from edgefpga_msgs.msg import InspectionResultArray
 

@@ -47,6 +47,12 @@ class Result:
     # Sedna's cross-entropy criterion on ``probabilities`` (runtime/confidence.py): 1 sure, 0 uniform;
     # computed here when not given, so every Result has it, however it was made
     confidence: float | None = None
+    # a detector (card output kind "map"): what it found, highest score first, each
+    # {"label", "label_index", "score", "x", "y"} with the centre in the source image's pixels;
+    # then ``scores``/``probabilities`` sum up the map (each defect class: its largest cell
+    # probability) and ``defective`` says whether anything was found
+    detections: list[dict] | None = None
+    image_size: tuple[int, int] | None = None  # the source image's (height, width)
 
     def __post_init__(self) -> None:
         if self.confidence is None and self.probabilities:
@@ -109,17 +115,19 @@ class Engine:
     def classes(self) -> list[str]:
         return self.model.classes
 
-    def preprocess(self, images: Iterable[ImageLike]) -> tuple[np.ndarray, list[str]]:
-        """(N, C, H, W) uint8 frames as the accelerator receives them, and a name per image."""
-        frames, names = [], []
+    def preprocess(self, images: Iterable[ImageLike]) -> tuple[np.ndarray, list[str], list[tuple[int, int]]]:
+        """(N, C, H, W) uint8 frames as the accelerator receives them, a name and the source
+        (height, width) per image (a detector's centres are in the source image's pixels)."""
+        frames, names, sizes = [], [], []
         for i, image in enumerate(images):
             name = str(image) if isinstance(image, (str, Path)) else f"image {i}"
             array = read_image_file(Path(image)) if isinstance(image, (str, Path)) else image
             frames.append(resize_u8(array, self.model.spec, name))
             names.append(name)
+            sizes.append(tuple(int(v) for v in np.shape(array)[:2]))
         if not frames:
             raise ImageError("no images given")
-        return np.stack(frames), names
+        return np.stack(frames), names, sizes
 
     def infer(self, images: ImageLike | Iterable[ImageLike], defect_threshold: float | None = None) -> list[Result]:
         """Results for one image or a sequence of images, in order. ``defect_threshold`` applies to
@@ -128,9 +136,11 @@ class Engine:
             images = [images]
         threshold = self.defect_threshold if defect_threshold is None else check_threshold(defect_threshold)
         start = time.perf_counter()
-        frames, names = self.preprocess(images)
+        frames, names, sizes = self.preprocess(images)
         out = self.backend.run(frames)
         per_image_ms = (time.perf_counter() - start) * 1e3 / len(frames)
+        if self.model.stride is not None:
+            return self._detections(out.scores, out.cycles, names, per_image_ms, threshold, sizes)
         return self._results(out.scores, out.cycles, names, per_image_ms, threshold)
 
     def stream(self, images: Iterable[ImageLike], batch_size: int | None = None) -> Iterator[Result]:
@@ -159,6 +169,29 @@ class Engine:
                        top_k=[{"label": self.classes[j], "probability": float(probs[i, j])} for j in order[i]],
                        defect_classes=defects)
                 for i, k in enumerate(scores.argmax(axis=1))]
+
+    def _detections(self, scores: np.ndarray, cycles: np.ndarray | None, names: list[str], ms: float,
+                    threshold: float, sizes: list[tuple[int, int]]) -> list[Result]:
+        """A detector's results: each image's stream-ordered map decoded (models/detect.py) at
+        ``threshold``; the class summary is each defect class's largest cell probability."""
+        from edgefpga.models.detect import decode, map_probabilities, unstream
+
+        classes = len(self.classes)
+        results = []
+        for i, row in enumerate(scores):
+            grid = unstream(row, classes, self.model.cells)
+            found = decode(grid, self.classes, self.model.stride, sizes[i], threshold)
+            peak = map_probabilities(grid).reshape(classes, -1).max(axis=1)
+            probs = np.concatenate([[max(0.0, 1.0 - peak[1:].max())], peak[1:]])
+            probs = probs / probs.sum()
+            summary = self._results(np.log(np.maximum(probs, 1e-30))[None], None if cycles is None else cycles[i:i + 1],
+                                    [names[i]], ms, threshold)[0]
+            summary.batch_size = len(scores)
+            summary.defective = bool(found)
+            summary.detections = [d.to_dict() for d in found]
+            summary.image_size = sizes[i]
+            results.append(summary)
+        return results
 
     def describe(self) -> str:
         return f"{self.model.model_id} on {self.backend.describe()}: {self.chosen_because}"

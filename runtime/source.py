@@ -21,6 +21,16 @@ def file_digest(path: Path, chars: int = 12) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:chars]
 
 
+def map_stride(output: dict | None, source: str) -> int | None:
+    """The output stride of a detector's card (``output: {"kind": "map", "stride": s}``), else None."""
+    if not isinstance(output, dict) or output.get("kind") != "map":
+        return None
+    stride = output.get("stride")
+    if not (isinstance(stride, int) and stride > 0):
+        raise ModelCardError(f"{source}: output.kind is 'map' but output.stride is {stride!r}, not a positive int")
+    return stride
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A resolved model: its classes, preprocessing, float ONNX file and (if any) build folder."""
@@ -33,6 +43,12 @@ class ModelRef:
     model_id: str  # name@sha256 prefix of the float ONNX file: which weights gave a result
     output_activation: str = "softmax"  # how scores become probabilities: "softmax" or "sigmoid" (per class)
     defect_classes: tuple[str, ...] | None = None  # the classes that count as defective; None: all but the first
+    stride: int | None = None  # a detector (card output kind "map"): input pixels between output cells
+
+    @property
+    def cells(self) -> tuple[int, int] | None:
+        """A detector's output map (h, w); None for a classifier."""
+        return None if self.stride is None else (self.spec.height // self.stride, self.spec.width // self.stride)
 
     @property
     def defect_indices(self) -> list[int]:
@@ -52,7 +68,8 @@ class ModelRef:
 
         activation = "sigmoid" if final_activation(card.model_path) == "sigmoid" else "softmax"
         return cls(card.name, card.classes, card.input, card.model_path, None,
-                   f"{card.name}@{file_digest(card.model_path)}", activation, tuple(card.defect_classes))
+                   f"{card.name}@{file_digest(card.model_path)}", activation, tuple(card.defect_classes),
+                   map_stride(card.raw.get("output"), str(card.path)))
 
     @classmethod
     def from_build(cls, build_dir: Path) -> "ModelRef":
@@ -65,12 +82,14 @@ class ModelRef:
             classes = model["classes"]
             name = model.get("name") or build_dir.name  # older builds did not record the name
             defects = tuple(defect_classes_of(model, classes, str(report_path)))  # older builds: all but the first
+            stride = map_stride(model.get("output"), str(report_path))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ModelCardError(f"{report_path}: not a report of `edgefpga convert` ({exc})") from exc
         onnx_path = build_dir / "model" / "source.onnx"
         if not onnx_path.is_file():
             raise ModelCardError(f"{onnx_path}: missing from the build folder (convert it again)")
-        return cls(name, classes, spec, onnx_path, build_dir, f"{name}@{file_digest(onnx_path)}", activation, defects)
+        return cls(name, classes, spec, onnx_path, build_dir, f"{name}@{file_digest(onnx_path)}", activation, defects,
+                   stride)
 
     def needs_build(self, backend: str) -> Path:
         """The build folder, or an error that says how to make one."""

@@ -184,8 +184,10 @@ def network_estimate(rtl_dir: Path, manifest: dict, board: dict, timeout_s: int,
     inp, out = manifest["input"], manifest["output"]
     units.append(("axis_in", *adapter_unit(src, "ef_axis_in", {"H": inp["height"], "W": inp["width"],
                                                                 "C": inp["channels"]})))
-    units.append(("axis_out", *adapter_unit(src, "ef_axis_out", {"N": out["outputs"], "OW": out["width"],
-                                                                  "TW": out["tdata_bits"]})))
+    cells = out.get("map", {"height": 1, "width": 1})
+    units.append(("axis_out", *adapter_unit(src, "ef_axis_out", {
+        "N": out["outputs"] // (cells["height"] * cells["width"]), "OW": out["width"], "TW": out["tdata_bits"],
+        "P": cells["height"] * cells["width"]})))
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(lambda unit: synthesize_unit(work, unit[1], unit[2], timeout_s), units))

@@ -34,7 +34,7 @@ from edgefpga.hw.hls import Emulator
 from edgefpga.hw.images import ImageSet, load_image_set, sample_indices
 from edgefpga.hw.integrity import check_integrity
 from edgefpga.hw.onnx_check import ConversionError
-from edgefpga.hw.precision import run_logits
+from edgefpga.hw.precision import as_cells, run_logits
 from edgefpga.hw.profile import with_outputs
 from edgefpga.models.card import InputSpec
 from edgefpga.models.metrics import classification_metrics
@@ -100,11 +100,17 @@ def verify_emulator(build_dir: Path, images: ImageSet, ints: np.ndarray, frac: i
                       ": no hls4ml project, so the integer model (which the RTL must match bit for bit) stands in "
                       "for the emulator")
     reference = float_logits(build_dir, images.pixels)
-    result.update({"top1_agreement": float(np.mean(golden.argmax(1) == reference.argmax(1))),
-                   "disagreements": np.flatnonzero(golden.argmax(1) != reference.argmax(1)).tolist()[:50],
+    classes = len(report["model"]["classes"])
+    # a detector compares whole maps: each output cell is one decision, the disagreements name images
+    cell_flips = (as_cells(golden, classes).argmax(1) != as_cells(reference, classes).argmax(1))
+    image_flips = cell_flips.reshape(len(golden), -1).any(axis=1)
+    result.update({"top1_agreement": float(np.mean(~cell_flips)),
+                   "disagreements": np.flatnonzero(image_flips).tolist()[:50],
                    "max_abs_score_diff": float(np.abs(golden - reference).max())})
+    if golden.shape[1] != classes:
+        result.update(map_cells=golden.shape[1] // classes, decisions=int(cell_flips.size),
+                      images_with_a_flipped_cell=int(image_flips.sum()))
     if images.labels is not None:
-        classes = len(report["model"]["classes"])
         emu = classification_metrics(images.labels, golden.argmax(1), classes)
         flt = classification_metrics(images.labels, reference.argmax(1), classes)
         result.update({"accuracy": emu["accuracy"], "float_accuracy": flt["accuracy"],

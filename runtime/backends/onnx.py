@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgefpga.models.detect import stream_order
 from edgefpga.models.preprocess import normalize
 
 from .base import Backend, BackendOutput, BackendUnavailable
@@ -38,7 +39,7 @@ class OnnxBackend(Backend):
             scores = np.asarray([self.session.run(None, {self.input_name: x[i:i + 1]})[0][0] for i in range(len(x))])
         else:
             scores = self.session.run(None, {self.input_name: x})[0]
-        scores = scores.astype(np.float64)
+        scores = stream_order(scores.astype(np.float64))  # a detector's map as the accelerator streams it
         if self.final == "softmax":
             scores = np.log(np.maximum(scores, 1e-30))
         elif self.final == "sigmoid":

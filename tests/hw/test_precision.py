@@ -58,6 +58,7 @@ def test_search_shrinks_widths_and_keeps_the_bar(setup, searched):
     assert (conv0.width, conv0.integer, conv0.signed) == (relu0.width + 1, relu0.integer + 1, True)
 
 
+@pytest.mark.slow  # a search without either shortcut: the slowest way, on purpose
 def test_early_stopping_and_prefix_reuse_pick_the_widths_a_full_evaluation_picks(setup, searched, monkeypatch):
     """Rejecting a design as soon as too many images flip, and running the layers before the
     searched knob once per knob, change the work, never the answer."""

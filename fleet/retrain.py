@@ -294,11 +294,14 @@ def judge(base_dir: Path, cand_dir: Path, data, candidate_test: dict, held: list
 
 def convert_and_verify(model_dir: Path, build: Path, calibration_images: int, verify_sample: int,
                        progress: bool) -> dict:
-    """``edgefpga convert`` then ``edgefpga verify --sample``: verify.json, or VerifyFailed."""
+    """``edgefpga convert`` then ``edgefpga verify --sample``: verify.json, or VerifyFailed. The
+    converter's own emulator check runs on 32 images (as the tests' builds do): verify checks the
+    emulator again right after, on the test split."""
     from edgefpga.hw.convert import ConvertConfig, convert
     from edgefpga.sim.verify import verify
 
-    convert(str(model_dir), build, ConvertConfig(calibration_images=calibration_images, progress=progress),
+    convert(str(model_dir), build, ConvertConfig(calibration_images=calibration_images, emulator_images=32,
+                                                 progress=progress),
             force=True, log=print if progress else (lambda _m: None))
     return verify(build, progress=progress, sample=verify_sample)
 

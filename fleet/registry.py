@@ -276,13 +276,15 @@ class ModelRegistry:
     def fetch(self, spec: str) -> tuple[Path, Version]:
         """``registry:<name>@<champion|candidate|N>`` (or ``<name>@...``; no ``@``: the champion)
         as a local folder holding the version's ``model/`` and, when verified, ``build/``,
-        downloaded once under the machine cache (``~/.cache/edgefpga/registry/<name>/v<N>``):
+        downloaded once under the machine cache (``~/.cache/edgefpga/registry/<name>/v<N>-<run>``):
         what a running node swaps to and what ``edgefpga retrain`` fine-tunes."""
         from edgefpga.hw.cache import cache_root
 
         name, _, version = spec.removeprefix("registry:").partition("@")
         chosen = self.get(name, version or CHAMPION)
-        folder = (cache_root() or Path.home() / ".cache" / "edgefpga") / "registry" / name / f"v{chosen.version}"
+        # keyed by the version's run too: another registry's (or a recreated one's) v2 is other weights
+        folder = (cache_root() or Path.home() / ".cache" / "edgefpga") / "registry" / name / \
+            f"v{chosen.version}-{chosen.run_id[:12]}"
         if not (folder / "model").is_dir():
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))

@@ -55,7 +55,8 @@ class LoopConfig:
     widths: tuple[int, ...] = (8, 8, 16, 16)
     base_epochs: int = 30
     epochs: int = 8
-    hard_threshold: float = 0.5  # Sedna's default for the cross-entropy filter
+    hard_threshold: float | None = None  # None: the start model's validation confidence quantile at escalate_share
+    escalate_share: float = 0.2  # the share of validation cells the start model escalates (issue 15: <= 20 %)
     labels: str = "operator"
     cloud: str = "elpv_cloud"
     deadline_s: float = 2.0
@@ -155,7 +156,6 @@ class Line:
         import zenoh
 
         from edgefpga.fleet.cloud import CloudModel, CloudService, zenoh_config
-        from edgefpga.fleet.mining import HardExampleFilter
         from edgefpga.fleet.store import SampleStore
 
         endpoint = f"tcp/127.0.0.1:{free_port()}"
@@ -163,7 +163,7 @@ class Line:
         self.server = zenoh.open(zenoh_config(listen=[endpoint]))
         self.service = CloudService(self.server, self.cloud_model)
         self.session = zenoh.open(zenoh_config(connect=[endpoint]))
-        self.filter = HardExampleFilter("cross_entropy", cfg.hard_threshold)
+        self.filter = None  # set once the threshold is known
         self.store = SampleStore(store_path)
         self.cfg = cfg
         time.sleep(0.5)  # the peers connect and learn the queryables
@@ -214,6 +214,15 @@ def test_accuracies(engine, cloud_probs: np.ndarray, images: list, labels: np.nd
             "joint_escalated_share_test": round(float(hard.mean()), 4)}
 
 
+def validation_threshold(engine, share: float) -> float:
+    """The confidence under which ``share`` of ELPV's validation cells fall (never test cells)."""
+    from edgefpga.models import elpv
+
+    images = list(elpv.load().images[elpv.subset("val")])
+    confidence = np.array([r.confidence for r in engine.infer(images)])
+    return round(float(np.quantile(confidence, share)), 6)
+
+
 def open_champion(registry_uri: str):
     """The line's engine on the registry's champion, fetched as a node's hot swap fetches it."""
     from edgefpga.fleet.registry import ModelRegistry
@@ -226,6 +235,7 @@ def open_champion(registry_uri: str):
 def run_loop(cfg: LoopConfig) -> dict:
     import shutil
 
+    from edgefpga.fleet.mining import HardExampleFilter
     from edgefpga.fleet.retrain import RetrainConfig, retrain
     from edgefpga.models import elpv
 
@@ -250,6 +260,11 @@ def run_loop(cfg: LoopConfig) -> dict:
         cloud_probs = np.concatenate([line.cloud_model.probabilities(test_images[i:i + 32])
                                       for i in range(0, len(test_images), 32)])
         engine, version = open_champion(registry_uri)
+        if cfg.hard_threshold is None:
+            cfg.hard_threshold = validation_threshold(engine, cfg.escalate_share)
+            say(f"hard threshold {cfg.hard_threshold:.4f}: the start model escalates {cfg.escalate_share:.0%} of the "
+                "validation cells")
+        line.filter = HardExampleFilter("cross_entropy", cfg.hard_threshold)
         rounds.append(Round(0, version, **test_accuracies(engine, cloud_probs, test_images, test_labels,
                                                            cfg.hard_threshold)))
         say(row_line(rounds[-1]))
@@ -345,8 +360,10 @@ def parse_args(argv: list[str] | None) -> LoopConfig:
                    f"{d.stream}; 0: the whole rest of the fit split)")
     p.add_argument("--base-epochs", type=int, default=d.base_epochs, help=f"start model epochs (default {d.base_epochs})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"fine-tuning epochs per round (default {d.epochs})")
-    p.add_argument("--hard-threshold", type=float, default=d.hard_threshold, help="confidence under which a cell "
-                   f"is hard and escalated (default {d.hard_threshold})")
+    p.add_argument("--hard-threshold", type=float, help="confidence under which a cell is hard and escalated "
+                   "(default: where the start model escalates --escalate-share of the validation cells)")
+    p.add_argument("--escalate-share", type=float, default=d.escalate_share, help="the start model's share of "
+                   f"validation cells escalated, which sets the threshold (default {d.escalate_share})")
     p.add_argument("--labels", choices=["operator", "cloud"], default=d.labels, help="learn from the operator's "
                    "labels (the ELPV expert labels, default) or the cloud's answers")
     p.add_argument("--cloud", default=d.cloud, help=f"cloud model folder or zoo name (default {d.cloud})")
@@ -356,7 +373,8 @@ def parse_args(argv: list[str] | None) -> LoopConfig:
     p.add_argument("--progress", action="store_true", help="the pipeline's own progress output")
     a = p.parse_args(argv)
     return LoopConfig(out=a.out, results=a.results, fraction=a.fraction, rounds=a.rounds, stream=a.stream,
-                      base_epochs=a.base_epochs, epochs=a.epochs, hard_threshold=a.hard_threshold, labels=a.labels,
+                      base_epochs=a.base_epochs, epochs=a.epochs, hard_threshold=a.hard_threshold,
+                      escalate_share=a.escalate_share, labels=a.labels,
                       cloud=a.cloud, verify_sample=a.verify_sample, threads=a.threads, progress=a.progress)
 
 

@@ -7,10 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edgefpga-installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup demo test test-fast bench train train-cloud train-detector clean help
+.PHONY: setup demo demo-collab test test-fast bench train train-cloud train-detector clean help
 
 help:
 	@echo "make demo       set up .venv if missing, run the main job (no board needed)"
+	@echo "make demo-collab the edge-cloud learning loop: escalate, store, retrain, verify, promote (~10 min)"
 	@echo "make test       set up .venv if missing, run the full test suite (what CI runs)"
 	@echo "make test-fast  the suite without the slow (training / hardware simulation) tests"
 	@echo "make bench      benchmarks into bench/results/*.json"
@@ -31,6 +32,9 @@ $(STAMP): pyproject.toml $(wildcard ros_nodes/edgefpga_msgs/msg/*.msg)
 
 demo: $(STAMP)
 	$(BIN)/edgefpga-demo
+
+demo-collab: $(STAMP)
+	$(BIN)/edgefpga demo --collab
 
 # two workers; every test that uses a shared ELPV or foreign-CNN build runs on one of them, so each
 # build is made once (tests/conftest.py: xdist groups)

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     for part in PARTS:
         importlib.import_module(part).register(sub)
     sub.add_parser("demo", help="the end-to-end job: ELPV cells through the ROS 2 inspection node on the "
-                   "RTL simulation, with a report (options: edgefpga demo --help)")
+                   "RTL simulation, with a report (options: edgefpga demo --help); --collab: the edge-cloud "
+                   "learning loop (edgefpga demo --collab --help)")
     return parser
 
 
@@ -76,6 +77,10 @@ def install_hint(exc: ModuleNotFoundError) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"] and "--collab" in argv:  # the learning loop (fleet/loop.py), no ROS process needed
+        from edgefpga.fleet.loop import main as collab_main
+
+        return collab_main([a for a in argv[1:] if a != "--collab"])
     if argv[:1] == ["demo"]:
         return run_demo(argv[1:])
     args = build_parser().parse_args(argv)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 
@@ -104,6 +105,76 @@ def register_cloud(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_cloud_train, user_errors=cloud_train_errors)
 
 
+def retrain_errors() -> tuple[type[Exception], ...]:
+    from edgefpga.fleet.registry import RegistryError
+    from edgefpga.fleet.retrain import RetrainError
+    from edgefpga.fleet.store import StoreError
+    from edgefpga.hw.onnx_check import ConversionError
+    from edgefpga.models.arch import ArchitectureError
+    from edgefpga.models.card import ModelCardError
+    from edgefpga.models.datasets import DatasetError
+
+    return RetrainError, RegistryError, StoreError, ModelCardError, DatasetError, ArchitectureError, ConversionError
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from edgefpga.fleet.retrain import RetrainConfig, retrain
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    cfg = RetrainConfig(store=args.store, model=args.model, out=args.out, registry=args.registry, epochs=args.epochs,
+                        lr=args.lr, replay=args.replay, holdout=args.holdout, tolerance=args.tolerance,
+                        labels=args.labels, min_new=args.min_new, window=args.window, promote=args.promote,
+                        verify_sample=args.verify_sample, calibration_images=args.calibration_images,
+                        threads=args.threads, seed=args.seed, progress=not args.quiet)
+    result = retrain(cfg)
+    if result.outcome == "skipped":
+        print(f"retrain: not triggered: {result.reason}")
+        return 0
+    timing = ", ".join(f"{k} {v:g} s" for k, v in result.seconds.items())
+    if result.outcome == "registered":
+        print(f"retrain: {result.reason} ({timing}); candidate in {result.out}")
+        return 0
+    print(f"retrain: FAILED {result.outcome}: {result.reason}; nothing registered; see {result.out}/retrain.json",
+          file=sys.stderr)
+    return 1
+
+
+def register_retrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("retrain", parents=[common], help="fine-tune the edge model on the sample store's labelled "
+                       "hard samples plus a replay of its training data; gate, convert, verify, register",
+                       description="Gates: the candidate must not be worse on the fixed test split (--tolerance) "
+                       "and must be better on the store's held-out hard samples (--holdout). Passed: convert, "
+                       "verify (RTL bit-exact on --verify-sample cells), register as candidate (--promote: "
+                       "champion). Failed: exit 1, nothing registered. Triggers: --min-new, --window; neither: now.")
+    p.add_argument("--store", type=Path, required=True, help="the sample store folder (the inspection node's `store`)")
+    p.add_argument("--model", default="registry:elpv_defect@champion", help="the edge model to fine-tune: model "
+                   "folder, zoo name, build folder or registry:<name>@<champion|candidate|N> "
+                   "(default registry:elpv_defect@champion)")
+    p.add_argument("--out", type=Path, help="folder for the candidate (model/, build/, retrain.json; default "
+                   "retrain/<model>-<UTC time>)")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--replay", type=float, help="replay R of the model's own training images per new sample "
+                   "(default: all of them, so nothing is forgotten)")
+    p.add_argument("--holdout", type=float, default=0.2, help="part of the store held out for the hard-sample gate, "
+                   "the same samples every round (default 0.2)")
+    p.add_argument("--tolerance", type=float, default=0.0, help="accuracy the candidate may lose on the fixed test "
+                   "split (default 0: not worse)")
+    p.add_argument("--labels", default="any", choices=["any", "operator"], help="learn from the operator's labels "
+                   "and, where none, the cloud's (any, default), or from the operator's only")
+    p.add_argument("--min-new", type=int, help="trigger: run only when at least N labelled samples came in since the "
+                   "last retrain")
+    p.add_argument("--window", metavar="HH:MM-HH:MM", help="trigger: run only inside this local-time window")
+    p.add_argument("--promote", action="store_true", help="make a registered candidate the champion")
+    p.add_argument("--verify-sample", type=int, default=32, help="cells checked bit for bit in the emulator and RTL "
+                   "(the agreement bar runs on the whole test split; default 32)")
+    p.add_argument("--calibration-images", type=int, default=1024, help="convert's calibration images (default 1024)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_retrain, user_errors=retrain_errors)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     register_cloud(sub)
     from edgefpga.fleet.federated.cli import register as register_fed
@@ -113,6 +184,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--registry", metavar="URI", help="MLflow tracking/registry URI: a fleet server "
                         "(http://host:5000) or sqlite:///<file> (default: $EDGEFPGA_REGISTRY, else "
                         "registry/mlflow.db here, no server)")
+    register_retrain(sub, common)
     p = sub.add_parser("models", help="the model registry (MLflow): list, register, promote, rollback edge model "
                        "versions")
     actions = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")

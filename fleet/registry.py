@@ -170,14 +170,16 @@ class ModelRegistry:
 
     # ---- writing
 
-    def register(self, model_dir: str | Path, build: str | Path | None = None) -> Version:
+    def register(self, model_dir: str | Path, build: str | Path | None = None,
+                 metrics: dict[str, float] | None = None) -> Version:
         """A new version of the card's model, with its build folder when given (checked first:
-        nothing is written for a build that may not run on the line). It becomes the candidate."""
+        nothing is written for a build that may not run on the line). It becomes the candidate.
+        ``metrics``: more figures for its run (``edgefpga retrain``'s gates)."""
         model_dir, build = Path(model_dir), None if build is None else Path(build)
         card = load_card(model_dir)
         verify = None if build is None else checked_build(build, model_dir)
         self._ensure_model(card.name)
-        run_id = self._log_run(card, model_dir, build, verify)
+        run_id = self._log_run(card, model_dir, build, verify, metrics or {})
         tags = {"card.name": card.name, "onnx.sha256": sha256(card.model_path), "registered_at": now(),
                 "verified": str(verify is not None).lower(),
                 "build.path": "" if build is None else str(build.resolve())} | federated_tag(card.raw)
@@ -195,7 +197,7 @@ class ModelRegistry:
             self.client.create_registered_model(name, tags={HISTORY_TAG: "[]"},
                                                 description=f"edge model versions of {name} (edgefpga)")
 
-    def _log_run(self, card, model_dir: Path, build: Path | None, verify: dict | None) -> str:
+    def _log_run(self, card, model_dir: Path, build: Path | None, verify: dict | None, extra: dict) -> str:
         """One MLflow run per version: its metrics, the model folder and the build as artifacts."""
         name = f"edgefpga/{card.name}"
         experiment = self.client.get_experiment_by_name(name)
@@ -203,7 +205,7 @@ class ModelRegistry:
             name, artifact_location=(self.artifacts / card.name).resolve().as_uri() if self.artifacts else None)
         run = self.client.create_run(experiment_id, run_name=f"{card.name} {now()}")
         run_id = run.info.run_id
-        for key, value in (card_metrics(card.raw) | (verify_metrics(verify) if verify else {})).items():
+        for key, value in (card_metrics(card.raw) | (verify_metrics(verify) if verify else {}) | extra).items():
             self.client.log_metric(run_id, key, value)
         for key in ("params", "macs"):
             self.client.log_param(run_id, key, card.raw.get(key))
@@ -286,6 +288,30 @@ class ModelRegistry:
         for part in ("model", "build") if chosen.verified else ("model",):
             self.client.download_artifacts(chosen.run_id, part, str(dst))
         return dst
+
+    def fetch(self, spec: str) -> tuple[Path, Version]:
+        """``registry:<name>@<champion|candidate|N>`` (or ``<name>@...``; no ``@``: the champion)
+        as a local folder holding the version's ``model/`` and, when verified, ``build/``,
+        downloaded once under the machine cache (``~/.cache/edgefpga/registry/<name>/v<N>-<run>``):
+        what a running node swaps to and what ``edgefpga retrain`` fine-tunes."""
+        from edgefpga.hw.cache import cache_root
+
+        name, _, version = spec.removeprefix("registry:").partition("@")
+        chosen = self.get(name, version or CHAMPION)
+        # keyed by the version's run too: another registry's (or a recreated one's) v2 is other weights
+        folder = (cache_root() or Path.home() / ".cache" / "edgefpga") / "registry" / name / \
+            f"v{chosen.version}-{chosen.run_id[:12]}"
+        if not (folder / "model").is_dir():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            try:
+                self.download(name, chosen.version, tmp)
+                if not (folder / "model").is_dir():  # another process may have fetched it meanwhile
+                    shutil.rmtree(folder, ignore_errors=True)
+                    os.replace(tmp, folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return folder, chosen
 
     def _history(self, name: str) -> list[int]:
         return json.loads(self.client.get_registered_model(name).tags.get(HISTORY_TAG, "[]"))

@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS samples (
     escalated INTEGER NOT NULL  -- 1: the image left the site (sent to the cloud)
 );
 CREATE INDEX IF NOT EXISTS samples_created ON samples (created);
+CREATE TABLE IF NOT EXISTS retrains (   -- one row per `edgefpga retrain` that ran (its trigger counts from the last)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,           -- unix time, seconds
+    last_sample INTEGER NOT NULL, -- the highest sample id it saw: later ones are new to the next
+    base_model TEXT NOT NULL,   -- what it fine-tuned
+    outcome TEXT NOT NULL,      -- registered | rejected | failed
+    detail TEXT NOT NULL        -- JSON: the gates' figures, the version registered
+);
 """
 # the label a sample is filed under (and trained as): the operator's, else the cloud's
 FOLDER_LABEL = f"COALESCE(true_label, cloud_label, '{UNLABELED}')"
@@ -340,6 +348,30 @@ class SampleStore:
         return Sample(id=row["id"], image=self.root / row["image"], created=row["created"], source=row["source"],
                       edge=edge, cloud=cloud, decided_by=row["decided_by"], true_label=row["true_label"],
                       labeled_by=row["labeled_by"], escalated=bool(row["escalated"]))
+
+    # ---- retraining ----------------------------------------------------------------------------
+
+    def record_retrain(self, last_sample: int, base_model: str, outcome: str, detail: dict,
+                       at: float | None = None) -> None:
+        """A retraining run on this store, passed or not: the next run's ``--min-new`` counts the
+        samples after ``last_sample``."""
+        row = (time.time() if at is None else at, int(last_sample), base_model, outcome, json.dumps(detail))
+        try:
+            with self._transaction() as db:
+                db.execute("INSERT INTO retrains (at, last_sample, base_model, outcome, detail) VALUES (?, ?, ?, ?, ?)",
+                           row)
+        except (OSError, sqlite3.Error) as exc:
+            raise disk_error(self.root, exc, "recording a retraining run") from exc
+
+    def last_retrain(self) -> dict | None:
+        """The latest retraining run on this store (None before the first)."""
+        with self._lock:
+            row = self._db.execute("SELECT at, last_sample, base_model, outcome, detail FROM retrains "
+                                   "ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return {"at": row[0], "last_sample": row[1], "base_model": row[2], "outcome": row[3],
+                "detail": json.loads(row[4])}
 
     def close(self) -> None:
         with self._lock:

@@ -131,3 +131,25 @@ def data_of_card(card) -> TrainingData:
 
     raise ModelCardError(f"{card.path}: dataset {dataset.get('name')!r} is neither ELPV nor a folder or CSV "
                          "that edgefpga train recorded; evaluate it with edgefpga infer <folder> instead")
+
+
+def with_new_samples(base: TrainingData, replay: np.ndarray, images: list, labels: np.ndarray,
+                     note: str) -> TrainingData:
+    """``base`` extended by new labelled ``images`` (fine-tuning, ``edgefpga retrain``): the fit
+    part is ``replay`` (indices of ``base``'s fit images to rehearse, so the model does not forget
+    them) plus every new image; validation and test stay ``base``'s, so model selection and the
+    test figures mean what they meant for the model being fine-tuned. New images get one-hot
+    targets where ``base`` has soft ones. The card's dataset block says what was added (``note``)."""
+    n = len(base.labels)
+    new = np.arange(n, n + len(images))
+    labels = np.asarray(labels, dtype=np.int64)
+    targets = None
+    if base.targets is not None:
+        targets = np.concatenate([base.targets, np.eye(len(base.classes), dtype=base.targets.dtype)[labels]])
+    dataset = dict(base.card.get("dataset", {})) | {"fine_tuning": note}
+    return TrainingData(classes=base.classes, images=[*base.take(np.arange(n)), *images],
+                        labels=np.concatenate([base.labels, labels]),
+                        split=Split(fit=np.concatenate([np.asarray(replay, dtype=np.int64), new]), val=base.split.val,
+                                    test=base.split.test),
+                        color=base.color, defect_classes=base.defect_classes, targets=targets,
+                        normalization=base.normalization, card=base.card | {"dataset": dataset})

@@ -69,6 +69,62 @@ def load_folded(onnx_path: Path, model: nn.Module) -> nn.Module:
     return folded.eval()
 
 
+def load_unfolded(onnx_path: Path, model: nn.Module, inputs: np.ndarray) -> dict:
+    """A state dict of ``model``'s own (unfolded) architecture that computes what the exported,
+    BatchNorm-folded ``onnx_path`` computes: the way to fine-tune a model of which only the
+    model folder is left (``edgefpga retrain``).
+
+    Each folded conv ``W'x + b'`` becomes the conv ``W'`` followed by a BatchNorm whose running
+    statistics are the per-channel mean ``m`` and spread ``s`` of ``W'x`` on ``inputs``
+    (normalized images, N x C x H x W), with scale ``s`` and shift ``m + b'``: in eval mode that
+    is exactly ``W'x + b'``; in training mode, where BatchNorm uses the batch's own statistics,
+    it is ``W'x + b'`` up to how far a batch strays from ``inputs``, so fine-tuning starts where
+    the model is instead of from a re-normalized net."""
+    folded = load_folded(onnx_path, model)
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = []
+    named = dict(folded.named_modules())
+    pairs = bn_pairs(model)
+    for conv_name, _bn_name in pairs:
+        def hook(_mod, _inp, out, name=conv_name):
+            raw = out - named[name].bias[None, :, None, None]  # W'x, the conv without its folded bias
+            stats[name] = (raw.mean(dim=(0, 2, 3)), raw.var(dim=(0, 2, 3), unbiased=False))
+        hooks.append(named[conv_name].register_forward_hook(hook))
+    with torch.no_grad():
+        folded(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)))
+    for h in hooks:
+        h.remove()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    folded_state = folded.state_dict()
+    for key, value in folded_state.items():  # every layer but the BatchNorms, as exported
+        if key in state and state[key].shape == value.shape:
+            state[key] = value.clone()
+    modules = dict(model.named_modules())
+    for conv_name, bn_name in pairs:
+        bn = modules[bn_name]
+        mean, var = stats[conv_name]
+        var = var.clamp_min(bn.eps * 2)
+        state[f"{conv_name}.weight"] = folded_state[f"{conv_name}.weight"].clone()
+        state[f"{bn_name}.running_mean"] = mean
+        state[f"{bn_name}.running_var"] = var - bn.eps
+        state[f"{bn_name}.weight"] = var.sqrt()
+        state[f"{bn_name}.bias"] = mean + folded_state[f"{conv_name}.bias"]
+    return state
+
+
+def bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, batchnorm) module names of every Conv2d directly followed by a BatchNorm2d: the
+    pairs ``fold_batchnorm`` fuses."""
+    pairs = []
+    for parent_name, parent in model.named_modules():
+        children = list(parent.named_children())
+        for (name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                prefix = f"{parent_name}." if parent_name else ""
+                pairs.append((prefix + name, prefix + bn_name))
+    return pairs
+
+
 def max_abs_difference(model: nn.Module, onnx_path: Path, inputs: np.ndarray) -> float:
     """Largest |PyTorch - ONNX Runtime| output difference over ``inputs`` (N, C, H, W) float32."""
     import onnxruntime as ort

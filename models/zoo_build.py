@@ -52,6 +52,7 @@ class ZooBuild:
     sizing: dict | None = None  # the board budget and the choice, when `train --board` picked the architecture
     batch_axis: bool = False  # export with a symbolic batch (a server's model); the FPGA's has batch 1
     provenance: dict = field(default_factory=dict)  # more card blocks, e.g. "federated" (fleet/federated/export.py)
+    init: dict | None = None  # start weights (a state dict): fine-tuning a model (fleet/retrain.py)
 
     def log(self, message: str) -> None:
         if self.progress:
@@ -64,7 +65,7 @@ def _normalized(b: ZooBuild, subset: str, limit: int | None = None) -> tuple[np.
 
 
 def step_train(b: ZooBuild) -> None:
-    b.result = train(b.arch, b.train_cfg, b.augment_cfg, progress=b.progress, data=b.data, spec=b.spec)
+    b.result = train(b.arch, b.train_cfg, b.augment_cfg, progress=b.progress, data=b.data, spec=b.spec, init=b.init)
     b.log(f"trained in {b.result.seconds:.0f} s, best epoch {b.result.best_epoch}, "
           f"validation accuracy {b.result.val_metrics['accuracy']:.4f}")
     (b.out / "history.json").write_text(json.dumps(b.result.history, indent=1) + "\n")
@@ -182,17 +183,23 @@ def output_block(b: ZooBuild) -> dict:
 def build_zoo_model(out: str | Path, arch: ArchConfig, train_cfg: TrainConfig, augment_cfg: AugmentConfig,
                     name: str | None = None, progress: bool = True, data: TrainingData | None = None,
                     sizing: dict | None = None, steps: list[Callable[[ZooBuild], None]] = STEPS,
-                    batch_axis: bool = False) -> ZooBuild:
+                    batch_axis: bool = False, init: dict | None = None, spec: InputSpec | None = None,
+                    provenance: dict | None = None) -> ZooBuild:
     """Run ``steps`` (default: every one) on ``data`` (default: ELPV) into a temporary folder,
     then move it into place: no half-written model. ``arch`` is any config with ``build_model``,
-    ``in_channels``, ``size``, ``num_classes`` and ``to_dict`` (the cloud model's too)."""
+    ``in_channels``, ``size``, ``num_classes`` and ``to_dict`` (the cloud model's too).
+
+    Fine-tuning (``edgefpga retrain``) passes ``init``, the weights to start from, ``spec``, the
+    model's own input spec (its normalization must not move under its weights), and
+    ``provenance``, the card's record of what it was fine-tuned from."""
     out = Path(out)
     data = data if data is not None else elpv.training_data()
     if (arch.in_channels, arch.num_classes) != (data.channels, len(data.classes)):
         raise ArchitectureError(f"the architecture takes {arch.in_channels} channel(s) to {arch.num_classes} classes; "
                                 f"the data has {data.channels} ({data.color}) and {len(data.classes)} classes")
     build = ZooBuild(name=name or out.name, out=out, arch=arch, train_cfg=train_cfg, augment_cfg=augment_cfg,
-                     data=data, spec=data_spec(arch, data), progress=progress, sizing=sizing, batch_axis=batch_axis)
+                     data=data, spec=spec or data_spec(arch, data), progress=progress, sizing=sizing,
+                     batch_axis=batch_axis, init=init, provenance=provenance or {})
     with staged_folder(out) as staging:
         build.out = staging
         for step in steps:

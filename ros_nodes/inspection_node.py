@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 import time
 import traceback
 from collections import Counter, deque
@@ -281,16 +280,10 @@ def resolve_model(spec: str, registry_uri: str) -> tuple[str, str | None]:
     if not spec.startswith("registry:"):
         return spec, None
     from edgefpga.fleet.registry import ModelRegistry
-    from edgefpga.hw.cache import cache_root
 
-    name, _, version = spec.removeprefix("registry:").partition("@")
-    registry = ModelRegistry(registry_uri or None)
-    chosen = registry.get(name, version or "champion")
-    folder = (cache_root() or Path.home() / ".cache" / "edgefpga") / "registry" / name / f"v{chosen.version}"
-    if not (folder / "model").is_dir():
-        registry.download(name, chosen.version, folder)
+    folder, chosen = ModelRegistry(registry_uri or None).fetch(spec)
     target = folder / "build" if (folder / "build").is_dir() else folder / "model"
-    return str(target), f"{name} v{chosen.version}"
+    return str(target), f"{chosen.name} v{chosen.version}"
 
 
 class InspectionNode(LifecycleNode):

@@ -142,9 +142,7 @@ def conv_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo, lanes: L
     c = x.channels
     ci, po, kp = lanes.ci, lanes.po, lanes.kp
     tensor, out_t, omin, omax = saturation(model, p, node)
-    shift = acc_t.frac - out_t.frac
-    if shift < 0:
-        raise ValueError(f"{node.name}: output type has more fractional bits than the accumulator")
+    shift = acc_t.frac - out_t.frac  # negative: an exact left shift (ef_requant.vh)
     if depthwise:
         words = [hex_word([weight[g * po + lane, 0, ky, kx + j] for lane in range(po) for j in range(kp)], ww)
                  for g in range(oc // po) for ky in range(kh) for kx in range(0, kw, kp)]
@@ -460,6 +458,8 @@ def write_rtl(model: ModelWrapper, p: Precisions, plan: NetworkPlan, out_dir: Pa
     inp = model.graph.input[0].name
     _, channels, height, width = model.get_tensor_shape(inp)
     out_t = p.tensors[model.graph.output[0].name]
+    if not out_t.signed or out_t.width > TDATA_BITS:
+        raise ValueError(f"the output type {out_t} does not fit the {TDATA_BITS}-bit two's-complement output words")
     last = stages[-1].output
     top = f"{name}_top"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(RTL_DIR), undefined=jinja2.StrictUndefined,

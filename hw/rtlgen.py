@@ -239,8 +239,6 @@ def act_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo) -> Stage:
         lo, hi = (0, 1 << 62) if node.op_type == "Relu" else clip_limits(model, node, x_t.frac)
         params = dict(MODE=0, AF=max(0, out_t.frac - x_t.frac), SHIFT=max(0, x_t.frac - out_t.frac),
                       CLO=max(lo, -(1 << 62)), CHI=min(hi, 1 << 62))
-    if params["SHIFT"] < 0:
-        raise ValueError(f"{node.name}: output type has more fractional bits than the product")
     params.update(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_act", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
                  x.h * x.w, 0, node.name, np.arange(x.h * x.w))

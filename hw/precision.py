@@ -140,7 +140,9 @@ def result_knob(model: ModelWrapper, node: onnx.NodeProto, ranges: dict[str, Ten
     if fused_activation(model, node) is not None:
         return []
     out = node.output[0]
-    return [Knob(owner or node.name, "result", out, ranges[out].min < 0, ranges[out].max_abs,
+    # the network's output (scores) is always signed: the accelerator sends two's-complement words
+    # (an unsigned 16-bit type does not fit them), and unseen inputs may give negative scores
+    return [Knob(owner or node.name, "result", out, is_output or ranges[out].min < 0, ranges[out].max_abs,
                  OUTPUT_BITS if is_output else ACTIVATION_BITS)]
 
 

@@ -142,9 +142,7 @@ def conv_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo, lanes: L
     c = x.channels
     ci, po, kp = lanes.ci, lanes.po, lanes.kp
     tensor, out_t, omin, omax = saturation(model, p, node)
-    shift = acc_t.frac - out_t.frac
-    if shift < 0:
-        raise ValueError(f"{node.name}: output type has more fractional bits than the accumulator")
+    shift = acc_t.frac - out_t.frac  # negative: an exact left shift (ef_requant.vh)
     if depthwise:
         words = [hex_word([weight[g * po + lane, 0, ky, kx + j] for lane in range(po) for j in range(kp)], ww)
                  for g in range(oc // po) for ky in range(kh) for kx in range(0, kw, kp)]
@@ -241,8 +239,6 @@ def act_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo) -> Stage:
         lo, hi = (0, 1 << 62) if node.op_type == "Relu" else clip_limits(model, node, x_t.frac)
         params = dict(MODE=0, AF=max(0, out_t.frac - x_t.frac), SHIFT=max(0, x_t.frac - out_t.frac),
                       CLO=max(lo, -(1 << 62)), CHI=min(hi, 1 << 62))
-    if params["SHIFT"] < 0:
-        raise ValueError(f"{node.name}: output type has more fractional bits than the product")
     params.update(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_act", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
                  x.h * x.w, 0, node.name, np.arange(x.h * x.w))
@@ -460,6 +456,8 @@ def write_rtl(model: ModelWrapper, p: Precisions, plan: NetworkPlan, out_dir: Pa
     inp = model.graph.input[0].name
     _, channels, height, width = model.get_tensor_shape(inp)
     out_t = p.tensors[model.graph.output[0].name]
+    if not out_t.signed or out_t.width > TDATA_BITS:
+        raise ValueError(f"the output type {out_t} does not fit the {TDATA_BITS}-bit two's-complement output words")
     last = stages[-1].output
     out_pixels = streams[last].h * streams[last].w  # 1, or a detector's map cells (streamed out row-major)
     top = f"{name}_top"

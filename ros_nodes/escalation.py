@@ -81,11 +81,13 @@ class Escalator:
         self.finish(msg, image, result, model_version, answer if answer.answered else None)
 
     def finish(self, msg, image, result, model_version: str, answer) -> None:
+        """Store, then publish: a hard result anyone has seen is already in the store (a node
+        stopped right after its last result loses no sample)."""
         self.count(f"escalation.{msg.escalation}" if msg.escalation else "hard")
-        self.publish(msg)
         if self.store is not None:
             self.keep(image, result, model_version, answer, escalated=bool(msg.escalation) and
                       msg.escalation != "overflow")
+        self.publish(msg)
 
     def keep(self, image, result, model_version: str, answer, escalated: bool) -> None:
         from edgefpga.fleet.store import CloudOutput, EdgeOutput, StoreError

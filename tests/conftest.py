@@ -25,14 +25,23 @@ BUILD_GROUPS = {"elpv_build": "elpv", "elpv_verify": "elpv", "foreign_build": "f
 CONVERTED_BUILDS = {"elpv_build", "elpv_verify", "foreign_build", "foreign_verify"}
 
 
+# modules whose module-scoped fixtures train or convert: their tests run on one worker, so the
+# fixture is made once per run, not once per worker that happens to get one of them
+MODULE_GROUPS = {"test_own_data.py": "own_data", "test_retrain.py": "retrain", "test_detector_map.py": "detector_map",
+                 "test_train_folder.py": "train_folder", "test_modules.py": "modules", "test_zoo_model.py": "zoo_model"}
+
+
 def pytest_itemcollected(item):
     """Under pytest-xdist (--dist loadgroup), every test that uses a shared build runs on the
-    worker of that build's family (a test using both families goes with the ELPV one). Marked as
-    each test is collected: xdist reads the groups in its own collection hook, which runs first."""
+    worker of that build's family (a test using both families goes with the ELPV one), and the
+    tests of a module in MODULE_GROUPS on one worker. Marked as each test is collected: xdist
+    reads the groups in its own collection hook, which runs first."""
     fixtures = set(getattr(item, "fixturenames", ()))
     groups = {BUILD_GROUPS[name] for name in fixtures if name in BUILD_GROUPS}
     if groups:
         item.add_marker(pytest.mark.xdist_group("elpv" if "elpv" in groups else "foreign"))
+    elif item.path.name in MODULE_GROUPS:
+        item.add_marker(pytest.mark.xdist_group(MODULE_GROUPS[item.path.name]))
     if fixtures & CONVERTED_BUILDS:  # minutes of conversion: never in `make test-fast`
         item.add_marker(pytest.mark.slow)
 

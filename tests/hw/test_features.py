@@ -120,7 +120,12 @@ CHECKS = {"convs": check_convs, "vgg_rgb": check_vgg_rgb, "gray_48x80": check_gr
           "post_add_bn": check_post_add_bn}
 
 
-@pytest.mark.parametrize("name", list(FEATURE_NETS))
+def on_its_worker(name: str) -> str:
+    """The xdist group of a net's tests: each net is converted on one worker, once."""
+    return f"feature_{name}"
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xdist_group(on_its_worker(n))) for n in FEATURE_NETS])
 def test_feature_is_bit_exact(name, feature_builds):
     build, images, canonical = feature_builds(name)
     report = json.loads((build / "report.json").read_text())
@@ -137,6 +142,7 @@ def test_feature_is_bit_exact(name, feature_builds):
         assert result["emulator"]["stand_in"]
 
 
+@pytest.mark.xdist_group(on_its_worker("post_add_bn"))
 def test_sigmoid_model_gives_per_class_probabilities(feature_builds):
     """The accelerator returns the scores before the Sigmoid; the Engine applies it, so the RTL
     and the float model give the same probabilities (up to the fixed point)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 from flwr.app import Context
@@ -37,7 +36,7 @@ from flwr.serverapp import Grid
 
 from .client_app import site_of
 from .server_app import write_atomic
-from .task import FederationError, RunSettings, central_test, evaluate, initial_model, load_arrays, local_train, \
+from .task import FederationError, RunSettings, central_test, server_run, evaluate, initial_model, load_arrays, local_train, \
     site_data, wire_keys
 
 
@@ -67,11 +66,7 @@ server = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Rounds of Flower's legacy FedAvg with SecAgg+ fit rounds; after each, the global model on
     ELPV's test cells (history.json, global.npz as the main app writes them)."""
-    settings = RunSettings.from_run_config(dict(context.run_config))
-    if not settings.out_dir:
-        raise FederationError("run config: out-dir is empty (where the ServerApp writes the global model)")
-    out = Path(settings.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = server_run(context.run_config)
     template = initial_model(settings)
     keys = wire_keys(template)
     state = template.state_dict()

@@ -22,7 +22,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedAvgM, FedProx
 
-from .task import (FederationError, RunSettings, central_test, check_arrays, evaluate, initial_model, load_arrays,
+from .task import (FederationError, RunSettings, central_test, server_run, check_arrays, evaluate, initial_model, load_arrays,
                    to_arrays)
 
 app = ServerApp()
@@ -202,11 +202,7 @@ class RunLog:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Rounds of Flower's strategy; after each, the global model on ELPV's test cells."""
-    settings = RunSettings.from_run_config(dict(context.run_config))
-    if not settings.out_dir:
-        raise FederationError("run config: out-dir is empty (where the ServerApp writes the global model)")
-    out = Path(settings.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    settings, out = server_run(context.run_config)
     template = initial_model(settings)
     strategy, guarded = make_strategy(settings, template)
     pixels, labels = central_test(settings)

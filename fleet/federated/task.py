@@ -211,3 +211,14 @@ def central_test(settings: RunSettings) -> tuple[np.ndarray, np.ndarray]:
     data = elpv.training_data()
     idx = data.split.test[: settings.eval_limit or None]
     return resized(data, idx, settings), data.labels[idx]
+
+
+def server_run(run_config: dict) -> tuple["RunSettings", Path]:
+    """A ServerApp's settings and its output folder (made), or a FederationError naming what is
+    missing: what both server apps (plain and SecAgg+) do first."""
+    settings = RunSettings.from_run_config(dict(run_config))
+    if not settings.out_dir:
+        raise FederationError("run config: out-dir is empty (where the ServerApp writes the global model)")
+    out = Path(settings.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return settings, out

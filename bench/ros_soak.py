@@ -123,7 +123,7 @@ def soak(minutes: float, rate_hz: float = 30.0, progress: bool = True) -> dict:
         if not probe.spin_until(lambda: probe.pub.get_subscription_count() > 0 and probe.diagnostics, 120):
             raise RuntimeError(f"the inspection node did not come up; see {work / 'node.log'}")
         seconds = minutes * 60
-        fed = feed(probe, node, cells, rate_hz, seconds, warmup_s=min(60.0, seconds / 8), progress=progress)
+        fed = feed(probe, node, cells, rate_hz, seconds, warmup_s=min(60.0, max(5.0, seconds / 8)), progress=progress)
         probe.spin_until(lambda: len(probe.stamps) >= fed["sent"], 120)
         probe.spin_for(2 * DIAGNOSTICS_PERIOD_S)  # the counters after the last image
         end_rss = rss_kib(node.pid)

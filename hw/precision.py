@@ -471,37 +471,52 @@ class PrefixCache:
     """While one knob is searched, the layers before the first one it changes compute the same
     thing for every candidate: run them once, keep the tensors at that cut (images in the search's
     order), and evaluate each candidate from the cut on. On ELPV most knobs sit behind its costly
-    first layers."""
+    first layers.
+
+    The cut of the next knob is reached from the last cut when it lies further down the network:
+    everything before the last cut is still as it was (a knob changes nothing before its own cut),
+    so only the layers between the two cuts run. Knobs come layer after layer (weights, biases,
+    then results), so the prefixes of a whole search cost about three passes over the calibration
+    images instead of one per knob (ELPV: 44 s of the search's 76 s before)."""
 
     def __init__(self, model: ModelWrapper, pixels: np.ndarray):
         self.model, self.pixels = model, pixels
+        self.graph_input = model.graph.input[0].name
+        self.index, self.feeds = 0, {self.graph_input: pixels}  # the last cut and its tensors
 
     def feeds_for(self, proto: onnx.ModelProto, index: int) -> dict[str, np.ndarray]:
         """The inputs of the part of the network from node ``index`` on, computed by ``proto`` (a
         proxy of the design as it stands) up to there."""
-        graph_input = self.model.graph.input[0].name
         if index == 0 or not REUSE_PREFIX:
-            return {graph_input: self.pixels}
+            return {self.graph_input: self.pixels}
+        if index < self.index:  # behind the last cut: from the pixels again
+            self.index, self.feeds = 0, {self.graph_input: self.pixels}
+        if index == self.index:
+            return self.feeds
         cut = cut_tensors(self.model, index)
-        prefix = onnx.ModelProto()
-        prefix.CopyFrom(proto)
-        del prefix.graph.output[:]
-        prefix.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in cut)
-        session = onnx_session(prefix)
-        values = [session.run(None, {graph_input: self.pixels[s:s + 256]}) for s in range(0, len(self.pixels), 256)]
-        return {t: np.concatenate([v[k] for v in values]) for k, t in enumerate(cut)}
+        carried = {t: self.feeds[t] for t in cut if t in self.feeds}  # a skip made before the last cut
+        wanted = [t for t in cut if t not in carried]
+        session = onnx_session(self.segment(proto, self.feeds, wanted))
+        rows = len(self.pixels)
+        values = [session.run(None, {t: v[s:s + 256] for t, v in self.feeds.items()}) for s in range(0, rows, 256)]
+        computed = {t: np.concatenate([v[k] for v in values]) for k, t in enumerate(wanted)}
+        self.index, self.feeds = index, {t: carried[t] if t in carried else computed[t] for t in cut}
+        return self.feeds
 
     def suffix(self, proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
         """``proto`` cut to what computes the output from ``feeds``."""
-        graph_input = self.model.graph.input[0].name
-        if list(feeds) == [graph_input]:
+        if list(feeds) == [self.graph_input]:
             return proto
+        return self.segment(proto, feeds, [o.name for o in proto.graph.output])
+
+    def segment(self, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: list[str]) -> onnx.ModelProto:
+        """The part of ``proto`` that computes ``outputs`` from the tensors ``feeds`` holds."""
         typed = onnx.ModelProto()
         typed.CopyFrom(proto)  # the cut tensors as inputs need a type (float: the proxy computes in float)
-        known = {v.name for v in typed.graph.value_info}
+        known = {v.name for v in typed.graph.value_info} | {i.name for i in typed.graph.input}
         typed.graph.value_info.extend(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
-                                      for t in feeds if t not in known)
-        return onnx.utils.Extractor(typed).extract_model(list(feeds), [o.name for o in proto.graph.output])
+                                      for t in [*feeds, *outputs] if t not in known)
+        return onnx.utils.Extractor(typed).extract_model(list(feeds), outputs)
 
 
 def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, TensorRange],

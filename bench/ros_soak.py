@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = soak(args.minutes, args.rate, progress=not args.quiet)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run import git_commit
+    from edgefpga.provenance import git_commit
 
     result["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
     result["commit"] = git_commit()

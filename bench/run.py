@@ -15,6 +15,7 @@ import platform
 import sys
 from pathlib import Path
 
+from edgefpga.provenance import git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,21 +130,6 @@ BENCHES = {"runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,
            "federated_secagg": bench_federated_secagg, "detector": bench_detector}
-
-
-def git_commit() -> str:
-    """The commit the numbers were measured at (``+dirty`` with uncommitted changes)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def main(names: list[str]) -> int:

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefpga.provenance import git_commit
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "elpv_edge_loop"
 
@@ -86,18 +88,6 @@ class Round:
 
 def say(message: str) -> None:
     print(f"[collab] {message}", flush=True)
-
-
-def git_commit() -> str:
-    """The commit the numbers were measured at (``+dirty`` with uncommitted changes)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def cloud_model_dir(name: str) -> tuple[str, str]:

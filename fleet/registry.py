@@ -294,7 +294,7 @@ class ModelRegistry:
         as a local folder holding the version's ``model/`` and, when verified, ``build/``,
         downloaded once under the machine cache (``~/.cache/edgefpga/registry/<name>/v<N>-<run>``):
         what a running node swaps to and what ``edgefpga retrain`` fine-tunes."""
-        from edgefpga.hw.cache import cache_root
+        from edgefpga.cache import cache_root
 
         name, _, version = spec.removeprefix("registry:").partition("@")
         chosen = self.get(name, version or CHAMPION)

@@ -221,14 +221,14 @@ class Emulator:
     @classmethod
     def load(cls, hls_dir: Path, input_shape: list[int]) -> "Emulator":
         """Link an existing project folder and compile it (g++, no vendor tool); a library already
-        compiled from the same sources, in this folder or in the machine's cache (hw/cache.py),
+        compiled from the same sources, in this folder or in the machine's cache (edgefpga/cache.py),
         is loaded instead (20-70 s saved per load)."""
         import ctypes
         import shutil
 
         import hls4ml
 
-        from .cache import fetch_file, store_file
+        from edgefpga.cache import fetch_file, store_file
 
         hls_dir = Path(hls_dir).resolve()
         # the library reads its weights from this folder's absolute path (hls4ml bakes WEIGHTS_DIR

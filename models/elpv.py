@@ -48,15 +48,57 @@ def binary_labels(proba: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def load() -> ElpvData:
-    """Load the dataset from the installed ``elpv-dataset`` package (no network access)."""
+    """Load the dataset from the installed ``elpv-dataset`` package (no network access), decoded
+    once per machine: the arrays are kept in the edgefpga cache (edgefpga/cache.py) under a digest
+    of the package's file list and hashes, so another version or a changed file decodes again."""
     try:
         from elpv_dataset.utils import load_dataset
     except ImportError as exc:  # pragma: no cover - setup installs it
         raise RuntimeError(
             "the ELPV dataset package is missing: run `make setup` or `pip install elpv-dataset`"
         ) from exc
+    key = package_key()
+    cached = load_cached(key) if key else None
+    if cached is not None:
+        return cached
     images, proba, types = load_dataset()
-    return ElpvData(np.asarray(images), np.asarray(proba, dtype=np.float64), np.asarray(types))
+    data = ElpvData(np.asarray(images), np.asarray(proba, dtype=np.float64), np.asarray(types))
+    if key:
+        from edgefpga.cache import store_array
+
+        for name in CACHED_ARRAYS:
+            store_array("elpv", key, f"{name}.npy", getattr(data, name))
+    return data
+
+
+CACHED_ARRAYS = ("images", "proba", "types")
+
+
+def package_key() -> str | None:
+    """A digest of the installed package's version and RECORD (every file with its sha256)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from edgefpga.cache import digest
+
+    try:
+        dist = distribution("elpv-dataset")
+    except PackageNotFoundError:
+        return None
+    record = dist.read_text("RECORD")
+    return digest("elpv", dist.version, record) if record else None
+
+
+def load_cached(key: str) -> ElpvData | None:
+    from edgefpga.cache import cached_file
+
+    paths = [cached_file("elpv", key, f"{name}.npy") for name in CACHED_ARRAYS]
+    if any(p is None for p in paths):
+        return None
+    try:
+        images, proba, types = (np.load(p, allow_pickle=False) for p in paths)
+    except (OSError, ValueError):  # a damaged file: decode again (and overwrite it)
+        return None
+    return ElpvData(images, proba, types)
 
 
 def strata_of(proba: np.ndarray, types: np.ndarray) -> np.ndarray:

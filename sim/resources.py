@@ -138,8 +138,8 @@ def yosys_version() -> str:
 
 def synthesize_unit(work: Path, files: dict[str, str], script: str, timeout_s: int) -> dict:
     """Cell counts of one unit, from the cache when the same files, script and Yosys ran before
-    (the build folder's own, else the machine's: hw/cache.py)."""
-    from edgefpga.hw.cache import fetch_file, store_file
+    (the build folder's own, else the machine's: edgefpga/cache.py)."""
+    from edgefpga.cache import fetch_file, store_file
 
     key = [CACHE_VERSION, yosys_version(), script, sorted(files.items())]
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]

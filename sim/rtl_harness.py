@@ -39,7 +39,7 @@ class HarnessRun:
 @dataclass
 class Harness:
     """A compiled harness program; ``seconds`` is the Verilator build time (0 when it came from
-    the content-keyed cache, hw/cache.py)."""
+    the content-keyed cache, edgefpga/cache.py)."""
 
     program: Path
     seconds: float
@@ -55,7 +55,7 @@ def harness_key(rtl_dir: Path, manifest: dict, flags: list[str]) -> str:
     program reads them at run time, so a build folder with other weights reuses the program."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from edgefpga.hw.cache import digest
+    from edgefpga.cache import digest
 
     try:
         release = version("verilator")
@@ -75,7 +75,7 @@ def build_harness(rtl_dir: Path, work: Path) -> Harness:
     program from the cache when nothing it is made from changed. The program runs in
     ``work/obj/rom`` (a link to the RTL's ``src/``), so the tops read their ROM files from there
     (MEM_DIR ``./``): the program does not depend on where the build folder lives."""
-    from edgefpga.hw.cache import fetch_file, store_file
+    from edgefpga.cache import fetch_file, store_file
 
     manifest = json.loads((rtl_dir / "manifest.json").read_text())
     stages = max(1, len(manifest.get("stages", [])))

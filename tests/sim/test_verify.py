@@ -53,7 +53,7 @@ def test_a_changed_rom_word_fails_verify(copied_build, foreign_dir):
 
 
 def test_the_harness_cache_key_follows_the_verilog_not_the_rom(copied_build):
-    """The Verilator program is reused (hw/cache.py) only for the same Verilog and harness: an
+    """The Verilator program is reused (edgefpga/cache.py) only for the same Verilog and harness: an
     edited source is a new key; other ROM contents are not (the program reads them at run time)."""
     from edgefpga.sim.rtl_harness import harness_key
 

@@ -2,7 +2,9 @@
 program and the Yosys counts of each unit are looked up by a digest of everything they are made
 from (sources, tool version, flags), so a second build of the same design (a copied build
 folder, the next test or bench run, CI on the same machine) skips minutes of Verilator and
-Yosys. The emulator's library is cached too, but it reads its weights from the absolute path of
+Yosys. The ELPV cells decoded from the dataset package's PNGs are kept as arrays (models/elpv.py:
+3.6 s of decoding per process becomes 0.6 s of reading), and ccache keeps its objects here
+(sim/verilator.py). The emulator's library is cached too, but it reads its weights from the absolute path of
 its folder (hls4ml compiles that path in), so its key includes the folder: only a build made
 again in the same place reuses it. A different input is a different key: nothing is ever reused
 for what it was not made from.
@@ -65,6 +67,23 @@ def store_file(kind: str, key: str, source: Path, name: str | None = None) -> No
         os.replace(partial, folder / (name or source.name))
     except OSError:
         pass
+
+
+def store_array(kind: str, key: str, name: str, array) -> None:
+    """Save a numpy array into the cache under ``key`` as ``name`` (.npy), atomically."""
+    import numpy as np
+
+    root = cache_root()
+    if root is None:
+        return
+    folder = root / kind / key
+    partial = folder / f".{name}.{uuid.uuid4().hex}.npy"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(partial, array, allow_pickle=False)
+        os.replace(partial, folder / name)
+    except OSError:
+        partial.unlink(missing_ok=True)
 
 
 def fetch_file(kind: str, key: str, name: str, dest: Path) -> bool:

@@ -8,6 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
+# OpenMP threads (torch's) sleep while they wait instead of spinning, in this process and the
+# processes it starts: two test workers on two cores, each training with two threads, otherwise
+# spin against each other (a 2-epoch training test: 84 s of CPU spinning on a busy machine, 8 s
+# passive). Read when the OpenMP library loads, so before anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 from foreign_cnn import CLASSES, build_foreign_cnn, false_color

@@ -74,7 +74,8 @@ def cmd_cloud_train(args: argparse.Namespace) -> int:
 
     arch = CloudArchConfig(**({"size": args.size} if args.size else {}))
     build = train_cloud(str(args.out), arch, epochs=args.epochs or CLOUD_EPOCHS, threads=args.threads,
-                        seed=args.seed, limit=args.limit, name=args.name)
+                        seed=args.seed, limit=args.limit, name=args.name,
+                        **({"teachers": ()} if args.no_teachers else {}))
     test = build.facts["test"]
     print(f"wrote {build.out}/model.onnx and card.json: test accuracy {test['accuracy']:.4f}, "
           f"balanced {test['balanced_accuracy']:.4f}, trained in {build.result.seconds:.0f} s")
@@ -98,10 +99,12 @@ def register_cloud(sub: argparse._SubParsersAction) -> None:
                    "(default models/zoo/elpv_cloud)")
     a.add_argument("--name", help="model name in the card (default: the folder name)")
     a.add_argument("--epochs", type=int, help="training epochs (default: the shipped run's)")
-    a.add_argument("--size", type=int, help="input height and width in pixels (default 160)")
-    a.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch (default 2)")
+    a.add_argument("--size", type=int, help="input height and width in pixels (default 128)")
+    a.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default 1, as the shipped run)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")
+    a.add_argument("--no-teachers", action="store_true", help="train without distillation (default: the edge "
+                   "models elpv_defect and elpv_defect_v1 teach, as in the shipped run)")
     a.set_defaults(func=cmd_cloud_train, user_errors=cloud_train_errors)
 
 

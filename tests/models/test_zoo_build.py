@@ -34,9 +34,17 @@ def test_train_command_writes_a_complete_model_folder(tmp_path, capsys):
     assert copied["training"]["config"] == card.raw["training"]["config"] | {"epochs": 1, "teachers": [str(out)]}
     assert copied["training"]["teachers"] == [{"name": "tiny", "model_sha256": sha256(out / "model.onnx")}]
 
-    wrong_size = tmp_path / "zoo" / "wrong"
-    assert main(["train", "elpv", "--like", str(out), "--out", str(wrong_size), "--size", "48", "--teacher", str(out)]) == 2
-    assert "teacher input" in capsys.readouterr().err and not wrong_size.exists()
+    # a teacher of another size is resampled to it (models/teacher.py); one whose input is normalized
+    # otherwise would see other numbers than it was trained on: refused before anything is written
+    import shutil
+
+    other_norm = tmp_path / "zoo" / "other_norm"
+    shutil.copytree(out, other_norm)
+    raw = json.loads((other_norm / "card.json").read_text())
+    (other_norm / "card.json").write_text(json.dumps(raw | {"input": raw["input"] | {"mean": 0.4}}))
+    wrong = tmp_path / "zoo" / "wrong"
+    assert main(["train", "elpv", "--like", str(out), "--out", str(wrong), "--teacher", str(other_norm)]) == 2
+    assert "teacher input" in capsys.readouterr().err and not wrong.exists()
 
 
 def sha256(path) -> str:

@@ -20,7 +20,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .arch import ArchConfig, build
 from .card import InputSpec, ModelCardError, load_card, resolve_model_dir

@@ -63,7 +63,8 @@ class Probe:
     def on_diagnostics(self, msg) -> None:
         for status in msg.status:
             if status.name.endswith("edgefpga inspection"):
-                self.diagnostics.append((time.monotonic(), {kv.key: kv.value for kv in status.values}))
+                stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9  # when the node published it
+                self.diagnostics.append((time.monotonic(), {kv.key: kv.value for kv in status.values}, stamp))
 
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -132,8 +133,10 @@ def soak(minutes: float, rate_hz: float = 30.0, progress: bool = True) -> dict:
         node.wait(timeout=30)
         probe.node.destroy_node()
         rclpy.try_shutdown()
-    times = [t for t, _ in probe.diagnostics]
+    times = [t for t, _, _ in probe.diagnostics]
     gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
+    published = [stamp for _, _, stamp in probe.diagnostics]  # a gap here is the node's; only in `gaps`, the probe's
+    publish_gaps = [round(b - a, 3) for a, b in zip(published, published[1:])]
     counters = probe.diagnostics[-1][1]
     result = {
         "minutes": minutes, "rate_hz": rate_hz, "sent": fed["sent"], "answered": len(probe.stamps),
@@ -141,7 +144,9 @@ def soak(minutes: float, rate_hz: float = 30.0, progress: bool = True) -> dict:
         "node_latency_ms": {k.split(".")[1]: float(v) for k, v in counters.items() if k.startswith("node_latency_ms.")},
         "rss_kib": {"after_warmup": fed["warm_rss_kib"], "end": end_rss,
                     "growth_percent": round(100 * (end_rss / fed["warm_rss_kib"] - 1), 2)},
-        "diagnostics": {"messages": len(times), "period_s": DIAGNOSTICS_PERIOD_S, "max_gap_s": max(gaps, default=None)},
+        "diagnostics": {"messages": len(times), "period_s": DIAGNOSTICS_PERIOD_S, "max_gap_s": max(gaps, default=None),
+                        "max_gap_between_publish_stamps_s": max(publish_gaps, default=None),
+                        "gaps_over_2_periods": sum(g > 2 * DIAGNOSTICS_PERIOD_S for g in gaps)},
     }
     result["checks"] = checks(fed["sent"], probe.stamps, counters, fed["warm_rss_kib"], end_rss, gaps)
     result["passed"] = all(result["checks"].values())

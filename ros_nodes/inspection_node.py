@@ -58,8 +58,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidParameterValueException
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
@@ -310,9 +309,7 @@ class InspectionNode(LifecycleNode):
         self._subscriptions, self._result_pub, self._array_pub = [], None, None
         self._detections_pub = self._annotated_pub = None
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        # its own callback group: under the multi-threaded executor diagnostics go on during a swap
-        self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics)
         self._stopping = threading.Event()
         self.worker = threading.Thread(target=self._work, name=f"{name}-engine", daemon=True)
         self.worker.start()
@@ -638,7 +635,9 @@ def main(args: list[str] | None = None) -> int:
             node.trigger_configure()
             if node.state_label == "inactive":
                 node.trigger_activate()
-        executor = MultiThreadedExecutor(num_threads=2)  # parameter services and diagnostics side by side
+        # one thread: rclpy's MultiThreadedExecutor starved this timer and grew the node's memory under
+        # a 30 Hz stream (ros2/rclpy#1223; docs/ros.md); inference runs on the worker thread anyway
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

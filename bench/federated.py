@@ -78,34 +78,30 @@ def run_federated(work: Path, sites: dict[str, Path], settings, app: Path | None
 
 
 def bench_federated(rounds: int = 8, local_epochs: int = 2, size: int = 32, limit: int | None = None,
-                    strategies: tuple[str, ...] = ("fedavg",), overrides: dict | None = None) -> dict:
+                    strategies: tuple[str, ...] = ("fedavg",), overrides: dict | None = None,
+                    seeds: tuple[int, ...] = (0,)) -> dict:
     """The three arms at ``size`` px; ``limit`` caps each site's cells (None: all of ELPV's train
-    part); one federated arm per strategy, in the same run; ``overrides``: other RunSettings fields."""
+    part); one federated arm per strategy, in the same run; ``overrides``: other RunSettings fields;
+    every arm once per seed in ``seeds`` (the same sites; the seed moves the initial weights, the
+    sites' validation parts and the batches), compared on the mean over the seeds."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="edgefpga-fed-bench-"))
     try:
-        return compare(work, rounds, local_epochs, size, limit, strategies, overrides)
+        return compare(work, rounds, local_epochs, size, limit, strategies, overrides, seeds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | None,
-            strategies: tuple[str, ...], overrides: dict | None = None) -> dict:
-    """The arms in ``work``: sites, runs and logs (removed afterwards)."""
-    from edgefpga.fleet.federated.export import plot_rounds
-    from edgefpga.fleet.federated.partition import partition_elpv
-    from edgefpga.fleet.federated.task import RunSettings, central_test, evaluate, site_data
+def one_seed(work: Path, sites: dict[str, Path], base, strategies: tuple[str, ...]) -> tuple[dict, dict]:
+    """Every arm with ``base.seed``: (arm -> test scores, strategy -> the federation's rounds)."""
+    from edgefpga.fleet.federated.task import central_test, evaluate, site_data
 
-    record = partition_elpv(work / "sites", seed=0, limit=limit)
-    sites = {name: work / "sites" / name for name in SITES}
-    base = RunSettings(rounds=rounds, local_epochs=local_epochs, size=size, min_train_nodes=3, min_available_nodes=3,
-                       **(overrides or {}))
     pixels, labels = central_test(base)
     data = {name: site_data(path, base) for name, path in sites.items()}
-    epochs = rounds * local_epochs
+    epochs = base.rounds * base.local_epochs
     arms: dict[str, dict] = {}
     model, seconds = train_alone(pooled(list(data.values())), base, epochs)
     arms["centralized"] = evaluate(model, pixels, labels, base) | {"seconds": round(seconds, 1)}
@@ -121,28 +117,72 @@ def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | 
         arms[f"federated:{strategy}"] = fed["rounds"][chosen]["test"] | {
             "seconds": fed["seconds"], "selected_round": chosen, "last_round_test": fed["rounds"][-1]["test"],
             "round_seconds": [r["seconds"] for r in fed["rounds"][1:]]}
+    print(f"seed {base.seed}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in arms.items()), flush=True)
+    return arms, runs
+
+
+def mean_arms(per_seed: list[dict]) -> dict[str, dict]:
+    """Each arm's scores averaged over the seeds, with every seed's own scores beside them."""
+    out = {}
+    for arm in per_seed[0]:
+        rows = [seed[arm] for seed in per_seed]
+        out[arm] = {k: round(float(np.mean([r[k] for r in rows])), 4)
+                    for k in ("accuracy", "balanced_accuracy", "f1_defective", "seconds")}
+        out[arm] |= {"n": rows[0]["n"], "per_seed": rows}
+    return out
+
+
+def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | None,
+            strategies: tuple[str, ...], overrides: dict | None = None, seeds: tuple[int, ...] = (0,)) -> dict:
+    """The arms in ``work``: sites, runs and logs (removed afterwards)."""
+    from edgefpga.fleet.federated.export import plot_rounds
+    from edgefpga.fleet.federated.partition import partition_elpv
+    from edgefpga.fleet.federated.task import RunSettings, site_data
+
+    record = partition_elpv(work / "sites", seed=0, limit=limit)
+    sites = {name: work / "sites" / name for name in SITES}
+    base = RunSettings(rounds=rounds, local_epochs=local_epochs, size=size, min_train_nodes=3, min_available_nodes=3,
+                       **(overrides or {}))
+    results = [one_seed(work / f"seed_{seed}", sites, replace(base, seed=seed), strategies) for seed in seeds]
+    arms = mean_arms([arms for arms, _ in results])
     alone_mean = float(np.mean([arms[f"alone:{n}"]["accuracy"] for n in SITES]))
     central = arms["centralized"]["accuracy"]
-    per_strategy = {s: gaps(arms[f"federated:{s}"]["accuracy"], central, alone_mean) for s in strategies}
+    per_strategy = {s: gaps(arms[f"federated:{s}"]["accuracy"], central, alone_mean)
+                    | paired(arms[f"federated:{s}"]["per_seed"], arms["centralized"]["per_seed"]) for s in strategies}
     checks = per_strategy[strategies[0]] | {"strategy": strategies[0], "per_strategy": per_strategy}
     png = RESULTS / "federated_rounds.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot_rounds(runs, png, {f"centralized {central:.3f}": central, f"sites alone (mean) {alone_mean:.3f}": alone_mean})
-    return {"setup": {"rounds": rounds, "local_epochs": local_epochs, "total_epochs": epochs, "size": size,
+    runs = {(f"{s} seed {seed}" if len(seeds) > 1 else s): rounds_
+            for seed, (_, by_strategy) in zip(seeds, results) for s, rounds_ in by_strategy.items()}
+    plot_rounds(runs, png, {f"centralized {central:.3f}": central, f"sites alone (mean) {alone_mean:.3f}": alone_mean},
+                sites=len(seeds) == 1)
+    data = {name: site_data(path, base) for name, path in sites.items()}
+    return {"setup": {"rounds": rounds, "local_epochs": local_epochs, "total_epochs": rounds * local_epochs,
+                      "size": size, "seeds": list(seeds),
                       "strategies": list(strategies), "settings": {k: v for k, v in base.__dict__.items()
-                                                                   if k not in ("out_dir",)},
-                      "widths": list(base.widths), "site_limit": limit, "test_cells": int(len(labels)),
+                                                                   if k not in ("out_dir", "seed")},
+                      "widths": list(base.widths), "site_limit": limit, "test_cells": arms["centralized"]["n"],
                       "sites": {k: v["summary"] for k, v in record["sites"].items()},
                       "fit_images": {k: int(len(d.split.fit)) for k, d in data.items()},
+                      "validation_images": {k: int(len(d.split.val)) for k, d in data.items()},
                       "threads": 1, "calibration": "none in any arm"},
             "arms": arms, "sites_alone_mean_accuracy": round(alone_mean, 4), "checks": checks,
-            "per_round": {s: [{"round": r["round"], "test_accuracy": r["test"]["accuracy"],
-                               "sites_val_accuracy": {k: v["accuracy"] for k, v in r["sites"].items()}}
-                              for r in rounds_] for s, rounds_ in runs.items()},
+            "per_round": {label: [{"round": r["round"], "test_accuracy": r["test"]["accuracy"],
+                                   "sites_val_accuracy": {k: v["accuracy"] for k, v in r["sites"].items()}}
+                                  for r in rounds_] for label, rounds_ in runs.items()},
             "plot": str(png.relative_to(RESULTS.parent.parent)), "table": table(arms),
             "passed": checks["within_1_5_points_of_centralized"] and checks["at_least_3_points_above_sites_alone"],
             "passed_by": [s for s, c in per_strategy.items()
                           if c["within_1_5_points_of_centralized"] and c["at_least_3_points_above_sites_alone"]]}
+
+
+def paired(federated: list[dict], centralized: list[dict]) -> dict:
+    """Federated minus centralized seed by seed (same seed: same initial weights and validation
+    parts), with the standard error of their mean: how far the mean gap is from noise."""
+    diffs = [100 * (f["accuracy"] - c["accuracy"]) for f, c in zip(federated, centralized)]
+    sem = float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else None
+    return {"per_seed_minus_centralized_points": [round(d, 2) for d in diffs],
+            "paired_standard_error_points": None if sem is None else round(sem, 2)}
 
 
 def gaps(fed_acc: float, central: float, alone_mean: float) -> dict:
@@ -157,9 +197,12 @@ def gaps(fed_acc: float, central: float, alone_mean: float) -> dict:
 
 def table(arms: dict[str, dict]) -> str:
     """A Markdown table of the arms' ELPV test scores (for docs/federated.md)."""
-    rows = ["| arm | test accuracy | balanced accuracy | F1 defective | seconds |", "|---|---|---|---|---|"]
-    rows += [f"| {name} | {a['accuracy']:.4f} | {a['balanced_accuracy']:.4f} | {a['f1_defective']:.4f} | "
-             f"{a['seconds']} |" for name, a in arms.items()]
+    rows = ["| arm | test accuracy (mean) | per seed | balanced accuracy | F1 defective | seconds |",
+            "|---|---|---|---|---|---|"]
+    for name, a in arms.items():
+        per_seed = ", ".join(f"{r['accuracy']:.4f}" for r in a["per_seed"])
+        rows.append(f"| {name} | {a['accuracy']:.4f} | {per_seed} | {a['balanced_accuracy']:.4f} | "
+                    f"{a['f1_defective']:.4f} | {a['seconds']} |")
     return "\n".join(rows)
 
 

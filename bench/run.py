@@ -78,7 +78,8 @@ def bench_federated() -> dict:
     """Federated (Flower, 3 sites over TLS) vs centralized vs each site alone, same total epochs
     (bench/federated.py); settings from $EDGEFPGA_FED_BENCH (rounds,local_epochs,size[,site_limit]), the
     federated arms from $EDGEFPGA_FED_STRATEGIES (comma-separated; the first is the one checked), other
-    RunSettings from $EDGEFPGA_FED_SETTINGS (key=value,...: e.g. server_momentum=0.5,proximal_mu=0.1)."""
+    RunSettings from $EDGEFPGA_FED_SETTINGS (key=value,...: e.g. server_momentum=0.5,proximal_mu=0.1), the
+    seeds from $EDGEFPGA_FED_SEEDS (comma-separated; every arm once per seed, compared on the means)."""
     from federated import bench_federated as run
 
     from edgefpga.fleet.federated.task import RunSettings
@@ -89,7 +90,8 @@ def bench_federated() -> dict:
     for pair in filter(None, os.environ.get("EDGEFPGA_FED_SETTINGS", "").split(",")):
         key, _, value = pair.partition("=")
         overrides[key] = type(getattr(RunSettings(), key))(value)
-    return run(rounds, local, size, limit[0] if limit else None, strategies, overrides)
+    seeds = tuple(int(v) for v in os.environ.get("EDGEFPGA_FED_SEEDS", "0,1,2,3,4").split(","))
+    return run(rounds, local, size, limit[0] if limit else None, strategies, overrides, seeds)
 
 
 def bench_federated_dp() -> dict:

@@ -109,9 +109,10 @@ def export_run(run_dir: str | Path, out: str | Path, name: str | None = None, pa
     return build
 
 
-def plot_rounds(runs: dict[str, list[dict]], png: Path, baselines: dict[str, float] | None = None) -> None:
-    """ELPV test accuracy per round (one line per run), the sites' validation accuracy dotted,
-    and flat lines for baselines (centralized, sites alone)."""
+def plot_rounds(runs: dict[str, list[dict]], png: Path, baselines: dict[str, float] | None = None,
+                sites: bool = True) -> None:
+    """ELPV test accuracy per round (one line per run), the sites' validation accuracy dotted
+    (``sites``; off for many runs in one plot), and flat lines for baselines (centralized, sites alone)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,7 +122,7 @@ def plot_rounds(runs: dict[str, list[dict]], png: Path, baselines: dict[str, flo
     for label, rounds in runs.items():
         ax.plot([r["round"] for r in rounds], [r["test"]["accuracy"] for r in rounds], marker="o",
                 label=f"{label}: ELPV test")
-        for site in sorted({s for r in rounds for s in r["sites"]}):
+        for site in sorted({s for r in rounds for s in r["sites"]}) if sites else ():
             pts = [(r["round"], r["sites"][site]["accuracy"]) for r in rounds if site in r["sites"]]
             ax.plot(*zip(*pts), linestyle=":", alpha=0.7, label=f"{label}: {site} validation")
     for label, value in (baselines or {}).items():

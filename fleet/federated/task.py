@@ -53,7 +53,7 @@ class RunSettings:
     lr: float = 3e-3
     lr_schedule: str = "cosine"  # the local peak learning rate over the rounds: "cosine" decay or "constant"
     seed: int = 0
-    test_frac: float = 0.2
+    test_frac: float = 0.0  # a site's own test part: none, see site_data
     val_frac: float = 0.15
     round_timeout: float = 600.0
     eval_limit: int = 0
@@ -155,7 +155,12 @@ def initial_model(settings: RunSettings):
 
 def site_data(folder: str | Path, settings: RunSettings):
     """A site's folder read as ``edgefpga train`` reads it (same split rule), refused with the
-    reason when it is missing, empty or holds other classes than the run's."""
+    reason when it is missing, empty or holds other classes than the run's.
+
+    A federation scores its models centrally (ELPV's test cells) and on the sites' validation
+    parts, so by default (``test-frac`` 0) a site keeps no test part of its own: its images are
+    either trained on or used to pick the round (on a 98-cell site, holding back 20 % as
+    ``edgefpga train`` does left about 12 validation images to rank rounds by)."""
     from edgefpga.models.datasets import DatasetError
     from edgefpga.models.folder import training_data
 

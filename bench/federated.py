@@ -95,8 +95,9 @@ def bench_federated(rounds: int = 8, local_epochs: int = 2, size: int = 32, limi
         shutil.rmtree(work, ignore_errors=True)
 
 
-def one_seed(work: Path, sites: dict[str, Path], base, strategies: tuple[str, ...]) -> tuple[dict, dict]:
-    """Every arm with ``base.seed``: (arm -> test scores, strategy -> the federation's rounds)."""
+def one_seed(work: Path, sites: dict[str, Path], base, strategies: tuple[str, ...]) -> tuple[dict, dict, dict]:
+    """Every arm with ``base.seed``: (arm -> test scores, strategy -> the federation's rounds,
+    site -> its fit and validation image counts)."""
     from edgefpga.fleet.federated.task import central_test, evaluate, site_data
 
     pixels, labels = central_test(base)
@@ -118,7 +119,8 @@ def one_seed(work: Path, sites: dict[str, Path], base, strategies: tuple[str, ..
             "seconds": fed["seconds"], "selected_round": chosen, "last_round_test": fed["rounds"][-1]["test"],
             "round_seconds": [r["seconds"] for r in fed["rounds"][1:]]}
     print(f"seed {base.seed}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in arms.items()), flush=True)
-    return arms, runs
+    sizes = {name: {"fit": int(len(d.split.fit)), "val": int(len(d.split.val))} for name, d in data.items()}
+    return arms, runs, sizes
 
 
 def mean_arms(per_seed: list[dict]) -> dict[str, dict]:
@@ -137,14 +139,15 @@ def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | 
     """The arms in ``work``: sites, runs and logs (removed afterwards)."""
     from edgefpga.fleet.federated.export import plot_rounds
     from edgefpga.fleet.federated.partition import partition_elpv
-    from edgefpga.fleet.federated.task import RunSettings, site_data
+    from edgefpga.fleet.federated.task import RunSettings
 
     record = partition_elpv(work / "sites", seed=0, limit=limit)
     sites = {name: work / "sites" / name for name in SITES}
     base = RunSettings(rounds=rounds, local_epochs=local_epochs, size=size, min_train_nodes=3, min_available_nodes=3,
                        **(overrides or {}))
     results = [one_seed(work / f"seed_{seed}", sites, replace(base, seed=seed), strategies) for seed in seeds]
-    arms = mean_arms([arms for arms, _ in results])
+    arms = mean_arms([arms for arms, _, _ in results])
+    sizes = results[0][2]  # the split is stratified: every seed gives a site the same counts
     alone_mean = float(np.mean([arms[f"alone:{n}"]["accuracy"] for n in SITES]))
     central = arms["centralized"]["accuracy"]
     per_strategy = {s: gaps(arms[f"federated:{s}"]["accuracy"], central, alone_mean)
@@ -153,18 +156,17 @@ def compare(work: Path, rounds: int, local_epochs: int, size: int, limit: int | 
     png = RESULTS / "federated_rounds.png"
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs = {(f"{s} seed {seed}" if len(seeds) > 1 else s): rounds_
-            for seed, (_, by_strategy) in zip(seeds, results) for s, rounds_ in by_strategy.items()}
+            for seed, (_, by_strategy, _) in zip(seeds, results) for s, rounds_ in by_strategy.items()}
     plot_rounds(runs, png, {f"centralized {central:.3f}": central, f"sites alone (mean) {alone_mean:.3f}": alone_mean},
                 sites=len(seeds) == 1)
-    data = {name: site_data(path, base) for name, path in sites.items()}
     return {"setup": {"rounds": rounds, "local_epochs": local_epochs, "total_epochs": rounds * local_epochs,
                       "size": size, "seeds": list(seeds),
                       "strategies": list(strategies), "settings": {k: v for k, v in base.__dict__.items()
                                                                    if k not in ("out_dir", "seed")},
                       "widths": list(base.widths), "site_limit": limit, "test_cells": arms["centralized"]["n"],
                       "sites": {k: v["summary"] for k, v in record["sites"].items()},
-                      "fit_images": {k: int(len(d.split.fit)) for k, d in data.items()},
-                      "validation_images": {k: int(len(d.split.val)) for k, d in data.items()},
+                      "fit_images": {k: v["fit"] for k, v in sizes.items()},
+                      "validation_images": {k: v["val"] for k, v in sizes.items()},
                       "threads": 1, "calibration": "none in any arm"},
             "arms": arms, "sites_alone_mean_accuracy": round(alone_mean, 4), "checks": checks,
             "per_round": {label: [{"round": r["round"], "test_accuracy": r["test"]["accuracy"],

@@ -70,12 +70,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_cloud_train(args: argparse.Namespace) -> int:
-    from edgefpga.fleet.cloud_model import CLOUD_EPOCHS, CloudArchConfig, train_cloud
+    from edgefpga.fleet.cloud_model import train_cloud
 
-    arch = CloudArchConfig(**({"size": args.size} if args.size else {}))
-    build = train_cloud(str(args.out), arch, epochs=args.epochs or CLOUD_EPOCHS, threads=args.threads,
-                        seed=args.seed, limit=args.limit, name=args.name,
-                        **({"teachers": ()} if args.no_teachers else {}))
+    build = train_cloud(str(args.out), args.backbone, size=args.size, epochs=args.epochs, lr=args.lr,
+                        teachers=() if args.no_teachers else (tuple(args.teachers) if args.teachers else None),
+                        threads=args.threads, seed=args.seed,
+                        limit=args.limit, name=args.name)
     test = build.facts["test"]
     print(f"wrote {build.out}/model.onnx and card.json: test accuracy {test['accuracy']:.4f}, "
           f"balanced {test['balanced_accuracy']:.4f}, trained in {build.result.seconds:.0f} s")
@@ -98,13 +98,18 @@ def register_cloud(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out", type=Path, default=Path("models/zoo/elpv_cloud"), help="model folder to write "
                    "(default models/zoo/elpv_cloud)")
     a.add_argument("--name", help="model name in the card (default: the folder name)")
-    a.add_argument("--epochs", type=int, help="training epochs (default: the shipped run's)")
-    a.add_argument("--size", type=int, help="input height and width in pixels (default 128)")
-    a.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default 1, as the shipped run)")
+    a.add_argument("--backbone", choices=("efficientnet-lite0", "resnet"), default="efficientnet-lite0",
+                   help="efficientnet-lite0: ImageNet-pretrained (the cloud extra's wheels), fine-tuned; resnet: the "
+                   "residual net from scratch (default efficientnet-lite0)")
+    a.add_argument("--epochs", type=int, help="training epochs (default: the backbone's recorded run, 10 or 150)")
+    a.add_argument("--size", type=int, help="input height and width in pixels (default 224 or 128)")
+    a.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule (default 0.001 or 0.003)")
+    a.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default 1, as the recorded runs)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")
-    a.add_argument("--no-teachers", action="store_true", help="train without distillation (default: the edge "
-                   "models elpv_defect and elpv_defect_v1 teach, as in the shipped run)")
+    a.add_argument("--teachers", nargs="+", metavar="MODEL", help="distil from these models (default: the "
+                   "resnet recipe's elpv_defect and elpv_defect_v1; none for efficientnet-lite0)")
+    a.add_argument("--no-teachers", action="store_true", help="train without distillation")
     a.set_defaults(func=cmd_cloud_train, user_errors=cloud_train_errors)
 
 

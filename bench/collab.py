@@ -9,7 +9,9 @@ the edge model alone and the cloud model alone.
   accelerator's scores are those of the bit-exact RTL, which equal the float model's up to fixed
   point: the card's fixed-point check gives 99.5 % top-1 agreement at the shipped precisions (8-bit
   weights, 16-bit activations), so the edge column is the RTL's within a few cells.
-- Cloud: ``models/zoo/elpv_cloud`` with ONNX Runtime, in process for the sweep.
+- Cloud: ``fleet.cloud.DEFAULT_MODELS`` (or the comma-separated folders in ``$EDGEFPGA_COLLAB_CLOUD``; several are an
+  ensemble whose probabilities are averaged, ``fleet/cloud.py`` ``CloudModel``) with ONNX
+  Runtime, in process for the sweep.
 - The operating threshold is chosen on the *validation* part of the training split (never the test
   cells): the one with the best joint validation accuracy among those escalating at most 20 % of
   validation cells. The test numbers at that threshold are then checked against the targets: at
@@ -22,13 +24,22 @@ the edge model alone and the cloud model alone.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
 
 import numpy as np
 
-EDGE, CLOUD = "elpv_defect", "elpv_cloud"
+EDGE = "elpv_defect"
+
+
+def cloud_models() -> list[str]:
+    """The cloud model: the service's default ensemble, or the comma-separated folders in
+    $EDGEFPGA_COLLAB_CLOUD (one folder: that model alone)."""
+    from edgefpga.fleet.cloud import DEFAULT_MODELS
+
+    return [m for m in os.environ.get("EDGEFPGA_COLLAB_CLOUD", ",".join(DEFAULT_MODELS)).split(",") if m]
 MAX_SHARE, MIN_GAIN, MAX_GAP = 0.20, 0.02, 0.01
 DEADLINE_S = 2.0  # generous on a loaded 2-core machine: this measures answers, not the deadline
 
@@ -46,7 +57,7 @@ def edge_outputs(images: list, model: str | None = None) -> tuple[np.ndarray, np
 def cloud_probabilities(images: list, model: str | None = None) -> np.ndarray:
     from edgefpga.fleet.cloud import CloudModel
 
-    cloud = CloudModel(model or CLOUD, providers=["CPUExecutionProvider"])
+    cloud = CloudModel(model or cloud_models(), providers=["CPUExecutionProvider"])
     return np.concatenate([cloud.probabilities(images[i:i + 32]) for i in range(0, len(images), 32)])
 
 
@@ -83,7 +94,7 @@ def run_over_zenoh(images, edge_pred, edge_scores, confidence, threshold, classe
     from edgefpga.fleet.cloud import CloudClient, CloudModel, CloudService, zenoh_config
 
     endpoint = f"tcp/127.0.0.1:{free_port()}"
-    model = CloudModel(CLOUD, providers=None)
+    model = CloudModel(cloud_models(), providers=None)
     with zenoh.open(zenoh_config(listen=[endpoint])) as server, CloudService(server, model) as service, \
             zenoh.open(zenoh_config(connect=[endpoint])) as edge_session:
         time.sleep(0.5)  # the peers connect and learn the queryables
@@ -110,7 +121,7 @@ def run_over_zenoh(images, edge_pred, edge_scores, confidence, threshold, classe
         "round_trip_ms": {"median": round(float(np.median(latencies)), 2),
                           "p99": round(float(np.percentile(latencies, 99)), 2)} if latencies else None,
         "service_ms_median": round(float(np.median(service_s)), 2) if service_s else None,
-        "model_id": model.model_id, "providers": model.session.get_providers(),
+        "model_id": model.model_id, "providers": model.providers,
         "burst": {"n": len(burst), "answered": sum(a.answered for a in answers), "seconds": round(burst_s, 3),
                   "per_image_ms": round(burst_s / max(1, len(burst)) * 1e3, 2),
                   "batch_sizes": sorted(set(batches)), "largest_batch": max(batches) if batches else 0},
@@ -148,7 +159,7 @@ def bench_collab(results_dir: Path) -> dict:
 
     data = elpv.load()
     classes = load_card(resolve_model_dir(EDGE)).classes
-    cloud_card = load_card(resolve_model_dir(CLOUD))
+    cloud_cards = [load_card(resolve_model_dir(m)) for m in cloud_models()]
     parts = {}
     for subset in ("val", "test"):
         idx = elpv.subset(subset)
@@ -185,9 +196,10 @@ def bench_collab(results_dir: Path) -> dict:
         "edge": {"model": EDGE, "backend": "onnx (float; the RTL is bit-exact to the fixed-point emulator, "
                  "whose scores equal these up to fixed-point rounding: card fixed_point_check)",
                  "accuracy": round(edge_acc, 4)},
-        "cloud": {"model": CLOUD, "accuracy": round(cloud_acc, 4),
-                  "card_test_accuracy": cloud_card.test_metrics["accuracy"], "params": cloud_card.raw.get("params"),
-                  "macs": cloud_card.raw.get("macs")},
+        "cloud": {"model": "+".join(cloud_models()), "accuracy": round(cloud_acc, 4),
+                  "members": [{"model": c.name, "card_test_accuracy": c.test_metrics["accuracy"],
+                               "params": c.raw.get("params"), "macs": c.raw.get("macs"),
+                               "input": c.raw["input"]["shape"]} for c in cloud_cards]},
         "criterion": "cross_entropy confidence (Sedna): escalate when confidence < threshold",
         "threshold_chosen_on": "validation part of the training split (295 cells): best joint accuracy with "
                                "<= 20 % escalated",

@@ -13,7 +13,7 @@ Wire format (key expressions under a prefix, default ``edgefpga/cloud``):
                     query attachment: JSON ``{"request_id", "edge_model", "edge_classes",
                     "edge_scores"}``; reply: JSON ``{"request_id", "classes", "probabilities",
                     "label", "model_id", "service_s", "batch"}``, or a reply error naming the reason.
-``<prefix>/info``   reply: JSON ``{"model_id", "classes", "input", "providers", "max_batch"}``: what
+``<prefix>/info``   reply: JSON ``{"model_id", "classes", "input", "members", "providers", "max_batch"}``: what
                     the client checks at connect (a cloud model with other classes is refused).
 
 The service batches concurrent queries: the queryable's callback only queues; one worker takes
@@ -47,6 +47,10 @@ import zenoh
 from edgefpga.models.card import ModelCard, load_card, resolve_model_dir
 from edgefpga.models.preprocess import ImageError, preprocess
 
+# The cloud model the service, the loop demo and bench collab use by default: four EfficientNet-Lite0
+# runs (``make train-cloud``), averaged. One would do (``--model elpv_cloud``); four, each at its own
+# size, teacher or length, err on fewer of the cells the edge is unsure of (docs/fleet.md).
+DEFAULT_MODELS = ("elpv_cloud", "elpv_cloud_160", "elpv_cloud_160_distilled", "elpv_cloud_160_e20")
 DEFAULT_PREFIX = "edgefpga/cloud"
 DEFAULT_ENDPOINT = "tcp/0.0.0.0:7447"
 
@@ -117,10 +121,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class CloudModel:
-    """A model folder run by ONNX Runtime on batches: probabilities for 8/16-bit images."""
+class _Member:
+    """One model folder and its ONNX Runtime session."""
 
-    def __init__(self, model: str | Path, providers: list[str] | None = None, threads: int = 0):
+    def __init__(self, model: str | Path, providers: list[str] | None, threads: int):
         import onnxruntime as ort
 
         self.card = load_card(resolve_model_dir(model))
@@ -133,23 +137,56 @@ class CloudModel:
         batch = self.session.get_inputs()[0].shape[0]
         self.max_batch = None if not isinstance(batch, int) else batch  # None: any batch
 
+    def logits(self, images: list[np.ndarray]) -> np.ndarray:
+        """One ONNX Runtime call (or one per image when the model has a fixed batch of one)."""
+        x = np.concatenate([preprocess(img, self.card.input, f"image {i}") for i, img in enumerate(images)])
+        if self.max_batch == 1:
+            return np.concatenate([self.session.run(None, {self.input_name: x[i:i + 1]})[0] for i in range(len(x))])
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class CloudModel:
+    """A model folder run by ONNX Runtime on batches: probabilities for 8/16-bit images.
+
+    Several folders make an ensemble: their probabilities are averaged, each member reading the
+    image at its own input size. A server can afford it, and models that see the cells
+    differently (a pretrained net at 224 px, the edge model's float weights at 96 px) err on
+    different cells. The members must decide the same classes; the id names every member."""
+
+    def __init__(self, model: str | Path | list[str | Path], providers: list[str] | None = None, threads: int = 0):
+        folders = [model] if isinstance(model, (str, Path)) else list(model)
+        if not folders:
+            raise ValueError("the cloud model needs at least one model folder")
+        self.members = [_Member(folder, providers, threads) for folder in folders]
+        self.card = self.members[0].card
+        for member in self.members[1:]:
+            if member.card.classes != self.card.classes:
+                raise ValueError(f"{member.card.path}: decides {member.card.classes}, but {self.card.path} decides "
+                                 f"{self.card.classes}: an ensemble's members must decide the same classes")
+        self.model_id = "+".join(member.model_id for member in self.members)
+
     @property
     def classes(self) -> list[str]:
         return self.card.classes
 
+    @property
+    def providers(self) -> list[str]:
+        return self.members[0].session.get_providers()
+
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch every member takes in one call (None: any)."""
+        fixed = [m.max_batch for m in self.members if m.max_batch is not None]
+        return min(fixed) if fixed else None
+
     def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
-        """(N, classes) softmax probabilities, one ONNX Runtime call (or one per image when the
-        model has a fixed batch of one)."""
-        x = np.concatenate([preprocess(img, self.card.input, f"image {i}") for i, img in enumerate(images)])
-        if self.max_batch == 1:
-            logits = np.concatenate([self.session.run(None, {self.input_name: x[i:i + 1]})[0] for i in range(len(x))])
-        else:
-            logits = self.session.run(None, {self.input_name: x})[0]
-        return softmax(logits.astype(np.float64))
+        """(N, classes) softmax probabilities, the mean over the members."""
+        return np.mean([softmax(m.logits(images).astype(np.float64)) for m in self.members], axis=0)
 
     def info(self, max_batch: int) -> dict:
         return {"model_id": self.model_id, "classes": self.classes, "input": self.card.input.to_dict(),
-                "providers": self.session.get_providers(), "max_batch": max_batch}
+                "members": [m.model_id for m in self.members], "providers": self.providers,
+                "max_batch": max_batch}
 
 
 @dataclass
@@ -458,7 +495,9 @@ def build_arg_parser():
     p = argparse.ArgumentParser(prog="edgefpga-cloud", description=(
         "The cloud inference service: answers the edge's escalations over Zenoh with the cloud model "
         "(ONNX Runtime, concurrent queries batched; CUDA where onnxruntime has it)."))
-    p.add_argument("--model", default="elpv_cloud", help="model folder or zoo name (default elpv_cloud)")
+    p.add_argument("--model", nargs="+", default=list(DEFAULT_MODELS), metavar="MODEL",
+                   help=f"model folder or zoo name; several: an ensemble, probabilities averaged (default "
+                   f"{' '.join(DEFAULT_MODELS)})")
     p.add_argument("--listen", action="append", metavar="ENDPOINT",
                    help=f"Zenoh endpoint to listen on (repeatable; default {DEFAULT_ENDPOINT})")
     p.add_argument("--connect", action="append", metavar="ENDPOINT", help="Zenoh endpoint (a router) to connect to")
@@ -491,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     with zenoh.open(config) as session, CloudService(session, model, args.prefix, args.max_batch,
                                                      args.max_wait_ms / 1000) as service:
         print(f"edgefpga-cloud: {model.model_id} ({', '.join(model.classes)}) on {args.prefix}/infer, "
-              f"providers {model.session.get_providers()}, batches up to {service.max_batch}", flush=True)
+              f"providers {model.providers}, batches up to {service.max_batch}", flush=True)
         try:
             stop.wait()
         except KeyboardInterrupt:

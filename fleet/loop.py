@@ -60,7 +60,7 @@ class LoopConfig:
     hard_threshold: float | None = None  # None: the start model's validation confidence quantile at escalate_share
     escalate_share: float = 0.2  # the share of validation cells the start model escalates (issue 15: <= 20 %)
     labels: str = "operator"
-    cloud: str = "elpv_cloud"
+    cloud: str = field(default_factory=lambda: default_cloud())  # comma-separated: an ensemble
     deadline_s: float = 2.0
     verify_sample: int = 16
     calibration_images: int = 1024  # fewer miss the 99.5 % agreement bar on a low-margin model
@@ -90,14 +90,26 @@ def say(message: str) -> None:
     print(f"[collab] {message}", flush=True)
 
 
+def default_cloud() -> str:
+    from edgefpga.fleet.cloud import DEFAULT_MODELS
+
+    return ",".join(DEFAULT_MODELS)
+
+
 def cloud_model_dir(name: str) -> tuple[str, str]:
-    """The cloud model folder, or the stand-in when its weights are absent, and a line saying which."""
+    """The cloud model's folders (comma-separated: an ensemble, fleet/cloud.py ``CloudModel``) whose
+    weights are here, or the stand-in when none are, and a line saying which."""
     from edgefpga.models.card import MODEL_FILE, resolve_model_dir
 
-    if (resolve_model_dir(name) / MODEL_FILE).is_file():
-        return name, f"cloud model {name}"
-    return "elpv_defect", (f"cloud model {name}: its weights are absent (make train-cloud makes them); the shipped "
-                           "edge model elpv_defect, trained on the whole training split, stands in as the cloud")
+    members = [m for m in name.split(",") if m]
+    present = [m for m in members if (resolve_model_dir(m) / MODEL_FILE).is_file()]
+    missing = "" if len(present) == len(members) else (
+        f" ({', '.join(m for m in members if m not in present)}: weights absent, make train-cloud makes them)")
+    if present:
+        return ",".join(present), f"cloud model {'+'.join(present)}{missing}"
+    return "elpv_defect", (f"cloud model {'+'.join(members)}: its weights are absent (make train-cloud makes them); "
+                           "the shipped edge model elpv_defect, trained on the whole training split, stands in as "
+                           "the cloud")
 
 
 def free_port() -> int:
@@ -149,7 +161,7 @@ class Line:
         from edgefpga.fleet.store import SampleStore
 
         endpoint = f"tcp/127.0.0.1:{free_port()}"
-        self.cloud_model = CloudModel(cloud, providers=["CPUExecutionProvider"], threads=cfg.threads)
+        self.cloud_model = CloudModel(cloud.split(","), providers=["CPUExecutionProvider"], threads=cfg.threads)
         self.server = zenoh.open(zenoh_config(listen=[endpoint]))
         self.service = CloudService(self.server, self.cloud_model)
         self.session = zenoh.open(zenoh_config(connect=[endpoint]))
@@ -356,7 +368,7 @@ def parse_args(argv: list[str] | None) -> LoopConfig:
                    f"validation cells escalated, which sets the threshold (default {d.escalate_share})")
     p.add_argument("--labels", choices=["operator", "cloud"], default=d.labels, help="learn from the operator's "
                    "labels (the ELPV expert labels, default) or the cloud's answers")
-    p.add_argument("--cloud", default=d.cloud, help=f"cloud model folder or zoo name (default {d.cloud})")
+    p.add_argument("--cloud", default=d.cloud, help=f"cloud model folder or zoo name; comma-separated: an ensemble (default {d.cloud})")
     p.add_argument("--verify-sample", type=int, default=d.verify_sample, help="cells checked bit for bit in RTL per "
                    f"version (default {d.verify_sample})")
     p.add_argument("--threads", type=int, default=d.threads, help=f"CPU threads (default {d.threads})")

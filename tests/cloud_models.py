@@ -13,15 +13,15 @@ from edgefpga.models.export import export_onnx
 SIZE = 32
 
 
-def tiny_model(folder, classes=("functional", "defective")):
-    """A cloud-architecture model folder at 32 px with seeded random weights."""
-    torch.manual_seed(0)
-    arch = CloudArchConfig(size=SIZE, stem=8, widths=(8, 16), blocks=(1, 1), num_classes=len(classes))
+def tiny_model(folder, classes=("functional", "defective"), seed: int = 0, size: int = SIZE):
+    """A cloud-architecture model folder (default 32 px) with seeded random weights."""
+    torch.manual_seed(seed)
+    arch = CloudArchConfig(size=size, stem=8, widths=(8, 16), blocks=(1, 1), num_classes=len(classes))
     net = arch.build_model().eval()
     folder.mkdir(parents=True, exist_ok=True)
-    export_onnx(net, (1, SIZE, SIZE), folder / "model.onnx", batch_axis=True)
+    export_onnx(net, (1, size, size), folder / "model.onnx", batch_axis=True)
     write_card(folder, {"name": folder.name, "classes": list(classes),
-                        "input": {"shape": [1, 1, SIZE, SIZE], "color": "gray", "resize": "area",
+                        "input": {"shape": [1, 1, size, size], "color": "gray", "resize": "area",
                                   "scale": 1 / 255, "mean": 0.5, "std": 0.25},
                         "dataset": {"name": "random"}, "params": 0, "macs": 0,
                         "metrics": {"test": {"accuracy": 0, "balanced_accuracy": 0, "f1_defective": 0, "n": 0}}})

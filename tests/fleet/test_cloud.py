@@ -138,6 +138,26 @@ def test_reply_for_unknown_request_is_ignored_and_counted(server, client_session
 
 
 @pytest.mark.timeout(60)
+def test_an_ensemble_averages_its_members_each_at_its_own_size(tmp_path, server, client_session):
+    first, second = tiny_model(tmp_path / "a", seed=0), tiny_model(tmp_path / "b", seed=1, size=24)
+    ensemble = CloudModel([first, second], threads=1)
+    imgs = images(4)
+    alone = [CloudModel(m, threads=1).probabilities(imgs) for m in (first, second)]
+    assert not np.allclose(alone[0], alone[1])  # two different members, else the mean proves nothing
+    np.testing.assert_allclose(ensemble.probabilities(imgs), (alone[0] + alone[1]) / 2, atol=1e-9)
+    assert ensemble.model_id == "+".join(CloudModel(m, threads=1).model_id for m in (first, second))
+    with CloudService(server, ensemble, max_wait_s=0.02):
+        time.sleep(0.3)
+        client = CloudClient(client_session, deadline_s=5.0, classes=["functional", "defective"])
+        assert client.service_info["members"] == ensemble.model_id.split("+")
+        answer = client.ask(imgs[0])
+        assert answer.answered and answer.model_id == ensemble.model_id
+        np.testing.assert_allclose(answer.probabilities, (alone[0][0] + alone[1][0]) / 2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"members must decide the same classes"):
+        CloudModel([first, tiny_model(tmp_path / "c", classes=("ok", "crack", "dark"))], threads=1)
+
+
+@pytest.mark.timeout(60)
 def test_cloud_model_with_other_classes_is_refused(tmp_path, server, client_session):
     model = CloudModel(tiny_model(tmp_path / "cloud3", classes=("ok", "crack", "dark")), threads=1)
     with CloudService(server, model):

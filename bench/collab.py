@@ -9,9 +9,9 @@ the edge model alone and the cloud model alone.
   accelerator's scores are those of the bit-exact RTL, which equal the float model's up to fixed
   point: the card's fixed-point check gives 99.5 % top-1 agreement at the shipped precisions (8-bit
   weights, 16-bit activations), so the edge column is the RTL's within a few cells.
-- Cloud: ``fleet.cloud.DEFAULT_MODELS`` (or the comma-separated folders in ``$EDGEFPGA_COLLAB_CLOUD``; several are an
-  ensemble whose probabilities are averaged, ``fleet/cloud.py`` ``CloudModel``) with ONNX
-  Runtime, in process for the sweep.
+- Cloud: ``fleet.cloud.DEFAULT_MODELS`` (or the comma-separated folders in
+  ``$EDGEFPGA_COLLAB_CLOUD``; several are an ensemble whose probabilities are averaged,
+  ``fleet/cloud.py`` ``CloudModel``) with ONNX Runtime, in process for the sweep.
 - The operating threshold is chosen on the *validation* part of the training split (never the test
   cells): the one with the best joint validation accuracy among those escalating at most 20 % of
   validation cells. The test numbers at that threshold are then checked against the targets: at
@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 EDGE = "elpv_defect"
+MAX_SHARE, MIN_GAIN, MAX_GAP = 0.20, 0.02, 0.01
+DEADLINE_S = 2.0  # generous on a loaded 2-core machine: this measures answers, not the deadline
 
 
 def cloud_models() -> list[str]:
@@ -40,8 +42,6 @@ def cloud_models() -> list[str]:
     from edgefpga.fleet.cloud import DEFAULT_MODELS
 
     return [m for m in os.environ.get("EDGEFPGA_COLLAB_CLOUD", ",".join(DEFAULT_MODELS)).split(",") if m]
-MAX_SHARE, MIN_GAIN, MAX_GAP = 0.20, 0.02, 0.01
-DEADLINE_S = 2.0  # generous on a loaded 2-core machine: this measures answers, not the deadline
 
 
 def edge_outputs(images: list, model: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

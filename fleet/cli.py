@@ -73,8 +73,7 @@ def cmd_cloud_train(args: argparse.Namespace) -> int:
     from edgefpga.fleet.cloud_model import train_cloud
 
     build = train_cloud(str(args.out), args.backbone, size=args.size, epochs=args.epochs, lr=args.lr,
-                        teachers=() if args.no_teachers else (tuple(args.teachers) if args.teachers else None),
-                        threads=args.threads, seed=args.seed,
+                        teachers=() if args.no_teachers else args.teachers, threads=args.threads, seed=args.seed,
                         limit=args.limit, name=args.name)
     test = build.facts["test"]
     print(f"wrote {build.out}/model.onnx and card.json: test accuracy {test['accuracy']:.4f}, "

@@ -50,7 +50,6 @@ class CloudArchConfig:
     backbone: str = "resnet"
     kind: str = ""  # "cloud_<backbone>"
 
-
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(self.widths))  # a card's JSON gives lists
         object.__setattr__(self, "blocks", tuple(self.blocks))
@@ -194,7 +193,7 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 
 
 def train_cloud(out: str, backbone: str = DEFAULT_BACKBONE, size: int | None = None, epochs: int | None = None,
-                lr: float | None = None, teachers: tuple[str, ...] | None = None, threads: int = 1, seed: int = 0,
+                lr: float | None = None, teachers: list[str] | tuple[str, ...] | None = None, threads: int = 1, seed: int = 0,
                 limit: int | None = None, name: str | None = None, progress: bool = True):
     """Train the cloud model on ELPV's training split with the edge model's pipeline
     (``models.zoo_build``: train, export, check ONNX against PyTorch, test, card, plots), without

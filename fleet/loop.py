@@ -46,6 +46,13 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "elpv_edge_loop"
 
 
+def default_cloud() -> str:
+    """The cloud service's default models, comma-separated (imported late: zenoh is the fleet extra)."""
+    from edgefpga.fleet.cloud import DEFAULT_MODELS
+
+    return ",".join(DEFAULT_MODELS)
+
+
 @dataclass
 class LoopConfig:
     out: Path = Path("demo_out/collab")
@@ -60,7 +67,7 @@ class LoopConfig:
     hard_threshold: float | None = None  # None: the start model's validation confidence quantile at escalate_share
     escalate_share: float = 0.2  # the share of validation cells the start model escalates (issue 15: <= 20 %)
     labels: str = "operator"
-    cloud: str = field(default_factory=lambda: default_cloud())  # comma-separated: an ensemble
+    cloud: str = field(default_factory=default_cloud)  # comma-separated: an ensemble
     deadline_s: float = 2.0
     verify_sample: int = 16
     calibration_images: int = 1024  # fewer miss the 99.5 % agreement bar on a low-margin model
@@ -88,12 +95,6 @@ class Round:
 
 def say(message: str) -> None:
     print(f"[collab] {message}", flush=True)
-
-
-def default_cloud() -> str:
-    from edgefpga.fleet.cloud import DEFAULT_MODELS
-
-    return ",".join(DEFAULT_MODELS)
 
 
 def cloud_model_dir(name: str) -> tuple[str, str]:
@@ -368,7 +369,8 @@ def parse_args(argv: list[str] | None) -> LoopConfig:
                    f"validation cells escalated, which sets the threshold (default {d.escalate_share})")
     p.add_argument("--labels", choices=["operator", "cloud"], default=d.labels, help="learn from the operator's "
                    "labels (the ELPV expert labels, default) or the cloud's answers")
-    p.add_argument("--cloud", default=d.cloud, help=f"cloud model folder or zoo name; comma-separated: an ensemble (default {d.cloud})")
+    p.add_argument("--cloud", default=d.cloud, help="cloud model folder or zoo name; comma-separated: an ensemble "
+                   f"(default {d.cloud})")
     p.add_argument("--verify-sample", type=int, default=d.verify_sample, help="cells checked bit for bit in RTL per "
                    f"version (default {d.verify_sample})")
     p.add_argument("--threads", type=int, default=d.threads, help=f"CPU threads (default {d.threads})")

@@ -1,6 +1,7 @@
 """Hard examples from the inspection node to the cloud model, without ever blocking the edge.
 
-A result whose confidence is under the node's ``hard_threshold`` is *hard*. With a cloud service
+A result whose confidence is under the node's ``hard_threshold`` (and within its
+``escalation_budget``, fleet/mining.py) is *hard*. With a cloud service
 configured (``cloud``: a Zenoh locator, fleet/cloud.py) its image is sent there; the engine's
 worker goes on with the next frame at once (``CloudClient.submit``), and the result is published
 when the cloud answers or its deadline passes, whichever is first: ``decided_by`` says whose

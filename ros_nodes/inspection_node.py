@@ -63,6 +63,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
+from edgefpga.fleet.mining import CRITERIA, EscalationBudget, HardExampleFilter
 from edgefpga.models.preprocess import ImageError
 from edgefpga.runtime import EngineError, open as open_engine
 
@@ -75,6 +76,10 @@ PARAMETERS = {  # name: (default, description)
                                    "while configured it is hot-swapped (opened, self-tested, switched)"),
     "registry_uri": ("", "MLflow registry of registry: models (default: $EDGEFPGA_REGISTRY, else ./registry)"),
     "hard_threshold": (0.0, "a result whose confidence (0 uniform .. 1 sure) is below this is hard (0: none)"),
+    "hard_criterion": ("cross_entropy", "the confidence hard_threshold applies to: cross_entropy (Sedna's) or margin "
+                                        "(top-1 minus top-2 probability)"),
+    "escalation_budget": (0.0, "at most this share of results are hard: the least confident of the last 500 "
+                               "among those under hard_threshold (0: no cap; hard_threshold 1: the budget alone)"),
     "cloud": ("", "Zenoh locator of the cloud service (tcp/host:7447) hard images are escalated to; empty: none, "
                   "no image leaves the site (set while unconfigured)"),
     "cloud_deadline": (0.5, "seconds the cloud has to answer; then the edge verdict stands (set while unconfigured)"),
@@ -98,6 +103,7 @@ PARAMETERS = {  # name: (default, description)
 RANGES = {
     "defect_threshold": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
     "hard_threshold": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
+    "escalation_budget": FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0),
     "cloud_deadline": FloatingPointRange(from_value=0.001, to_value=60.0, step=0.0),
     "grid_rows": IntegerRange(from_value=1, to_value=64, step=1),
     "grid_cols": IntegerRange(from_value=1, to_value=64, step=1),
@@ -129,7 +135,7 @@ class Settings:
     """The parameters one engine call uses, taken together (replaced as a whole on a change)."""
 
     defect_threshold: float
-    hard_threshold: float
+    hard: HardExampleFilter  # with a budget: stateful, afresh on each parameter change
     grid: tuple[int, int]
     queue_policy: str
     max_pending: int
@@ -137,7 +143,10 @@ class Settings:
 
     @classmethod
     def of(cls, node: "InspectionNode") -> "Settings":
-        return cls(node.param("defect_threshold"), node.param("hard_threshold"),
+        budget = node.param("escalation_budget")
+        hard = HardExampleFilter(node.param("hard_criterion"), node.param("hard_threshold"),
+                                 EscalationBudget(budget) if budget > 0 else None)
+        return cls(node.param("defect_threshold"), hard,
                    (node.param("grid_rows"), node.param("grid_cols")),
                    node.param("queue_policy"), node.param("max_pending"), node.param("mono16_bits"))
 
@@ -234,7 +243,7 @@ def result_msg(result, header, settings: Settings, roi: tuple[int, int, int, int
     msg.latency_ms = float(result.latency_ms)
     msg.accelerator_cycles = -1 if result.cycles is None else int(result.cycles)
     msg.confidence = float(result.confidence)
-    msg.hard = result.confidence < settings.hard_threshold
+    msg.hard = settings.hard.is_hard(result)
     msg.decided_by = "edge"
     if roi is not None:
         msg.roi = RegionOfInterest(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3])
@@ -322,6 +331,8 @@ class InspectionNode(LifecycleNode):
         """Why ``value`` cannot be set now (ranges and read-only are the descriptors' job)."""
         if name == "queue_policy" and value not in QUEUE_POLICIES:
             return f"must be one of {', '.join(QUEUE_POLICIES)}, got {value!r}"
+        if name == "hard_criterion" and value not in CRITERIA:
+            return f"must be one of {', '.join(CRITERIA)}, got {value!r}"
         if name in SET_WHILE_UNCONFIGURED and self.state_label != "unconfigured":
             return f"takes effect at configure and the node is {self.state_label}: deactivate and clean up first"
         if name in SET_WHILE_NOT_ACTIVE and self.state_label == "active":

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from edgefpga.fleet.mining import HardExampleFilter, confidence
+from edgefpga.fleet.mining import EscalationBudget, HardExampleFilter, confidence
 from edgefpga.runtime import Result
 from edgefpga.runtime.confidence import cross_entropy_confidence, margin_confidence
 
@@ -69,6 +69,32 @@ def test_filter_decides_hard_below_the_threshold():
         HardExampleFilter("entropy")
     with pytest.raises(ValueError, match="within"):
         HardExampleFilter(threshold=1.5)
+
+
+@pytest.mark.timeout(10)
+def test_a_budget_escalates_the_least_confident_share_and_never_more():
+    rng = np.random.default_rng(0)
+    stream = rng.beta(5, 1, 2000)  # confidences piled up near 1, a tail of unsure ones
+    budget = EscalationBudget(0.2, window=200)
+    admitted = np.array([budget.admit(c) for c in stream])
+    # the cap holds on every prefix, and the share comes near it
+    assert np.all(np.cumsum(admitted) <= 0.2 * np.arange(1, len(stream) + 1))
+    assert 0.17 <= admitted.mean() <= 0.2
+    # the admitted are the unsure ones: nearly all lie under the stream's 30 % quantile
+    assert np.mean(stream[admitted] <= np.quantile(stream, 0.3)) > 0.95
+    # a stream that turns unsure (a new lot, a dirty lens) still gets only the budget
+    shifted = EscalationBudget(0.1, window=100)
+    flags = [shifted.admit(c) for c in np.concatenate([stream[:500], stream[500:1000] * 0.3])]
+    assert sum(flags) <= 0.1 * 1000
+    # through the filter: under the threshold and within the budget; every result is ranked
+    capped = HardExampleFilter("cross_entropy", 0.5, EscalationBudget(0.5, window=4))
+    hard = [capped.is_hard(result_with(p)) for p in ([0.45, 0.55], [0.02, 0.98], [0.4, 0.6], [0.3, 0.7])]
+    assert hard == [False, False, True, False]  # 1st: over the cap (0.5 x 1 seen); 4th: over its 50 % rank
+    assert capped.budget.seen == 4
+    with pytest.raises(ValueError, match="escalation budget"):
+        EscalationBudget(0.0)
+    with pytest.raises(ValueError, match="window"):
+        EscalationBudget(0.2, window=0)
 
 
 @pytest.mark.timeout(60)

@@ -201,10 +201,11 @@ def test_a_parameter_storm_while_streaming_is_applied_atomically_or_refused_with
             change = [{"defect_threshold": float(rng.uniform(0.05, 0.95))},
                       {"grid_rows": int(rng.integers(1, 3)), "grid_cols": int(rng.integers(1, 3))},
                       {"queue_policy": ["latest", "all"][int(rng.integers(0, 2))]},
+                      {"hard_threshold": 1.0, "escalation_budget": float(rng.uniform(0.0, 0.5))},
                       {"defect_threshold": 1.5}, {"queue_policy": "fifo"}, {"model": "/elsewhere"},
-                      {"queue_depth": 5}, {"diagnostics_period": 9.0}][i % 8]
+                      {"queue_depth": 5}, {"diagnostics_period": 9.0}, {"hard_criterion": "entropy"}][i % 10]
             results = set_parameters(probe, change)
-            if i % 8 >= 3:
+            if i % 10 >= 4:
                 refused.append(results[0])
             else:
                 assert all(r.successful for r in results), (change, [r.reason for r in results])
@@ -216,9 +217,28 @@ def test_a_parameter_storm_while_streaming_is_applied_atomically_or_refused_with
     assert state == "active" and not stats.errors
     assert not any(r.successful for r in refused)
     reasons = " | ".join(r.reason for r in refused)
-    for text in ("fifo", "cannot open '/elsewhere'", "deactivate first", "read-only", "defect_threshold"):
+    for text in ("fifo", "cannot open '/elsewhere'", "deactivate first", "read-only", "defect_threshold", "entropy"):
         assert text in reasons, reasons
     assert probe.results and stats.images + stats.dropped["stale"] == 120
     # atomic: every verdict was made with the threshold it reports
     assert all(r.defective == (r.score >= r.defect_threshold) for r in probe.results)
     assert len({round(r.defect_threshold, 6) for r in probe.results}) > 5
+
+
+def test_an_escalation_budget_caps_the_share_of_hard_results(probe, cells):
+    """hard_threshold 1 and a 25 % budget: a quarter of the results at most are hard, the least
+    confident ones under the chosen criterion (the margin here)."""
+    running = RunningNode(hard_threshold=1.0, escalation_budget=0.25, hard_criterion="margin")
+    try:
+        probe.wait_matched()
+        for i in range(40):
+            probe.send(cells[i % len(cells)], sec=1 + i)
+            time.sleep(0.02)
+        assert spin_until(probe.node, lambda: len(probe.results) == 40, 60)
+    finally:
+        running.close()
+    results = sorted(probe.results, key=lambda r: r.header.stamp.sec)
+    hard = [r for r in results if r.hard]
+    assert 0 < len(hard) <= 10
+    margins = [abs(r.class_probabilities[1] - r.class_probabilities[0]) for r in results]
+    assert max(m for m, r in zip(margins, results) if r.hard) < np.quantile(margins, 0.6)

@@ -67,8 +67,9 @@ def bench_ros_soak() -> dict:
 
 
 def bench_collab() -> dict:
-    """Joint inference on the 654 ELPV test cells: edge vs cloud vs escalation at swept thresholds,
-    the chosen one through the Zenoh service on loopback; checks issue 15's targets (bench/collab.py)."""
+    """Joint inference on the 654 ELPV test cells: edge vs cloud vs escalation at swept thresholds and
+    under a 20 % escalation budget in 20 stream orders, the first through the Zenoh service on
+    loopback; checks issue 15's targets (bench/collab.py)."""
     from collab import bench_collab as run
 
     return run(RESULTS)

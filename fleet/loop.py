@@ -4,10 +4,11 @@
    converted, verified (RTL bit-exact on a sample) and registered as ``champion`` in an MLflow
    registry of the run's own (``<out>/registry``).
 2. *Each round*: the next part of the rest of the fit split streams through the champion as the
-   inspection node runs it: the Engine (``onnx`` backend: the float model, whose verdicts the
-   verified RTL matches up to the fixed point), ``HardExampleFilter`` (Sedna's cross-entropy
-   confidence under ``hard_threshold``), escalation of each hard cell to the cloud model through
-   ``CloudClient`` and ``CloudService`` on a real Zenoh session on loopback (bytes counted), and
+   inspection node runs it, at a camera's ``rate_hz``: the Engine (``onnx`` backend: the float
+   model, whose verdicts the verified RTL matches up to the fixed point), ``HardExampleFilter``
+   (Sedna's cross-entropy confidence under ``hard_threshold``), escalation of each hard cell, as
+   its frame arrives, to the cloud model through ``CloudClient`` and ``CloudService`` on a real
+   Zenoh session on loopback (bytes counted), and
    every hard cell into the ``SampleStore`` with both outputs. The operator's label is the ELPV
    expert label (``labels="operator"``) or none, leaving the cloud's (``labels="cloud"``).
    Then ``edgefpga retrain`` (fleet/retrain.py: fine-tune with replay, gates, convert, verify,
@@ -69,6 +70,7 @@ class LoopConfig:
     labels: str = "operator"
     cloud: str = field(default_factory=default_cloud)  # comma-separated: an ensemble
     deadline_s: float = 2.0
+    rate_hz: float = 30.0  # the camera: hard cells escalate as their frames arrive, not all at once
     verify_sample: int = 16
     calibration_images: int = 1024  # fewer miss the 99.5 % agreement bar on a low-margin model
     threads: int = 2
@@ -183,9 +185,12 @@ class Line:
         from edgefpga.fleet.store import CloudOutput, EdgeOutput
 
         client = CloudClient(self.session, self.cfg.deadline_s, classes=list(engine.classes), edge_model=version)
-        results = engine.infer(images)
+        results = engine.infer(images)  # the accelerator's verdicts: microseconds a frame, so taken at once
         hard = [i for i, r in enumerate(results) if self.filter.is_hard(r)]
-        futures = {i: client.submit(images[i], edge_scores=list(results[i].scores)) for i in hard}
+        futures, start = {}, time.perf_counter()
+        for i in hard:  # each hard cell leaves when its frame would have arrived at rate_hz
+            time.sleep(max(0.0, start + i / self.cfg.rate_hz - time.perf_counter()))
+            futures[i] = client.submit(images[i], edge_scores=list(results[i].scores))
         answered = 0
         for i, future in futures.items():
             answer = future.result()
@@ -371,15 +376,23 @@ def parse_args(argv: list[str] | None) -> LoopConfig:
                    "labels (the ELPV expert labels, default) or the cloud's answers")
     p.add_argument("--cloud", default=d.cloud, help="cloud model folder or zoo name; comma-separated: an ensemble "
                    f"(default {d.cloud})")
+    p.add_argument("--rate", type=float, default=d.rate_hz, help=f"frames per second the cells stream at; hard "
+                   f"ones escalate as their frame arrives (default {d.rate_hz:g})")
+    p.add_argument("--deadline", type=float, default=d.deadline_s, help=f"seconds the cloud has to answer "
+                   f"(default {d.deadline_s:g})")
     p.add_argument("--verify-sample", type=int, default=d.verify_sample, help="cells checked bit for bit in RTL per "
                    f"version (default {d.verify_sample})")
     p.add_argument("--threads", type=int, default=d.threads, help=f"CPU threads (default {d.threads})")
     p.add_argument("--progress", action="store_true", help="the pipeline's own progress output")
     a = p.parse_args(argv)
+    for name in ("rate", "deadline"):
+        if getattr(a, name) <= 0:
+            p.error(f"--{name} must be positive, got {getattr(a, name)}")
     return LoopConfig(out=a.out, results=a.results, fraction=a.fraction, rounds=a.rounds, stream=a.stream,
                       base_epochs=a.base_epochs, epochs=a.epochs, hard_threshold=a.hard_threshold,
                       escalate_share=a.escalate_share, labels=a.labels,
-                      cloud=a.cloud, verify_sample=a.verify_sample, threads=a.threads, progress=a.progress)
+                      cloud=a.cloud, rate_hz=a.rate, deadline_s=a.deadline, verify_sample=a.verify_sample,
+                      threads=a.threads, progress=a.progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -183,11 +183,10 @@ def test_cli_not_triggered_and_bad_input(tmp_path, tiny_base, cells, capsys, mon
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_passed_candidate_is_converted_verified_registered(tmp_path, tiny_base, cells, monkeypatch, capsys):
+def test_passed_candidate_is_converted_verified_registered(tmp_path, tiny_base, cells, capsys):
     """Cells the base gets wrong, labelled: the candidate learns them, passes both gates, converts,
     verifies bit-exact and is registered with its card, metrics, gates and verify.json; --promote
     makes it the champion, and the next round fine-tunes the champion from the registry."""
-    monkeypatch.setenv("EDGEFPGA_CACHE", str(tmp_path / "cache"))
     store = fill(tmp_path / "store", cells, lambda true, r: r.label != true)
     uri = f"sqlite:///{tmp_path}/r.db"
     code = main(["retrain", "--store", str(store), "--model", str(tiny_base), "--out", str(tmp_path / "cand"),

@@ -6,7 +6,8 @@
 2. *Each round*: the next part of the rest of the fit split streams through the champion as the
    inspection node runs it, at a camera's ``rate_hz``: the Engine (``onnx`` backend: the float
    model, whose verdicts the verified RTL matches up to the fixed point), ``HardExampleFilter``
-   (Sedna's cross-entropy confidence under ``hard_threshold``), escalation of each hard cell, as
+   (Sedna's cross-entropy confidence under ``hard_threshold``, at most ``escalation_budget`` of
+   the cells: fleet/mining.py ``EscalationBudget``), escalation of each hard cell, as
    its frame arrives, to the cloud model through ``CloudClient`` and ``CloudService`` on a real
    Zenoh session on loopback (bytes counted), and
    every hard cell into the ``SampleStore`` with both outputs. The operator's label is the ELPV
@@ -67,6 +68,7 @@ class LoopConfig:
     epochs: int = 8
     hard_threshold: float | None = None  # None: the start model's validation confidence quantile at escalate_share
     escalate_share: float = 0.2  # the share of validation cells the start model escalates (issue 15: <= 20 %)
+    escalation_budget: float = 0.2  # at most this share of a stream's cells escalate (fleet.mining; 0: no cap)
     labels: str = "operator"
     cloud: str = field(default_factory=default_cloud)  # comma-separated: an ensemble
     deadline_s: float = 2.0
@@ -206,14 +208,22 @@ class Line:
                 "bytes_sent": int(client.counts.get("bytes_sent", 0)), "cloud_answered": answered}
 
 
-def test_accuracies(engine, cloud_probs: np.ndarray, images: list, labels: np.ndarray, threshold: float) -> dict:
-    """Edge-only, cloud-only and joint (hard cells decided by the cloud) accuracy on the test cells."""
-    from edgefpga.fleet.mining import HardExampleFilter
+def hard_filter(cfg: LoopConfig):
+    """The line's hard-example filter, afresh for each stream (the node's is renewed when its model
+    is swapped): under the threshold, within the escalation budget."""
+    from edgefpga.fleet.mining import EscalationBudget, HardExampleFilter
 
-    hard_filter = HardExampleFilter("cross_entropy", threshold)
+    budget = EscalationBudget(cfg.escalation_budget) if cfg.escalation_budget > 0 else None
+    return HardExampleFilter("cross_entropy", cfg.hard_threshold, budget)
+
+
+def test_accuracies(engine, cloud_probs: np.ndarray, images: list, labels: np.ndarray, cfg: LoopConfig) -> dict:
+    """Edge-only, cloud-only and joint (hard cells decided by the cloud) accuracy on the test cells,
+    streamed in their fixed order through the line's filter."""
+    line_filter = hard_filter(cfg)
     results = engine.infer(images)
     edge = np.array([r.label_index for r in results])
-    hard = np.array([hard_filter.is_hard(r) for r in results])
+    hard = np.array([line_filter.is_hard(r) for r in results])
     cloud = cloud_probs.argmax(1)
     joint = np.where(hard, cloud, edge)
     return {"edge_accuracy": round(float(np.mean(edge == labels)), 4),
@@ -243,7 +253,6 @@ def open_champion(registry_uri: str):
 def run_loop(cfg: LoopConfig) -> dict:
     import shutil
 
-    from edgefpga.fleet.mining import HardExampleFilter
     from edgefpga.fleet.retrain import RetrainConfig, retrain
     from edgefpga.models import elpv
 
@@ -272,12 +281,14 @@ def run_loop(cfg: LoopConfig) -> dict:
             cfg.hard_threshold = validation_threshold(engine, cfg.escalate_share)
             say(f"hard threshold {cfg.hard_threshold:.4f}: the start model escalates {cfg.escalate_share:.0%} of the "
                 "validation cells")
-        line.filter = HardExampleFilter("cross_entropy", cfg.hard_threshold)
-        rounds.append(Round(0, version, **test_accuracies(engine, cloud_probs, test_images, test_labels,
-                                                           cfg.hard_threshold)))
+        if cfg.escalation_budget > 0:
+            say(f"escalation budget {cfg.escalation_budget:.0%}: at most that share of a stream's cells escalate, "
+                "the least confident")
+        rounds.append(Round(0, version, **test_accuracies(engine, cloud_probs, test_images, test_labels, cfg)))
         say(row_line(rounds[-1]))
         for r, part in enumerate(stream_order(cfg), start=1):
             mark = time.perf_counter()
+            line.filter = hard_filter(cfg)
             sent = line.stream(engine, version, list(data.images[part]), [names[k] for k in data.labels[part]])
             result = retrain(RetrainConfig(
                 store=cfg.out / "store", model=f"registry:{MODEL_NAME}@champion", out=cfg.out / f"round{r}",
@@ -286,8 +297,8 @@ def run_loop(cfg: LoopConfig) -> dict:
                 threads=cfg.threads, seed=cfg.seed + r, progress=cfg.progress), log=say)
             engine.close()
             engine, version = open_champion(registry_uri)  # the swap: the new champion, or the old one kept
-            rounds.append(Round(r, version, **test_accuracies(engine, cloud_probs, test_images, test_labels,
-                                                               cfg.hard_threshold), **sent,
+            rounds.append(Round(r, version, **test_accuracies(engine, cloud_probs, test_images, test_labels, cfg),
+                                **sent,
                                 retrain={"outcome": result.outcome, "reason": result.reason, "version": result.version,
                                          "gates": [asdict(g) for g in result.gates], "seconds": result.seconds},
                                 seconds=round(time.perf_counter() - mark, 1)))
@@ -372,6 +383,8 @@ def parse_args(argv: list[str] | None) -> LoopConfig:
                    "(default: where the start model escalates --escalate-share of the validation cells)")
     p.add_argument("--escalate-share", type=float, default=d.escalate_share, help="the start model's share of "
                    f"validation cells escalated, which sets the threshold (default {d.escalate_share})")
+    p.add_argument("--escalation-budget", type=float, default=d.escalation_budget, help="at most this share of a "
+                   f"stream's cells escalate, the least confident (default {d.escalation_budget}; 0: no cap)")
     p.add_argument("--labels", choices=["operator", "cloud"], default=d.labels, help="learn from the operator's "
                    "labels (the ELPV expert labels, default) or the cloud's answers")
     p.add_argument("--cloud", default=d.cloud, help="cloud model folder or zoo name; comma-separated: an ensemble "
@@ -388,9 +401,11 @@ def parse_args(argv: list[str] | None) -> LoopConfig:
     for name in ("rate", "deadline"):
         if getattr(a, name) <= 0:
             p.error(f"--{name} must be positive, got {getattr(a, name)}")
+    if not 0 <= a.escalation_budget <= 1:
+        p.error(f"--escalation-budget must be a share within [0, 1], got {a.escalation_budget}")
     return LoopConfig(out=a.out, results=a.results, fraction=a.fraction, rounds=a.rounds, stream=a.stream,
                       base_epochs=a.base_epochs, epochs=a.epochs, hard_threshold=a.hard_threshold,
-                      escalate_share=a.escalate_share, labels=a.labels,
+                      escalate_share=a.escalate_share, escalation_budget=a.escalation_budget, labels=a.labels,
                       cloud=a.cloud, rate_hz=a.rate, deadline_s=a.deadline, verify_sample=a.verify_sample,
                       threads=a.threads, progress=a.progress)
 

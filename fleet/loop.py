@@ -345,7 +345,9 @@ def plot(result: dict, path: Path) -> Path:
                               "tab:green"), ("joint_accuracy", "joint (hard cells to the cloud)", "tab:blue")):
         ax.plot(x, [100 * r[key] for r in rows], "o-", color=color, label=label)
     ax.set_ylabel("test accuracy, 654 ELPV cells (%)")
-    ax.set_title(f"The learning loop: {result['cloud_model']} as the cloud")
+    members = result["cloud_model"].split(",")
+    cloud = members[0] if len(members) == 1 else f"an ensemble of {len(members)} models"
+    ax.set_title(f"The learning loop: {cloud} as the cloud")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     streamed = rows[1:]

@@ -116,6 +116,14 @@ class TinyClip(nn.Module):
         return self.classifier(torch.flatten(self.pool(nn.functional.relu6(self.conv(x))), 1))
 
 
+class TinyRelu(TinyClip):
+    """TinyClip with a plain ReLU, which hls4ml reads: the smallest build that compiles an
+    emulator (for tests about a build folder's emulator rather than about a model)."""
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
 FEATURE_NETS = {
     "convs": (Convs, (1, 24, 40)),
     "vgg_rgb": (VggRgb, (3, 32, 32)),
@@ -124,7 +132,7 @@ FEATURE_NETS = {
 }
 
 
-OTHER_NETS = {"tiny_clip": (TinyClip, (1, 16, 16))}
+OTHER_NETS = {"tiny_clip": (TinyClip, (1, 16, 16)), "tiny_relu": (TinyRelu, (1, 16, 16))}
 
 
 def export_feature_net(name: str, images: np.ndarray, path: Path, seed: int = 0) -> Path:

@@ -135,22 +135,30 @@ def test_verify_without_rtl_asks_for_emulator_only(foreign_build, tmp_path):
     assert run.returncode == 2 and "--emulator-only" in run.stderr
 
 
-def test_a_moved_build_folder_gets_its_own_emulator(foreign_build, foreign_dir, tmp_path):
+def test_a_moved_build_folder_gets_its_own_emulator(elpv_data, tmp_path):
     """hls4ml's C simulation reads its weights from the folder it was compiled in: a build folder
     copied elsewhere (and the original removed) must build its own library, not load one that
-    reads the removed folder's weights (the process would exit inside the C++)."""
+    reads the removed folder's weights (the process would exit inside the C++). On the smallest
+    build with an emulator (torch_nets.TinyRelu): the property is the folder's, not the model's."""
     import shutil
 
-    from edgefpga.hw.hls import Emulator
-    from edgefpga.hw.images import load_image_set
-    from edgefpga.models.card import InputSpec
+    from torch_nets import export_feature_net
 
-    report = json.loads((foreign_build / "report.json").read_text())
-    shape = report["model"]["input"]["shape"]
-    pixels = load_image_set(str(foreign_dir / "test.npz"), InputSpec.from_dict(report["model"]["input"], "report"),
-                            CLASSES).take(3).pixels
+    from edgefpga.hw.hls import Emulator
+    from edgefpga.models.card import InputSpec
+    from edgefpga.models.preprocess import normalize, resize_batch
+
+    cells = elpv_data.images[np.random.default_rng(0).choice(len(elpv_data.images), 64, replace=False)]
+    np.savez(tmp_path / "calib.npz", images=cells)
+    spec = InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25)
+    pixels = resize_batch(cells[:3], spec)
+    path = export_feature_net("tiny_relu", normalize(resize_batch(cells, spec), spec), tmp_path / "tiny.onnx")
     first = tmp_path / "first"
-    shutil.copytree(foreign_build, first, ignore=shutil.ignore_patterns("sim", "yosys"))
+    report = convert(str(path), first, ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64,
+                                                     emulator_images=8, progress=False, scale=1 / 255, mean=0.5,
+                                                     std=0.25), log=lambda _m: None)
+    assert report["hls"]["project"] == "hls"  # an emulator was compiled in first/hls
+    shape = report["model"]["input"]["shape"]
     expected = Emulator.load(first / "hls", shape).predict(pixels, workers=1)
     moved = tmp_path / "moved"
     shutil.copytree(first, moved)

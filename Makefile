@@ -40,17 +40,20 @@ demo-collab: $(STAMP)
 # build is made once (tests/conftest.py: xdist groups)
 XDIST := -n 2 --dist loadgroup
 
-# The federation tests (a SuperLink and three SuperNodes over TLS, a site dropped) wait more than
-# they compute: Flower notices a dead site after two missed 30 s heartbeats. They run in a pytest of
-# their own beside the workers, instead of holding one worker idle for two minutes; their output
-# follows the rest, and either run failing fails the target.
-FEDERATION_TESTS := tests/fleet/test_federated.py
+# Tests that wait more than they compute run in a pytest of their own beside the two workers,
+# instead of holding a worker idle: the federation (a SuperLink and three SuperNodes over TLS, a
+# site dropped: Flower notices a dead site after two missed 30 s heartbeats) and the ROS 2 node
+# tests (real time over DDS: the 30 Hz soak, hot swap, escalation deadlines), less the two that
+# convert or train (own data) or share the ELPV build (the demo). Their output follows the rest;
+# either run failing fails the target.
+BESIDE_TESTS := tests/fleet/test_federated.py \
+	$(filter-out tests/ros_nodes/test_own_data.py tests/ros_nodes/test_demo.py,$(wildcard tests/ros_nodes/test_*.py))
 
 test: $(STAMP)
-	@log=$$(mktemp); $(PYTEST) $(FEDERATION_TESTS) >$$log 2>&1 & fed=$$!; trap 'kill $$fed 2>/dev/null' INT TERM; \
-	$(PYTEST) $(XDIST) --ignore=$(FEDERATION_TESTS) tests; rest=$$?; \
-	wait $$fed; federation=$$?; echo "== $(FEDERATION_TESTS), run beside the rest:"; cat $$log; rm -f $$log; \
-	[ $$rest -eq 0 ] && [ $$federation -eq 0 ]
+	@log=$$(mktemp); $(PYTEST) $(BESIDE_TESTS) >$$log 2>&1 & beside=$$!; trap 'kill $$beside 2>/dev/null' INT TERM; \
+	$(PYTEST) $(XDIST) $(addprefix --ignore=,$(BESIDE_TESTS)) tests; rest=$$?; \
+	wait $$beside; waiting=$$?; echo "== run beside the rest: $(BESIDE_TESTS)"; cat $$log; rm -f $$log; \
+	[ $$rest -eq 0 ] && [ $$waiting -eq 0 ]
 
 test-fast: $(STAMP)
 	$(PYTEST) $(XDIST) -m "not slow" tests

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import VERIFY_SAMPLE, convert_foreign
+from conftest import VERIFY_SAMPLE
 from foreign_cnn import CLASSES
 from onnx import TensorProto, helper
 from test_onnx_check import conv_net
@@ -65,11 +65,28 @@ def test_foreign_cnn_meets_the_same_bar(foreign_verify, foreign_build):
     assert report["output_activation"] == "softmax"
 
 
-def test_vitis_board_project(foreign_dir, tmp_path):
-    report = convert_foreign(foreign_dir, tmp_path / "kv260", board="kv260", calibration_images=200,
-                             emulator_images=20)
+def convert_tiny_relu(elpv_data, folder, **overrides) -> dict:
+    """The smallest build with an emulator (torch_nets.TinyRelu, gray 16x16, calibrated on 64 ELPV
+    cells): for tests about a build folder or a board rather than about a model."""
+    from torch_nets import export_feature_net
+
+    from edgefpga.models.card import InputSpec
+    from edgefpga.models.preprocess import normalize, resize_batch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = elpv_data.images[np.random.default_rng(0).choice(len(elpv_data.images), 64, replace=False)]
+    np.savez(folder / "calib.npz", images=cells)
+    spec = InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25)
+    path = export_feature_net("tiny_relu", normalize(resize_batch(cells, spec), spec), folder / "tiny.onnx")
+    cfg = ConvertConfig(calibration=str(folder / "calib.npz"), calibration_images=64, emulator_images=8,
+                        progress=False, scale=1 / 255, mean=0.5, std=0.25, **overrides)
+    return convert(str(path), folder / "build", cfg, log=lambda _m: None)
+
+
+def test_vitis_board_project(elpv_data, tmp_path):
+    report = convert_tiny_relu(elpv_data, tmp_path, board="kv260")
     assert report["hls"]["backend"] == "Vitis"
-    assert "xck26-sfvc784-2LV-c" in (tmp_path / "kv260" / "hls" / "hls4ml_config.yml").read_text()
+    assert "xck26-sfvc784-2LV-c" in (tmp_path / "build" / "hls" / "hls4ml_config.yml").read_text()
 
 
 def bad_models(tmp_path):
@@ -139,26 +156,18 @@ def test_a_moved_build_folder_gets_its_own_emulator(elpv_data, tmp_path):
     """hls4ml's C simulation reads its weights from the folder it was compiled in: a build folder
     copied elsewhere (and the original removed) must build its own library, not load one that
     reads the removed folder's weights (the process would exit inside the C++). On the smallest
-    build with an emulator (torch_nets.TinyRelu): the property is the folder's, not the model's."""
+    build with an emulator: the property is the folder's, not the model's."""
     import shutil
-
-    from torch_nets import export_feature_net
 
     from edgefpga.hw.hls import Emulator
     from edgefpga.models.card import InputSpec
-    from edgefpga.models.preprocess import normalize, resize_batch
+    from edgefpga.models.preprocess import resize_batch
 
-    cells = elpv_data.images[np.random.default_rng(0).choice(len(elpv_data.images), 64, replace=False)]
-    np.savez(tmp_path / "calib.npz", images=cells)
-    spec = InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25)
-    pixels = resize_batch(cells[:3], spec)
-    path = export_feature_net("tiny_relu", normalize(resize_batch(cells, spec), spec), tmp_path / "tiny.onnx")
-    first = tmp_path / "first"
-    report = convert(str(path), first, ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64,
-                                                     emulator_images=8, progress=False, scale=1 / 255, mean=0.5,
-                                                     std=0.25), log=lambda _m: None)
-    assert report["hls"]["project"] == "hls"  # an emulator was compiled in first/hls
-    shape = report["model"]["input"]["shape"]
+    report = convert_tiny_relu(elpv_data, tmp_path / "work")
+    assert report["hls"]["project"] == "hls"  # an emulator was compiled in the build's hls/
+    first, shape = tmp_path / "work" / "build", report["model"]["input"]["shape"]
+    pixels = resize_batch(np.load(tmp_path / "work" / "calib.npz")["images"][:3],
+                          InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25))
     expected = Emulator.load(first / "hls", shape).predict(pixels, workers=1)
     moved = tmp_path / "moved"
     shutil.copytree(first, moved)

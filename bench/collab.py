@@ -158,7 +158,6 @@ def run_over_zenoh(images, edge_pred, edge_scores, hard: np.ndarray, classes) ->
 
 
 
-
 def plot(curve: list[dict], edge_acc: float, cloud_acc: float, orders: list[dict], validation_tuned: dict,
          path: Path) -> Path:
     import matplotlib

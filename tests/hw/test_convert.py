@@ -65,6 +65,9 @@ def test_foreign_cnn_meets_the_same_bar(foreign_verify, foreign_build):
     assert report["output_activation"] == "softmax"
 
 
+TINY_SPEC = dict(channels=1, height=16, width=16, color="gray", resize="area", scale=1 / 255, mean=0.5, std=0.25)
+
+
 def convert_tiny_relu(elpv_data, folder, **overrides) -> dict:
     """The smallest build with an emulator (torch_nets.TinyRelu, gray 16x16, calibrated on 64 ELPV
     cells): for tests about a build folder or a board rather than about a model."""
@@ -76,10 +79,10 @@ def convert_tiny_relu(elpv_data, folder, **overrides) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     cells = elpv_data.images[np.random.default_rng(0).choice(len(elpv_data.images), 64, replace=False)]
     np.savez(folder / "calib.npz", images=cells)
-    spec = InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25)
+    spec = InputSpec(**TINY_SPEC)
     path = export_feature_net("tiny_relu", normalize(resize_batch(cells, spec), spec), folder / "tiny.onnx")
     cfg = ConvertConfig(calibration=str(folder / "calib.npz"), calibration_images=64, emulator_images=8,
-                        progress=False, scale=1 / 255, mean=0.5, std=0.25, **overrides)
+                        progress=False, scale=spec.scale, mean=spec.mean, std=spec.std, **overrides)
     return convert(str(path), folder / "build", cfg, log=lambda _m: None)
 
 
@@ -166,8 +169,7 @@ def test_a_moved_build_folder_gets_its_own_emulator(elpv_data, tmp_path):
     report = convert_tiny_relu(elpv_data, tmp_path / "work")
     assert report["hls"]["project"] == "hls"  # an emulator was compiled in the build's hls/
     first, shape = tmp_path / "work" / "build", report["model"]["input"]["shape"]
-    pixels = resize_batch(np.load(tmp_path / "work" / "calib.npz")["images"][:3],
-                          InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25))
+    pixels = resize_batch(np.load(tmp_path / "work" / "calib.npz")["images"][:3], InputSpec(**TINY_SPEC))
     expected = Emulator.load(first / "hls", shape).predict(pixels, workers=1)
     moved = tmp_path / "moved"
     shutil.copytree(first, moved)

@@ -82,12 +82,12 @@ def feed(probe: Probe, node: subprocess.Popen, cells: list, rate_hz: float, seco
          progress: bool) -> dict:
     """Publish at ``rate_hz`` for ``seconds``; the node's RSS after the warm-up and at the end."""
     from sensor_msgs.msg import Image
-    from tqdm import tqdm
+    from edgefpga.progress import progress_bar
 
     from edgefpga.ros_nodes.images import array_to_image
 
     total, start, warm_rss = int(rate_hz * seconds), time.monotonic(), None
-    for i in tqdm(range(total), unit="img", desc="soak", disable=not progress, mininterval=5):
+    for i in progress_bar(range(total), progress=progress, unit="img", desc="soak", mininterval=5):
         msg = array_to_image(cells[i % len(cells)], Image())
         msg.header.stamp.sec = i + 1
         probe.pub.publish(msg)

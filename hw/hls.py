@@ -263,11 +263,11 @@ class Emulator:
         return self.predict_here(pixels, progress)
 
     def predict_here(self, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
-        from tqdm import tqdm
+        from edgefpga.progress import progress_bar
 
         nhwc = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1), dtype=np.float32)
         rows = [np.asarray(self.hls_model.predict(np.ascontiguousarray(nhwc[i:i + 1]))).reshape(-1)
-                for i in tqdm(range(len(nhwc)), desc="emulator", unit="img", disable=not progress)]
+                for i in progress_bar(range(len(nhwc)), progress=progress, desc="emulator", unit="img")]
         return np.stack(rows)
 
     def predict_parallel(self, pixels: np.ndarray, workers: int, progress: bool) -> np.ndarray:

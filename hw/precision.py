@@ -20,7 +20,7 @@ import onnx
 import onnx.utils
 from onnx import helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
-from tqdm import tqdm
+from edgefpga.progress import progress_bar
 
 from edgefpga.models.detect import stream_order
 
@@ -555,7 +555,7 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
                              f"the {criterion.target:.2%} the search needs: use more calibration images, lower "
                              "--agreement, or see docs/convert.md")
     searchable = [k for k in knobs if k.name not in overrides]
-    for knob in tqdm(searchable, desc="precision search", unit="layer", disable=not progress):
+    for knob in progress_bar(searchable, progress=progress, desc="precision search", unit="layer"):
         low, high = knob.bits[0], widths[knob.name]
         if low < high:
             narrowest = resolve(model, knobs, {**widths, knob.name: low}, ranges, overrides)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 from qonnx.core.modelwrapper import ModelWrapper
-from tqdm import tqdm
+from edgefpga.progress import progress_bar
 
 from .graph import onnx_session
 
@@ -53,7 +53,7 @@ def activation_tensors(model: ModelWrapper) -> list[str]:
 def run_batches(session, pixels: np.ndarray, batch: int = 64, progress: bool = False, desc: str = "profile"):
     """Yield the session's outputs batch by batch for (N, C, H, W) float pixels."""
     name = session.get_inputs()[0].name
-    for start in tqdm(range(0, len(pixels), batch), desc=desc, unit="batch", disable=not progress):
+    for start in progress_bar(range(0, len(pixels), batch), progress=progress, desc=desc, unit="batch"):
         yield session.run(None, {name: pixels[start:start + batch]})
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from edgefpga.progress import progress_bar
 
 from .card import ModelCard, ModelCardError, load_card
 from .datasets import TrainingData, data_of_card
@@ -41,7 +41,7 @@ def predict_scores(card: ModelCard, images: np.ndarray, progress: bool = False) 
     session = onnx_session(card)
     name = session.get_inputs()[0].name
     scores = [session.run(None, {name: preprocess(img, card.input, f"image {i}")})[0][0]
-              for i, img in enumerate(tqdm(images, desc="onnxruntime", unit="img", disable=not progress))]
+              for i, img in enumerate(progress_bar(images, progress=progress, desc="onnxruntime", unit="img"))]
     return np.asarray(scores)
 
 

@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from . import elpv
 from .arch import ArchConfig
@@ -197,7 +196,9 @@ def ema_decay(configured: float, total_steps: int) -> float:
 def epoch_bar(epochs: int, progress: bool):
     """A tqdm bar on a terminal; elsewhere (a log file, CI) the plain epochs, and ``log_epoch``
     prints one line each instead of carriage-return updates."""
-    return tqdm(range(epochs), desc="train", unit="epoch", disable=not (progress and sys.stderr.isatty()))
+    from edgefpga.progress import progress_bar
+
+    return progress_bar(range(epochs), progress=progress and sys.stderr.isatty(), desc="train", unit="epoch")
 
 
 def log_epoch(bar, progress: bool, row: dict, best_epoch: int, epochs: int) -> None:

@@ -62,7 +62,7 @@ def count_rows(path: Path) -> int:
 
 def run_nodes(cfg: DemoConfig, expected: int) -> dict:
     """Start the three nodes, follow the recorder's CSV, stop them; return the recorder's summary."""
-    from tqdm import tqdm
+    from edgefpga.progress import progress_bar
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     results, labels, logs = cfg.out / "results.csv", cfg.out / "labels.csv", cfg.out / "logs"
@@ -86,7 +86,7 @@ def run_nodes(cfg: DemoConfig, expected: int) -> dict:
                                                    "labels_csv": labels.resolve()}),
             env=env, stdout=open(logs / "source.log", "w"), stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + cfg.timeout_s
-        with tqdm(total=expected, unit="img", desc=f"inspection ({cfg.backend})") as bar:
+        with progress_bar(total=expected, unit="img", desc=f"inspection ({cfg.backend})") as bar:
             while procs["recorder"].poll() is None and time.monotonic() < deadline:
                 bar.update(count_rows(results) - bar.n)
                 time.sleep(0.5)

@@ -68,7 +68,7 @@ def summary_lines(results: list, labels, classes: list[str]) -> list[str]:
 def cmd_infer(args: argparse.Namespace) -> int:
     import csv
 
-    from tqdm import tqdm
+    from edgefpga.progress import progress_bar
 
     import edgefpga.runtime as rt
     from edgefpga.runtime.inputs import collect_inputs
@@ -77,7 +77,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         print(f"model {engine.describe()}", file=sys.stderr)
         inputs = collect_inputs(args.images, engine.classes)
         stream = engine.stream(inputs.images, batch_size=args.batch)
-        results = list(tqdm(stream, total=len(inputs), unit="img", desc=engine.backend_name, disable=args.quiet))
+        results = list(progress_bar(stream, progress=not args.quiet, total=len(inputs), unit="img", desc=engine.backend_name))
     for r, name in zip(results, inputs.names):
         r.source = name
     if args.json:

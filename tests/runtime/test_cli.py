@@ -29,3 +29,13 @@ def test_missing_model_folder_exits_2_naming_it(tmp_path):
     assert result.returncode == 2
     assert "no_such_model: model folder does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_progress_in_a_log_is_whole_lines():
+    """Off a terminal (a pipe here, a log file or CI for a user) the evaluation's progress comes as
+    plain lines, not tqdm's carriage-return redraws piled into one line."""
+    result = run("eval", "elpv_defect")
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr
+    bar_lines = [line for line in result.stderr.splitlines() if line.startswith("onnxruntime:")]
+    assert bar_lines and "654/654" in bar_lines[-1], result.stderr

@@ -23,6 +23,8 @@ the edge model alone and the cloud model alone.
   accuracy on the validation part of the training split with at most 20 % of it escalated: on
   ELPV's 295 validation cells the cloud helps nowhere under 20 %, so it escalates nothing), and
   Sedna's default threshold 0.5.
+- Where the errors are: edge, cloud and joint (first order) errors by ELPV's expert defect
+  probability (0, 1/3, 2/3, 1): the cells a better cloud model could win, and the ambiguous ones.
 - For the first order the joint path runs again through the real service: ``CloudService`` on a
   Zenoh session listening on loopback, ``CloudClient`` on another connected to it, one
   ``ask`` per hard cell as the line would (PNG bytes sent counted, round-trip latency), and a burst of
@@ -92,12 +94,18 @@ def budget_run(confidence: np.ndarray, seed: int) -> np.ndarray:
 
 
 def budget_orders(labels, edge_pred, confidence, cloud_pred) -> list[dict]:
-    """Accuracy and share escalated of each stream order under the budget."""
+    """Accuracy and share escalated of each stream order under the budget, and what the cloud did
+    with the escalated cells: edge errors it fixed, edge successes it broke, edge errors it missed
+    (the gain is fixed - broken; a perfect cloud would fix every edge error escalated)."""
     rows = []
+    edge_wrong, cloud_wrong = edge_pred != labels, cloud_pred != labels
     for seed in range(ORDERS):
         hard = budget_run(confidence, seed)
         rows.append({"order_seed": seed, "escalated_share": round(float(hard.mean()), 4),
-                     "accuracy": round(float(np.mean(np.where(hard, cloud_pred, edge_pred) == labels)), 4)})
+                     "accuracy": round(float(np.mean(np.where(hard, cloud_pred, edge_pred) == labels)), 4),
+                     "edge_errors_escalated": int(np.sum(hard & edge_wrong)),
+                     "fixed_by_cloud": int(np.sum(hard & edge_wrong & ~cloud_wrong)),
+                     "broken_by_cloud": int(np.sum(hard & ~edge_wrong & cloud_wrong))})
     return rows
 
 
@@ -196,9 +204,23 @@ def parts_of(data, subsets=("val", "test")) -> dict:
         idx = elpv.subset(subset)
         images = list(data.images[idx])
         edge_pred, confidence, edge_scores = edge_outputs(images)
-        parts[subset] = {"images": images, "labels": data.labels[idx], "edge": edge_pred, "conf": confidence,
-                         "scores": edge_scores, "cloud": cloud_probabilities(images).argmax(1)}
+        parts[subset] = {"images": images, "labels": data.labels[idx], "proba": data.proba[idx], "edge": edge_pred,
+                         "conf": confidence, "scores": edge_scores, "cloud": cloud_probabilities(images).argmax(1)}
     return parts
+
+
+def errors_by_expert_probability(part: dict, hard: np.ndarray) -> list[dict]:
+    """Errors of the edge, the cloud and the joint system (``hard`` cells to the cloud) by ELPV's
+    expert defect probability (0, 1/3, 2/3, 1; the label is p >= 0.5): where a better cloud model
+    has cells to win, and which cells are ambiguous to every model."""
+    joint_pred = np.where(hard, part["cloud"], part["edge"])
+    rows = []
+    for p in np.unique(np.round(part["proba"], 2)):
+        cells = np.round(part["proba"], 2) == p
+        rows.append({"expert_probability": float(p), "cells": int(cells.sum())} | {
+            f"{who}_errors": int(np.sum(pred[cells] != part["labels"][cells]))
+            for who, pred in (("edge", part["edge"]), ("cloud", part["cloud"]), ("joint", joint_pred))})
+    return rows
 
 
 def operating_point(orders: list[dict], edge_acc: float, cloud_acc: float) -> dict:
@@ -208,6 +230,8 @@ def operating_point(orders: list[dict], edge_acc: float, cloud_acc: float) -> di
             "orders": orders, "mean_accuracy": round(mean_acc, 4),
             "accuracy_range": [min(r["accuracy"] for r in orders), max(r["accuracy"] for r in orders)],
             "mean_escalated_share": round(float(np.mean([r["escalated_share"] for r in orders])), 4),
+            **{f"mean_{key}": round(float(np.mean([r[key] for r in orders])), 2)
+               for key in ("edge_errors_escalated", "fixed_by_cloud", "broken_by_cloud")},
             "gain_over_edge_points": round(100 * (mean_acc - edge_acc), 2),
             "gap_to_cloud_points": round(100 * (cloud_acc - mean_acc), 2)}
 
@@ -229,7 +253,8 @@ def bench_collab(results_dir: Path) -> dict:
     tuned = sweep(t["labels"], t["edge"], t["conf"], t["cloud"],
                   [choose_threshold(v["labels"], v["edge"], v["conf"], v["cloud"])])[0]
     best_at_20 = max((r for r in curve if r["escalated_share"] <= MAX_SHARE), key=lambda r: r["accuracy"])
-    live = run_over_zenoh(t["images"], t["edge"], t["scores"], budget_run(t["conf"], seed=0), classes)
+    first_order = budget_run(t["conf"], seed=0)
+    live = run_over_zenoh(t["images"], t["edge"], t["scores"], first_order, classes)
     zenoh_acc = float(np.mean(live.pop("predictions") == t["labels"]))
     checks = {
         "escalated_at_most_20pct": all(r["escalated_share"] <= MAX_SHARE for r in orders),
@@ -255,6 +280,7 @@ def bench_collab(results_dir: Path) -> dict:
         "sedna_default_threshold_0.5": sweep(t["labels"], t["edge"], t["conf"], t["cloud"], [0.5])[0],
         "best_on_test_at_most_20pct (hindsight, not the operating point)": best_at_20,
         "curve": curve,
+        "errors_by_expert_probability (joint: order 0)": errors_by_expert_probability(t, first_order),
         "zenoh_loopback": live | {"accuracy": round(zenoh_acc, 4), "order_seed": 0,
                                   "escalated_share": orders[0]["escalated_share"]},
         "checks": checks,

@@ -214,9 +214,9 @@ def errors_by_expert_probability(part: dict, hard: np.ndarray) -> list[dict]:
     expert defect probability (0, 1/3, 2/3, 1; the label is p >= 0.5): where a better cloud model
     has cells to win, and which cells are ambiguous to every model."""
     joint_pred = np.where(hard, part["cloud"], part["edge"])
-    rows = []
-    for p in np.unique(np.round(part["proba"], 2)):
-        cells = np.round(part["proba"], 2) == p
+    rows, proba = [], np.round(part["proba"], 2)
+    for p in np.unique(proba):
+        cells = proba == p
         rows.append({"expert_probability": float(p), "cells": int(cells.sum())} | {
             f"{who}_errors": int(np.sum(pred[cells] != part["labels"][cells]))
             for who, pred in (("edge", part["edge"]), ("cloud", part["cloud"]), ("joint", joint_pred))})

@@ -92,26 +92,37 @@ def foreign_build(tmp_path_factory, foreign_dir) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_build(tmp_path_factory, elpv_data) -> Path:
-    """A whole generated network in seconds (torch_nets.TinyClip, gray 16x16, exported by
-    torch.onnx.export, calibrated on 64 ELPV cells; its Clip leaves hls4ml out, so no emulator is
-    compiled): for tests about a build as a whole that need no particular model (Yosys, the
-    runtime install), so they need not wait for the ELPV build."""
+# The tiny builds' input: gray 16x16 ELPV cells, the card's normalization
+TINY_SPEC = dict(channels=1, height=16, width=16, color="gray", resize="area", scale=1 / 255, mean=0.5, std=0.25)
+
+
+def convert_tiny(elpv_data, folder: Path, net: str = "tiny_clip", **overrides) -> dict:
+    """A whole generated network in seconds: ``torch_nets`` ``net`` (gray 16x16, exported by
+    torch.onnx.export, calibrated on 64 ELPV cells) converted into ``folder/build``, with
+    ``folder/calib.npz`` beside it. ``tiny_clip``'s Clip leaves hls4ml out (no emulator compiled);
+    ``tiny_relu`` is the smallest build with an emulator."""
     from torch_nets import export_feature_net
 
     from edgefpga.hw.convert import ConvertConfig, convert
     from edgefpga.models.card import InputSpec
     from edgefpga.models.preprocess import normalize, resize_batch
 
-    folder = tmp_path_factory.mktemp("tiny")
+    folder.mkdir(parents=True, exist_ok=True)
     cells = elpv_data.images[np.random.default_rng(0).choice(len(elpv_data.images), 64, replace=False)]
     np.savez(folder / "calib.npz", images=cells)
-    spec = InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25)
-    path = export_feature_net("tiny_clip", normalize(resize_batch(cells, spec), spec), folder / "tiny.onnx")
+    spec = InputSpec(**TINY_SPEC)
+    path = export_feature_net(net, normalize(resize_batch(cells, spec), spec), folder / "tiny.onnx")
     cfg = ConvertConfig(calibration=str(folder / "calib.npz"), calibration_images=64, emulator_images=8,
-                        progress=False, scale=1 / 255, mean=0.5, std=0.25)
-    convert(str(path), folder / "build", cfg, log=lambda _m: None)
+                        progress=False, scale=spec.scale, mean=spec.mean, std=spec.std, **overrides)
+    return convert(str(path), folder / "build", cfg, log=lambda _m: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory, elpv_data) -> Path:
+    """The tiny Clip net's build: for tests about a build as a whole that need no particular model
+    (Yosys, the runtime install), so they need not wait for the ELPV build."""
+    folder = tmp_path_factory.mktemp("tiny")
+    convert_tiny(elpv_data, folder)
     return folder / "build"
 
 

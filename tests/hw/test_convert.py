@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import VERIFY_SAMPLE
+from conftest import TINY_SPEC, VERIFY_SAMPLE, convert_tiny
 from foreign_cnn import CLASSES
 from onnx import TensorProto, helper
 from test_onnx_check import conv_net
@@ -65,29 +65,8 @@ def test_foreign_cnn_meets_the_same_bar(foreign_verify, foreign_build):
     assert report["output_activation"] == "softmax"
 
 
-TINY_SPEC = dict(channels=1, height=16, width=16, color="gray", resize="area", scale=1 / 255, mean=0.5, std=0.25)
-
-
-def convert_tiny_relu(elpv_data, folder, **overrides) -> dict:
-    """The smallest build with an emulator (torch_nets.TinyRelu, gray 16x16, calibrated on 64 ELPV
-    cells): for tests about a build folder or a board rather than about a model."""
-    from torch_nets import export_feature_net
-
-    from edgefpga.models.card import InputSpec
-    from edgefpga.models.preprocess import normalize, resize_batch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    cells = elpv_data.images[np.random.default_rng(0).choice(len(elpv_data.images), 64, replace=False)]
-    np.savez(folder / "calib.npz", images=cells)
-    spec = InputSpec(**TINY_SPEC)
-    path = export_feature_net("tiny_relu", normalize(resize_batch(cells, spec), spec), folder / "tiny.onnx")
-    cfg = ConvertConfig(calibration=str(folder / "calib.npz"), calibration_images=64, emulator_images=8,
-                        progress=False, scale=spec.scale, mean=spec.mean, std=spec.std, **overrides)
-    return convert(str(path), folder / "build", cfg, log=lambda _m: None)
-
-
 def test_vitis_board_project(elpv_data, tmp_path):
-    report = convert_tiny_relu(elpv_data, tmp_path, board="kv260")
+    report = convert_tiny(elpv_data, tmp_path, "tiny_relu", board="kv260")
     assert report["hls"]["backend"] == "Vitis"
     assert "xck26-sfvc784-2LV-c" in (tmp_path / "build" / "hls" / "hls4ml_config.yml").read_text()
 
@@ -166,7 +145,7 @@ def test_a_moved_build_folder_gets_its_own_emulator(elpv_data, tmp_path):
     from edgefpga.models.card import InputSpec
     from edgefpga.models.preprocess import resize_batch
 
-    report = convert_tiny_relu(elpv_data, tmp_path / "work")
+    report = convert_tiny(elpv_data, tmp_path / "work", "tiny_relu")
     assert report["hls"]["project"] == "hls"  # an emulator was compiled in the build's hls/
     first, shape = tmp_path / "work" / "build", report["model"]["input"]["shape"]
     pixels = resize_batch(np.load(tmp_path / "work" / "calib.npz")["images"][:3], InputSpec(**TINY_SPEC))

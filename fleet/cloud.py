@@ -52,7 +52,8 @@ from edgefpga.models.preprocess import ImageError, preprocess
 # before the runs' test results existed: docs/fleet.md). One would do (``--model elpv_cloud``);
 # several, each at its own size, teacher, length or seed, err on fewer of the cells the edge is
 # unsure of.
-DEFAULT_MODELS = ("elpv_cloud", "elpv_cloud_160", "elpv_cloud_160_distilled", "elpv_cloud_160_e20", "elpv_cloud_s1")
+DEFAULT_MODELS = ("elpv_cloud", "elpv_cloud_160", "elpv_cloud_160_distilled", "elpv_cloud_160_e20", "elpv_cloud_s1",
+                  "elpv_cloud_300")
 DEFAULT_PREFIX = "edgefpga/cloud"
 DEFAULT_ENDPOINT = "tcp/0.0.0.0:7447"
 

@@ -135,17 +135,23 @@ class Settings:
     """The parameters one engine call uses, taken together (replaced as a whole on a change)."""
 
     defect_threshold: float
-    hard: HardExampleFilter  # with a budget: stateful, afresh on each parameter change
+    hard: HardExampleFilter  # with a budget: stateful, kept while its own parameters stay (of)
     grid: tuple[int, int]
     queue_policy: str
     max_pending: int
     mono16_bits: int
 
     @classmethod
-    def of(cls, node: "InspectionNode") -> "Settings":
-        budget = node.param("escalation_budget")
-        hard = HardExampleFilter(node.param("hard_criterion"), node.param("hard_threshold"),
-                                 EscalationBudget(budget) if budget > 0 else None)
+    def of(cls, node: "InspectionNode", previous: "Settings | None" = None) -> "Settings":
+        """The node's parameters now. The hard-example filter of ``previous`` is kept when its own
+        parameters did not change: its budget's window is the line's recent confidences, and a
+        new one would start from an empty window (capping from scratch) at every unrelated change,
+        a defect threshold tuned from rqt, say."""
+        criterion, threshold, budget = (node.param(k) for k in ("hard_criterion", "hard_threshold", "escalation_budget"))
+        hard = previous.hard if previous is not None else None
+        if hard is None or (hard.criterion, hard.threshold, hard.budget.share if hard.budget else 0.0) != (
+                criterion, threshold, budget):
+            hard = HardExampleFilter(criterion, threshold, EscalationBudget(budget) if budget > 0 else None)
         return cls(node.param("defect_threshold"), hard,
                    (node.param("grid_rows"), node.param("grid_cols")),
                    node.param("queue_policy"), node.param("max_pending"), node.param("mono16_bits"))
@@ -352,7 +358,8 @@ class InspectionNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def apply_parameters(self, params) -> None:
-        self.settings = Settings.of(self)  # one assignment: a batch sees the old or the new set, never a mix
+        # one assignment: a batch sees the old or the new set, never a mix
+        self.settings = Settings.of(self, previous=self.settings)
 
     # lifecycle ------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

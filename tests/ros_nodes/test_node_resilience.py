@@ -235,6 +235,12 @@ def test_an_escalation_budget_caps_the_share_of_hard_results(probe, cells):
             probe.send(cells[i % len(cells)], sec=1 + i)
             time.sleep(0.02)
         assert spin_until(probe.node, lambda: len(probe.results) == 40, 60)
+        assert all(r.successful for r in set_parameters(probe, {"defect_threshold": 0.4}))
+        kept = running.node.settings
+        assert kept.defect_threshold == 0.4 and kept.hard.budget.seen == 40
+        assert all(r.successful for r in set_parameters(probe, {"escalation_budget": 0.3}))
+        renewed = running.node.settings.hard.budget
+        assert renewed.share == 0.3 and renewed.seen == 0
     finally:
         running.close()
     results = sorted(probe.results, key=lambda r: r.header.stamp.sec)

@@ -205,6 +205,42 @@ def check_avgpool(node, g: GraphView) -> None:
                       "windows by other numbers; export with count_include_pad=True (PyTorch's default)")
 
 
+SPATIAL_AXES = [2, 3]  # of an NCHW map: what a global pool reduces
+
+
+def reduce_axes(node: onnx.NodeProto, constant: Callable[[str], np.ndarray | None]) -> list[int] | None:
+    """The axes of a ReduceMean / ReduceMax as written: the ``axes`` attribute (up to opset 17) or
+    the constant second input (opset 18+, the torch.export-based exporter's form); None when the
+    node gives none (which means every axis, or none with ``noop_with_empty_axes``)."""
+    axes = attribute(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        value = constant(node.input[1])
+        axes = None if value is None else value.reshape(-1).tolist()
+    return [int(a) for a in axes] if axes else None
+
+
+def is_spatial_reduce(axes: list[int] | None, rank: int | None) -> bool:
+    """A reduction over exactly the two spatial axes of a 4-D NCHW tensor: a global pool."""
+    return rank == 4 and axes is not None and sorted(a % 4 for a in axes) == SPATIAL_AXES
+
+
+def check_reduce(node, g: GraphView) -> None:
+    if len(node.input) > 1 and node.input[1]:
+        g.constant(node, 1, "axes (input 1)")
+    axes = reduce_axes(node, g.constants.get)
+    shape = g.shapes.get(node.input[0])
+    what = {"ReduceMean": "mean", "ReduceMax": "maximum"}[node.op_type]
+    if axes is None:
+        raise Refusal("axes", f"none given (the {what} over every axis, or none): only the {what} over the spatial "
+                      "axes (2, 3) of an NCHW map (a global pool) is built")
+    if shape is None:
+        raise Refusal("data (input 0)", "its shape is unknown; only the reduction of an NCHW map [N, C, H, W] over "
+                      "(2, 3) is built")
+    if not is_spatial_reduce(axes, len(shape)):
+        raise Refusal("axes", f"{axes} of a rank-{len(shape)} tensor: only the {what} over the spatial axes (2, 3) of "
+                      "an NCHW map (a global pool) is built")
+
+
 def check_flatten(node, g: GraphView) -> None:
     if attribute(node, "axis", 1) != 1:
         raise Refusal("axis", f"axis={attribute(node, 'axis')}: only axis=1 (keep the batch) is built")
@@ -292,6 +328,9 @@ CONV_TESTS = ("tests/hw/test_features.py::test_feature_is_bit_exact[convs]",
               "tests/hw/test_features.py::test_feature_is_bit_exact[vgg_rgb]",
               "tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]")
 
+DEFAULT_EXPORTER_TESTS = ("tests/hw/test_default_exporter.py::test_default_export_is_bit_exact",
+                          "tests/hw/test_default_exporter.py::test_reductions_over_other_axes_are_refused")
+
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Conv", "a Conv with its bias (BatchNorm and bias Add folded in)",
                f"2-D; kernels and strides of any shape (sides 1..{MAX_KERNEL}, strides 1..{MAX_STRIDE}); symmetric or "
@@ -329,6 +368,15 @@ CAPABILITIES: tuple[Capability, ...] = (
                emulator="yes, as an AveragePool over the map (hls4ml 1.3 mis-reads a channels-last global pool)"),
     Capability("GlobalMaxPool", "a maximum over the whole map, one register per channel", "", accepted, "ef_gpool",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[convs]",),
+               emulator="yes, as a MaxPool over the map (hls4ml 1.3 mis-reads a channels-last global pool)"),
+    Capability("ReduceMean", "a global average pool (what PyTorch's torch.export-based exporter, the default since "
+               "2.9, writes for AdaptiveAvgPool2d(1) and x.mean((2, 3)))", "over the spatial axes (2, 3) of an NCHW map "
+               "only (axes as attribute or constant input); keepdims 1, or 0 (a Flatten follows)", check_reduce,
+               "ef_gpool", DEFAULT_EXPORTER_TESTS,
+               emulator="yes, as an AveragePool over the map (hls4ml 1.3 mis-reads a channels-last global pool)"),
+    Capability("ReduceMax", "a global max pool (what the default exporter writes for AdaptiveMaxPool2d(1) and "
+               "x.amax((2, 3)))", "over the spatial axes (2, 3) of an NCHW map only (axes as attribute or constant "
+               "input); keepdims 1, or 0 (a Flatten follows)", check_reduce, "ef_gpool", DEFAULT_EXPORTER_TESTS,
                emulator="yes, as a MaxPool over the map (hls4ml 1.3 mis-reads a channels-last global pool)"),
     Capability("Flatten", "the dense layer reads the map in stream order", "axis=1", check_flatten, "(wiring)",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[vgg_rgb]",)),
@@ -401,8 +449,9 @@ def markdown() -> str:
         "cannot honour is refused, not ignored.",
         "",
         "The whole file must also have: one input `[N, C, H, W]` with fixed C, H, W (a symbolic N counts as",
-        "one frame), one output, default-domain opset 8 or newer (upgraded to 13), and a graph in which a",
-        "tensor feeds at most two nodes, the two branches of a residual block meeting again at an `Add`.",
+        "one frame), one output, default-domain opset 8 or newer (8-12 upgraded to 13; 18 and newer, as PyTorch's",
+        "default torch.export-based exporter writes, read as 13 once canonical), and a graph in which a tensor",
+        "feeds at most two nodes, the two branches of a residual block meeting again at an `Add`.",
         "",
         "*Emulator*: whether hls4ml 1.3's C simulation of the op is bit-exact with edgefpga's integer model.",
         "Where it is not, the build has no `hls/` project and `verify` uses the integer model (which the RTL",

@@ -4,11 +4,13 @@ After :func:`canonical_graph` every model, whichever tool exported it, is: opset
 raw 8-bit pixels in (the card's normalization is a BatchNormalization node in front), Conv with
 explicit attributes (pads resolved from auto_pad), a bias and any following BatchNorm folded in,
 ReLU / LeakyRelu / Clip (both bounds as constants), pooling with explicit attributes (global
-pools as a window over the whole map), Flatten, MatMul + Add for every dense layer, residual Adds
-of two tensors, a BatchNormalization for any other per-channel affine map, scores out (a final
-Softmax or Sigmoid is dropped and recorded: the runtime applies it). Node names are qonnx's
-readable ones (``Conv_0``, ``Relu_0``, ...): the same names key the profile, the precision plan
-and hls4ml's per-layer configuration.
+pools, and ReduceMean / ReduceMax over the map, as a window over the whole map), Flatten, MatMul +
+Add for every dense layer, residual Adds of two tensors, a BatchNormalization for any other
+per-channel affine map, scores out (a final Softmax or Sigmoid is dropped and recorded: the
+runtime applies it). PyTorch's two exporters (TorchScript, ``dynamo=False``, and the
+torch.export-based default since 2.9, opset 18-20) give the same canonical graph for the same
+model. Node names are qonnx's readable ones (``Conv_0``, ``Relu_0``, ...): the same names key the
+profile, the precision plan and hls4ml's per-layer configuration.
 
 :func:`channels_last` then gives the graph hls4ml reads (io_stream wants NHWC).
 """
@@ -159,10 +161,14 @@ def attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def set_attr(node: onnx.NodeProto, name: str, value) -> None:
+def remove_attr(node: onnx.NodeProto, name: str) -> None:
     for a in list(node.attribute):
         if a.name == name:
             node.attribute.remove(a)
+
+
+def set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    remove_attr(node, name)
     node.attribute.append(helper.make_attribute(name, value))
 
 
@@ -200,7 +206,7 @@ class ResolveAutoPad(Transformation):
                     first = total // 2 if mode == "SAME_UPPER" else total - total // 2
                     pads[axis], pads[axis + len(kernel)] = first, total - first
             set_attr(node, "pads", pads)
-            set_attr(node, "auto_pad", "NOTSET")
+            remove_attr(node, "auto_pad")
         return model, False
 
 
@@ -212,10 +218,16 @@ def kernel_of(model: ModelWrapper, node: onnx.NodeProto) -> list[int]:
 
 class ExplicitDefaultAttributes(Transformation):
     """Write out ONNX's default Conv / pooling attributes (strides, pads, dilations, group): qonnx's
-    channels-last ops require them, and exporters often omit them."""
+    channels-last ops require them, and exporters often omit them. The defaults that mean nothing
+    here go (``auto_pad`` NOTSET, MaxPool's ``storage_order`` 0: PyTorch's torch.export-based
+    exporter spells them out, the TorchScript one does not), so both exports read the same."""
 
     def apply(self, model: ModelWrapper):
         for node in model.graph.node:
+            if attr(node, "auto_pad") == "NOTSET":
+                remove_attr(node, "auto_pad")
+            if node.op_type == "MaxPool" and attr(node, "storage_order") == 0:
+                remove_attr(node, "storage_order")
             if node.op_type == "LeakyRelu" and attr(node, "alpha") is None:
                 node.attribute.append(helper.make_attribute("alpha", 0.01))
             if node.op_type not in ("Conv", "MaxPool", "AveragePool"):
@@ -230,6 +242,37 @@ class ExplicitDefaultAttributes(Transformation):
             for name, value in defaults.items():
                 if name not in present:
                     node.attribute.append(helper.make_attribute(name, value))
+        return model, False
+
+
+class ReduceToGlobalPool(Transformation):
+    """ReduceMean / ReduceMax over the spatial axes (2, 3) of an NCHW map become GlobalAveragePool /
+    GlobalMaxPool (then a pool over the whole map, below): PyTorch's torch.export-based exporter
+    (the default since 2.9) writes AdaptiveAvgPool2d(1) and ``x.mean((2, 3))`` so, where the
+    TorchScript one wrote the global pool. ``keepdims=0`` drops the two 1-sized axes: a Flatten
+    follows, as the TorchScript export of ``flatten(pool(x), 1)`` has it. The capability check has
+    refused every other reduction."""
+
+    def apply(self, model: ModelWrapper):
+        from .capabilities import is_spatial_reduce, reduce_axes
+
+        for node in model.graph.node:
+            if node.op_type not in ("ReduceMean", "ReduceMax"):
+                continue
+            shape = model.get_tensor_shape(node.input[0])
+            if not is_spatial_reduce(reduce_axes(node, model.get_initializer), len(shape) if shape else None):
+                continue
+            op = {"ReduceMean": "GlobalAveragePool", "ReduceMax": "GlobalMaxPool"}[node.op_type]
+            index = model.get_node_index(node)
+            if attr(node, "keepdims", 1):
+                model.graph.node.insert(index, helper.make_node(op, [node.input[0]], [node.output[0]], name=node.name))
+            else:
+                pooled = node.name + "_pooled"
+                model.graph.node.insert(index, helper.make_node("Flatten", [pooled], [node.output[0]], axis=1,
+                                                                name=node.name + "_flatten"))
+                model.graph.node.insert(index, helper.make_node(op, [node.input[0]], [pooled], name=node.name))
+            model.graph.node.remove(node)
+            return model, True
         return model, False
 
 
@@ -264,6 +307,23 @@ class ReshapeToFlatten(Transformation):
             flatten = helper.make_node("Flatten", [node.input[0]], [node.output[0]], axis=1, name=node.name)
             model.graph.node.insert(model.get_node_index(node), flatten)
             model.graph.node.remove(node)
+            return model, True
+        return model, False
+
+
+class RemoveNoOpReshape(Transformation):
+    """A Flatten or Reshape of a [N, features] tensor to the same shape is a wire (``x.mean((2, 3))``
+    is already flat, and a ``view(1, -1)`` or ``flatten(.., 1)`` after it changes nothing)."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.graph.node:
+            if node.op_type not in ("Flatten", "Reshape"):
+                continue
+            shape, out = model.get_tensor_shape(node.input[0]), model.get_tensor_shape(node.output[0])
+            if shape is None or len(shape) != 2 or shape != out:
+                continue
+            del node.input[1:]
+            bypass(model, node)
             return model, True
         return model, False
 
@@ -423,6 +483,65 @@ class PrependNormalization(Transformation):
         return model, False
 
 
+# The ops a canonical graph holds, whose opset-13 definitions compute what their opset 14-22 ones do
+# for float tensors (the later versions add types, bfloat16 above all, and the attributes below)
+LOWERABLE_OPS = {"Conv", "Relu", "LeakyRelu", "Clip", "MaxPool", "AveragePool", "BatchNormalization", "Flatten",
+                 "MatMul", "Add", "Softmax", "Sigmoid", "Reshape", "GlobalAveragePool", "GlobalMaxPool"}
+NEWER_ATTRIBUTES = {  # attribute added after opset 13 -> its values that mean what opset 13 computes
+    "dilations": lambda node, value: all(v == 1 for v in value),  # AveragePool-19
+    "training_mode": lambda node, value: value == 0,  # BatchNormalization-14
+    "allowzero": lambda node, value: value == 0,  # Reshape-14
+}
+
+
+class LowerToTargetOpset(Transformation):
+    """A canonical graph from an opset-18+ file (PyTorch's torch.export-based exporter writes 18-20)
+    declares opset 13 like every other: its ops mean the same there (LOWERABLE_OPS) once the
+    attributes opset 13 lacks are dropped at their neutral values (ONNX's version converter has no
+    downgrade adapters; a graph with any other op would keep its opset). The exporter's per-node
+    provenance (namespaces, stack traces) goes too."""
+
+    def __init__(self, source: str):
+        super().__init__()
+        self.source = source
+
+    def apply(self, model: ModelWrapper):
+        opset = default_opset(model.model)
+        for node in model.graph.node:
+            del node.metadata_props[:]
+        if opset <= TARGET_OPSET or any(n.op_type not in LOWERABLE_OPS or n.domain not in ("", "ai.onnx")
+                                        for n in model.graph.node):
+            return model, False
+        for node in model.graph.node:
+            known = onnx.defs.get_schema(node.op_type, TARGET_OPSET).attributes
+            for a in list(node.attribute):
+                if a.name in known:
+                    continue
+                neutral = NEWER_ATTRIBUTES.get(a.name)
+                if neutral is None or not neutral(node, helper.get_attribute_value(a)):
+                    raise ConversionError(f"{self.source}: node '{node.name}' ({node.op_type}), {a.name}: "
+                                          f"opset {opset}'s attribute has no opset-{TARGET_OPSET} form")
+                node.attribute.remove(a)
+        for entry in model.model.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = TARGET_OPSET
+        model.model.ir_version = helper.find_min_ir_version_for(list(model.model.opset_import))
+        return model, False
+
+
+def without_float_annotations(model: ModelWrapper) -> ModelWrapper:
+    """qonnx's cleanup marks each copy it makes of a shared constant FLOAT32 (its default datatype):
+    the TorchScript exporter shares equal biases, the torch.export-based one the bounds of every
+    ReLU6. In a float graph the mark says nothing, and ONNX's Extractor, with which the precision
+    search cuts the graph, refuses a graph that has any."""
+    annotations = model.graph.quantization_annotation
+    keep = [a for a in annotations
+            if any((p.key, p.value) != ("finn_datatype", "FLOAT32") for p in a.quant_parameter_tensor_names)]
+    del annotations[:]
+    annotations.extend(keep)
+    return model
+
+
 def normalization_is_identity(scale: float, mean: list[float], std: list[float]) -> bool:
     return scale == 1.0 and all(m == 0 for m in mean) and all(s == 1 for s in std)
 
@@ -436,14 +555,15 @@ def canonical_graph(model: onnx.ModelProto, source: str, scale: float = 1.0, mea
     model = with_batch_one(to_target_opset(without_initializer_inputs(model), source))
     wrapper = cleanup_model(ModelWrapper(model))
     for step in (RemovePassThrough(), ResolveAutoPad(), ExplicitDefaultAttributes(), ConvBias(), FoldBiasAddIntoConv(),
-                 FoldBatchNormIntoConv(), GlobalPoolToPool(), ReshapeToFlatten(), DropFinalActivation(), GemmToDense(),
+                 FoldBatchNormIntoConv(), ReduceToGlobalPool(), GlobalPoolToPool(), ReshapeToFlatten(),
+                 RemoveNoOpReshape(), DropFinalActivation(), GemmToDense(),
                  DenseBias(), ConstantAddToAffine(), BatchNormAsAffine(), ClipBoundsAsInputs()):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             wrapper = wrapper.transform(step)
     if not normalization_is_identity(scale, mean, std):
         wrapper = wrapper.transform(PrependNormalization(scale, mean, std))
-    return cleanup_model(wrapper)
+    return without_float_annotations(cleanup_model(wrapper.transform(LowerToTargetOpset(source))))
 
 
 def node_of_output(model: ModelWrapper) -> dict[str, str]:

@@ -45,8 +45,9 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated, but it writes the plain Conv/Gemm graph that
-        # qonnx and hls4ml convert; the dynamo exporter's graph needs more cleanup.
+        # The TorchScript exporter (deprecated): convert builds the same design from PyTorch's default
+        # (torch.export) exporter, but this file is also what the runtime's onnx backend opens on a
+        # board, where onnxruntime < 1.18 refuses the default's IR 10 (docs/convert.md).
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(folded, (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], dynamo=False, do_constant_folding=True,

@@ -53,6 +53,10 @@ def verify_lines(result: dict) -> list[str]:
         lines.append("Yosys estimate: " + ", ".join(f"{k} {res['used'][k]:,.0f} of {res['available'][k]:,} "
                                                    f"({res['share'][k]:.0%})" for k in res["used"])
                      + f"{verdict} ({res['seconds']} s)")
+    if result.get("timing"):
+        from edgefpga.sim.timing import format_timing
+
+        lines.extend(format_timing(result["timing"]))
     return lines
 
 
@@ -62,7 +66,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         result = verify(args.build, images=args.images, limit=args.limit, sample=args.sample,
                         emulator_only=args.emulator_only,
-                        progress=not args.quiet, resources=args.resources, jobs=args.jobs,
+                        progress=not args.quiet, resources=args.resources, timing=args.timing, jobs=args.jobs,
                         accept_edits=args.accept_edits, agreement=args.agreement)
     except VerifyFailed as failed:
         print("\n".join(verify_lines(failed.result)))
@@ -82,7 +86,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--emulator-only", action="store_true", help="only the hls4ml emulator check")
     p.add_argument("--resources", action="store_true",
                    help="also estimate LUT/FF/DSP/BRAM with Yosys, layer by layer (minutes: see docs/rtl.md)")
-    p.add_argument("--jobs", type=int, default=1, help="Yosys processes at a time for --resources (default 1)")
+    p.add_argument("--timing", action="store_true",
+                   help="also place and route every distinct stage alone (Yosys synth_ecp5 + nextpnr-ecp5, Lattice "
+                        "LFE5UM-85F speed 6: not the board's part, see docs/rtl.md) and fail when a stage's fmax is "
+                        "below the board's clock; seconds per small stage, up to 10 minutes per large convolution "
+                        "(ELPV: 30 min on one core, cold cache; seconds when cached under rtl/timing/)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="Yosys/nextpnr processes at a time for --resources and --timing (default 1)")
     p.add_argument("--images", help="images to verify on: folder, .npz or elpv:<subset> (ELPV models: elpv:test)")
     p.add_argument("--limit", type=int, help="use a fixed random sample of N images for every check")
     p.add_argument("--sample", type=int, help="the agreement bar on all images (integer model, seconds), the emulator "

@@ -17,6 +17,10 @@ The checks, in order:
   integer model's. Then latency, initiation interval and each stage's busy cycles in exact
   cycles at full rate. A design that stops moving (a deadlock) fails here instead of hanging.
 - *resources* (``--resources``): the Yosys estimate must fit the board.
+- *timing* (``--timing``, minutes): every distinct stage placed and routed alone with the open
+  tools (sim/timing.py: Yosys synth_ecp5 + nextpnr-ecp5 on an LFE5UM-85F, speed 6, not the
+  board's part: docs/rtl.md); fails when a stage's fmax is below the board's clock or a stage
+  could not be measured.
 """
 
 from __future__ import annotations
@@ -218,6 +222,15 @@ def judge(result: dict, bar: float) -> list[dict]:
     if res is not None and not res.get("fits", True):
         over = {k: f"{v:.0%}" for k, v in res["share"].items() if v > res["limit_share"]}
         failed.append({"check": "resources_fit", "detail": f"over {res['limit_share']:.0%} of the board: {over}"})
+    tim = result.get("timing")
+    if tim is not None:
+        slow = [f"{stage} {tim['stages'][stage]} MHz" for stage in tim["below_target"]]
+        if slow:
+            failed.append({"check": "timing", "detail": f"{len(slow)} stage(s) below {tim['target_mhz']:g} MHz: "
+                           f"{', '.join(slow)} ({tim['device']})"})
+        if tim["unmeasured"]:
+            failed.append({"check": "timing", "detail": "not placed and routed: " + "; ".join(
+                f"{stage} ({why})" for stage, why in tim["unmeasured"].items())})
     return failed
 
 
@@ -232,12 +245,14 @@ def default_images(build_dir: Path, report: dict) -> str | None:
 
 def verify(build_dir: str | Path, images: str | None = None, limit: int | None = None,
            emulator_only: bool = False, progress: bool = True, resources: bool = False, jobs: int = 1,
-           accept_edits: bool = False, agreement: float | None = None, sample: int | None = None) -> dict:
+           accept_edits: bool = False, agreement: float | None = None, sample: int | None = None,
+           timing: bool = False) -> dict:
     """Run the checks and write ``<build_dir>/verify.json``; return its content, or raise
     VerifyFailed (after writing it) when a check fails. ``limit``: use a fixed random sample of
     the images for everything; ``sample``: the agreement bar on all of them (the integer model
     takes seconds) but the emulator and the RTL bit for bit on a fixed random sample of this many
-    (they take most of the minutes); ``jobs``: Yosys processes at a time."""
+    (they take most of the minutes); ``jobs``: Yosys (and nextpnr) processes at a time;
+    ``timing``: place and route every distinct stage (sim/timing.py)."""
     build_dir = Path(build_dir)
     report = load_report(build_dir)
     integrity = check_integrity(build_dir)
@@ -263,6 +278,11 @@ def verify(build_dir: str | Path, images: str | None = None, limit: int | None =
             from .resources import yosys_estimate
 
             result["resources"] = yosys_estimate(build_dir / "rtl", report["board"], jobs=jobs)
+        if timing:
+            from .timing import timing_report
+
+            result["timing"] = timing_report(build_dir / "rtl", report["board"]["clock_mhz"], jobs=jobs,
+                                             progress=progress)
     bar = agreement if agreement is not None else report["precision_search"]["criterion"]["agreement"]
     result["agreement_bar"] = bar
     result["failed"] = judge(result, bar)

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from edgefpga.hw.boards import get_board
+from edgefpga.hw.layers.estimate import design_resources
 from edgefpga.hw.rtlgen import RTL_DIR
 from edgefpga.sim.resources import parse_stat, yosys_estimate
 
@@ -80,3 +81,15 @@ def test_network_estimate_fits_and_the_check_can_fail(tiny_build, own_cache):
     again = yosys_estimate(tiny_build / "rtl", small)
     assert all(part["cached"] for part in again["parts"])
     assert again["used"] == result["used"] and not again["fits"]
+    # the hardware models' prediction (hw/layers, no Yosys) of the same units, summed, within
+    # +-10 % of Yosys per resource; a count too small for a percentage to mean anything (under
+    # 50 LUT or FF, 4 DSP, 4 BRAM36) within an absolute tolerance instead (5 LUT or FF, 1 DSP,
+    # 1 BRAM36), as the calibration judges its own points
+    manifest = json.loads((tiny_build / "rtl" / "manifest.json").read_text())
+    predicted = design_resources(manifest).board_use()
+    floor = {"LUT": (50, 5), "FF": (50, 5), "DSP": (4, 1), "BRAM36": (4, 1)}
+    for kind, value in predicted.items():
+        counted = result["used"][kind]
+        small_count, absolute = floor[kind]
+        allowed = absolute if counted < small_count else 0.10 * counted
+        assert abs(value - counted) <= allowed, f"{kind}: predicted {value}, Yosys {counted}"

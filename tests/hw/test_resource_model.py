@@ -1,0 +1,102 @@
+"""The hardware models' resource estimates (hw/layers, fitted on Yosys by sim/calibrate.py):
+structure that must hold for any fit, Yosys's own memory and DSP mapping rules, and every
+calibration point predicted within the error its calibration file records. No Yosys runs here
+(tests/sim/test_resources.py compares a whole design with Yosys)."""
+
+import json
+
+import pytest
+
+from edgefpga.hw.layers.base import CALIBRATION_DIR, Resources
+from edgefpga.hw.layers.estimate import (KEYS, SMALL, design_resources, dsp_per_product, map_memory, model_of,
+                                         observed, predict, stage_resources)
+from edgefpga.sim.calibrate import MODULES, conv, dense, grid
+
+
+def test_every_module_has_a_calibration_with_its_grid():
+    for module in MODULES:
+        data = json.loads((CALIBRATION_DIR / f"{module}.json").read_text())
+        assert data["module"] == module and data["coefficients"]
+        assert len(data["points"]) >= len(grid(module)) >= 4
+        assert set(data["quality"]) == set(KEYS)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_calibration_point_within_its_recorded_error(module):
+    """The fit reproduces its own data: each point's prediction from today's code is within the
+    largest error the calibration file states (relative, or absolute under ``small``)."""
+    data = json.loads((CALIBRATION_DIR / f"{module}.json").read_text())
+    for point in data["points"]:
+        got = predict(module, model_of(module, point["params"]), data["coefficients"])
+        truth = observed(point["cells"])
+        for key in KEYS:
+            quality = data["quality"][key]
+            allowed = quality["max_rel_err"] * max(truth[key], SMALL[key]) + 0.51
+            assert abs(getattr(got, key) - truth[key]) <= allowed, (module, key, point["params"])
+
+
+def test_conv_grows_with_its_lanes():
+    """More lanes, more of the fabric: DSP48s one per multiplier; with LUT multipliers, LUTs with
+    every lane (input channels CI, outputs PO, window positions KP); with DSPs, LUTs and FFs with
+    the output lanes PO (requantization, accumulators). More CI with DSPs may take fewer LUTs: the
+    chunk multiplexer in front of the multipliers shrinks (C/CI inputs)."""
+    base = conv(24, 24, 16, 32, 3, 1, 1, 1)
+    lut_lanes = [(1, 1, 1), (2, 1, 1), (2, 2, 1), (2, 2, 3), (4, 2, 3), (4, 4, 3), (8, 4, 3)]
+    previous = None
+    for ci, po, kp in lut_lanes:
+        r = stage_resources("ef_conv2d", dict(base, CI=ci, PO=po, KP=kp, USE_DSP=0))
+        if previous is not None:
+            assert r.lut > previous.lut and r.dsp == 0
+        previous = r
+    for ci in (1, 4, 16):
+        previous = None
+        for po in (1, 2, 4, 8):
+            r = stage_resources("ef_conv2d", dict(base, CI=ci, PO=po))
+            assert r.dsp == ci * po
+            if previous is not None:
+                assert r.ff > previous.ff
+                # a weight ROM that leaves block RAM for logic trades BRAM for LUTs
+                assert r.lut > previous.lut or r.bram18 > previous.bram18
+            previous = r
+
+
+def test_lut_multipliers_trade_dsps_for_luts():
+    base = conv(16, 16, 16, 16, 3, 4, 4, 1)
+    with_dsp = stage_resources("ef_conv2d", base)
+    with_luts = stage_resources("ef_conv2d", dict(base, USE_DSP=0))
+    assert with_dsp.dsp == 16 and with_luts.dsp == 0
+    assert with_luts.lut > with_dsp.lut + 16 * 40  # a 9 x 8 shift-and-add multiplier is tens of LUTs
+
+
+def test_dsp_count_is_the_multipliers():
+    """One DSP48E1 per product that fits 25 x 18 signed (XW+1 x WW), for conv and dense."""
+    for ci, po, kp in ((1, 1, 1), (3, 8, 1), (16, 4, 1), (1, 8, 3)):
+        assert stage_resources("ef_conv2d", conv(12, 12, 48, 16, 3, ci, po, kp, xw=16, ww=16)).dsp == ci * po * kp
+    assert stage_resources("ef_dense", dense(1, 64, 10, 8, 2, xw=12, ww=14)).dsp == 16
+    assert dsp_per_product(17, 20) == 1 and dsp_per_product(25, 18) == 1
+    assert dsp_per_product(27, 20) > 1 and dsp_per_product(19, 19) > 1
+
+
+def test_block_ram_of_known_geometries():
+    """memory_libmap's choices for xc7, as Yosys made them in the calibration (ef_fifo)."""
+    assert map_memory(4000, 8).bram18 == 2  # one RAMB36 as 4K x 9
+    assert map_memory(72, 128).bram18 == 4  # two RAMB36 as 512 x 72 (simple dual port)
+    assert map_memory(1100, 64).bram18 == 6  # three RAMB36 deep, their outputs multiplexed
+    fifo = map_memory(40, 256)
+    assert fifo.kind == "distributed" and fifo.lutram == 86 and fifo.bram18 == 0  # RAM64M as 64 x 3
+    assert map_memory(512, 15, reads=3).bram18 == 3  # a line buffer read at three positions: one copy each
+    assert map_memory(288, 72, rom=True).kind == "block"  # 20 kbit of weights: a RAMB36
+    assert map_memory(9, 72, rom=True).kind == "logic"  # 648 bits: LUTs
+
+
+def test_design_is_the_sum_of_its_units():
+    manifest = {"input": {"height": 16, "width": 16, "channels": 1},
+                "output": {"outputs": 2, "width": 16, "tdata_bits": 16},
+                "stages": [{"name": "c", "module": "ef_conv2d", "params": conv(16, 16, 1, 4, 3, 1, 2, 1)},
+                           {"name": "d", "module": "ef_dense", "params": dense(256, 4, 2, 4, 1)}]}
+    total = design_resources(manifest)
+    parts = [stage_resources(s["module"], s["params"]) for s in manifest["stages"]]
+    parts += [stage_resources("ef_axis_in", {"H": 16, "W": 16, "C": 1}),
+              stage_resources("ef_axis_out", {"N": 2, "OW": 16, "TW": 16, "P": 1})]
+    assert total == sum(parts, Resources())
+    assert set(total.board_use()) == {"LUT", "FF", "DSP", "BRAM36"}

@@ -206,6 +206,12 @@ def grid(module: str) -> list[dict]:
             conv(8, 8, 4, 4, 3, 1, 2, 1, xw=24, ww=18, accw=48, ow=16),
             conv(8, 8, 4, 4, 3, 1, 2, 1, xw=26, ww=20, accw=48, ow=16),
             *random_convs(16),
+            # small stages, as the test suite's tiny builds have them (gray 16x16, a few channels)
+            conv(16, 16, 1, 4, 3, 1, 4, 3, xw=7, ww=5, accw=15, ow=7, xsigned=1),
+            conv(16, 16, 1, 8, 3, 1, 8, 1, ww=6, accw=16),
+            conv(8, 8, 4, 4, 3, 4, 4, 1, xw=6, ww=5, accw=14, ow=6),
+            conv(32, 32, 1, 2, 3, 1, 1, 3, ww=4, accw=14),
+            conv(8, 8, 8, 8, 3, 2, 2, 1, xw=7, ww=6, accw=18, ow=7, dsp=0),
         ]
     if module == "ef_dense":
         return [
@@ -223,6 +229,10 @@ def grid(module: str) -> list[dict]:
             dense(4, 32, 32, 2, 8, xw=6, ww=4, accw=16, ow=8),
             dense(1, 32, 10, 32, 10, xw=10, ww=10, accw=28),
             dense(1, 128, 2, 8, 1, xw=10, ww=9, accw=26, ow=13),
+            dense(16, 4, 2, 4, 1, xw=7, ww=6, accw=20, ow=8),
+            dense(4, 8, 2, 8, 1, xw=6, ww=5, accw=16, ow=8),
+            dense(16, 8, 4, 4, 2),
+            dense(1, 16, 2, 16, 2, ww=6, accw=18, ow=8),
         ]
     if module == "ef_pool2d":
         return [
@@ -232,6 +242,7 @@ def grid(module: str) -> list[dict]:
             pool(16, 16, 16, 2, 2, mode=1), pool(8, 8, 32, 3, 1, p=1, mode=1),
             pool(4, 4, 128, 2, 2), pool(96, 96, 3, 2, 2, mode=1, xw=12),
             pool(64, 64, 1, 2, 2, xw=8), pool(16, 16, 64, 2, 2, mode=1, xw=12, ow=10),
+            pool(16, 16, 4, 4, 4, xw=7), pool(8, 8, 2, 2, 2, xw=6),
         ]
     if module == "ef_gpool":
         return [
@@ -241,7 +252,7 @@ def grid(module: str) -> list[dict]:
         ]
     if module == "ef_affine":
         return [affine(1, 8, 17, 15), affine(3, 8, 16, 8), affine(3, 8, 12, 12, ssigned=1), affine(1, 8, 8, 8),
-                affine(3, 8, 17, 15), affine(1, 8, 12, 12, ssigned=1)]
+                affine(3, 8, 17, 15), affine(1, 8, 12, 12, ssigned=1), affine(1, 8, 17, 7)]
     if module == "ef_act":
         return [act(16, 8, 8), act(64, 12, 8), act(16, 8, 8, mode=1), act(32, 10, 10, mode=1, alpha_bits=10),
                 act(32, 8, 10), act(8, 16, 8, mode=1)]

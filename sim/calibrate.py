@@ -106,10 +106,13 @@ def act(c, xw, ow, *, mode=0, alpha_bits=7):
                 C=c, XW=xw, XSIGNED=1, OW=ow, OMIN=-(1 << (ow - 1)), OMAX=(1 << (ow - 1)) - 1)
 
 
-def add(c, aw, bw, ow, *, align_a=0, align_b=0):
+def add(c, aw, bw, ow, *, align_a=0, align_b=0, shift=None, bsigned=1):
+    """ef_add parameters (a residual join with a ReLU after it); SHIFT: the sum's extra
+    fractional bits over the output's (rtlgen: usually 0, the output keeps the finer grid)."""
     frac = max(align_a, align_b)
-    return dict(C=c, AW_=aw, ASIGNED=1, ALIGN_A=align_a, BW_=bw, BSIGNED=1, ALIGN_B=align_b,
-                SHIFT=max(0, frac + max(aw, bw) - ow), OW=ow, **relu_cast(ow))
+    shift = max(0, frac + max(aw, bw) - ow) if shift is None else shift
+    return dict(C=c, AW_=aw, ASIGNED=1, ALIGN_A=align_a, BW_=bw, BSIGNED=bsigned, ALIGN_B=align_b,
+                SHIFT=shift, OW=ow, **relu_cast(ow))
 
 
 def divisors(n: int) -> list[int]:
@@ -258,7 +261,11 @@ def grid(module: str) -> list[dict]:
                 act(32, 8, 10), act(8, 16, 8, mode=1)]
     if module == "ef_add":
         return [add(16, 8, 8, 8), add(32, 10, 12, 10, align_a=2), add(64, 8, 8, 8), add(16, 16, 16, 16, align_b=3),
-                add(32, 8, 10, 8, align_a=1), add(64, 12, 12, 10), add(16, 8, 8, 8, align_b=2)]
+                add(32, 8, 10, 8, align_a=1), add(64, 12, 12, 10), add(16, 8, 8, 8, align_b=2),
+                # as rtlgen joins ResNet-8's blocks: no rounding, the aligned sum saturated to the output
+                add(16, 12, 12, 12, align_a=1, shift=0, bsigned=0), add(32, 11, 10, 10, align_b=1, shift=0),
+                add(64, 9, 9, 9, align_a=1, shift=0), add(24, 13, 12, 12, align_b=2, shift=0),
+                add(48, 8, 8, 9, shift=0)]
     if module == "ef_fork":
         return [dict(BITS=b) for b in (24, 128, 256, 512)]
     if module == "ef_fifo":

@@ -26,9 +26,16 @@ def model(module: str, params: dict) -> Model:
         m.add("ff", "counters", clog2(depth) + 1)
         return m
     c, ow = params.get("C", 1), params.get("OW", 8)
-    width = max(params.get("AW_", 8) + params.get("ALIGN_A", 0), params.get("BW_", 8) + params.get("ALIGN_B", 0)) + 1
+    widths = [(params.get("AW_", 8), params.get("ASIGNED", 1), params.get("ALIGN_A", 0)),
+              (params.get("BW_", 8), params.get("BSIGNED", 1), params.get("ALIGN_B", 0))]
+    width = max(w + a for w, _, a in widths) + 1
+    # the sum's range against the output's: a bound the sum can pass costs a comparison
+    top = sum(((1 << (w - 1)) - 1 if sg else (1 << w) - 1) << a for w, sg, a in widths)
+    bottom = sum(-(1 << (w - 1)) << a if sg else 0 for w, sg, a in widths)
     m.add("lut", "sum", c * width)
     m.add("lut", "round", c * width * (params.get("SHIFT", 0) > 0))
+    m.add("lut", "clamp_high", c * width * (top >> max(0, params.get("SHIFT", 0)) > params.get("OMAX", (1 << ow) - 1)))
+    m.add("lut", "clamp_low", c * width * (bottom < params.get("OMIN", 0)))
     m.add("lut", "out", c * ow)
     m.add("ff", "out", c * ow)
     return m

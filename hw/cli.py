@@ -29,7 +29,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     cfg = ConvertConfig(board=args.board, calibration=args.calibration, calibration_images=args.calibration_images,
                         agreement=args.agreement, max_accuracy_drop=args.max_accuracy_drop, overrides=args.overrides,
                         scale=args.scale, mean=args.mean, std=args.std, classes=args.classes,
-                        progress=not args.quiet)
+                        progress=not args.quiet, fps=args.fps, plan=args.plan, budget_share=args.budget)
     report = convert(str(source), out, cfg, force=args.force, log=(lambda _m: None) if args.quiet else print)
     print("\n".join(summary_lines(report)))
     print(f"wrote {out}/ (report.json, report.md, ranges.png, hls/); next: edgefpga verify {out} --emulator-only")
@@ -70,6 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mean", type=float, help="bare .onnx: input mean")
     p.add_argument("--std", type=float, help="bare .onnx: input std")
     p.add_argument("--classes", nargs="+", help="bare .onnx: class names")
+    p.add_argument("--fps", type=float, help="frames per second to plan for: a slower, smaller design than the "
+                   "fastest that fits (default: the fastest that fits)")
+    p.add_argument("--plan", type=Path, help="plan file pinning layers' lanes: a build's plan.json, or JSON "
+                   "{\"Conv_0\": {\"ci\": 1, \"po\": 8, \"kp\": 3}, ...} (FINN's folding config)")
+    p.add_argument("--budget", type=float, default=0.8, help="share of each board resource (LUT, FF, DSP, BRAM) "
+                   "the design may use (default 0.8)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_convert, user_errors=user_errors)
 

@@ -42,7 +42,8 @@ from .intmodel import IntegerModel
 from .onnx_check import ConversionError, check_onnx
 from .precision import Criterion, Precisions, as_cells, build_knobs, load_overrides, output_classes, proxy_graph, \
     run_logits, score, search_precisions, stream_order
-from .plan import NetworkPlan, estimate_latency, plan_network
+from .plan import BUDGET_SHARE, SEARCH_FLOOR, NetworkPlan, PlanError, check_pins, estimate_latency, format_fit, \
+    layer_sizes, load_pins, plan_network
 from .profile import TensorRange, profile_activations, with_outputs
 
 REPORT_FILE = "report.json"
@@ -69,6 +70,9 @@ class ConvertConfig:
     classes: list[str] | None = None
     seed: int = 0
     progress: bool = True
+    fps: float | None = None  # a slower, smaller design than the fastest that fits
+    plan: Path | None = None  # a plan file pinning layers' lanes (a build's plan.json, or {layer: {ci, po, kp}})
+    budget_share: float = BUDGET_SHARE  # of each of the board's LUT, FF, DSP and block RAM
 
 
 @dataclass
@@ -110,6 +114,7 @@ class BuildContext:
     emulator: object = None
     report: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    log: Callable[[str], None] = print
 
     def write_json(self, relative: str, data) -> Path:
         path = self.out / relative
@@ -245,22 +250,51 @@ def step_search_precision(ctx: BuildContext) -> None:
     ctx.write_json(PRECISIONS_FILE, result.precisions.to_dict())
 
 
-def step_plan_parallelism(ctx: BuildContext) -> None:
-    """Multipliers per layer (RTL lanes and hls4ml reuse factors) for the roofline interval, within the board."""
-    from .rtlgen import operand_bits
+def pins_of(ctx: BuildContext) -> dict[str, tuple[int, int, int]]:
+    if ctx.cfg.plan is None:
+        return {}
+    pins = load_pins(ctx.cfg.plan)
+    check_pins(pins, layer_sizes(ctx.canonical), str(ctx.cfg.plan))
+    return pins
 
-    ctx.plan = plan_network(ctx.canonical, ctx.board.dsp, ctx.board.lut, operand_bits(ctx.canonical, ctx.precisions))
-    plan = ctx.plan
+
+def step_check_fit(ctx: BuildContext) -> None:
+    """The smallest design (fewest multipliers, narrowest widths the search may choose) must fit the board."""
+    plan = plan_network(ctx.canonical, ctx.board, SEARCH_FLOOR, pins=pins_of(ctx), budget_share=ctx.cfg.budget_share,
+                        what=str(ctx.source.onnx_path), interval=1 << 62)
+    ctx.report["fit_gate"] = {"widths": "narrowest the search may choose (2-bit weights, 4-bit activations)",
+                              "smallest_design": plan.fit()}
+
+
+def step_plan_parallelism(ctx: BuildContext) -> None:
+    """Lanes per layer (RTL and hls4ml reuse), DSP or LUT multipliers, for the fastest design that fits the board."""
+    from .layers.estimate import stage_resources
+    from .layers.base import total
+    from .rtlgen import fixed_stages, layer_widths
+
+    widths = layer_widths(ctx.canonical, ctx.precisions)
+    options = dict(pins=pins_of(ctx), fps=ctx.cfg.fps, budget_share=ctx.cfg.budget_share,
+                   what=str(ctx.source.onnx_path))
+    first = plan_network(ctx.canonical, ctx.board, widths, **options)
+    overhead = total(stage_resources(m, prm) for m, prm in fixed_stages(ctx.canonical, ctx.precisions, first))
+    ctx.plan = plan = plan_network(ctx.canonical, ctx.board, widths, overhead, **options)
     ii = plan.ii_cycles
+    fit = plan.fit()
     ctx.report["estimate"] = {
         "ii_cycles": ii, "latency_cycles": estimate_latency(plan), "roofline_cycles": plan.roofline,
         "ii_over_roofline": round(ii / plan.roofline, 3), "multipliers": plan.multipliers,
-        "dsp_multipliers": plan.dsp_multipliers, "dsp_budget": plan.dsp_budget,
-        "lut_multiplier_luts": round(plan.lut_multiplier_cost()), "relaxed_to_fit": plan.relaxed,
-        "fps_at_clock": round(ctx.board.clock_mhz * 1e6 / ii, 1), "clock_mhz": ctx.board.clock_mhz,
-        "note": "planned engine cycles of the RTL (hw/plan.py); `edgefpga verify` measures exact cycles in RTL "
-                "simulation"}
+        "dsp_multipliers": plan.dsp_multipliers, "dsp_budget": plan.dsp_budget, "relaxed_to_fit": plan.relaxed,
+        "requested_interval": plan.target_interval, "fps_at_clock": round(ctx.board.clock_mhz * 1e6 / ii, 1),
+        "clock_mhz": ctx.board.clock_mhz, "fit": fit,
+        "note": "planned engine cycles of the RTL and resources predicted by each layer's hardware model "
+                "(hw/plan.py, hw/layers); the clock is the board's nominal one, not a placed-and-routed one; "
+                "`edgefpga verify` measures exact cycles in RTL simulation, `--resources` counts with Yosys"}
     ctx.write_json("plan.json", plan.to_dict())
+    why = f", relaxed {plan.relaxed}x to fit" if plan.relaxed else ""
+    ctx.log(f"[convert]   planned II {ii:,} cycles ({ii / plan.roofline:.2f}x the roofline{why}): "
+            f"{ctx.report['estimate']['fps_at_clock']:,.0f} frames/s at the nominal {ctx.board.clock_mhz:g} MHz "
+            "(not placed and routed)")
+    ctx.log(f"[convert]   predicted: {format_fit(fit)}")
 
 
 def output_type(ctx: BuildContext) -> FixedType:
@@ -344,7 +378,21 @@ def step_generate_rtl(ctx: BuildContext) -> None:
                          "slowest_stage_cycles": max(st["cycles_per_frame"] for st in manifest["stages"]),
                          "target_interval_cycles": ctx.plan.interval,
                          "fifos": {st["name"]: st["params"]["DEPTH"] for st in manifest["stages"]
-                                   if st["module"] == "ef_fifo"}}
+                                   if st["module"] == "ef_fifo"},
+                         "predicted_fit": predicted_fit(manifest, ctx.board, ctx.cfg.budget_share)}
+    fit = ctx.report["rtl"]["predicted_fit"]
+    if not fit["fits"]:
+        raise PlanError(f"check failed: the generated RTL is predicted over budget ({format_fit(fit)}); "
+                        "please report this model")
+
+
+def predicted_fit(manifest: dict, board: Board, budget_share: float = BUDGET_SHARE) -> dict:
+    """The fit of a generated design, every stage priced by its hardware model from the manifest's
+    own parameters (what `edgefpga verify` checks without Yosys)."""
+    from .layers.estimate import design_resources
+    from .plan import fit_summary
+
+    return fit_summary(design_resources(manifest), board, budget_share)
 
 
 def step_generate_overlay(ctx: BuildContext) -> None:
@@ -405,7 +453,7 @@ def step_fingerprint(ctx: BuildContext) -> None:
 
 
 STEPS: list[Callable[[BuildContext], None]] = [
-    step_check_onnx, step_canonicalize, step_load_calibration, step_profile, step_search_precision,
+    step_check_onnx, step_canonicalize, step_check_fit, step_load_calibration, step_profile, step_search_precision,
     step_plan_parallelism, step_hls_project, step_compile_emulator, step_check_emulator, step_generate_rtl, step_generate_overlay,
     step_report, step_fingerprint,
 ]
@@ -437,7 +485,7 @@ def convert(source: str, out: str | Path, cfg: ConvertConfig | None = None, forc
     """Run every step into ``out``; return the report."""
     cfg = cfg or ConvertConfig()
     with build_folder(Path(out), force) as folder:
-        ctx = BuildContext(source, folder, cfg)
+        ctx = BuildContext(source, folder, cfg, log=log)
         for step in STEPS:
             name = step.__name__.removeprefix("step_")
             log(f"[convert] {name}: {(step.__doc__ or '').strip().splitlines()[0]}")

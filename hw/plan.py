@@ -1,44 +1,78 @@
-"""The one parallelism planner: how many multipliers each layer gets, for the RTL (lanes) and for
-hls4ml (ReuseFactor), and what that means in cycles.
+"""The one planner: how many multipliers each layer gets (RTL lanes, hls4ml ReuseFactor), whether
+they are DSP48s or LUTs, and whether the whole design fits the board. It fits or it refuses.
 
 Every layer is a pipeline stage working on the frame at the same time; the slowest stage sets
 the initiation interval (cycles between frames). The physical limit, the *roofline*, is one
-input beat per clock or every DSP of the board busy every cycle. The planner gives each layer
-the fewest multipliers whose cycles fit the target interval, using the RTL engines' own step
-counts (so a depthwise layer, with few MACs per output, is bound by its window steps rather than
-its multipliers), then checks the design fits the board: multipliers beyond the DSP budget are
-built from LUTs (narrowest operands first) and, when their estimated LUTs exceed the share of
-the board set aside for them, the interval is relaxed (fit first, then speed). hls4ml's reuse
-factor for a layer is the valid one nearest to the same number of multipliers.
+input beat per clock or every DSP of the board busy every cycle. For a target interval (the
+roofline, or the user's ``--fps``) each layer gets the fewest multipliers whose cycles fit it,
+by its hardware model's own step count (hw/layers: a depthwise layer is bound by its window
+steps, not its multipliers). Which layers' multipliers are DSP48s is a knapsack within the DSP
+budget (the layers whose LUT multipliers would cost the most go to DSPs). Then every layer's
+LUT, FF, DSP and block RAM come from its hardware model (fitted on Yosys), plus the stages
+without lanes (input affine, activations, residual adds, forks and FIFOs, the stream ends); the
+design fits when each resource is within the budget, 80 % of the board by default (room for
+the PS side of the chip and for timing closure). While it does not, the interval is relaxed
+(fewer multipliers: fit first, then speed). When even one multiplier per layer does not fit
+(weights that need more block RAM than the board has), the plan is refused with the resource,
+the need and the board, and the smallest preset board that would hold it.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
+from .boards import BOARDS, Board
 from .graph import attr
+from .layers import kind_model
+from .layers.base import Resources, divisors, total
+from .onnx_check import ConversionError
 
-DSP_SHARE = 0.8  # leave a fifth of the DSPs for timing closure and the rest of the system
-LUT_MULTIPLIER_SHARE = 0.35  # of the board's LUTs, at most this much for multipliers built from LUTs
-# LUTs per bit of a LUT multiplier's operand product (XW * WW), from Yosys: ResNet-8's Conv_2 (48 LUT
-# multipliers of 12 x 9 bits) takes 9,773 LUTs more than Conv_1, the same layer in DSPs: 1.9 per bit
-LUT_PER_PRODUCT_BIT = 1.9
+BUDGET_SHARE = 0.8  # of each resource: room for the PS side of the chip and for timing closure
+RESOURCES = ("LUT", "FF", "DSP", "BRAM36")
 SHORT_MAP_ROWS = 6
 RELAX = 1.1  # interval growth per step while the design does not fit
-DEFAULT_OPERAND_BITS = 8 * 8  # XW * WW of a product before the precision search has chosen the widths
+MAX_RELAX_STEPS = 400
+
+
+class PlanError(ConversionError):
+    """No design of the network fits the board at any frame rate, or a pinned plan does not fit."""
+
+
+@dataclass(frozen=True)
+class Widths:
+    """The widths of one layer's RTL instance: input values, (aligned) weights, accumulator, output."""
+
+    xw: int = 8
+    ww: int = 8
+    accw: int = 32
+    ow: int = 8
+    x_signed: bool = True
+
+    @property
+    def operand_bits(self) -> int:
+        return self.xw * self.ww
+
+
+DEFAULT_WIDTHS = Widths()
+# the narrowest design the precision search can choose (hw/precision.py: 2-bit weights, 4-bit
+# activations): a network that does not fit even so is refused before the search runs
+SEARCH_FLOOR = Widths(xw=4, ww=2, accw=8, ow=4, x_signed=False)
 
 
 @dataclass
 class LayerPlan:
-    """One layer: its sizes, the chosen lanes (ci input channels x po outputs x kp window
-    positions per cycle), multipliers, engine cycles per frame, and hls4ml's reuse factor."""
+    """One layer with lanes: its sizes, the chosen lanes (ci input channels x po outputs x kp
+    window positions per cycle), multipliers, engine cycles per frame, hls4ml's reuse factor,
+    and its predicted resources."""
 
     node: str
-    kind: str = "fixed"  # conv, depthwise, dense, gpool, fixed
+    kind: str = "fixed"  # conv, depthwise, dense, gpool, fixed (a window pool)
     out_rows: int = 1
     out_pixels: int = 1
     channels: int = 1  # input channels per pixel of the stream
@@ -54,7 +88,14 @@ class LayerPlan:
     cycles: int = 0
     reuse: int = 1
     dsp: bool = True
-    operand_bits: int = 0  # XW * WW of one product (LUT cost when not in a DSP)
+    op: str = ""
+    in_shape: tuple[int, int] = (1, 1)
+    out_shape: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int] = (0, 0)
+    widths: Widths = DEFAULT_WIDTHS
+    pinned: bool = False
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def n_in(self) -> int:
@@ -62,8 +103,31 @@ class LayerPlan:
         per_group = 1 if self.kind == "depthwise" else self.channels
         return self.kernel[0] * self.kernel[1] * per_group * (self.in_pixels if self.kind == "dense" else 1)
 
+    @property
+    def model(self):
+        return kind_model(self.kind)
+
+    @property
+    def module(self) -> str:
+        return self.model.MODULES[0]
+
+    @property
+    def lut_multipliers_possible(self) -> bool:
+        return getattr(self.model, "LUT_MULTIPLIERS", True) and self.multipliers > 0
+
+    def rtl_params(self, use_dsp: bool | None = None) -> dict:
+        return self.model.plan_params(self, self.widths, self.dsp if use_dsp is None else use_dsp)
+
+    def estimate(self, use_dsp: bool | None = None) -> Resources:
+        from .layers.estimate import stage_resources
+
+        return stage_resources(self.module, self.rtl_params(use_dsp))
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["resources"] = self.resources.to_dict()
+        data["widths"] = asdict(self.widths)
+        return data
 
 
 @dataclass
@@ -71,9 +135,16 @@ class NetworkPlan:
     interval: int
     roofline: int
     input_beats: int
-    dsp_budget: int
+    board: Board
     layers: dict[str, LayerPlan] = field(default_factory=dict)
+    overhead: Resources = field(default_factory=Resources)  # stages without lanes
+    budget_share: float = BUDGET_SHARE
     relaxed: int = 0  # times the interval was relaxed to fit
+    target_interval: int = 0  # the roofline or the user's frame rate, before relaxing
+
+    @property
+    def dsp_budget(self) -> int:
+        return int(self.board.dsp * self.budget_share)
 
     @property
     def multipliers(self) -> int:
@@ -87,29 +158,70 @@ class NetworkPlan:
     def ii_cycles(self) -> int:
         return max([self.input_beats] + [lp.cycles for lp in self.layers.values()])
 
-    def lut_multiplier_cost(self) -> float:
-        return sum(lp.multipliers * lp.operand_bits * LUT_PER_PRODUCT_BIT for lp in self.layers.values() if not lp.dsp)
+    def total(self) -> Resources:
+        return total(lp.resources for lp in self.layers.values()) + self.overhead
+
+    def fit(self) -> dict:
+        """Predicted use per resource against the board and the budget (DESIGN.md contract 12)."""
+        return fit_summary(self.total(), self.board, self.budget_share)
+
+    @property
+    def fits(self) -> bool:
+        return self.fit()["fits"]
+
+    def fps(self) -> float:
+        return self.board.clock_mhz * 1e6 / self.ii_cycles
 
     def to_dict(self) -> dict:
-        return {"interval_target": self.interval, "ii_cycles": self.ii_cycles, "roofline_cycles": self.roofline,
-                "input_beats": self.input_beats, "dsp_budget": self.dsp_budget, "multipliers": self.multipliers,
-                "dsp_multipliers": self.dsp_multipliers, "lut_multiplier_luts": round(self.lut_multiplier_cost()),
-                "relaxed": self.relaxed, "layers": [lp.to_dict() for lp in self.layers.values()]}
+        return {"board": self.board.name, "interval_target": self.interval, "requested_interval": self.target_interval,
+                "ii_cycles": self.ii_cycles, "roofline_cycles": self.roofline, "input_beats": self.input_beats,
+                "dsp_budget": self.dsp_budget, "multipliers": self.multipliers,
+                "dsp_multipliers": self.dsp_multipliers, "relaxed": self.relaxed,
+                "fps_at_clock": round(self.fps(), 1), "clock_mhz": self.board.clock_mhz,
+                "fit": self.fit(), "overhead": self.overhead.to_dict(),
+                "layers": [lp.to_dict() for lp in self.layers.values()]}
 
 
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+def board_limits(board: Board) -> dict[str, float]:
+    return {"LUT": board.lut, "FF": board.ff, "DSP": board.dsp, "BRAM36": board.bram36}
 
 
-def dense_input(model: ModelWrapper, matmul) -> tuple[int, int]:
-    """(channels per pixel, pixels) of the stream a dense layer reads: the map it was flattened
-    from, or one vector."""
+def fit_summary(resources: Resources, board: Board, budget_share: float = BUDGET_SHARE) -> dict:
+    """``used``, ``available``, ``share`` and ``budget`` per resource, ``over`` (the resources past
+    the budget) and ``fits``: what plan.json, convert and verify print."""
+    used, available = resources.board_use(), board_limits(board)
+    share = {k: round(used[k] / available[k], 3) for k in RESOURCES}
+    over = [k for k in RESOURCES if used[k] > budget_share * available[k]]
+    return {"board": board.name, "used": used, "available": available, "share": share, "budget_share": budget_share,
+            "over": over, "fits": not over}
+
+
+def format_fit(fit: dict) -> str:
+    """One line: ``LUT 31,200/53,200 (59 %), FF ... `` with the resources over budget marked."""
+    parts = []
+    for k in RESOURCES:
+        mark = " OVER" if k in fit["over"] else ""
+        parts.append(f"{k} {fit['used'][k]:,g}/{fit['available'][k]:,} ({fit['share'][k]:.0%}){mark}")
+    return ", ".join(parts) + f" of {fit['board']} (budget {fit['budget_share']:.0%} each)"
+
+
+# ---- the network's layers ---------------------------------------------------------------------
+
+def dense_input(model: ModelWrapper, matmul) -> tuple[int, int, tuple[int, int]]:
+    """(channels per pixel, pixels, map shape) of the stream a dense layer reads: the map it was
+    flattened from, or one vector."""
     producer = model.find_producer(matmul.input[0])
     if producer is not None and producer.op_type == "Flatten":
         shape = model.get_tensor_shape(producer.input[0])
         if len(shape) == 4:
-            return shape[1], shape[2] * shape[3]
-    return model.get_tensor_shape(matmul.input[0])[-1], 1
+            return shape[1], shape[2] * shape[3], (shape[2], shape[3])
+    return model.get_tensor_shape(matmul.input[0])[-1], 1, (1, 1)
+
+
+def window_geometry(node, kernel) -> dict:
+    strides = attr(node, "strides", [1, 1])
+    pads = attr(node, "pads", [0, 0, 0, 0])
+    return {"kernel": tuple(kernel), "stride": (strides[0], strides[1]), "pads": (pads[0], pads[1])}
 
 
 def layer_sizes(model: ModelWrapper) -> list[LayerPlan]:
@@ -121,47 +233,34 @@ def layer_sizes(model: ModelWrapper) -> list[LayerPlan]:
             _, c, h, w = model.get_tensor_shape(node.input[0])
             _, oc, oh, ow = model.get_tensor_shape(node.output[0])
             kind = "depthwise" if attr(node, "group", 1) != 1 else "conv"
-            layers.append(LayerPlan(node.name, kind, oh, oh * ow, c, oc, tuple(weight.shape[2:]), h * w,
-                                    oh * ow * int(weight.size), int(weight.size) + oc))
+            layers.append(LayerPlan(node.name, kind, oh, oh * ow, c, oc, in_pixels=h * w,
+                                    macs=oh * ow * int(weight.size), params=int(weight.size) + oc, op=node.op_type,
+                                    in_shape=(h, w), out_shape=(oh, ow),
+                                    **window_geometry(node, weight.shape[2:])))
         elif node.op_type == "MatMul":
             weight = model.get_initializer(node.input[1])
-            c, npix = dense_input(model, node)
+            c, npix, shape = dense_input(model, node)
             layers.append(LayerPlan(node.name, "dense", 1, 1, c, weight.shape[1], (1, 1), npix, int(weight.size),
-                                    int(weight.size) + weight.shape[1]))
+                                    int(weight.size) + weight.shape[1], op=node.op_type, in_shape=shape))
         elif node.op_type in ("MaxPool", "AveragePool"):
             _, c, h, w = model.get_tensor_shape(node.input[0])
             _, _, oh, ow = model.get_tensor_shape(node.output[0])
             kernel = tuple(attr(node, "kernel_shape"))
             kind = "gpool" if kernel == (h, w) and not any(attr(node, "pads", [0])) else "fixed"
-            layers.append(LayerPlan(node.name, kind, oh, oh * ow, c, c, kernel, h * w))
+            layers.append(LayerPlan(node.name, kind, oh, oh * ow, c, c, in_pixels=h * w, op=node.op_type,
+                                    in_shape=(h, w), out_shape=(oh, ow), **window_geometry(node, kernel)))
     return layers
 
 
+# ---- lanes ----------------------------------------------------------------------------------------
+
 def lane_options(layer: LayerPlan) -> list[tuple[int, int, int]]:
-    if layer.kind == "conv":
-        return [(ci, po, kp) for ci in divisors(layer.channels) for po in divisors(layer.outputs)
-                for kp in divisors(layer.kernel[1])]
-    if layer.kind == "depthwise":
-        return [(1, po, kp) for po in divisors(layer.channels) for kp in divisors(layer.kernel[1])]
-    if layer.kind == "dense":
-        return [(ci, po, 1) for ci in divisors(layer.channels) for po in divisors(layer.outputs)]
-    if layer.kind == "gpool":
-        return [(ci, 1, 1) for ci in divisors(layer.channels)]
-    return [(1, 1, 1)]
+    return layer.model.lane_options(layer)
 
 
 def engine_cycles(layer: LayerPlan, ci: int, po: int, kp: int) -> int:
     """Cycles per frame of the RTL engine (one step per cycle), as the Verilog modules count them."""
-    kh, kw = layer.kernel
-    if layer.kind == "conv":
-        return layer.out_pixels * kh * (kw // kp) * (layer.channels // ci) * (layer.outputs // po)
-    if layer.kind == "depthwise":
-        return layer.out_pixels * kh * (kw // kp) * (layer.channels // po)
-    if layer.kind == "dense":
-        return layer.in_pixels * (layer.outputs // po) * (layer.channels // ci)
-    if layer.kind == "gpool":
-        return layer.in_pixels * (layer.channels // ci)
-    return layer.out_pixels * kh * kw
+    return layer.model.cycles(layer, ci, po, kp)
 
 
 def lanes_for(layer: LayerPlan, budget: int) -> tuple[int, int, int]:
@@ -181,36 +280,52 @@ def layer_interval(interval: int, out_rows: int) -> int:
     return max(1, interval * min(out_rows, SHORT_MAP_ROWS) // SHORT_MAP_ROWS)
 
 
-def apply_lanes(layer: LayerPlan, interval: int) -> None:
-    layer.ci, layer.po, layer.kp = lanes_for(layer, layer_interval(interval, layer.out_rows))
-    layer.cycles = engine_cycles(layer, layer.ci, layer.po, layer.kp)
-    layer.multipliers = layer.ci * layer.po * layer.kp if layer.kind in ("conv", "depthwise", "dense") else 0
+def set_lanes(layer: LayerPlan, lanes: tuple[int, int, int]) -> None:
+    layer.ci, layer.po, layer.kp = lanes
+    layer.cycles = engine_cycles(layer, *lanes)
+    layer.multipliers = layer.model.multipliers(layer, *lanes)
     if layer.multipliers:
         layer.reuse = hls4ml_reuse(layer.n_in, layer.outputs, layer.multipliers)
 
 
+def apply_lanes(layer: LayerPlan, interval: int) -> None:
+    if not layer.pinned:
+        set_lanes(layer, lanes_for(layer, layer_interval(interval, layer.out_rows)))
+
+
+def fewest_lanes(layer: LayerPlan) -> tuple[int, int, int]:
+    return min(lane_options(layer), key=lambda o: (o[0] * o[1] * o[2], engine_cycles(layer, *o)))
+
+
 def assign_dsps(layers: list[LayerPlan], dsp_budget: int) -> None:
-    """Which layers' multipliers go to DSP48s (a layer's lanes are all DSP or all LUT): the set
-    within the budget whose multipliers would cost the most LUTs otherwise (a 0/1 knapsack over
-    multipliers, value = multipliers x operand bits), the rest from LUTs. A greedy pass that drops
-    whole layers wastes the budget (ResNet-8: 129 of 176 DSPs used, 99 % of the LUTs)."""
-    movable = [lp for lp in layers if lp.kind in ("conv", "depthwise") and lp.multipliers]  # ef_conv2d has USE_DSP
+    """Which layers' multipliers are DSP48s (a layer's lanes are all DSP or all LUT): the set
+    within the budget whose LUT multipliers would cost the most LUTs (a 0/1 knapsack over DSPs,
+    both sides priced by the layer's hardware model), the rest from LUTs. Layers whose module has
+    no LUT multipliers (dense) always take DSPs."""
     for lp in layers:
         lp.dsp = True
-    fixed = sum(lp.multipliers for lp in layers if lp not in movable)  # dense layers: always DSPs
-    budget = dsp_budget - fixed
-    if sum(lp.multipliers for lp in movable) <= budget:
+    movable = [lp for lp in layers if lp.lut_multipliers_possible]
+    in_dsp = {id(lp): lp.estimate(use_dsp=True) for lp in layers if lp.multipliers}
+    budget = dsp_budget - sum(in_dsp[id(lp)].dsp for lp in layers if lp.multipliers and lp not in movable)
+    if sum(in_dsp[id(lp)].dsp for lp in movable) <= budget:
         return
-    best: dict[int, tuple[int, tuple[int, ...]]] = {0: (0, ())}  # DSPs used -> (LUT cost saved, layers in DSPs)
+    in_lut = {id(lp): lp.estimate(use_dsp=False) for lp in movable}
+    best: dict[int, tuple[float, tuple[int, ...]]] = {0: (0.0, ())}  # DSPs used -> (LUTs saved, layers in DSPs)
     for i, lp in enumerate(movable):
-        value = lp.multipliers * lp.operand_bits
+        cost = int(math.ceil(in_dsp[id(lp)].dsp))
+        value = (in_lut[id(lp)].lut + in_lut[id(lp)].lutram) - (in_dsp[id(lp)].lut + in_dsp[id(lp)].lutram)
         for used, (saved, chosen) in list(best.items()):
-            total = used + lp.multipliers
-            if total <= budget and best.get(total, (-1, ()))[0] < saved + value:
-                best[total] = (saved + value, chosen + (i,))
-    in_dsp = set(max(best.values())[1])
+            spent = used + cost
+            if spent <= budget and best.get(spent, (-1.0, ()))[0] < saved + value:
+                best[spent] = (saved + value, chosen + (i,))
+    chosen = set(max(best.values())[1])
     for i, lp in enumerate(movable):
-        lp.dsp = i in in_dsp
+        lp.dsp = i in chosen
+
+
+def estimate_layers(layers: list[LayerPlan]) -> None:
+    for lp in layers:
+        lp.resources = lp.estimate()
 
 
 def roofline_cycles(macs: int, input_beats: int, dsp: int) -> int:
@@ -218,40 +333,147 @@ def roofline_cycles(macs: int, input_beats: int, dsp: int) -> int:
     return max(input_beats, math.ceil(macs / dsp))
 
 
-def plan_network(model: ModelWrapper, board_dsp: int, board_lut: int, operand_bits: dict[str, int] | None = None,
-                 interval: int | None = None) -> NetworkPlan:
+def fps_interval(board: Board, fps: float) -> int:
+    """The interval (cycles) of ``fps`` frames per second at the board's clock."""
+    if fps <= 0:
+        raise PlanError(f"--fps {fps:g}: a frame rate must be positive")
+    return max(1, math.floor(board.clock_mhz * 1e6 / fps))
+
+
+# ---- the planner -------------------------------------------------------------------------------
+
+def layout_at(layers: list[LayerPlan], interval: int, dsp_budget: int) -> None:
+    for lp in layers:
+        apply_lanes(lp, interval)
+    assign_dsps(layers, dsp_budget)
+    estimate_layers(layers)
+
+
+def smallest_design(layers: list[LayerPlan], beats: int, board: Board, overhead: Resources,
+                    budget_share: float) -> NetworkPlan:
+    """Every unpinned layer at its fewest multipliers: if this does not fit, nothing does."""
+    copies = [replace(lp) for lp in layers]
+    for lp in copies:
+        if not lp.pinned:
+            set_lanes(lp, fewest_lanes(lp))
+    plan = NetworkPlan(0, 0, beats, board, {lp.node: lp for lp in copies}, overhead, budget_share)
+    assign_dsps(copies, plan.dsp_budget - int(overhead.dsp))
+    estimate_layers(copies)
+    plan.interval = plan.ii_cycles
+    return plan
+
+
+def refusal(smallest: NetworkPlan, layers: list[LayerPlan], beats: int, overhead: Resources, what: str) -> PlanError:
+    """One line: the resource furthest over, its need, the board's budget, and the smallest preset
+    board that would hold the same design."""
+    fit = smallest.fit()
+    worst = max(fit["over"], key=lambda k: fit["used"][k] / fit["available"][k])
+    limit = smallest.budget_share * fit["available"][worst]
+    holds = [b for b in sorted(BOARDS.values(), key=lambda b: (b.lut, b.bram36))
+             if b.name != smallest.board.name
+             and smallest_design(layers, beats, b, overhead, smallest.budget_share).fits]
+    where = f"the smallest preset board that holds it: {holds[0].name}" if holds else \
+        f"no preset board holds it ({', '.join(BOARDS)})"
+    others = [k for k in fit["over"] if k != worst]
+    also = f" (also over: {', '.join(others)})" if others else ""
+    return PlanError(f"{what} does not fit {smallest.board.name} at any frame rate: {worst} needs "
+                     f"{fit['used'][worst]:,g} of {limit:,.0f} ({smallest.budget_share:.0%} of {fit['available'][worst]:,})"
+                     f" with the fewest multipliers per layer{also}; {where}")
+
+
+def plan_layers(layers: list[LayerPlan], beats: int, board: Board, widths: dict[str, Widths] | Widths | None = None,
+                overhead: Resources | None = None, interval: int | None = None, fps: float | None = None,
+                pins: dict[str, tuple[int, int, int]] | None = None, budget_share: float = BUDGET_SHARE,
+                what: str = "the network") -> NetworkPlan:
+    """Lanes for every layer at the roofline interval (or ``interval``, or ``fps``), relaxed until
+    every resource fits the budget; PlanError when nothing fits (see the module docstring).
+    ``layers`` come from a graph (layer_sizes) or, before a model exists, from an architecture
+    (hw/sizing.py); ``widths`` per layer (or one for all; default 8-bit operands) price them."""
+    overhead = overhead or Resources()
+    for lp in layers:
+        w = widths.get(lp.node, DEFAULT_WIDTHS) if isinstance(widths, dict) else (widths or DEFAULT_WIDTHS)
+        lp.widths = w
+        if pins and lp.node in pins:
+            if tuple(pins[lp.node]) not in lane_options(lp):
+                raise PlanError(f"plan file: {lp.node} cannot take lanes {tuple(pins[lp.node])} (ci, po, kp); "
+                                f"its options divide its channels and kernel width")
+            set_lanes(lp, tuple(pins[lp.node]))
+            lp.pinned = True
+    smallest = smallest_design(layers, beats, board, overhead, budget_share)
+    if not smallest.fits:
+        raise refusal(smallest, layers, beats, overhead, what)
+    roofline = roofline_cycles(sum(lp.macs for lp in layers), beats, board.dsp)
+    target = interval or (max(roofline, fps_interval(board, fps)) if fps else roofline)
+    plan = NetworkPlan(target, roofline, beats, board, {lp.node: lp for lp in layers}, overhead, budget_share,
+                       target_interval=target)
+    for _ in range(MAX_RELAX_STEPS):
+        layout_at(layers, plan.interval, plan.dsp_budget - int(overhead.dsp))
+        if plan.fits:
+            return plan
+        if plan.interval >= smallest.interval:
+            break
+        plan.interval = min(smallest.interval, math.ceil(plan.interval * RELAX))
+        plan.relaxed += 1
+    for lp in layers:  # the smallest design fits: take it
+        src = smallest.layers[lp.node]
+        lp.ci, lp.po, lp.kp, lp.cycles, lp.multipliers, lp.reuse, lp.dsp, lp.resources = (
+            src.ci, src.po, src.kp, src.cycles, src.multipliers, src.reuse, src.dsp, src.resources)
+    plan.interval = smallest.interval
+    return plan
+
+
+def plan_network(model: ModelWrapper, board: Board, widths: dict[str, Widths] | Widths | None = None,
+                 overhead: Resources | None = None, **options) -> NetworkPlan:
     """Lanes for every layer of a canonical graph (see plan_layers)."""
     _, c, h, w = model.get_tensor_shape(model.graph.input[0].name)
-    return plan_layers(layer_sizes(model), c * h * w, board_dsp, board_lut, operand_bits, interval)
+    return plan_layers(layer_sizes(model), c * h * w, board, widths, overhead, **options)
 
 
-def plan_layers(layers: list[LayerPlan], beats: int, board_dsp: int, board_lut: int,
-                operand_bits: dict[str, int] | None = None, interval: int | None = None) -> NetworkPlan:
-    """Lanes for every layer at the roofline interval (or ``interval``), relaxed until the
-    multipliers fit the board (see module docstring). ``layers`` come from a graph
-    (layer_sizes) or, before a model exists, from an architecture (hw/sizing.py)."""
-    for lp in layers:
-        lp.operand_bits = (operand_bits or {}).get(lp.node, DEFAULT_OPERAND_BITS)
-    roofline = roofline_cycles(sum(lp.macs for lp in layers), beats, board_dsp)
-    plan = NetworkPlan(interval or roofline, roofline, beats, int(board_dsp * DSP_SHARE), {lp.node: lp for lp in layers})
-    while True:
-        for lp in layers:
-            apply_lanes(lp, plan.interval)
-        assign_dsps(layers, plan.dsp_budget)
-        if plan.lut_multiplier_cost() <= LUT_MULTIPLIER_SHARE * board_lut or plan.relaxed > 40:
-            return plan
-        plan.interval = math.ceil(plan.interval * RELAX)
-        plan.relaxed += 1
+# ---- plan files ----------------------------------------------------------------------------------
 
+def load_pins(path: str | Path) -> dict[str, tuple[int, int, int]]:
+    """Lanes to pin from a plan file: a build's plan.json (its ``layers``) or ``{"Conv_0": {"ci": 1,
+    "po": 8, "kp": 3}, ...}`` (FINN's folding config, in our terms)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PlanError(f"{path}: not a readable plan file ({exc})") from None
+    rows = data.get("layers", data) if isinstance(data, dict) else None
+    if isinstance(rows, list):
+        rows = {row.get("node"): row for row in rows if isinstance(row, dict)}
+    if not isinstance(rows, dict):
+        raise PlanError(f"{path}: expected plan.json's 'layers' or an object of layer -> {{ci, po, kp}}")
+    pins = {}
+    for node, row in rows.items():
+        try:
+            pins[node] = (int(row.get("ci", 1)), int(row.get("po", 1)), int(row.get("kp", 1)))
+        except (AttributeError, TypeError, ValueError):
+            raise PlanError(f"{path}: layer {node}: lanes must be integers ci, po, kp") from None
+    return pins
+
+
+def load_plan(path: str | Path) -> dict:
+    """A build's plan.json, read back (what convert planned: lanes, resources and fit)."""
+    return json.loads(Path(path).read_text())
+
+
+def check_pins(pins: dict[str, tuple[int, int, int]], layers: list[LayerPlan], source: str) -> None:
+    known = {lp.node for lp in layers}
+    unknown = sorted(set(pins) - known)
+    if unknown:
+        raise PlanError(f"{source}: no layer named {', '.join(unknown)} in this network (layers: {', '.join(sorted(known))})")
+
+
+# ---- hls4ml --------------------------------------------------------------------------------------
 
 def valid_reuse_factors(n_in: int, n_out: int) -> list[int]:
     """hls4ml's FPGABackend rule (fpga_backend.py ``_validate_reuse_factor``), without its
     O(n_in * n_out) loop: only divisors of n_in * n_out can qualify."""
-    total = n_in * n_out
-    divs = sorted({d for i in range(1, math.isqrt(total) + 1) if total % i == 0 for d in (i, total // i)})
+    total_ = n_in * n_out
+    divs = sorted({d for i in range(1, math.isqrt(total_) + 1) if total_ % i == 0 for d in (i, total_ // i)})
     ok = []
     for rf in divs:
-        limit = math.ceil(total / min(n_in, rf))
+        limit = math.ceil(total_ / min(n_in, rf))
         if ((limit % n_out == 0) or rf >= n_in) and ((rf % n_in == 0) or rf < n_in):
             ok.append(rf)
     return ok
@@ -274,3 +496,7 @@ def estimate_latency(plan: NetworkPlan) -> int:
             fill += math.ceil(((lp.kernel[0] - 1) * width + lp.kernel[1] - 1) * ii / lp.in_pixels)
         fill += lp.cycles // max(1, lp.out_pixels)
     return ii + fill
+
+
+__all__ = ["BUDGET_SHARE", "LayerPlan", "NetworkPlan", "PlanError", "Widths", "divisors", "plan_layers",
+           "plan_network", "fit_summary", "format_fit", "load_pins", "load_plan"]

@@ -30,9 +30,23 @@ def summary_lines(report: dict) -> list[str]:
            if emu.get("accuracy") is not None else ""),
         f"plan: {est['multipliers']} multipliers ({est['dsp_multipliers']} in DSPs, budget {est['dsp_budget']}), "
         f"II {est['ii_cycles']:,} cycles "
-        f"({est['ii_over_roofline']}x roofline {est['roofline_cycles']:,}), latency ~{est['latency_cycles']:,} cycles, "
-        f"{est['fps_at_clock']:,} frames/s at {est['clock_mhz']:.0f} MHz",
+        f"({est['ii_over_roofline']}x roofline {est['roofline_cycles']:,}"
+        + (f", relaxed {est['relaxed_to_fit']}x to fit" if est.get("relaxed_to_fit") else "")
+        + f"), latency ~{est['latency_cycles']:,} cycles, {est['fps_at_clock']:,} frames/s at the nominal "
+        f"{est['clock_mhz']:.0f} MHz (not placed and routed)",
+        *fit_lines(report),
     ]
+
+
+def fit_lines(report: dict) -> list[str]:
+    """The predicted fit of the generated design (every stage priced by its hardware model)."""
+    from .plan import format_fit
+
+    fit = report.get("rtl", {}).get("predicted_fit") or report["estimate"].get("fit")
+    if not fit:
+        return []
+    verdict = "fits" if fit["fits"] else "does NOT fit"
+    return [f"predicted use ({verdict}; `edgefpga verify --resources` counts with Yosys): {format_fit(fit)}"]
 
 
 def write_markdown(report: dict, path: Path) -> None:

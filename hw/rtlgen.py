@@ -27,7 +27,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from .fixed import FixedType
 from .graph import attr, is_residual
 from .intmodel import Window, align, clip_limits, to_int
-from .plan import LayerPlan, NetworkPlan
+from .plan import LayerPlan, NetworkPlan, Widths
 from .precision import Precisions, fused_activation, sole_consumer
 
 RTL_DIR = Path(__file__).resolve().parent / "rtl"
@@ -424,14 +424,37 @@ def generic_modules(stages: list[Stage]) -> list[str]:
     return ["ef_axis_in", *dict.fromkeys(st.module for st in stages), "ef_axis_out"]
 
 
-def operand_bits(model: ModelWrapper, p: Precisions) -> dict[str, int]:
-    """XW * WW of each multiplying layer (the LUT cost of a multiplier built without a DSP)."""
-    bits = {}
+def layer_widths(model: ModelWrapper, p: Precisions) -> dict[str, Widths]:
+    """The widths of every planned layer's RTL instance, as the stage builders above set them
+    (the planner prices each layer's multipliers, memories and accumulators with them)."""
+    widths = {}
     for node in model.graph.node:
         if node.op_type in ("Conv", "MatMul") and node.name in p.layers:
             x_t = p.tensors[node.input[0]] or p.tensors.get(model.find_producer(node.input[0]).input[0])
-            bits[node.name] = x_t.width * p.layers[node.name]["weight"].width
-    return bits
+            w_t, acc_t = p.layers[node.name]["weight"], p.layers[node.name]["accum"]
+            last = node if node.op_type == "Conv" else sole_consumer(model, node.output[0])
+            out_t = saturation(model, p, last)[1]
+            widths[node.name] = Widths(x_t.width, w_t.width + acc_t.frac - x_t.frac - w_t.frac, acc_t.width,
+                                       out_t.width, x_t.signed)
+        elif node.op_type in ("MaxPool", "AveragePool"):
+            x_t, out_t = p.tensors[node.input[0]], p.tensors[node.output[0]]
+            widths[node.name] = Widths(x_t.width, 0, 0, out_t.width, x_t.signed)
+    return widths
+
+
+LANE_MODULES = ("ef_conv2d", "ef_dense", "ef_gpool", "ef_pool2d")
+
+
+def fixed_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> list[tuple[str, dict]]:
+    """(module, params) of every stage the planner does not size (input affine, activations,
+    residual adds, forks, FIFOs) and of the two stream ends, as write_rtl builds them."""
+    stages, streams = network_stages(model, p, plan)
+    inp = model.graph.input[0].name
+    _, channels, height, width = model.get_tensor_shape(inp)
+    last = streams[stages[-1].output]
+    ends = [("ef_axis_in", {"H": height, "W": width, "C": channels}),
+            ("ef_axis_out", {"N": last.channels, "OW": last.bits, "TW": TDATA_BITS, "P": last.h * last.w})]
+    return [(st.module, st.params) for st in stages if st.module not in LANE_MODULES] + ends
 
 
 def write_rtl(model: ModelWrapper, p: Precisions, plan: NetworkPlan, out_dir: Path, name: str, source: str,

@@ -4,16 +4,14 @@
 Each candidate is the project's conv stack (models/arch.py: 3x3 conv blocks, 2x2 max-pool
 between them, a global pool, one dense layer) at an input size and a width scale. Its layers
 go through the converter's own planner (hw/plan.py ``plan_layers``, the function ``convert``
-plans the real graph with), so the projected interval is the one ``convert`` will plan and
-``edgefpga verify`` will measure in the RTL. Two margins make the projection one the RTL meets:
-the search's widths are not known before training, so multipliers built from LUTs are costed at
-12 x 12-bit products (ELPV's search chose 7..14-bit weights), and the RTL's interval runs up to
-a few percent over the plan (pipeline fill between frames: ELPV 1.005x, 32 px nets 1.01x), so
-the projected interval is the plan's times RTL_MARGIN.
-Block RAM is estimated from the weights and line buffers (``bram36_estimate``: a method, not a
-synthesis; ``edgefpga verify --resources`` counts with Yosys). The choice is the candidate with
-the most multiply-accumulates (the most capacity) that meets the frame rate and fits the board,
-larger inputs first on a tie.
+plans the real graph with), so the projected interval and the predicted fit (every resource,
+from each layer's hardware model, within the same 80 % budget) are the ones ``convert`` will
+plan. Two margins make the projection one the RTL meets: the search's widths are not known
+before training, so every layer is priced at SIZING_WIDTHS (12-bit weights and activations:
+ELPV's search chose 7..14-bit weights), and the RTL's interval runs up to a few percent over the
+plan (pipeline fill between frames: ELPV 1.005x, 32 px nets 1.01x), so the projected interval
+is the plan's times RTL_MARGIN. The choice is the candidate with the most multiply-accumulates
+(the most capacity) that meets the frame rate and fits the board, larger inputs first on a tie.
 """
 
 from __future__ import annotations
@@ -22,17 +20,12 @@ import math
 from dataclasses import asdict, dataclass
 
 from .boards import Board
-from .plan import DSP_SHARE, LayerPlan, plan_layers
+from .plan import LayerPlan, PlanError, Widths, plan_layers
 
 SIZES = (32, 48, 64, 96, 128)
 BASE_WIDTHS = (8, 16, 32, 48, 64, 80)  # the shipped ELPV model's
 WIDTH_SCALES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
-WEIGHT_BITS = 12  # typical width after the precision search (ELPV: 7..14 bits)
-ACTIVATION_BITS = 16
-BRAM36_BITS = 36 * 1024
-BRAM_PACKING = 0.7  # ROMs and line buffers use BRAM in whole blocks: ELPV's estimate 44 vs Yosys 42
-BRAM_SHARE = 0.8  # of the board's block RAM, as for every resource in `verify --resources`
-SIZING_OPERAND_BITS = 12 * 12  # a LUT multiplier's product width assumed before the search has run
+SIZING_WIDTHS = Widths(xw=12, ww=12, accw=32, ow=12)  # a layer's widths assumed before the search has run
 RTL_MARGIN = 1.03  # measured interval over the planned one, at most (see the module docstring)
 
 
@@ -49,7 +42,7 @@ class Candidate:
     ii_cycles: int
     fps: float
     dsp_multipliers: int
-    bram36_estimate: float
+    predicted: dict  # board use per resource (hw/plan.py fit_summary's "used")
     fits: bool
     meets_fps: bool = False
 
@@ -67,38 +60,38 @@ def arch_layers(size: int, widths: tuple[int, ...], in_channels: int, classes: i
     them (BatchNorm folded into the convs, the ReLUs fused): conv, max-pool, ..., global pool, dense."""
     layers, h, c = [], size, in_channels
     for i, w in enumerate(widths):
-        layers.append(LayerPlan(f"Conv_{i}", "conv", h, h * h, c, w, (3, 3), h * h, h * h * 9 * c * w, 9 * c * w + w))
+        layers.append(LayerPlan(f"Conv_{i}", "conv", h, h * h, c, w, (3, 3), h * h, h * h * 9 * c * w, 9 * c * w + w,
+                                op="Conv", in_shape=(h, h), out_shape=(h, h), pads=(1, 1)))
         c = w
         if i < len(widths) - 1:
-            layers.append(LayerPlan(f"MaxPool_{i}", "fixed", h // 2, (h // 2) ** 2, c, c, (2, 2), h * h))
+            layers.append(LayerPlan(f"MaxPool_{i}", "fixed", h // 2, (h // 2) ** 2, c, c, (2, 2), h * h,
+                                    op="MaxPool", in_shape=(h, h), out_shape=(h // 2, h // 2), stride=(2, 2)))
             h //= 2
-    layers.append(LayerPlan("AveragePool_0", "gpool", 1, 1, c, c, (h, h), h * h))
-    layers.append(LayerPlan("MatMul_0", "dense", 1, 1, c, classes, (1, 1), 1, c * classes, c * classes + classes))
+    layers.append(LayerPlan("AveragePool_0", "gpool", 1, 1, c, c, (h, h), h * h, op="AveragePool", in_shape=(h, h)))
+    layers.append(LayerPlan("MatMul_0", "dense", 1, 1, c, classes, (1, 1), 1, c * classes, c * classes + classes,
+                            op="MatMul"))
     return layers
 
 
-def bram36_estimate(layers: list[LayerPlan], size: int) -> float:
-    """Weights in ROMs plus two line-buffer rows of each 3x3 conv's input, in BRAM36 blocks."""
-    weights = sum(lp.params for lp in layers) * WEIGHT_BITS
-    lines = sum(2 * math.isqrt(lp.in_pixels) * lp.channels * ACTIVATION_BITS for lp in layers if lp.kind == "conv")
-    return round((weights + lines) / BRAM36_BITS / BRAM_PACKING, 1)
-
-
 def plan_architecture(board: Board, size: int, widths: tuple[int, ...], in_channels: int, classes: int,
-                      operand_bits: int | None = None):
-    """The converter's plan (hw/plan.py) of the architecture's layers on ``board``."""
+                      layer_widths: Widths | None = None):
+    """The converter's plan (hw/plan.py) of the architecture's layers on ``board``; PlanError
+    when no design of it fits."""
     layers = arch_layers(size, widths, in_channels, classes)
-    bits = None if operand_bits is None else {lp.node: operand_bits for lp in layers}
-    return layers, plan_layers(layers, in_channels * size * size, board.dsp, board.lut, bits)
+    return layers, plan_layers(layers, in_channels * size * size, board, layer_widths,
+                               what=f"a {size} px net of widths {list(widths)}")
 
 
 def plan_candidate(board: Board, size: int, widths: tuple[int, ...], in_channels: int, classes: int) -> Candidate:
-    layers, plan = plan_architecture(board, size, widths, in_channels, classes, SIZING_OPERAND_BITS)
-    bram = bram36_estimate(layers, size)
+    layers = arch_layers(size, widths, in_channels, classes)
+    params, macs = sum(lp.params for lp in layers), sum(lp.macs for lp in layers)
+    try:
+        layers, plan = plan_architecture(board, size, widths, in_channels, classes, SIZING_WIDTHS)
+    except PlanError:
+        return Candidate(size, widths, params, macs, 0, 0.0, 0, {}, fits=False)
     ii = math.ceil(plan.ii_cycles * RTL_MARGIN)
-    return Candidate(size, widths, sum(lp.params for lp in layers), sum(lp.macs for lp in layers), ii,
-                     round(board.clock_mhz * 1e6 / ii, 1), plan.dsp_multipliers, bram,
-                     fits=bram <= BRAM_SHARE * board.bram36 and plan.dsp_multipliers <= board.dsp * DSP_SHARE)
+    return Candidate(size, widths, params, macs, ii, round(board.clock_mhz * 1e6 / ii, 1), plan.dsp_multipliers,
+                     plan.fit()["used"], fits=True)
 
 
 def candidates(board: Board, fps: float, in_channels: int, classes: int, max_params: int, max_macs: int,
@@ -132,10 +125,11 @@ def choose(found: list[Candidate], board: Board, fps: float) -> Candidate:
 def format_candidates(found: list[Candidate], chosen: Candidate | None) -> str:
     """The --dry-run table: one row per candidate, the chosen one marked."""
     rows = [f"{'':2}{'size':>5} {'widths':<28} {'params':>8} {'MACs':>11} {'II cycles':>10} {'frames/s':>10} "
-            f"{'DSP':>5} {'BRAM36':>7}  verdict"]
+            f"{'DSP':>5} {'LUT':>7} {'BRAM36':>7}  verdict"]
     for c in sorted(found, key=lambda c: (c.size, c.macs)):
         verdict = "ok" if c.meets_fps and c.fits else ("too slow" if c.fits else "does not fit")
         mark = "->" if c is chosen else ""
         rows.append(f"{mark:2}{c.size:>5} {str(list(c.widths)):<28} {c.params:>8,} {c.macs:>11,} {c.ii_cycles:>10,} "
-                    f"{c.fps:>10,.0f} {c.dsp_multipliers:>5} {c.bram36_estimate:>7}  {verdict}")
+                    f"{c.fps:>10,.0f} {c.dsp_multipliers:>5} {c.predicted.get('LUT', 0):>7,} "
+                    f"{c.predicted.get('BRAM36', 0):>7}  {verdict}")
     return "\n".join(rows)

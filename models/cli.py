@@ -100,8 +100,8 @@ def size_for_board(args: argparse.Namespace, in_channels: int, classes: int) -> 
     record = {"board": board.name, "clock_mhz": board.clock_mhz, "fps_target": args.fps, "max_macs": args.macs,
               "budget": {"dsp": int(board.dsp), "bram36": int(board.bram36), "lut": int(board.lut)},
               "chosen": chosen.to_dict(), "candidates": len(found),
-              "method": "the converter's planner (hw/plan.py plan_layers) on the architecture's layers; BRAM "
-                        "estimated from weights and line buffers (hw/sizing.py)"}
+              "method": "the converter's planner (hw/plan.py plan_layers) on the architecture's layers, every "
+                        "resource from each layer's hardware model (hw/layers) at 12-bit widths (hw/sizing.py)"}
     return {"size": chosen.size, "widths": tuple(chosen.widths)}, record
 
 

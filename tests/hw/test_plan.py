@@ -1,12 +1,20 @@
-"""The one parallelism planner (hw/plan.py): hls4ml's own reuse-factor rule, the RTL engines'
-cycle counts, the DSP budget, and fit before speed."""
+"""The one planner (hw/plan.py): hls4ml's own reuse-factor rule, the RTL engines' cycle counts
+(hw/layers), every resource within the board's budget, fit before speed, and a refusal naming
+the resource when nothing fits."""
+
+import json
+from dataclasses import replace
 
 import onnx
 import pytest
 
+from edgefpga.hw.boards import get_board
 from edgefpga.hw.graph import canonical_graph
-from edgefpga.hw.plan import (LUT_MULTIPLIER_SHARE, engine_cycles, hls4ml_reuse, layer_sizes, plan_network,
-                              roofline_cycles, valid_reuse_factors)
+from edgefpga.hw.plan import (LayerPlan, PlanError, engine_cycles, hls4ml_reuse, lanes_for, layer_sizes, load_pins,
+                              plan_layers, plan_network, roofline_cycles, valid_reuse_factors)
+
+pytestmark = pytest.mark.timeout(120)
+PYNQ = get_board("pynq-z2")
 
 
 @pytest.mark.parametrize("n_in, n_out", [(9, 8), (72, 16), (144, 32), (8, 16), (80, 2), (75, 8)])
@@ -24,27 +32,83 @@ def elpv_canonical(zoo_model):
 def test_elpv_plan_reaches_the_roofline_within_the_board(elpv_canonical):
     layers = layer_sizes(elpv_canonical)
     assert sum(lp.macs for lp in layers) == 9_372_832  # the card's MAC count
-    plan = plan_network(elpv_canonical, board_dsp=220, board_lut=53_200)
+    plan = plan_network(elpv_canonical, PYNQ)
     assert plan.roofline == roofline_cycles(9_372_832, 96 * 96, 220)
     assert plan.ii_cycles <= 1.25 * plan.roofline
     assert plan.dsp_multipliers <= plan.dsp_budget == 176
-    assert plan.lut_multiplier_cost() <= LUT_MULTIPLIER_SHARE * 53_200
+    fit = plan.fit()
+    assert fit["fits"] and all(fit["used"][k] <= 0.8 * fit["available"][k] for k in fit["used"])
+    assert fit["used"] == plan.total().board_use()
     for lp in plan.layers.values():
         assert lp.cycles == engine_cycles(lp, lp.ci, lp.po, lp.kp)
+        assert lp.resources == lp.estimate()  # every layer priced by its own hardware model
         if lp.multipliers:
             assert lp.reuse in valid_reuse_factors(lp.n_in, lp.outputs)
 
 
 def test_a_small_board_relaxes_the_interval_to_fit(elpv_canonical):
-    roomy = plan_network(elpv_canonical, board_dsp=220, board_lut=53_200)
-    tight = plan_network(elpv_canonical, board_dsp=220, board_lut=8_000)
+    roomy = plan_network(elpv_canonical, PYNQ)
+    used = roomy.fit()["used"]
+    small = replace(PYNQ, name="small", lut=int(used["LUT"] * 0.9 / 0.8))  # 10 % too few LUTs for the fastest
+    tight = plan_network(elpv_canonical, small)
     assert tight.relaxed > 0 and tight.ii_cycles > roomy.ii_cycles
-    assert tight.lut_multiplier_cost() <= LUT_MULTIPLIER_SHARE * 8_000
+    assert tight.fits and tight.fit()["used"]["LUT"] <= 0.8 * small.lut
+
+
+def test_a_slower_frame_rate_gives_a_smaller_design(elpv_canonical):
+    fastest = plan_network(elpv_canonical, PYNQ)
+    slow = plan_network(elpv_canonical, PYNQ, fps=500)
+    assert 500 <= slow.fps() < fastest.fps()  # meets the rate asked, no faster than needed
+    assert slow.multipliers < fastest.multipliers
+    assert slow.total().board_use()["LUT"] + slow.total().board_use()["DSP"] < \
+        fastest.total().board_use()["LUT"] + fastest.total().board_use()["DSP"]
+
+
+def test_pinned_lanes_are_kept_and_a_plan_reads_back(elpv_canonical, tmp_path):
+    plan = plan_network(elpv_canonical, PYNQ)
+    (tmp_path / "plan.json").write_text(json.dumps(plan.to_dict()))
+    pins = load_pins(tmp_path / "plan.json")
+    again = plan_network(elpv_canonical, PYNQ, pins=pins)
+    assert {n: (lp.ci, lp.po, lp.kp) for n, lp in again.layers.items()} == \
+        {n: (lp.ci, lp.po, lp.kp) for n, lp in plan.layers.items()}
+    first = next(lp for lp in plan.layers.values() if lp.kind == "conv")
+    (tmp_path / "pin.json").write_text(json.dumps({first.node: {"ci": 1, "po": 1, "kp": 1}}))
+    pinned = plan_network(elpv_canonical, PYNQ, pins=load_pins(tmp_path / "pin.json"))
+    assert (pinned.layers[first.node].ci, pinned.layers[first.node].po, pinned.layers[first.node].kp) == (1, 1, 1)
+    assert pinned.ii_cycles == pinned.layers[first.node].cycles  # the pinned layer is the slowest
+    (tmp_path / "bad.json").write_text(json.dumps({first.node: {"ci": 7, "po": 1, "kp": 1}}))
+    with pytest.raises(PlanError, match=rf"{first.node} cannot take lanes \(7, 1, 1\)"):
+        plan_network(elpv_canonical, PYNQ, pins=load_pins(tmp_path / "bad.json"))
+
+
+def resnet18_layers() -> list[LayerPlan]:
+    """ResNet-18's convolutions at 224x224 (torchvision's layout) and its 1000-way dense layer."""
+    layers = [LayerPlan("stem", "conv", 112, 112 * 112, 3, 64, (7, 7), 224 * 224, 112 * 112 * 49 * 3 * 64,
+                        49 * 3 * 64, op="Conv", in_shape=(224, 224), out_shape=(112, 112), stride=(2, 2), pads=(3, 3))]
+    size, cin = 56, 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block in range(2):
+            s = stride if block == 0 else 1
+            out = size // s
+            for i, (ci, k) in enumerate(((cin, 3), (cout, 3))):
+                layers.append(LayerPlan(f"c{cout}_{block}_{i}", "conv", out, out * out, ci, cout, (k, k), size * size,
+                                        out * out * k * k * ci * cout, k * k * ci * cout, op="Conv",
+                                        in_shape=(size, size), out_shape=(out, out), stride=(s if i == 0 else 1,) * 2,
+                                        pads=(1, 1)))
+                size, cin = out, cout
+    layers.append(LayerPlan("fc", "dense", 1, 1, 512, 1000, (1, 1), 1, 512_000, 513_000, op="MatMul"))
+    return layers
+
+
+def test_a_network_that_fits_no_design_is_refused_naming_the_resource():
+    layers = resnet18_layers()
+    assert 11_000_000 < sum(lp.params for lp in layers) < 12_000_000
+    with pytest.raises(PlanError, match=r"resnet18 does not fit pynq-z2 at any frame rate: BRAM36 needs [\d,.]+ of 112 "
+                                        r"\(80% of 140\).*; (no preset board holds it|the smallest preset board)"):
+        plan_layers(layers, 3 * 224 * 224, PYNQ, what="resnet18")
 
 
 def test_depthwise_cycles_are_bound_by_window_steps():
-    from edgefpga.hw.plan import LayerPlan, lanes_for
-
     dw = LayerPlan("dw", "depthwise", 48, 48 * 48, 8, 8, (3, 3), 96 * 96, 48 * 48 * 8 * 9)
     ci, po, kp = lanes_for(dw, 1)  # an impossible budget: the most parallel choice
     assert (ci, po, kp) == (1, 8, 3)

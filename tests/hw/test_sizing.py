@@ -26,7 +26,7 @@ def test_the_projection_is_the_plan_convert_makes_of_the_real_graph(zoo_model):
     arch = card["architecture"]
     board = get_board("pynq-z2")
     graph = canonical_graph(onnx.load(str(zoo_model / "model.onnx")), "elpv", 1 / 255, [0.5], [0.25])
-    real = plan_network(graph, board.dsp, board.lut)
+    real = plan_network(graph, board)
     layers, plan = plan_architecture(board, arch["size"], tuple(arch["widths"]), 1, 2)
     assert (plan.ii_cycles, plan.dsp_multipliers) == (real.ii_cycles, real.dsp_multipliers)
     assert [lp.node for lp in layers if lp.macs] == [lp.node for lp in real.layers.values() if lp.macs]

@@ -1,0 +1,22 @@
+"""One hardware model per layer kind (DESIGN.md contract 8): each Verilog module of ``hw/rtl``
+has one Python module here that owns its lanes, cycles per frame, planning parameters and
+resources (fitted on Yosys: ``sim/calibrate.py``). The planner (hw/plan.py) and the predicted
+fit of ``edgefpga verify`` read them; adding a layer kind is one file here and its tests.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import conv, dense, gpool, pool
+from .base import Resources, total
+
+LANE_KINDS: dict[str, ModuleType] = {kind: m for m in (conv, dense, gpool, pool) for kind in m.KINDS}
+
+
+def kind_model(kind: str) -> ModuleType:
+    """The hardware model of a planner layer kind (conv, depthwise, dense, gpool, fixed)."""
+    return LANE_KINDS[kind]
+
+
+__all__ = ["LANE_KINDS", "Resources", "kind_model", "total"]

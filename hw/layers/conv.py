@@ -1,0 +1,110 @@
+"""ef_conv2d: a streaming 2-D convolution (a depthwise one with DW=1), its hardware model.
+
+Lanes: CI input channels x PO output channels x KP adjacent window positions per cycle
+(depthwise: PO channels, each its own input channel, so CI = 1). One engine step per cycle:
+out_pixels x KH x (KW/KP) x (C/CI) x (OC/PO) steps per frame (depthwise: C/PO instead of the
+last two), as the Verilog counts them.
+"""
+
+from __future__ import annotations
+
+from .base import Resources, clog2, divisors
+from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
+
+MODULES = ("ef_conv2d",)
+KINDS = ("conv", "depthwise")
+
+
+def lane_options(layer) -> list[tuple[int, int, int]]:
+    """Every (ci, po, kp) the module can be built with: divisors of the channels and kernel width."""
+    if layer.kind == "depthwise":
+        return [(1, po, kp) for po in divisors(layer.channels) for kp in divisors(layer.kernel[1])]
+    return [(ci, po, kp) for ci in divisors(layer.channels) for po in divisors(layer.outputs)
+            for kp in divisors(layer.kernel[1])]
+
+
+def cycles(layer, ci: int, po: int, kp: int) -> int:
+    """Engine cycles per frame (one step per cycle)."""
+    kh, kw = layer.kernel
+    if layer.kind == "depthwise":
+        return layer.out_pixels * kh * (kw // kp) * (layer.channels // po)
+    return layer.out_pixels * kh * (kw // kp) * (layer.channels // ci) * (layer.outputs // po)
+
+
+def multipliers(layer, ci: int, po: int, kp: int) -> int:
+    return ci * po * kp
+
+
+def plan_params(layer, widths, use_dsp: bool) -> dict:
+    """The RTL parameters that set the instance's size, as hw/rtlgen.py ``conv_stage`` writes them
+    (the rounding and saturation constants, which cost nothing, left out)."""
+    (h, w), (oh, ow) = layer.in_shape, layer.out_shape
+    return dict(H=h, W=w, C=layer.channels, KH=layer.kernel[0], KW=layer.kernel[1], SH=layer.stride[0],
+                SW=layer.stride[1], PT=layer.pads[0], PL=layer.pads[1], OH=oh, OWD=ow, OC=layer.outputs,
+                CI=layer.ci, PO=layer.po, KP=layer.kp, DW=int(layer.kind == "depthwise"), XW=widths.xw,
+                XSIGNED=int(widths.x_signed), WW=widths.ww, ACCW=widths.accw, OW=widths.ow,
+                USE_DSP=int(use_dsp))
+
+
+# ---- resources (structure from hw/rtl/ef_conv2d.v; coefficients fitted on Yosys: sim/calibrate.py) ----
+
+def line_buffer_rows(kh: int, sh: int) -> int:
+    """R: rows the line buffer keeps (KH + SH rounded up to a power of two, at least 2)."""
+    return max(2, 1 << clog2(kh + sh))
+
+
+def model(module: str, params: dict) -> Model:
+    """The instance as structure: the line buffer (R rows x 2**clog2(W) columns of C*XW bits, KP
+    read ports), the weight ROM (one word of PO*KP*CI weights per step) and bias ROM (one word of
+    PO biases per group), PO*KP*CI multipliers (DSP48s, or shift-and-add logic with USE_DSP=0),
+    their sums into PO accumulators, the requantization of PO lanes, the channel-chunk selection
+    of each read pixel, and the registers around them."""
+    p = params
+    h, w, c, oc = p["H"], p["W"], p["C"], p["OC"]
+    kh, kw, sh = p["KH"], p["KW"], p.get("SH", 1)
+    ci, po, kp, dw = p.get("CI", 1), p.get("PO", 1), p.get("KP", 1), p.get("DW", 0)
+    xw, ww, accw, ow = p.get("XW", 8), p.get("WW", 8), p.get("ACCW", 32), p.get("OW", 8)
+    use_dsp = p.get("USE_DSP", 1)
+    lanes = po * kp * ci
+    groups = oc // po
+    chunks = 1 if dw else c // ci
+    xl = po if dw else ci
+    sels = groups if dw else chunks
+    steps = groups * kh * (kw // kp) * chunks
+    lb = map_memory(line_buffer_rows(kh, sh) * (1 << max(1, clog2(w))), c * xw, reads=kp)
+    wrom = map_memory(steps, lanes * ww, rom=True)
+    brom = map_memory(groups, po * accw, rom=True)
+    m = Model()
+    m.exact = Resources(dsp=lanes * dsp_per_product(xw + 1, ww) if use_dsp else 0,
+                        bram18=lb.bram18 + wrom.bram18 + brom.bram18, lutram=lb.lutram,
+                        ff=lb.out_ff)
+    counters = clog2(groups) + clog2(steps) + clog2(chunks) + 2 * clog2(max(kh, kw) + 1)
+    m.add("lut", "const", 1)
+    m.add("lut", "counters", counters)
+    m.add("lut", "mul_lut", (not use_dsp) * lanes * (xw + 1) * ww)
+    m.add("lut", "sum_lut", (not use_dsp) * lanes * accw)
+    m.add("lut", "sum_dsp", use_dsp * lanes * accw)
+    m.add("lut", "split_dsp", use_dsp * lanes * (dsp_per_product(xw + 1, ww) - 1) * accw)  # partial products
+    m.add("lut", "lane", po * accw)
+    m.add("lut", "round", po * accw * (p.get("SHIFT", 1) > 0))
+    m.add("lut", "out", po * ow)
+    m.add("lut", "select", kp * xl * xw * (sels - 1))
+    m.add("lut", "pixel", kp * xl * xw)
+    m.add("lut", "positions", kp)  # each read position's address and inside-the-map test
+    m.add("lut", "wrom", rom_columns(steps, wrom.width) * rom_luts_per_bit(steps) * (wrom.kind == "logic"))
+    m.add("lut", "wrom_words", rom_columns(steps, wrom.width) * steps / 32 * (wrom.kind == "logic"))
+    m.add("lut", "brom", rom_columns(groups, brom.width) * rom_luts_per_bit(groups) * (brom.kind == "logic"))
+    m.add("lut", "mem_mux", lb.mux_bits + wrom.mux_bits + brom.mux_bits)
+    m.add("ff", "const", 1)
+    m.add("ff", "counters", counters)
+    m.add("ff", "acc", po * accw)
+    m.add("ff", "bias", rom_columns(groups, po * accw) * (brom.kind == "logic") * (groups > 1))
+    m.add("ff", "weights_lut", (not use_dsp) * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
+    m.add("ff", "weights_dsp", use_dsp * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
+    m.add("ff", "out", oc * ow * (1 + (groups > 1)))
+    return m
+
+
+def resources(module: str, params: dict) -> Resources:
+    """Predicted LUT, LUT RAM, FF, DSP and block RAM of one ef_conv2d instance with RTL ``params``."""
+    return predict(module, model(module, params))

@@ -1,0 +1,99 @@
+"""ef_pool2d: a windowed max or average pool, its hardware model.
+
+No lanes: one window position per cycle, out_pixels x KH x KW cycles per frame, all channels at once.
+"""
+
+from __future__ import annotations
+
+from .base import Resources, clog2
+from .conv import line_buffer_rows
+from .estimate import Model, dsp_per_product, map_memory, predict
+
+MODULES = ("ef_pool2d",)
+KINDS = ("fixed",)
+
+
+def lane_options(layer) -> list[tuple[int, int, int]]:
+    return [(1, 1, 1)]
+
+
+def cycles(layer, ci: int, po: int, kp: int) -> int:
+    return layer.out_pixels * layer.kernel[0] * layer.kernel[1]
+
+
+def multipliers(layer, ci: int, po: int, kp: int) -> int:
+    return 0
+
+
+def plan_params(layer, widths, use_dsp: bool) -> dict:
+    """The size-setting RTL parameters, as hw/rtlgen.py ``pool_stage`` writes them for a window."""
+    (h, w), (oh, ow) = layer.in_shape, layer.out_shape
+    sumw = (layer.kernel[0] * layer.kernel[1] * (1 << widths.xw)).bit_length() + 1
+    return dict(H=h, W=w, C=layer.channels, KH=layer.kernel[0], KW=layer.kernel[1], SH=layer.stride[0],
+                SW=layer.stride[1], PT=layer.pads[0], PL=layer.pads[1], OH=oh, OWD=ow,
+                MODE=int(layer.op == "AveragePool"), XW=widths.xw, XSIGNED=int(widths.x_signed), OW=widths.ow,
+                SUMW=sumw)
+
+
+# ---- resources (structure from hw/rtl/ef_pool2d.v; coefficients fitted on Yosys: sim/calibrate.py) ----
+
+def divider_bits(params: dict) -> tuple[int, int]:
+    """(operand, constant) widths, with sign, of an average's divider (ef_average.vh): the sum's
+    magnitude (SUMW - 1 bits) times DIV_M (Yosys moves the ALIGN shift past the product); 0 for
+    the constant when the count is a power of two (a shift, no product). Without DIV_M (the
+    planner's parameters) its width is rtlgen.exact_divider's: the shifted sum's plus one."""
+    sumw = params.get("SUMW", params.get("XW", 8) + 4)
+    if "KH" in params:
+        count = params.get("KH", 1) * params.get("KW", 1)
+    else:
+        count = params.get("H", 1) * params.get("W", 1)
+    if "DIV_M" in params:
+        div_m = params["DIV_M"]
+        if div_m & (div_m - 1) == 0:
+            return sumw, 0
+        return sumw, div_m.bit_length() + 1
+    if count & (count - 1) == 0:
+        return sumw, 0
+    return sumw, sumw + params.get("ALIGN", 8) + 1
+
+
+def average_model(m: Model, params: dict, c: int, ci: int) -> None:
+    """The shared divider (a constant multiplication), its rounding cast, and per-channel sums."""
+    sumw, ow = params.get("SUMW", 16), params.get("OW", 8)
+    a, b = divider_bits(params)
+    m.exact = m.exact + Resources(dsp=dsp_per_product(a, b) if b else 0)
+    m.add("lut", "divider", (a + b) * (b > 0))
+    m.add("lut", "sum", ci * sumw)
+    m.add("lut", "ring", c * sumw)
+    m.add("ff", "acc", c * sumw)
+    m.add("ff", "divided", c * ow)
+
+
+def model(module: str, params: dict) -> Model:
+    """The instance as structure: the line buffer (R rows x 2**clog2(W) columns of C*XW bits, one
+    read port), per channel a comparison (max) or an adder (average) into an accumulator, the
+    shared divider of an average, and the output registers."""
+    p = params
+    c, w, kh, kw, sh = p["C"], p["W"], p.get("KH", 2), p.get("KW", 2), p.get("SH", 2)
+    xw, ow = p.get("XW", 8), p.get("OW", p.get("XW", 8))
+    lb = map_memory(line_buffer_rows(kh, sh) * (1 << max(1, clog2(w))), c * xw, reads=1)
+    m = Model()
+    m.exact = Resources(bram18=lb.bram18, lutram=lb.lutram, ff=lb.out_ff)
+    counters = 2 * clog2(max(kh, kw) + 1) + clog2(c)
+    m.add("lut", "const", 1)
+    m.add("lut", "counters", counters)
+    m.add("lut", "mem_mux", lb.mux_bits)
+    m.add("ff", "const", 1)
+    m.add("ff", "counters", counters)
+    m.add("ff", "out", c * ow)
+    if p.get("MODE", 0) == 0:
+        m.add("lut", "max", c * (xw + 1))
+        m.add("ff", "max", c * (xw + 1))
+    else:
+        average_model(m, p, c, c)
+    return m
+
+
+def resources(module: str, params: dict) -> Resources:
+    """Predicted LUT, LUT RAM, FF, DSP and block RAM of one ef_pool2d instance with RTL ``params``."""
+    return predict(module, model(module, params))

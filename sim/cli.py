@@ -45,7 +45,12 @@ def verify_lines(result: dict) -> list[str]:
                      f"({rtl['idle_percent']} % idle input, {rtl['backpressure_percent']} % backpressure); "
                      f"latency {rtl['latency_cycles']:,} cycles, II {rtl['ii_cycles']:,} cycles "
                      f"({rtl['ii_over_roofline']}x roofline, planned {rtl['planned_ii_cycles']:,}), "
-                     f"{rtl['fps_at_clock']:,} frames/s at the board clock")
+                     f"{rtl['fps_at_clock']:,} frames/s at the board's nominal clock (not placed and routed)")
+    fit = result.get("fit")
+    if fit:
+        from edgefpga.hw.plan import format_fit
+
+        lines.append(f"predicted fit ({'fits' if fit['fits'] else 'does NOT fit'}): {format_fit(fit)}")
     res = result.get("resources")
     if res:
         fits = "yes" if res.get("fits") else "no"
@@ -53,6 +58,9 @@ def verify_lines(result: dict) -> list[str]:
         lines.append("Yosys estimate: " + ", ".join(f"{k} {res['used'][k]:,.0f} of {res['available'][k]:,} "
                                                    f"({res['share'][k]:.0%})" for k in res["used"])
                      + f"{verdict} ({res['seconds']} s)")
+        ratio = res.get("predicted_over_counted")
+        if ratio:
+            lines.append("  predicted / Yosys: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items() if v))
     if result.get("timing"):
         from edgefpga.sim.timing import format_timing
 

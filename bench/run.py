@@ -66,6 +66,20 @@ def bench_fit() -> dict:
     return run()
 
 
+def bench_timing() -> dict:
+    """Every distinct stage of the shipped build placed and routed on an ECP5 (speed 6) with the open
+    tools (sim/timing.py, `verify --timing`'s figures); about 30 minutes cold, seconds cached. Its
+    check is the board's clock: it fails while any stage is below it."""
+    import json
+
+    from edgefpga.sim.timing import timing_report
+
+    build = shipped_build()
+    clock = json.loads((build / "report.json").read_text())["board"]["clock_mhz"]
+    result = timing_report(build / "rtl", clock, jobs=1)
+    return dict(result, passed=bool(result["meets_target"]))
+
+
 def bench_ros_soak() -> dict:
     """Ten minutes at 30 Hz through the inspection node (bench/ros_soak.py)."""
     from ros_soak import soak
@@ -136,7 +150,7 @@ def bench_federated_road() -> dict:
     return run(rounds, local, size, run=os.environ.get("EDGEFPGA_FED_RUN") or None)
 
 
-BENCHES = {"fit": bench_fit, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
+BENCHES = {"fit": bench_fit, "timing": bench_timing, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,
            "federated_secagg": bench_federated_secagg, "detector": bench_detector}

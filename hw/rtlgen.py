@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 from qonnx.core.modelwrapper import ModelWrapper
 
-from .fixed import FixedType
-from .graph import attr, is_residual
-from .intmodel import Window, align, clip_limits, to_int
+from .graph import is_residual
+from .layers import act, add, affine, conv
+from .layers.stage import (Stage, StreamInfo, Window, align, aligned_weights, average_params, exact_divider,  # noqa: F401
+                           grid_range, hex_word, saturation, to_int, window_need, window_params)
 from .plan import LayerPlan, NetworkPlan, Widths
 from .precision import Precisions, fused_activation, sole_consumer
 
@@ -37,169 +36,7 @@ TDATA_BITS = 16
 FIFO_SLACK = 8  # entries beyond the computed lead of one branch: pipeline registers on the way
 
 
-def hex_word(values: list[int], bits: int) -> str:
-    """Pack two's-complement ``values`` (first in the low bits) into one hex word."""
-    word = 0
-    for i, v in enumerate(values):
-        word |= (int(v) & ((1 << bits) - 1)) << (i * bits)
-    return format(word, "x")
-
-
-def grid_range(t: FixedType) -> tuple[int, int]:
-    """The integers a type holds."""
-    return round(t.low / t.step), round(t.high / t.step)
-
-
-def saturation(model: ModelWrapper, p: Precisions, node: onnx.NodeProto) -> tuple[str, FixedType, int, int]:
-    """(tensor, type, min, max) of ``node``'s final cast, with a Relu / Clip after it fused in:
-    the activation's type, its range narrowed by the activation's bounds."""
-    act = fused_activation(model, node)
-    if act is None:
-        t = p.tensors[node.output[0]]
-        return node.output[0], t, *grid_range(t)
-    t = p.tensors[act.output[0]]
-    low, high = grid_range(t)
-    if act.op_type == "Relu":
-        low = max(low, 0)
-    else:
-        clo, chi = clip_limits(model, act, t.frac)
-        low, high = max(low, clo), min(high, chi)
-    return act.output[0], t, low, high
-
-
-@dataclass
-class Stage:
-    """One module instance of the generated top: its parameters, the ROM files it reads (name ->
-    lines), its ports (name, stream, direction) and the tensor it computes."""
-
-    name: str
-    module: str
-    params: dict
-    roms: dict[str, list[str]]
-    inputs: list[tuple[str, str]]  # (port, stream)
-    outputs: list[tuple[str, str]]
-    out_channels: int
-    out_bits: int
-    steps_per_frame: int = 0  # engine cycles per frame (the layer's share of the interval)
-    multipliers: int = 0
-    node: str = ""
-    need: np.ndarray | None = field(default=None, repr=False)  # last input pixel each output pixel needs
-
-    @property
-    def output(self) -> str:
-        return self.outputs[0][1]
-
-
-@dataclass
-class StreamInfo:
-    """A pixel stream between stages: ``channels`` values of ``bits`` each per pixel, ``h`` x ``w``
-    pixels per frame (1 x 1 for a vector)."""
-
-    name: str
-    channels: int
-    bits: int
-    h: int
-    w: int
-
-    @property
-    def width(self) -> int:
-        return self.channels * self.bits
-
-
 # ---- one stage per layer ------------------------------------------------------------------------
-
-def window_need(window: Window, h: int, w: int) -> np.ndarray:
-    """For each output pixel (raster order) of a window stage, the raster index of the last input
-    pixel it needs (the window's bottom-right corner, clamped to the map)."""
-    oh, ow = window.output_size(h, w)
-    rows = np.minimum(np.arange(oh) * window.strides[0] - window.pads[0] + window.kernel[0] - 1, h - 1)
-    cols = np.minimum(np.arange(ow) * window.strides[1] - window.pads[1] + window.kernel[1] - 1, w - 1)
-    return (rows[:, None] * w + cols[None, :]).reshape(-1)
-
-
-def window_params(window: Window, h: int, w: int) -> dict:
-    oh, ow = window.output_size(h, w)
-    return dict(H=h, W=w, KH=window.kernel[0], KW=window.kernel[1], SH=window.strides[0], SW=window.strides[1],
-                PT=window.pads[0], PL=window.pads[1], OH=oh, OWD=ow)
-
-
-def aligned_weights(model: ModelWrapper, tensor: str, x_t: FixedType, w_t: FixedType,
-                    acc_t: FixedType) -> tuple[np.ndarray, int]:
-    """Integer weights whose products land on the accumulator's grid, and their width: when the
-    bias has more fractional bits than input x weight, the weights are shifted up (exactly)."""
-    extra = acc_t.frac - x_t.frac - w_t.frac
-    return to_int(model.get_initializer(tensor), w_t) << extra, w_t.width + extra
-
-
-def conv_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo, lanes: LayerPlan) -> Stage:
-    """ef_conv2d: ROM words in the engine's step order; depthwise lanes take one channel each."""
-    x_t = p.tensors[node.input[0]]
-    w_t, b_t, acc_t = (p.layers[node.name][k] for k in ("weight", "bias", "accum"))
-    weight, ww = aligned_weights(model, node.input[1], x_t, w_t, acc_t)  # (OC, C/group, KH, KW)
-    bias = align(to_int(model.get_initializer(node.input[2]), b_t), b_t.frac, acc_t.frac)
-    depthwise = attr(node, "group", 1) != 1
-    oc, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
-    c = x.channels
-    ci, po, kp = lanes.ci, lanes.po, lanes.kp
-    tensor, out_t, omin, omax = saturation(model, p, node)
-    shift = acc_t.frac - out_t.frac  # negative: an exact left shift (ef_requant.vh)
-    if depthwise:
-        words = [hex_word([weight[g * po + lane, 0, ky, kx + j] for lane in range(po) for j in range(kp)], ww)
-                 for g in range(oc // po) for ky in range(kh) for kx in range(0, kw, kp)]
-    else:
-        words = [hex_word([weight[g * po + lane, ch * ci + i, ky, kx + j] for lane in range(po) for j in range(kp)
-                           for i in range(ci)], ww)
-                 for g in range(oc // po) for ky in range(kh) for kx in range(0, kw, kp) for ch in range(c // ci)]
-    biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
-    window = Window.of(node, [kh, kw])
-    params = dict(window_params(window, x.h, x.w), C=c, OC=oc, CI=ci, PO=po, KP=kp, DW=int(depthwise),
-                  XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww, ACCW=acc_t.width, SHIFT=shift,
-                  OW=out_t.width, OMIN=omin, OMAX=omax)
-    return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
-                 out_t.width, lanes.cycles, lanes.multipliers, node.name, window_need(window, x.h, x.w))
-
-
-def affine_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo) -> Stage:
-    """ef_affine: a BatchNormalization (the input normalization, or any per-channel scale and shift)."""
-    x_t = p.tensors[node.input[0]]
-    s_t, b_t = p.layers[node.name]["scale"], p.layers[node.name]["bias"]
-    tensor, out_t, omin, omax = saturation(model, p, node)
-    scale = to_int(model.get_initializer(node.input[1]), s_t)
-    frac = max(x_t.frac + s_t.frac, b_t.frac, out_t.frac)
-    bias = align(to_int(model.get_initializer(node.input[2]), b_t), b_t.frac, frac)
-    scale = scale << (frac - x_t.frac - s_t.frac)
-    sw = max(s_t.width, int(np.abs(scale).max()).bit_length() + 1)
-    accw = 48
-    words = [format(((int(b) & ((1 << accw) - 1)) << sw) | (int(sc) & ((1 << sw) - 1)), "x")
-             for sc, b in zip(scale, bias)]
-    params = dict(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), SW=sw, SSIGNED=int(bool((scale < 0).any())),
-                  ACCW=accw, SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
-    return Stage(node.name, "ef_affine", params, {"AFILE": words}, [], [("out", tensor)], x.channels, out_t.width,
-                 x.h * x.w, 0, node.name, np.arange(x.h * x.w))
-
-
-def exact_divider(n: int, max_value: int) -> tuple[int, int]:
-    """(m, sh) with floor(x / n) == (x * m) >> sh for every 0 <= x <= max_value (Granlund-Montgomery)."""
-    if n & (n - 1) == 0:
-        return 1, n.bit_length() - 1
-    bits = max(1, max_value.bit_length())
-    extra = (n - 1).bit_length()
-    sh = bits + extra
-    m = -(-(1 << sh) // n)
-    return m, sh
-
-
-def average_params(p: Precisions, node, x_t: FixedType, count: int) -> tuple[dict, FixedType]:
-    """The divider and cast of an average over ``count`` values (pool or global pool)."""
-    acc_t, out_t = p.layers[node.name]["accum"], p.tensors[node.output[0]]
-    align_bits = acc_t.frac - x_t.frac
-    window_sum = count * max(abs(v) for v in grid_range(x_t))
-    m, sh = exact_divider(count, window_sum << align_bits)
-    omin, omax = grid_range(out_t)
-    # the sum's width (with sign): wider accumulators cost registers and adders per channel
-    return dict(MODE=1, OW=out_t.width, ALIGN=align_bits, SHIFT=acc_t.frac - out_t.frac,
-                SUMW=window_sum.bit_length() + 1, DIV_M=m, DIV_SH=sh, OMIN=omin, OMAX=omax), out_t
-
 
 def is_global(node, x: StreamInfo) -> bool:
     window = Window.of(node)
@@ -224,36 +61,6 @@ def pool_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo, lanes: L
     oh, ow = window.output_size(x.h, x.w)
     return Stage(node.name, "ef_pool2d", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
                  oh * ow * count, 0, node.name, window_need(window, x.h, x.w))
-
-
-def act_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo) -> Stage:
-    """ef_act: a LeakyRelu, or a Relu / Clip with nothing before it to fuse into."""
-    x_t, out_t = p.tensors[node.input[0]], p.tensors[node.output[0]]
-    omin, omax = grid_range(out_t)
-    if node.op_type == "LeakyRelu":
-        a_t = p.layers[node.name]["alpha"]
-        alpha = int(to_int(np.float64(attr(node, "alpha", 0.01)), a_t))
-        params = dict(MODE=1, AF=a_t.frac, ALPHA=alpha, AWID=max(1, alpha.bit_length()),
-                      SHIFT=x_t.frac + a_t.frac - out_t.frac)
-    else:
-        lo, hi = (0, 1 << 62) if node.op_type == "Relu" else clip_limits(model, node, x_t.frac)
-        params = dict(MODE=0, AF=max(0, out_t.frac - x_t.frac), SHIFT=max(0, x_t.frac - out_t.frac),
-                      CLO=max(lo, -(1 << 62)), CHI=min(hi, 1 << 62))
-    params.update(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), OW=out_t.width, OMIN=omin, OMAX=omax)
-    return Stage(node.name, "ef_act", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
-                 x.h * x.w, 0, node.name, np.arange(x.h * x.w))
-
-
-def add_stage(model: ModelWrapper, p: Precisions, node, a: StreamInfo, b: StreamInfo) -> Stage:
-    """ef_add: both branches shifted to common fractional bits, one rounding cast."""
-    a_t, b_t = p.tensors[node.input[0]], p.tensors[node.input[1]]
-    tensor, out_t, omin, omax = saturation(model, p, node)
-    frac = max(a_t.frac, b_t.frac, out_t.frac)
-    params = dict(C=a.channels, AW_=a_t.width, ASIGNED=int(a_t.signed), ALIGN_A=frac - a_t.frac,
-                  BW_=b_t.width, BSIGNED=int(b_t.signed), ALIGN_B=frac - b_t.frac,
-                  SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
-    return Stage(node.name, "ef_add", params, {}, [], [("out", tensor)], a.channels, out_t.width, a.h * a.w, 0,
-                 node.name, np.arange(a.h * a.w))
 
 
 def dense_stage(model: ModelWrapper, p: Precisions, matmul, x: StreamInfo, lanes: LayerPlan) -> Stage:
@@ -307,17 +114,17 @@ def layer_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> tuple
             continue  # computed by the stage before it, whose stream carries this node's output
         x = source(node.input[0])
         if node.op_type == "Conv":
-            stage = conv_stage(model, p, node, x, plan.layers[node.name])
+            stage = conv.stage(model, p, node, x, plan.layers[node.name])
         elif node.op_type == "BatchNormalization":
-            stage = affine_stage(model, p, node, x)
+            stage = affine.stage(model, p, node, x)
         elif node.op_type in ("MaxPool", "AveragePool"):
             stage = pool_stage(model, p, node, x, plan.layers.get(node.name, LayerPlan(node.name)))
         elif node.op_type in ("Relu", "Clip", "LeakyRelu"):
-            stage = act_stage(model, p, node, x)
+            stage = act.stage(model, p, node, x)
         elif node.op_type == "MatMul":
             stage = dense_stage(model, p, node, x, plan.layers[node.name])
         elif is_residual(model, node):
-            stage = add_stage(model, p, node, x, source(node.input[1]))
+            stage = add.stage(model, p, node, x, source(node.input[1]))
         else:
             raise ValueError(f"{node.name} ({node.op_type}): no RTL module for this layer")
         ins = [alias.get(t, t) for t in node.input if alias.get(t, t) in streams]

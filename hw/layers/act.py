@@ -3,8 +3,12 @@ LeakyReLU), its hardware model: resources only (one pixel per cycle, all channel
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..graph import attr
 from .base import Resources
 from .estimate import Model, predict
+from .stage import Stage, StreamInfo, clip_limits, grid_range, to_int
 
 MODULES = ("ef_act",)
 
@@ -32,3 +36,23 @@ def model(module: str, params: dict) -> Model:
 
 def resources(module: str, params: dict) -> Resources:
     return predict(module, model(module, params))
+
+
+# ---- the RTL instance ------------------------------------------------------------------------
+
+def stage(model, p, node, x: StreamInfo) -> Stage:
+    """ef_act: a LeakyRelu, or a Relu / Clip with nothing before it to fuse into."""
+    x_t, out_t = p.tensors[node.input[0]], p.tensors[node.output[0]]
+    omin, omax = grid_range(out_t)
+    if node.op_type == "LeakyRelu":
+        a_t = p.layers[node.name]["alpha"]
+        alpha = int(to_int(np.float64(attr(node, "alpha", 0.01)), a_t))
+        params = dict(MODE=1, AF=a_t.frac, ALPHA=alpha, AWID=max(1, alpha.bit_length()),
+                      SHIFT=x_t.frac + a_t.frac - out_t.frac)
+    else:
+        lo, hi = (0, 1 << 62) if node.op_type == "Relu" else clip_limits(model, node, x_t.frac)
+        params = dict(MODE=0, AF=max(0, out_t.frac - x_t.frac), SHIFT=max(0, x_t.frac - out_t.frac),
+                      CLO=max(lo, -(1 << 62)), CHI=min(hi, 1 << 62))
+    params.update(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), OW=out_t.width, OMIN=omin, OMAX=omax)
+    return Stage(node.name, "ef_act", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
+                 x.h * x.w, 0, node.name, np.arange(x.h * x.w))

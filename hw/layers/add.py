@@ -4,8 +4,11 @@ stream to two readers) and ``ef_fifo`` (the branch that runs ahead waits here)."
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import Resources, clog2
 from .estimate import Model, map_memory, predict
+from .stage import Stage, StreamInfo, saturation
 
 MODULES = ("ef_add", "ef_fork", "ef_fifo")
 
@@ -43,3 +46,17 @@ def model(module: str, params: dict) -> Model:
 
 def resources(module: str, params: dict) -> Resources:
     return predict(module, model(module, params))
+
+
+# ---- the RTL instance ------------------------------------------------------------------------
+
+def stage(model, p, node, a: StreamInfo, b: StreamInfo) -> Stage:
+    """ef_add: both branches shifted to common fractional bits, one rounding cast."""
+    a_t, b_t = p.tensors[node.input[0]], p.tensors[node.input[1]]
+    tensor, out_t, omin, omax = saturation(model, p, node)
+    frac = max(a_t.frac, b_t.frac, out_t.frac)
+    params = dict(C=a.channels, AW_=a_t.width, ASIGNED=int(a_t.signed), ALIGN_A=frac - a_t.frac,
+                  BW_=b_t.width, BSIGNED=int(b_t.signed), ALIGN_B=frac - b_t.frac,
+                  SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
+    return Stage(node.name, "ef_add", params, {}, [], [("out", tensor)], a.channels, out_t.width, a.h * a.w, 0,
+                 node.name, np.arange(a.h * a.w))

@@ -3,8 +3,11 @@ hardware model: resources only (no lanes: one pixel per cycle, all channels at o
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import Resources
 from .estimate import Model, predict
+from .stage import Stage, StreamInfo, align, saturation, to_int
 
 MODULES = ("ef_affine",)
 
@@ -30,3 +33,24 @@ def model(module: str, params: dict) -> Model:
 
 def resources(module: str, params: dict) -> Resources:
     return predict(module, model(module, params))
+
+
+# ---- the RTL instance ------------------------------------------------------------------------
+
+def stage(model, p, node, x: StreamInfo) -> Stage:
+    """ef_affine: a BatchNormalization (the input normalization, or any per-channel scale and shift)."""
+    x_t = p.tensors[node.input[0]]
+    s_t, b_t = p.layers[node.name]["scale"], p.layers[node.name]["bias"]
+    tensor, out_t, omin, omax = saturation(model, p, node)
+    scale = to_int(model.get_initializer(node.input[1]), s_t)
+    frac = max(x_t.frac + s_t.frac, b_t.frac, out_t.frac)
+    bias = align(to_int(model.get_initializer(node.input[2]), b_t), b_t.frac, frac)
+    scale = scale << (frac - x_t.frac - s_t.frac)
+    sw = max(s_t.width, int(np.abs(scale).max()).bit_length() + 1)
+    accw = 48
+    words = [format(((int(b) & ((1 << accw) - 1)) << sw) | (int(sc) & ((1 << sw) - 1)), "x")
+             for sc, b in zip(scale, bias)]
+    params = dict(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), SW=sw, SSIGNED=int(bool((scale < 0).any())),
+                  ACCW=accw, SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
+    return Stage(node.name, "ef_affine", params, {"AFILE": words}, [], [("out", tensor)], x.channels, out_t.width,
+                 x.h * x.w, 0, node.name, np.arange(x.h * x.w))

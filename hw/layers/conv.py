@@ -8,8 +8,11 @@ last two), as the Verilog counts them.
 
 from __future__ import annotations
 
+from ..graph import attr
 from .base import Resources, clog2, divisors
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
+from .stage import (Stage, StreamInfo, Window, align, aligned_weights, hex_word, saturation, to_int,
+                    window_need, window_params)
 
 MODULES = ("ef_conv2d",)
 KINDS = ("conv", "depthwise")
@@ -108,3 +111,33 @@ def model(module: str, params: dict) -> Model:
 def resources(module: str, params: dict) -> Resources:
     """Predicted LUT, LUT RAM, FF, DSP and block RAM of one ef_conv2d instance with RTL ``params``."""
     return predict(module, model(module, params))
+
+
+# ---- the RTL instance ------------------------------------------------------------------------
+
+def stage(model, p, node, x: StreamInfo, lanes) -> Stage:
+    """ef_conv2d: ROM words in the engine's step order; depthwise lanes take one channel each."""
+    x_t = p.tensors[node.input[0]]
+    w_t, b_t, acc_t = (p.layers[node.name][k] for k in ("weight", "bias", "accum"))
+    weight, ww = aligned_weights(model, node.input[1], x_t, w_t, acc_t)  # (OC, C/group, KH, KW)
+    bias = align(to_int(model.get_initializer(node.input[2]), b_t), b_t.frac, acc_t.frac)
+    depthwise = attr(node, "group", 1) != 1
+    oc, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    c = x.channels
+    ci, po, kp = lanes.ci, lanes.po, lanes.kp
+    tensor, out_t, omin, omax = saturation(model, p, node)
+    shift = acc_t.frac - out_t.frac  # negative: an exact left shift (ef_requant.vh)
+    if depthwise:
+        words = [hex_word([weight[g * po + lane, 0, ky, kx + j] for lane in range(po) for j in range(kp)], ww)
+                 for g in range(oc // po) for ky in range(kh) for kx in range(0, kw, kp)]
+    else:
+        words = [hex_word([weight[g * po + lane, ch * ci + i, ky, kx + j] for lane in range(po) for j in range(kp)
+                           for i in range(ci)], ww)
+                 for g in range(oc // po) for ky in range(kh) for kx in range(0, kw, kp) for ch in range(c // ci)]
+    biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
+    window = Window.of(node, [kh, kw])
+    params = dict(window_params(window, x.h, x.w), C=c, OC=oc, CI=ci, PO=po, KP=kp, DW=int(depthwise),
+                  XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww, ACCW=acc_t.width, SHIFT=shift,
+                  OW=out_t.width, OMIN=omin, OMAX=omax)
+    return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
+                 out_t.width, lanes.cycles, lanes.multipliers, node.name, window_need(window, x.h, x.w))

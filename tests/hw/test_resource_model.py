@@ -100,3 +100,19 @@ def test_design_is_the_sum_of_its_units():
               stage_resources("ef_axis_out", {"N": 2, "OW": 16, "TW": 16, "P": 1})]
     assert total == sum(parts, Resources())
     assert set(total.board_use()) == {"LUT", "FF", "DSP", "BRAM36"}
+
+
+def test_every_module_the_capability_table_builds_has_a_hardware_model():
+    """The table's RTL column, the Verilog modules and the hardware models name the same kinds:
+    an op that is built has a module whose cost the planner and verify can predict."""
+    import re
+
+    from edgefpga.hw.capabilities import CAPABILITIES
+    from edgefpga.hw.layers.estimate import _module_table
+    from edgefpga.hw.rtlgen import RTL_DIR
+
+    named = {m for cap in CAPABILITIES if cap.built for m in re.findall(r"ef_\w+", cap.rtl)}
+    modelled = set(_module_table())
+    assert named and named <= modelled, named - modelled
+    for module in modelled:
+        assert (RTL_DIR / f"{module}.v").is_file(), module

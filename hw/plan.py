@@ -34,6 +34,10 @@ from .layers.base import Resources, divisors, total
 from .onnx_check import ConversionError
 
 BUDGET_SHARE = 0.8  # of each resource: room for the PS side of the chip and for timing closure
+# the planner keeps this far below the budget where its model is fitted rather than exact: whole
+# designs' LUT and FF were within 2 % of Yosys (docs/rtl.md); DSP and block RAM are exact. Without
+# it ResNet-8 was planned at 78.9 % of the LUTs and counted at 80.4 %.
+PLANNING_MARGIN = {"LUT": 0.03, "FF": 0.03}
 RESOURCES = ("LUT", "FF", "DSP", "BRAM36")
 SHORT_MAP_ROWS = 6
 RELAX = 1.1  # interval growth per step while the design does not fit
@@ -162,8 +166,9 @@ class NetworkPlan:
         return total(lp.resources for lp in self.layers.values()) + self.overhead
 
     def fit(self) -> dict:
-        """Predicted use per resource against the board and the budget (DESIGN.md contract 12)."""
-        return fit_summary(self.total(), self.board, self.budget_share)
+        """Predicted use per resource against the board and the budget (DESIGN.md contract 12),
+        with the planner's margin for the fitted resources."""
+        return fit_summary(self.total(), self.board, self.budget_share, PLANNING_MARGIN)
 
     @property
     def fits(self) -> bool:
@@ -186,14 +191,17 @@ def board_limits(board: Board) -> dict[str, float]:
     return {"LUT": board.lut, "FF": board.ff, "DSP": board.dsp, "BRAM36": board.bram36}
 
 
-def fit_summary(resources: Resources, board: Board, budget_share: float = BUDGET_SHARE) -> dict:
+def fit_summary(resources: Resources, board: Board, budget_share: float = BUDGET_SHARE,
+                margin: dict[str, float] | None = None) -> dict:
     """``used``, ``available``, ``share`` and ``budget`` per resource, ``over`` (the resources past
-    the budget) and ``fits``: what plan.json, convert and verify print."""
+    the budget, less ``margin`` of it where given) and ``fits``: what plan.json, convert and verify
+    print. The planner plans with PLANNING_MARGIN; verify judges a design against the budget itself."""
     used, available = resources.board_use(), board_limits(board)
+    margin = margin or {}
     share = {k: round(used[k] / available[k], 3) for k in RESOURCES}
-    over = [k for k in RESOURCES if used[k] > budget_share * available[k]]
+    over = [k for k in RESOURCES if used[k] > budget_share * (1 - margin.get(k, 0.0)) * available[k]]
     return {"board": board.name, "used": used, "available": available, "share": share, "budget_share": budget_share,
-            "over": over, "fits": not over}
+            **({"planning_margin": margin} if margin else {}), "over": over, "fits": not over}
 
 
 def format_fit(fit: dict) -> str:
@@ -368,7 +376,10 @@ def refusal(smallest: NetworkPlan, layers: list[LayerPlan], beats: int, overhead
     board that would hold the same design."""
     fit = smallest.fit()
     worst = max(fit["over"], key=lambda k: fit["used"][k] / fit["available"][k])
-    limit = smallest.budget_share * fit["available"][worst]
+    kept = PLANNING_MARGIN.get(worst, 0.0)
+    limit = smallest.budget_share * (1 - kept) * fit["available"][worst]
+    budget = f"{smallest.budget_share:.0%} of {fit['available'][worst]:,}" + (f", less {kept:.0%} for the model's error"
+                                                                              if kept else "")
     holds = [b for b in sorted(BOARDS.values(), key=lambda b: (b.lut, b.bram36))
              if b.name != smallest.board.name
              and smallest_design(layers, beats, b, overhead, smallest.budget_share).fits]
@@ -377,7 +388,7 @@ def refusal(smallest: NetworkPlan, layers: list[LayerPlan], beats: int, overhead
     others = [k for k in fit["over"] if k != worst]
     also = f" (also over: {', '.join(others)})" if others else ""
     return PlanError(f"{what} does not fit {smallest.board.name} at any frame rate: {worst} needs "
-                     f"{fit['used'][worst]:,g} of {limit:,.0f} ({smallest.budget_share:.0%} of {fit['available'][worst]:,})"
+                     f"{fit['used'][worst]:,g} of {limit:,.0f} ({budget})"
                      f" with the fewest multipliers per layer{also}; {where}")
 
 

@@ -27,9 +27,10 @@ LARGER_BOARDS = ("kv260", "zcu104")
 
 
 def convert_and_verify(name: str, board: str, out: Path, frames: int | None, jobs: int, reuse: bool) -> dict:
-    """Convert and verify (with Yosys) into ``out``; with ``reuse``, a build folder already
-    verified there by this benchmark (its verify.json, with resources, and an intact folder) is
-    read instead of made again (the numbers are the same: conversion is deterministic)."""
+    """Convert and verify (with Yosys) into ``out``; with ``reuse`` (a developer's shortcut, never
+    the default: a build of older code would be reported as this commit's), a build folder already
+    verified there by this benchmark (its verify.json, with resources, and an intact folder) is read
+    instead of made again. Yosys's per-stage cache keeps a fresh run short."""
     from edgefpga.hw.convert import ConvertConfig, convert, load_report
     from edgefpga.models.card import ZOO
     from edgefpga.sim.verify import VERIFY_FILE, VerifyFailed, verify
@@ -113,7 +114,7 @@ def summary(name: str, board: str, run: dict) -> dict:
     return row
 
 
-def bench_reference_models(frames: int | None = None, jobs: int = 2, board: str = "pynq-z2", reuse: bool = True) -> dict:
+def bench_reference_models(frames: int | None = None, jobs: int = 2, board: str = "pynq-z2", reuse: bool = False) -> dict:
     """Every reference shape on ``board`` (all held-out images unless ``frames``)."""
     from edgefpga.models.reference import REFERENCES
 

@@ -40,7 +40,7 @@ BUDGET_SHARE = 0.8  # of each resource: room for the PS side of the chip and for
 PLANNING_MARGIN = {"LUT": 0.03, "FF": 0.03}
 RESOURCES = ("LUT", "FF", "DSP", "BRAM36")
 SHORT_MAP_ROWS = 6
-RELAX = 1.1  # interval growth per step while the design does not fit
+RELAX = 1.02  # interval growth per step while the design does not fit (fine: the highest rate that fits)
 MAX_RELAX_STEPS = 400
 
 

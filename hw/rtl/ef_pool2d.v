@@ -15,6 +15,17 @@
 // synchronously (block or distributed RAM, not registers and a wide multiplexer) at address
 // {row mod R, column}, window positions are counters, and the divider takes the channels from a
 // rotating accumulator and shifts its results into the output vector (no channel multiplexers).
+//
+// Pipelined for the clock (docs/rtl.md, Timing): no path runs from one counter through the
+// handshake to another, nor from a RAM read through the fold. in_ready is a register, computed a
+// cycle ahead from this cycle's window row (which only grows within a frame, so it is never
+// early); the last pixel each window needs is kept in registers (need_row, need_col) updated with
+// the window origin, so "arrived" is one comparison of two registered positions; the stages stall
+// on registered flags only (out_valid, not out_ready); the line-buffer word read is registered
+// (stage R) and widened, with its padding replaced, into a second register before the fold
+// (stage B); the divider of an average is three registered steps (magnitude, product and shift,
+// sign and rounding) that drain while the next window accumulates. The arithmetic and the cycles
+// per window are unchanged; an output comes 1 cycle later (an average's 4).
 module ef_pool2d #(
     parameter H = 4, W = 4, C = 1, KH = 2, KW = 2, SH = 2, SW = 2, PT = 0, PL = 0, OH = 2, OWD = 2,
     parameter MODE = 0,
@@ -40,63 +51,91 @@ module ef_pool2d #(
                    (RN <= 32) ? 32 : (RN <= 64) ? 64 : 128;
     localparam RB = $clog2(R);
     localparam WB = (W > 1) ? $clog2(W) : 1;
+    localparam HB = $clog2(H + 1);              // an input row, 0..H
     localparam KB = $clog2((KH > KW ? KH : KW) + 1);
     localparam CB = (C > 1) ? $clog2(C) : 1;
     localparam AW = (MODE == 0) ? XW + 1 : SUMW;   // accumulator: a value (max) or a sum (average)
-    localparam NB = 16;
+    // signed positions (rows, columns, window origins from -PT/-PL, their differences): as narrow as the map allows
+    localparam MAXD = (H > W ? H : W) + (KH > KW ? KH : KW) + (SH > SW ? SH : SW) + (PT > PL ? PT : PL) + R;
+    localparam NB = $clog2(2 * MAXD + 1) + 1;
     localparam signed [NB-1:0] LAST_COL0 = (OWD - 1) * SW - PL;
     localparam signed [NB-1:0] LAST_ROW0 = (OH - 1) * SH - PT;
+    // the last input pixel the first window of a row / frame needs, inside the map
+    localparam NEED_ROW0 = (KH - 1 - PT < 0) ? 0 : (KH - 1 - PT > H - 1) ? H - 1 : KH - 1 - PT;
+    localparam NEED_COL0 = (KW - 1 - PL < 0) ? 0 : (KW - 1 - PL > W - 1) ? W - 1 : KW - 1 - PL;
 
     reg [C*XW-1:0] lb [0:R*(1<<WB)-1];
     reg signed [NB-1:0] in_row, in_col, row0, col0;   // next input pixel; window origin (oy*SH-PT, ox*SW-PL)
+    reg [HB-1:0] need_row;                     // the window's last needed pixel, clamped into the map
+    reg [WB-1:0] need_col;
     reg [KB-1:0] ky, kx;
     reg frame_done;
+    reg in_ok;                                 // in_ready, registered
 
     // rows past the last window (the stride leaves them unused) are still read, so frames stay aligned
-    wire input_free = (in_row < H) && (frame_done || (in_row - row0 < R));
-    assign in_ready = input_free;
-    always @(posedge clk) if (in_valid && in_ready) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
+    assign in_ready = in_ok;
+    wire accept = in_valid && in_ok;
+    always @(posedge clk) if (accept) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
+    wire restart = frame_done && (in_row >= H);
+    // next cycle's in_ready from this cycle's row0 and frame_done: row0 only grows within a frame
+    // and wraps to -PT only as frame_done rises, so the row it frees is never taken early. Both
+    // outcomes (this cycle ends the input row or not) from registers, then one multiplexer.
+    wire signed [NB-1:0] lead = in_row - row0;
+    wire ok_same = (in_row < H) && (frame_done || (lead < R));
+    wire ok_next_row = (in_row < H - 1) && (frame_done || (lead < R - 1));
+    wire in_ok_next = restart ? (PT < R) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
 
-    wire signed [NB-1:0] need_row = (row0 + KH - 1 < H) ? row0 + KH - 1 : H - 1;
-    wire signed [NB-1:0] need_col = (col0 + KW - 1 < W) ? col0 + KW - 1 : W - 1;
-    wire arrived = (in_row >= H) || (in_row > need_row) || (in_row == need_row && in_col > need_col);
+    wire arrived = {in_row[HB-1:0], in_col[WB-1:0]} > {need_row, need_col};
     wire a_last = (ky == KH - 1) && (kx == KW - 1);
     wire a_first = (ky == 0) && (kx == 0);
     wire signed [NB-1:0] ry = row0 + $signed({1'b0, ky});
     wire signed [NB-1:0] rx = col0 + $signed({1'b0, kx});
+    // need_row / need_col of the next window origin (col0 + SW, row0 + SH), clamped into the map
+    wire signed [NB-1:0] next_col = col0 + SW + KW - 1;
+    wire signed [NB-1:0] next_row = row0 + SH + KH - 1;
+    wire [WB-1:0] need_col_next = (next_col < 0) ? 0 : (next_col > W - 1) ? W - 1 : next_col[WB-1:0];
+    wire [HB-1:0] need_row_next = (next_row < 0) ? 0 : (next_row > H - 1) ? H - 1 : next_row[HB-1:0];
 
-    // stage A issues a window position (synchronous line-buffer read), stage B folds it in
-    reg b_valid, b_first, b_last, b_inside;
-    reg [C*XW-1:0] b_pix;
-    reg dividing;                              // MODE 1: dividing the finished window's sums
-    wire div_busy = (MODE == 1) && dividing;
-    reg [CB-1:0] dc;                           // channel being divided
-    wire stall = b_valid && (div_busy || (MODE == 0 && b_last && out_valid && !out_ready));
+    // stage A issues a window position (synchronous line-buffer read), stage R holds the word read,
+    // stage B folds it in (its values already widened, padding already replaced)
+    reg r_valid, r_first, r_last, r_inside, b_valid, b_first, b_last;
+    reg [C*XW-1:0] r_pix;
+    reg [C*(XW+1)-1:0] b_x;
+    reg reading;                               // MODE 1: the finished window's sums go to the divider
+    reg [CB-1:0] dc;                           // channel being read
+    wire stall = b_valid && ((MODE == 1) ? reading : (b_last && out_valid));
     wire issue = !stall && !frame_done && arrived;
     assign busy = issue;
     wire in_map = (ry >= 0) && (ry < H) && (rx >= 0) && (rx < W);   // not padding
-    always @(posedge clk) if (issue) begin
-        b_pix <= lb[{ry[RB-1:0], rx[WB-1:0]}];
-        b_inside <= in_map;
+    reg [C*(XW+1)-1:0] r_x;
+    reg signed [XW:0] pv, xv;
+    integer c, k;
+    always @* begin
+        for (k = 0; k < C; k = k + 1) begin
+            pv = XSIGNED ? $signed({r_pix[k * XW + XW - 1], r_pix[k * XW +: XW]}) : $signed({1'b0, r_pix[k * XW +: XW]});
+            // padding: a max pool skips it (the first position of a window may be padding, so
+            // the running maximum starts at the smallest value); an average adds zero
+            if (!r_inside) pv = (MODE == 0) ? -(1 <<< XW) : 0;
+            r_x[k * (XW + 1) +: XW + 1] = pv;
+        end
+    end
+    always @(posedge clk) if (!stall) begin
+        r_pix <= lb[{ry[RB-1:0], rx[WB-1:0]}];
+        r_inside <= in_map;
+        b_x <= r_x;
     end
 
     reg [C*AW-1:0] acc, nxt;
     reg [C*OW-1:0] result, out_reg, divided;
-    reg signed [XW:0] xv;
     reg signed [AW-1:0] a, n;
     localparam DMW = $clog2(DIV_M + 1);
     reg signed [63:0] q;
-    integer c;
     `include "ef_requant.vh"
-    `include "ef_average.vh"
 
     always @* begin
         for (c = 0; c < C; c = c + 1) begin
-            xv = XSIGNED ? $signed({b_pix[c * XW + XW - 1], b_pix[c * XW +: XW]}) : $signed({1'b0, b_pix[c * XW +: XW]});
+            xv = $signed(b_x[c * (XW + 1) +: XW + 1]);
             a = acc[c * AW +: AW];
-            // padding: a max pool skips it (the first position of a window may be padding, so
-            // the running maximum starts at the smallest value); an average adds zero
-            if (!b_inside) xv = (MODE == 0) ? -(1 <<< XW) : 0;
             if (b_first) n = xv;
             else if (MODE == 0) n = (xv > a) ? xv : a;
             else n = a + xv;
@@ -104,8 +143,24 @@ module ef_pool2d #(
             q = n;
             result[c * OW +: OW] = q[OW-1:0];
         end
-        // the divider reads channel dc from the bottom; operands as narrow as the sum allows
-        q = requant(average(acc[AW-1:0]));
+    end
+
+    // MODE 1 divider (ef_average.vh's division, then requant), one channel per cycle in three
+    // registered steps: d1 the magnitude and sign of the sum read from the bottom of the
+    // rotating accumulator, d2 the product by DIV_M shifted right by DIV_SH, d3 the sign restored,
+    // rounded and saturated. The window's last channel waits in d3 (the steps hold) while the
+    // output register is full.
+    reg d1_valid, d1_last, d1_neg, d2_valid, d2_last, d2_neg, d3_valid, d3_last;
+    reg [AW-1:0] d1_mag;
+    reg [AW+ALIGN+DMW-1:0] prod, d2_quo;
+    reg [OW-1:0] d3_q;
+    reg signed [63:0] dq;
+    wire hold = (MODE == 1) && d3_valid && d3_last && out_valid;
+    always @* begin
+        prod = d1_mag;
+        prod = (prod << ALIGN) * DIV_M;
+        dq = d2_neg ? -$signed({1'b0, d2_quo}) : $signed({1'b0, d2_quo});
+        dq = requant(dq);
     end
 
     // rotation of the accumulators and shift of the divided outputs, one channel per cycle
@@ -114,33 +169,43 @@ module ef_pool2d #(
     generate
         if (C > 1) begin : rotate
             assign acc_rot = {acc[AW-1:0], acc[C*AW-1:AW]};
-            assign divided_next = {q[OW-1:0], divided[C*OW-1:OW]};
+            assign divided_next = {d3_q, divided[C*OW-1:OW]};
         end else begin : single
             assign acc_rot = acc;
-            assign divided_next = q[OW-1:0];
+            assign divided_next = d3_q;
         end
     endgenerate
 
     always @(posedge clk) begin
         if (!rst_n) begin
             in_row <= 0; in_col <= 0; row0 <= -PT; col0 <= -PL; ky <= 0; kx <= 0;
-            out_valid <= 1'b0; frame_done <= 1'b0; dividing <= 1'b0; dc <= 0; b_valid <= 1'b0;
+            need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1;
+            out_valid <= 1'b0; frame_done <= 1'b0; reading <= 1'b0; dc <= 0; r_valid <= 1'b0; b_valid <= 1'b0;
+            d1_valid <= 1'b0; d2_valid <= 1'b0; d3_valid <= 1'b0;
         end else begin
-            if (in_valid && in_ready) begin
+            in_ok <= in_ok_next;
+            if (accept) begin
                 if (in_col == W - 1) begin in_col <= 0; in_row <= in_row + 1; end
                 else in_col <= in_col + 1;
             end
             if (out_valid && out_ready) out_valid <= 1'b0;
-            if (frame_done && in_row >= H) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
-            if (div_busy) begin
-                if (dc != C - 1) begin
-                    divided <= divided_next;
+            if (restart) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
+            if (MODE == 1 && !hold) begin
+                d1_valid <= reading; d1_last <= (dc == C - 1);
+                d1_neg <= $signed(acc[AW-1:0]) < 0;
+                d1_mag <= ($signed(acc[AW-1:0]) < 0) ? -acc[AW-1:0] : acc[AW-1:0];
+                d2_valid <= d1_valid; d2_last <= d1_last; d2_neg <= d1_neg;
+                d2_quo <= prod >> DIV_SH;      // floor(|sum| * 2^ALIGN / count)
+                d3_valid <= d2_valid; d3_last <= d2_last;
+                d3_q <= dq[OW-1:0];
+                if (d3_valid) begin
+                    if (d3_last) begin out_reg <= divided_next; out_valid <= 1'b1; end
+                    else divided <= divided_next;
+                end
+                if (reading) begin
                     acc <= acc_rot;
                     dc <= dc + 1;
-                end else if (!out_valid || out_ready) begin
-                    out_reg <= divided_next;
-                    out_valid <= 1'b1;
-                    dividing <= 1'b0;
+                    if (dc == C - 1) reading <= 1'b0;
                 end
             end
             // stage B
@@ -151,23 +216,24 @@ module ef_pool2d #(
                         out_reg <= result;
                         out_valid <= 1'b1;
                     end else begin
-                        dividing <= 1'b1;
+                        reading <= 1'b1;
                         dc <= 0;
                     end
                 end
             end
-            // stage A
+            // stages A and R
             if (!stall) begin
-                b_valid <= issue; b_first <= a_first; b_last <= a_last;
+                r_valid <= issue; r_first <= a_first; r_last <= a_last;
+                b_valid <= r_valid; b_first <= r_first; b_last <= r_last;
             end
             if (issue) begin
                 if (a_last) begin
                     ky <= 0; kx <= 0;
                     if (col0 == LAST_COL0) begin
-                        col0 <= -PL;
-                        if (row0 == LAST_ROW0) begin row0 <= -PT; frame_done <= 1'b1; end
-                        else row0 <= row0 + SH;
-                    end else col0 <= col0 + SW;
+                        col0 <= -PL; need_col <= NEED_COL0;
+                        if (row0 == LAST_ROW0) begin row0 <= -PT; need_row <= NEED_ROW0; frame_done <= 1'b1; end
+                        else begin row0 <= row0 + SH; need_row <= need_row_next; end
+                    end else begin col0 <= col0 + SW; need_col <= need_col_next; end
                 end else if (kx == KW - 1) begin kx <= 0; ky <= ky + 1; end
                 else kx <= kx + 1;
             end

@@ -31,7 +31,8 @@ def reference_models() -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, row in data["models"].items():
         if "refused" in row:
-            lines.append(f"| {name} | refused by convert: {row['refused']} | | | | | | | |")
+            reason = row["refused"].split(" does not fit ", 1)[-1]
+            lines.append(f"| {name} | refused by convert: does not fit {reason} | | | | | | | |")
             continue
         fits = row["resources"]["fits_within_80_percent"]
         rate = f"{row['fps_at_clock']:,.0f}" if fits else "(does not fit: no rate quoted)"

@@ -23,9 +23,10 @@
 // the window origin, so "arrived" is one comparison of two registered positions; the stages stall
 // on registered flags only (out_valid, not out_ready); the line-buffer word read is registered
 // (stage R) and widened, with its padding replaced, into a second register before the fold
-// (stage B); the divider of an average is three registered steps (magnitude, product and shift,
-// sign and rounding) that drain while the next window accumulates. The arithmetic and the cycles
-// per window are unchanged; an output comes 1 cycle later (an average's 4).
+// (stage B); the divider of an average is four registered steps (magnitude, product and shift,
+// sign, rounding with saturation flags) that drain while the next window accumulates. The
+// arithmetic and the cycles per window are unchanged; an output comes 1 cycle later (an
+// average's 5).
 module ef_pool2d #(
     parameter H = 4, W = 4, C = 1, KH = 2, KW = 2, SH = 2, SW = 2, PT = 0, PL = 0, OH = 2, OWD = 2,
     parameter MODE = 0,
@@ -145,22 +146,50 @@ module ef_pool2d #(
         end
     end
 
-    // MODE 1 divider (ef_average.vh's division, then requant), one channel per cycle in three
+    // MODE 1 divider (ef_average.vh's division, then requant), one channel per cycle in four
     // registered steps: d1 the magnitude and sign of the sum read from the bottom of the
     // rotating accumulator, d2 the product by DIV_M shifted right by DIV_SH, d3 the sign restored,
-    // rounded and saturated. The window's last channel waits in d3 (the steps hold) while the
-    // output register is full.
-    reg d1_valid, d1_last, d1_neg, d2_valid, d2_last, d2_neg, d3_valid, d3_last;
+    // d4 rounded with its saturation flags (requant_part), then requant_pick. The window's last
+    // channel waits in d4 (the steps hold) while the output register is full.
+    localparam QW = AW + ALIGN + DMW;
+    // requant (ef_requant.vh) in two steps: requant_part gives the value's low OW bits once
+    // rounded (or shifted left) and whether it saturates high or low, compared on the value before
+    // the rounding's carry; requant_pick chooses OMAX, OMIN or the value: together, requant.
+    function [OW+1:0] requant_part(input signed [63:0] wide);   // {high, low, value}
+        reg signed [63:0] fl, rest, v;
+        reg inc, hi, lo;
+        begin
+            if (RQ_LSH > 0) begin
+                hi = wide > (OMAX >>> RQ_LSH);
+                lo = wide < -((-OMIN) >>> RQ_LSH);
+                v = wide <<< RQ_LSH;
+            end else begin
+                fl = wide >>> RQ_RSH;
+                inc = 1'b0;
+                if (RQ_RSH > 0) begin
+                    rest = wide - (fl <<< RQ_RSH);
+                    inc = (rest > (64'sd1 <<< (RQ_RSH - 1))) || (rest == (64'sd1 <<< (RQ_RSH - 1)) && fl[0]);
+                end
+                hi = inc ? (fl >= OMAX) : (fl > OMAX);
+                lo = inc ? (fl < OMIN - 1) : (fl < OMIN);
+                v = fl + inc;
+            end
+            requant_part = {hi, lo, v[OW-1:0]};
+        end
+    endfunction
+    function [OW-1:0] requant_pick(input [OW+1:0] part);
+        requant_pick = part[OW+1] ? OMAX[OW-1:0] : part[OW] ? OMIN[OW-1:0] : part[OW-1:0];
+    endfunction
+    reg d1_valid, d1_last, d1_neg, d2_valid, d2_last, d2_neg, d3_valid, d3_last, d4_valid, d4_last;
     reg [AW-1:0] d1_mag;
-    reg [AW+ALIGN+DMW-1:0] prod, d2_quo;
-    reg [OW-1:0] d3_q;
-    reg signed [63:0] dq;
-    wire hold = (MODE == 1) && d3_valid && d3_last && out_valid;
+    reg [QW-1:0] prod, d2_quo;
+    reg signed [QW:0] d3_s;
+    reg [OW+1:0] d4_part;
+    wire [OW-1:0] d4_q = requant_pick(d4_part);
+    wire hold = (MODE == 1) && d4_valid && d4_last && out_valid;
     always @* begin
         prod = d1_mag;
         prod = (prod << ALIGN) * DIV_M;
-        dq = d2_neg ? -$signed({1'b0, d2_quo}) : $signed({1'b0, d2_quo});
-        dq = requant(dq);
     end
 
     // rotation of the accumulators and shift of the divided outputs, one channel per cycle
@@ -169,10 +198,10 @@ module ef_pool2d #(
     generate
         if (C > 1) begin : rotate
             assign acc_rot = {acc[AW-1:0], acc[C*AW-1:AW]};
-            assign divided_next = {d3_q, divided[C*OW-1:OW]};
+            assign divided_next = {d4_q, divided[C*OW-1:OW]};
         end else begin : single
             assign acc_rot = acc;
-            assign divided_next = d3_q;
+            assign divided_next = d4_q;
         end
     endgenerate
 
@@ -181,7 +210,7 @@ module ef_pool2d #(
             in_row <= 0; in_col <= 0; row0 <= -PT; col0 <= -PL; ky <= 0; kx <= 0;
             need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1;
             out_valid <= 1'b0; frame_done <= 1'b0; reading <= 1'b0; dc <= 0; r_valid <= 1'b0; b_valid <= 1'b0;
-            d1_valid <= 1'b0; d2_valid <= 1'b0; d3_valid <= 1'b0;
+            d1_valid <= 1'b0; d2_valid <= 1'b0; d3_valid <= 1'b0; d4_valid <= 1'b0;
         end else begin
             in_ok <= in_ok_next;
             if (accept) begin
@@ -197,9 +226,11 @@ module ef_pool2d #(
                 d2_valid <= d1_valid; d2_last <= d1_last; d2_neg <= d1_neg;
                 d2_quo <= prod >> DIV_SH;      // floor(|sum| * 2^ALIGN / count)
                 d3_valid <= d2_valid; d3_last <= d2_last;
-                d3_q <= dq[OW-1:0];
-                if (d3_valid) begin
-                    if (d3_last) begin out_reg <= divided_next; out_valid <= 1'b1; end
+                d3_s <= d2_neg ? -$signed({1'b0, d2_quo}) : $signed({1'b0, d2_quo});
+                d4_valid <= d3_valid; d4_last <= d3_last;
+                d4_part <= requant_part(d3_s);
+                if (d4_valid) begin
+                    if (d4_last) begin out_reg <= divided_next; out_valid <= 1'b1; end
                     else divided <= divided_next;
                 end
                 if (reading) begin

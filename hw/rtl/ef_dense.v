@@ -9,6 +9,14 @@
 // ROM) and rotates the latched pixel by one chunk per step; stage B accumulates into a ring of
 // channel groups that rotates by one group per finished group (no indexed accumulators).
 // BFILE holds one word per group: PO biases of ACCW bits, the group's first output low.
+//
+// Pipelined for the clock (docs/rtl.md, Timing): the ROM words read in stage B are registered
+// again (stage C: no path from a block RAM's output through a multiplier), the PO*CI products
+// are registered (stage D), and stage E adds them to the bias or the ring. The requantization of
+// the OC sums is two registered steps (each sum rounded, with flags saying whether it saturates,
+// compared before the rounding's carry; then the choice of OMAX, OMIN or the rounded value), and
+// out_ready reaches no counter or enable (the steps wait on out_valid, a register). The
+// arithmetic and the steps per frame are unchanged; the output comes 3 cycles later.
 module ef_dense #(
     parameter NPIX = 1, C = 8, OC = 2, CI = 8, PO = 1,
     parameter XW = 8, XSIGNED = 0, WW = 8, ACCW = 32,
@@ -53,15 +61,18 @@ module ef_dense #(
     wire a_frame_end = a_pixel_end && (pix == NPIX - 1);
 
     reg b_valid, b_first, b_group_end, b_frame_end;
+    reg c_valid, c_first, c_group_end, c_frame_end;
+    reg d_valid, d_first, d_group_end, d_frame_end;
     reg finishing;                             // the frame's sums are complete: requantize and send
-    wire stall = b_valid && finishing;
+    reg rounded_valid;                         // the frame's rounded sums wait for the output register
+    wire stall = d_valid && finishing;
     wire issue = have_x && !stall;
     assign busy = issue;
     assign in_ready = !have_x;
 
-    reg [CI*XW-1:0] b_x;
-    reg [PO*CI*WW-1:0] b_w;
-    reg [PO*ACCW-1:0] b_bias;
+    reg [CI*XW-1:0] b_x, c_x;
+    reg [PO*CI*WW-1:0] b_w, c_w;
+    reg [PO*ACCW-1:0] b_bias, c_bias, d_bias;
     always @(posedge clk) begin
         if (issue) begin
             b_w <= wrom[waddr];
@@ -78,29 +89,75 @@ module ef_dense #(
         end
     endgenerate
 
-    // ---- stage B: accumulate into the ring; entry 0 is the group being computed --------------
+    // ---- stages C (operands registered) and D (products registered) ---------------------------
+    localparam PW = XW + 1 + WW;               // a product of a widened input and a weight
+    reg [PO*CI*PW-1:0] prods, d_prod;
+    reg signed [XW:0] xv;
+    reg signed [WW-1:0] wv;
+    reg signed [PW-1:0] pv;
+    integer p, i, o;
+    always @* begin
+        for (p = 0; p < PO; p = p + 1) begin
+            for (i = 0; i < CI; i = i + 1) begin
+                xv = XSIGNED ? $signed({c_x[i * XW + XW - 1], c_x[i * XW +: XW]}) : $signed({1'b0, c_x[i * XW +: XW]});
+                wv = $signed(c_w[(p * CI + i) * WW +: WW]);
+                pv = xv * wv;
+                prods[(p * CI + i) * PW +: PW] = pv;
+            end
+        end
+    end
+    always @(posedge clk) begin
+        if (!stall) begin
+            c_x <= b_x; c_w <= b_w; c_bias <= b_bias;
+            d_prod <= prods; d_bias <= c_bias;
+        end
+    end
+
+    // ---- stage E: accumulate into the ring; entry 0 is the group being computed --------------
     reg [OC*ACCW-1:0] ring;
     reg [PO*ACCW-1:0] total;
     reg signed [ACCW-1:0] sum;
-    reg signed [XW:0] xv;
-    reg signed [WW-1:0] wv;
-    reg signed [63:0] q;
+    reg [OC*(OW+2)-1:0] rounded_next, rounded;
     reg [OC*OW-1:0] result;
-    integer p, i, o;
     `include "ef_requant.vh"
+    // requant (ef_requant.vh) in two steps: requant_part gives the value's low OW bits once
+    // rounded (or shifted left) and whether it saturates high or low, compared on the value before
+    // the rounding's carry; requant_pick chooses OMAX, OMIN or the value: together, requant.
+    function [OW+1:0] requant_part(input signed [63:0] wide);   // {high, low, value}
+        reg signed [63:0] fl, rest, v;
+        reg inc, hi, lo;
+        begin
+            if (RQ_LSH > 0) begin
+                hi = wide > (OMAX >>> RQ_LSH);
+                lo = wide < -((-OMIN) >>> RQ_LSH);
+                v = wide <<< RQ_LSH;
+            end else begin
+                fl = wide >>> RQ_RSH;
+                inc = 1'b0;
+                if (RQ_RSH > 0) begin
+                    rest = wide - (fl <<< RQ_RSH);
+                    inc = (rest > (64'sd1 <<< (RQ_RSH - 1))) || (rest == (64'sd1 <<< (RQ_RSH - 1)) && fl[0]);
+                end
+                hi = inc ? (fl >= OMAX) : (fl > OMAX);
+                lo = inc ? (fl < OMIN - 1) : (fl < OMIN);
+                v = fl + inc;
+            end
+            requant_part = {hi, lo, v[OW-1:0]};
+        end
+    endfunction
+    function [OW-1:0] requant_pick(input [OW+1:0] part);
+        requant_pick = part[OW+1] ? OMAX[OW-1:0] : part[OW] ? OMIN[OW-1:0] : part[OW-1:0];
+    endfunction
     always @* begin
         for (p = 0; p < PO; p = p + 1) begin
-            sum = b_first ? $signed(b_bias[p * ACCW +: ACCW]) : $signed(ring[p * ACCW +: ACCW]);
-            for (i = 0; i < CI; i = i + 1) begin
-                xv = XSIGNED ? $signed({b_x[i * XW + XW - 1], b_x[i * XW +: XW]}) : $signed({1'b0, b_x[i * XW +: XW]});
-                wv = $signed(b_w[(p * CI + i) * WW +: WW]);
-                sum = sum + xv * wv;
-            end
+            sum = d_first ? $signed(d_bias[p * ACCW +: ACCW]) : $signed(ring[p * ACCW +: ACCW]);
+            for (i = 0; i < CI; i = i + 1)
+                sum = sum + $signed(d_prod[(p * CI + i) * PW +: PW]);
             total[p * ACCW +: ACCW] = sum;
         end
         for (o = 0; o < OC; o = o + 1) begin
-            q = requant($signed(ring[o * ACCW +: ACCW]));
-            result[o * OW +: OW] = q[OW-1:0];
+            rounded_next[o * (OW + 2) +: OW + 2] = requant_part($signed(ring[o * ACCW +: ACCW]));
+            result[o * OW +: OW] = requant_pick(rounded[o * (OW + 2) +: OW + 2]);
         end
     end
     wire [OC*ACCW-1:0] ring_next;
@@ -115,23 +172,26 @@ module ef_dense #(
     always @(posedge clk) begin
         if (!rst_n) begin
             have_x <= 1'b0; pix <= 0; group <= 0; chunk <= 0; waddr <= 0; out_valid <= 1'b0;
-            b_valid <= 1'b0; finishing <= 1'b0;
+            b_valid <= 1'b0; c_valid <= 1'b0; d_valid <= 1'b0; finishing <= 1'b0; rounded_valid <= 1'b0;
         end else begin
             if (out_valid && out_ready) out_valid <= 1'b0;
-            if (finishing && (!out_valid || out_ready)) begin
-                out_data <= result; out_valid <= 1'b1; finishing <= 1'b0;
-            end
-            // stage B
-            if (b_valid && !stall) begin
-                if (b_group_end) ring <= ring_next;
+            if (rounded_valid && !out_valid) begin out_data <= result; out_valid <= 1'b1; end
+            if (finishing && !(rounded_valid && out_valid)) begin
+                rounded <= rounded_next; rounded_valid <= 1'b1; finishing <= 1'b0;
+            end else if (rounded_valid && !out_valid) rounded_valid <= 1'b0;
+            // stage E
+            if (d_valid && !stall) begin
+                if (d_group_end) ring <= ring_next;
                 else ring[PO*ACCW-1:0] <= total;
-                if (b_frame_end) finishing <= 1'b1;
+                if (d_frame_end) finishing <= 1'b1;
             end
-            // stage A
+            // stages A to D
             if (!stall) begin
                 b_valid <= issue;
                 b_first <= (pix == 0) && (chunk == 0);
                 b_group_end <= a_group_end; b_frame_end <= a_frame_end;
+                c_valid <= b_valid; c_first <= b_first; c_group_end <= b_group_end; c_frame_end <= b_frame_end;
+                d_valid <= c_valid; d_first <= c_first; d_group_end <= c_group_end; d_frame_end <= c_frame_end;
             end
             if (in_valid && in_ready) begin x <= in_data; have_x <= 1'b1; end
             if (issue) begin

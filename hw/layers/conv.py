@@ -56,12 +56,32 @@ def line_buffer_rows(kh: int, sh: int) -> int:
     return max(2, 1 << clog2(kh + sh))
 
 
+LUT_PART_BITS = 3  # weight bits per part of a shift-and-add multiplier (hw/rtl/ef_conv2d.v PB)
+
+
+def adder_tree(terms: int, pw: int, accw: int) -> tuple[int, int, int]:
+    """A lane's adder tree in hw/rtl/ef_conv2d.v (``terms`` words of ``pw`` bits added in pairs,
+    a register after every two levels and after the last): its word width, its adders and the
+    words its registers hold."""
+    levels = (terms - 1).bit_length() if terms > 1 else 0
+    tw = min(pw + levels, accw)
+    words, adders, registered = terms, 0, 0
+    for level in range(1, levels + 1):
+        adders += words // 2
+        words = (words + 1) // 2
+        if level % 2 == 0 or level == levels:
+            registered += words
+    return tw, adders, registered
+
+
 def model(module: str, params: dict) -> Model:
     """The instance as structure: the line buffer (R rows x 2**clog2(W) columns of C*XW bits, KP
     read ports), the weight ROM (one word of PO*KP*CI weights per step) and bias ROM (one word of
-    PO biases per group), PO*KP*CI multipliers (DSP48s, or shift-and-add logic with USE_DSP=0),
-    their sums into PO accumulators, the requantization of PO lanes, the channel-chunk selection
-    of each read pixel, and the registers around them."""
+    PO biases per group), PO*KP*CI multipliers (DSP48s, or shift-and-add logic with USE_DSP=0, in
+    parts of LUT_PART_BITS weight bits), the pipeline: the read slice and the weights registered,
+    the products (or parts) registered, each lane's adder tree registered every two levels, PO
+    accumulators, the requantization in two registered steps, and one output register of OC
+    channels (the groups shifted into it)."""
     p = params
     h, w, c, oc = p["H"], p["W"], p["C"], p["OC"]
     kh, kw, sh = p["KH"], p["KW"], p.get("SH", 1)
@@ -74,6 +94,10 @@ def model(module: str, params: dict) -> Model:
     xl = po if dw else ci
     sels = groups if dw else chunks
     steps = groups * kh * (kw // kp) * chunks
+    pw = xw + 1 + ww
+    parts = 1 if use_dsp else -(-ww // LUT_PART_BITS)
+    nt = kp * ci * parts
+    tw, adders, tree_words = adder_tree(nt, pw, accw)
     lb = map_memory(line_buffer_rows(kh, sh) * (1 << max(1, clog2(w))), c * xw, reads=kp)
     wrom = map_memory(steps, lanes * ww, rom=True)
     brom = map_memory(groups, po * accw, rom=True)
@@ -85,8 +109,8 @@ def model(module: str, params: dict) -> Model:
     m.add("lut", "const", 1)
     m.add("lut", "counters", counters)
     m.add("lut", "mul_lut", (not use_dsp) * lanes * (xw + 1) * ww)
-    m.add("lut", "sum_lut", (not use_dsp) * lanes * accw)
-    m.add("lut", "sum_dsp", use_dsp * lanes * accw)
+    m.add("lut", "tree_lut", (not use_dsp) * po * adders * tw)
+    m.add("lut", "tree_dsp", use_dsp * po * adders * tw)
     m.add("lut", "split_dsp", use_dsp * lanes * (dsp_per_product(xw + 1, ww) - 1) * accw)  # partial products
     m.add("lut", "lane", po * accw)
     m.add("lut", "round", po * accw * (p.get("SHIFT", 1) > 0))
@@ -104,7 +128,12 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "bias", rom_columns(groups, po * accw) * (brom.kind == "logic") * (groups > 1))
     m.add("ff", "weights_lut", (not use_dsp) * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
     m.add("ff", "weights_dsp", use_dsp * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
-    m.add("ff", "out", oc * ow * (1 + (groups > 1)))
+    m.add("ff", "operands", kp * xl * xw + lanes * ww)  # the step's slice and weights, registered again
+    m.add("ff", "terms_lut", (not use_dsp) * po * nt * pw)
+    m.add("ff", "terms_dsp", use_dsp * po * nt * pw)
+    m.add("ff", "tree", po * tree_words * tw)
+    m.add("ff", "round", po * (ow + 2))
+    m.add("ff", "out", oc * ow)
     return m
 
 

@@ -46,38 +46,58 @@ module ef_conv2d #(
                    (RN <= 32) ? 32 : (RN <= 64) ? 64 : 128;   // rows kept (power of 2)
     localparam RB = $clog2(R);
     localparam WB = (W > 1) ? $clog2(W) : 1;  // column bits: a row occupies 2^WB entries
+    localparam HB = $clog2(H + 1);             // an input row, 0..H
     localparam GROUPS = OC / PO;
     localparam CHUNKS = DW ? 1 : C / CI;
     localparam XL = DW ? PO : CI;              // input channels one step reads at each position
     localparam SELS = DW ? GROUPS : CHUNKS;    // which slice of the pixel a step reads
     localparam KSTEPS = KW / KP;
-    localparam WDEPTH = GROUPS * KH * KSTEPS * CHUNKS;
+    localparam GSTEPS = KH * KSTEPS * CHUNKS;  // steps per channel group
+    localparam WDEPTH = GROUPS * GSTEPS;
     localparam GB = (GROUPS > 1) ? $clog2(GROUPS) : 1;
     localparam CB = (CHUNKS > 1) ? $clog2(CHUNKS) : 1;
     localparam SB = (SELS > 1) ? $clog2(SELS) : 1;
     localparam KB = $clog2((KH > KW ? KH : KW) + 1);
     localparam AB = (WDEPTH > 1) ? $clog2(WDEPTH) : 1;
-    localparam NB = 16;                        // signed row / column positions (maps up to 16k)
+    localparam MAXD = (H > W ? H : W) + (KH > KW ? KH : KW) + (SH > SW ? SH : SW) + (PT > PL ? PT : PL) + R;
+    localparam NB = $clog2(2 * MAXD + 1) + 1;  // signed row / column positions
     localparam signed [NB-1:0] LAST_COL0 = (OWD - 1) * SW - PL;
     localparam signed [NB-1:0] LAST_ROW0 = (OH - 1) * SH - PT;
+    // the last input pixel the first window of a row / frame needs, inside the map
+    localparam NEED_ROW0 = (KH - 1 - PT < 0) ? 0 : (KH - 1 - PT > H - 1) ? H - 1 : KH - 1 - PT;
+    localparam NEED_COL0 = (KW - 1 - PL < 0) ? 0 : (KW - 1 - PL > W - 1) ? W - 1 : KW - 1 - PL;
 
     // ---- line buffer ---------------------------------------------------------------------
     reg [C*XW-1:0] lb [0:R*(1<<WB)-1];
     reg signed [NB-1:0] in_row, in_col;        // next input pixel of the current input frame
     reg signed [NB-1:0] row0, col0;            // window origin of the output pixel (oy*S-PAD, ox*S-PAD)
+    reg [HB-1:0] need_row;                     // the window's last needed pixel, clamped into the map
+    reg [WB-1:0] need_col;
     reg        frame_done;                     // engine finished the frame; input may start the next
+    reg        in_ok;                          // in_ready, registered
 
     // rows past the last window (the stride leaves them unused) are still read, so frames stay aligned
-    wire input_free = (in_row < H) && (frame_done || (in_row - row0 < R));
-    assign in_ready = input_free;
+    assign in_ready = in_ok;
+    wire accept = in_valid && in_ok;
+    always @(posedge clk) if (accept) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
+    wire restart = frame_done && (in_row >= H);
+    // next cycle's in_ready from this cycle's row0 and frame_done: row0 only grows within a frame
+    // and wraps to -PT only as frame_done rises, so the row it frees is never taken early. Both
+    // outcomes (this cycle ends the input row or not) from registers, then one multiplexer.
+    wire signed [NB-1:0] lead = in_row - row0;
+    wire ok_same = (in_row < H) && (frame_done || (lead < R));
+    wire ok_next_row = (in_row < H - 1) && (frame_done || (lead < R - 1));
+    wire in_ok_next = restart ? (PT < R) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
 
-    always @(posedge clk) begin
-        if (in_valid && in_ready)
-            lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
-    end
-
-    // ---- engine: stage A issues a step (counters, synchronous ROM and line-buffer reads),
-    // stage B multiplies, accumulates and, at a group's last step, requantizes ----------------
+    // ---- engine ----------------------------------------------------------------------------
+    // A issues a step (counters; the line-buffer and weight-ROM reads, synchronous, clocked by
+    // issue) -> B (the words read) -> C (the step's channel slice selected and masked, the weights
+    // registered again) -> D (the products: a DSP multiplier's, or each shift-and-add multiplier's
+    // parts of PB weight bits) -> T (each lane's adder tree, a register after every two adder levels)
+    // -> E (the accumulator, the only loop: the bias or itself plus the tree's sum) -> F (a group's
+    // sums rounded, with saturation flags) -> the output register, into which each group is shifted.
+    // Everything past A moves on one enable, !stall, from registered flags only (out_ready as well
+    // only where a group is one step, which would otherwise lose a cycle per pixel).
     reg [GB-1:0] group;
     reg [KB-1:0] ky, kx;
     reg [CB-1:0] chunk;
@@ -91,32 +111,51 @@ module ef_conv2d #(
 
     wire signed [NB-1:0] iy = row0 + $signed({1'b0, ky});
     wire signed [NB-1:0] ix = col0 + $signed({1'b0, kx});  // first of the KP positions
-    // the window's last input pixel (clamped to the map) must have arrived
-    wire signed [NB-1:0] need_row = (row0 + KH - 1 < H) ? row0 + KH - 1 : H - 1;
-    wire signed [NB-1:0] need_col = (col0 + KW - 1 < W) ? col0 + KW - 1 : W - 1;
-    wire arrived = (in_row >= H) || (in_row > need_row) || (in_row == need_row && in_col > need_col);
+    wire arrived = {in_row[HB-1:0], in_col[WB-1:0]} > {need_row, need_col};
+    // need_row / need_col of the next window origin (col0 + SW, row0 + SH), clamped into the map
+    wire signed [NB-1:0] next_col = col0 + SW + KW - 1;
+    wire signed [NB-1:0] next_row = row0 + SH + KH - 1;
+    wire [WB-1:0] need_col_next = (next_col < 0) ? 0 : (next_col > W - 1) ? W - 1 : next_col[WB-1:0];
+    wire [HB-1:0] need_row_next = (next_row < 0) ? 0 : (next_row > H - 1) ? H - 1 : next_row[HB-1:0];
     wire a_last = (chunk == CHUNKS - 1) && (ky == KH - 1) && (kx == KW - KP);
     wire a_first = (chunk == 0) && (ky == 0) && (kx == 0);
     wire a_group_last = (group == GROUPS - 1);
 
-    // stage B registers
-    reg b_valid, b_first, b_last, b_pixel_end;
+    localparam PW = XW + 1 + WW;               // a product of a widened input and a weight
+    localparam PB = 3;                         // weight bits per part of a LUT multiplier (2 adder levels)
+    localparam NPART = USE_DSP ? 1 : (WW + PB - 1) / PB;   // terms per product
+    localparam NT = KP * CI * NPART;           // terms a lane's tree adds
+    localparam TL = (NT > 1) ? $clog2(NT) : 0; // adder levels
+    localparam LPS = 2;                        // adder levels per registered tree stage
+    localparam TS = (TL + LPS - 1) / LPS;      // registered tree stages
+    localparam TW = (PW + TL < ACCW) ? PW + TL : ACCW;   // tree words: exact (or, wider, mod 2^ACCW)
+    localparam FW = 5 + GB;                    // flags: valid, first, last, group first, pixel end, group
+    localparam FV = FW - 1, FF = FW - 2, FL = FW - 3, FG = FW - 4, FP = FW - 5;
+
+    reg b_valid, b_first, b_last, b_gfirst, b_pixel_end;
+    reg [GB-1:0] b_group;
     reg [SB-1:0] b_sel;                        // the chunk (or, depthwise, the group) of stage B's step
-    reg [PO*KP*CI*WW-1:0] b_w;
-    reg [PO*ACCW-1:0] b_bias;
-    wire stall = b_valid && b_pixel_end && out_valid && !out_ready;   // output register still full
+    reg [PO*KP*CI*WW-1:0] b_w, c_w;
+    reg [FW-1:0] c_flags;
+    reg [FW*(TS+1)-1:0] t_flags;               // D's flags low, then each tree stage's: the top is E's input
+    wire [FW*(TS+2)-1:0] chain = {t_flags, c_flags};
+    wire [FW-1:0] pre_flags = chain[FW*(TS+1) +: FW];    // the step entering E
+    wire [FW-1:0] bias_flags = chain[FW*TS +: FW];       // the step entering E's input register
+    reg e_valid, e_last, e_gfirst, e_pixel_end;
+    reg f_valid, f_gfirst, f_pixel_end;
+    // a pixel's first group waits while the output register holds the previous pixel unsent
+    wire out_busy = (GSTEPS == 1) ? (out_valid && !out_ready) : out_valid;
+    wire stall = f_valid && f_gfirst && out_busy;
     wire issue = !stall && !frame_done && arrived;
     assign busy = issue;
 
     always @(posedge clk) begin
-        if (issue) begin
-            b_w <= wrom[waddr];
-            b_bias <= brom[group];
-        end
+        if (issue) b_w <= wrom[waddr];
     end
 
-    // KP line-buffer reads per step; a position in the padding reads as zero (masked in stage B)
+    // KP line-buffer reads per step; a position in the padding reads as zero (masked in stage C)
     wire [KP*XL*XW-1:0] x_step;                // the step's XL-channel slice at each position
+    reg [KP*XL*XW-1:0] c_x;
     genvar gj;
     generate
         for (gj = 0; gj < KP; gj = gj + 1) begin : pos
@@ -142,50 +181,153 @@ module ef_conv2d #(
         end
     endgenerate
 
-    // signed product as shift-and-add: synthesis maps it to LUTs and carry chains, never to a DSP
-    function signed [XW+WW:0] lut_mul(input signed [XW:0] a, input signed [WW-1:0] b);
+    // the shift-and-add product of weight bits [lo, hi) (the top bit, the sign, subtracted):
+    // synthesis maps it to LUTs and carry chains, never to a DSP; the parts sum to the product
+    function signed [PW-1:0] lut_part(input signed [XW:0] a, input signed [WW-1:0] b, input integer lo,
+                                      input integer hi);
         integer bit_index;
         begin
-            lut_mul = 0;
-            for (bit_index = 0; bit_index < WW - 1; bit_index = bit_index + 1)
-                if (b[bit_index]) lut_mul = lut_mul + (a <<< bit_index);
-            if (b[WW-1]) lut_mul = lut_mul - (a <<< (WW - 1));
+            lut_part = 0;
+            for (bit_index = lo; bit_index < hi && bit_index < WW; bit_index = bit_index + 1)
+                if (b[bit_index]) begin
+                    if (bit_index == WW - 1) lut_part = lut_part - (a <<< bit_index);
+                    else lut_part = lut_part + (a <<< bit_index);
+                end
         end
     endfunction
 
-    `include "ef_requant.vh"
-
-    // products of stage B's step summed per output lane, the new accumulators and outputs
-    reg [PO*ACCW-1:0] acc;
-    reg [PO*ACCW-1:0] total;
-    reg [PO*OW-1:0] q_group;                   // the group's requantized outputs
-    reg signed [ACCW-1:0] sum;
+    // stage D: the products (or parts) of stage C's step; lane p's terms are [p*NT, (p+1)*NT)
+    reg [PO*NT*PW-1:0] d_terms;
+    reg [PO*NT*PW-1:0] terms;
     reg signed [XW:0] xv;
     reg signed [WW-1:0] wv;
-    reg signed [63:0] q;
-    integer p, j, i, xi;
+    integer p, j, i, xi, h;
     always @* begin
-        for (p = 0; p < PO; p = p + 1) begin
-            sum = b_first ? $signed(b_bias[p * ACCW +: ACCW]) : $signed(acc[p * ACCW +: ACCW]);
-            for (j = 0; j < KP; j = j + 1) begin
+        for (p = 0; p < PO; p = p + 1)
+            for (j = 0; j < KP; j = j + 1)
                 for (i = 0; i < CI; i = i + 1) begin
                     // depthwise: lane p reads channel p of the group's slice; else chunk channel i
                     xi = DW ? (j * XL + p) : (j * XL + i);
-                    xv = XSIGNED ? $signed({x_step[xi * XW + XW - 1], x_step[xi * XW +: XW]})
-                                 : $signed({1'b0, x_step[xi * XW +: XW]});
-                    wv = $signed(b_w[((p * KP + j) * CI + i) * WW +: WW]);
-                    sum = sum + (USE_DSP ? xv * wv : lut_mul(xv, wv));
+                    xv = XSIGNED ? $signed({c_x[xi * XW + XW - 1], c_x[xi * XW +: XW]})
+                                 : $signed({1'b0, c_x[xi * XW +: XW]});
+                    wv = $signed(c_w[((p * KP + j) * CI + i) * WW +: WW]);
+                    for (h = 0; h < NPART; h = h + 1)
+                        terms[(((p * KP + j) * CI + i) * NPART + h) * PW +: PW] =
+                            USE_DSP ? xv * wv : lut_part(xv, wv, h * PB, (h + 1) * PB);
                 end
-            end
-            total[p * ACCW +: ACCW] = sum;
-            q = requant(sum);
-            q_group[p * OW +: OW] = q[OW-1:0];
+    end
+    always @(posedge clk) begin
+        if (!stall) begin
+            c_x <= x_step; c_w <= b_w;
+            d_terms <= terms;
         end
     end
 
-    // the output vector: each finished group is shifted in from the top, so after the last
-    // group the first one sits in the low bits
-    reg [OC*OW-1:0] result, out_reg;
+    // stage T: each lane's terms added in pairs, level by level (a level's odd last word passes
+    // through), a register after every LPS levels and after the last
+    function integer words_at(input integer level);
+        integer l;
+        begin
+            words_at = NT;
+            for (l = 0; l < level; l = l + 1) words_at = (words_at + 1) / 2;
+        end
+    endfunction
+    function integer level_at(input integer level);   // the first word of a level in a lane's vector
+        integer l;
+        begin
+            level_at = 0;
+            for (l = 0; l < level; l = l + 1) level_at = level_at + words_at(l);
+        end
+    endfunction
+    localparam TOTAL = level_at(TL + 1);
+    wire [PO*ACCW-1:0] tree_sum;
+    genvar gp, gl, gk;
+    generate
+        for (gp = 0; gp < PO; gp = gp + 1) begin : lane
+            /* verilator lint_off UNOPTFLAT */
+            wire [TOTAL*TW-1:0] tv;             // every level's words, level 0 (the terms) first
+            /* verilator lint_on UNOPTFLAT */
+            for (gk = 0; gk < NT; gk = gk + 1) begin : term
+                assign tv[gk * TW +: TW] = $signed(d_terms[(gp * NT + gk) * PW +: PW]);
+            end
+            for (gl = 1; gl <= TL; gl = gl + 1) begin : level
+                for (gk = 0; gk < words_at(gl); gk = gk + 1) begin : word
+                    localparam SRC = level_at(gl - 1) + 2 * gk;
+                    wire [TW-1:0] s;
+                    if (2 * gk + 1 < words_at(gl - 1)) begin : add
+                        assign s = tv[SRC * TW +: TW] + tv[(SRC + 1) * TW +: TW];
+                    end else begin : pass
+                        assign s = tv[SRC * TW +: TW];
+                    end
+                    if (gl % LPS == 0 || gl == TL) begin : registered
+                        reg [TW-1:0] r;
+                        always @(posedge clk) if (!stall) r <= s;
+                        assign tv[(level_at(gl) + gk) * TW +: TW] = r;
+                    end else begin : direct
+                        assign tv[(level_at(gl) + gk) * TW +: TW] = s;
+                    end
+                end
+            end
+            assign tree_sum[gp * ACCW +: ACCW] = $signed(tv[level_at(TL) * TW +: TW]);
+        end
+    endgenerate
+
+    `include "ef_requant.vh"
+    // requant (ef_requant.vh) in two steps: requant_part gives the value's low OW bits once
+    // rounded (or shifted left) and whether it saturates high or low, compared on the value before
+    // the rounding's carry; requant_pick chooses OMAX, OMIN or the value: together, requant.
+    function [OW+1:0] requant_part(input signed [63:0] wide);   // {high, low, value}
+        reg signed [63:0] fl, rest, v;
+        reg inc, hi, lo;
+        begin
+            if (RQ_LSH > 0) begin
+                hi = wide > (OMAX >>> RQ_LSH);
+                lo = wide < -((-OMIN) >>> RQ_LSH);
+                v = wide <<< RQ_LSH;
+            end else begin
+                fl = wide >>> RQ_RSH;
+                inc = 1'b0;
+                if (RQ_RSH > 0) begin
+                    rest = wide - (fl <<< RQ_RSH);
+                    inc = (rest > (64'sd1 <<< (RQ_RSH - 1))) || (rest == (64'sd1 <<< (RQ_RSH - 1)) && fl[0]);
+                end
+                hi = inc ? (fl >= OMAX) : (fl > OMAX);
+                lo = inc ? (fl < OMIN - 1) : (fl < OMIN);
+                v = fl + inc;
+            end
+            requant_part = {hi, lo, v[OW-1:0]};
+        end
+    endfunction
+    function [OW-1:0] requant_pick(input [OW+1:0] part);
+        requant_pick = part[OW+1] ? OMAX[OW-1:0] : part[OW] ? OMIN[OW-1:0] : part[OW-1:0];
+    endfunction
+
+    // stage E: the accumulators (the bias read from its ROM as the step enters E's input
+    // register); stage F: the group's sums rounded
+    reg [PO*ACCW-1:0] acc, e_bias;
+    reg [PO*ACCW-1:0] total;
+    reg [PO*(OW+2)-1:0] rounded_next, rounded;
+    reg [PO*OW-1:0] q_group;                   // the group's requantized outputs
+    integer lp;
+    always @* begin
+        for (lp = 0; lp < PO; lp = lp + 1) begin
+            total[lp * ACCW +: ACCW] = (pre_flags[FF] ? e_bias[lp * ACCW +: ACCW] : acc[lp * ACCW +: ACCW])
+                                       + tree_sum[lp * ACCW +: ACCW];
+            rounded_next[lp * (OW + 2) +: OW + 2] = requant_part($signed(acc[lp * ACCW +: ACCW]));
+            q_group[lp * OW +: OW] = requant_pick(rounded[lp * (OW + 2) +: OW + 2]);
+        end
+    end
+    always @(posedge clk) begin
+        if (!stall) begin
+            e_bias <= brom[bias_flags[GB-1:0]];
+            if (pre_flags[FV]) acc <= total;
+            if (e_valid && e_last) rounded <= rounded_next;
+        end
+    end
+
+    // the output register: each finished group is shifted in from the top, so after the last
+    // group the first one sits in the low bits; it is out_data itself (one register, not two)
+    reg [OC*OW-1:0] result;
     wire [OC*OW-1:0] next_result;
     generate
         if (GROUPS > 1) begin : shift_in
@@ -198,36 +340,43 @@ module ef_conv2d #(
     always @(posedge clk) begin
         if (!rst_n) begin
             group <= 0; ky <= 0; kx <= 0; chunk <= 0; waddr <= 0; row0 <= -PT; col0 <= -PL;
+            need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1;
             out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
+            c_flags <= 0; t_flags <= 0; e_valid <= 1'b0; f_valid <= 1'b0;
         end else begin
-            if (in_valid && in_ready) begin
+            in_ok <= in_ok_next;
+            if (accept) begin
                 if (in_col == W - 1) begin in_col <= 0; in_row <= in_row + 1; end
                 else in_col <= in_col + 1;
             end
             if (out_valid && out_ready) out_valid <= 1'b0;
-            if (frame_done && in_row >= H) begin   // every step issued, every pixel read: next frame
-                frame_done <= 1'b0; in_row <= 0; in_col <= 0;
+            if (restart) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
+            // the output: stage F's group shifted into the result; a pixel's last makes it valid
+            if (f_valid && !stall) begin
+                result <= next_result;
+                if (f_pixel_end) out_valid <= 1'b1;
             end
-            // stage B
-            if (b_valid && !stall) begin
-                acc <= total;
-                if (b_last) result <= next_result;
-                if (b_pixel_end) begin out_reg <= next_result; out_valid <= 1'b1; end
-            end
-            // stage A
+            // stages B to F
             if (!stall) begin
                 b_valid <= issue;
-                b_first <= a_first; b_last <= a_last; b_pixel_end <= a_last && a_group_last;
+                b_first <= a_first; b_last <= a_last; b_gfirst <= (group == 0);
+                b_pixel_end <= a_last && a_group_last;
+                b_group <= group;
                 b_sel <= DW ? group : chunk;
+                c_flags <= {b_valid, b_first, b_last, b_gfirst, b_pixel_end, b_group};
+                t_flags <= (t_flags << FW) | c_flags;
+                e_valid <= pre_flags[FV]; e_last <= pre_flags[FL];
+                e_gfirst <= pre_flags[FG]; e_pixel_end <= pre_flags[FP];
+                f_valid <= e_valid && e_last; f_gfirst <= e_gfirst; f_pixel_end <= e_pixel_end;
             end
             if (issue) begin
                 waddr <= (waddr == WDEPTH - 1) ? 0 : waddr + 1;
                 if (a_last && a_group_last) begin
                     if (col0 == LAST_COL0) begin
-                        col0 <= -PL;
-                        if (row0 == LAST_ROW0) begin row0 <= -PT; frame_done <= 1'b1; end
-                        else row0 <= row0 + SH;
-                    end else col0 <= col0 + SW;
+                        col0 <= -PL; need_col <= NEED_COL0;
+                        if (row0 == LAST_ROW0) begin row0 <= -PT; need_row <= NEED_ROW0; frame_done <= 1'b1; end
+                        else begin row0 <= row0 + SH; need_row <= need_row_next; end
+                    end else begin col0 <= col0 + SW; need_col <= need_col_next; end
                 end
                 if (chunk == CHUNKS - 1) begin
                     chunk <= 0;
@@ -242,5 +391,5 @@ module ef_conv2d #(
             end
         end
     end
-    assign out_data = out_reg;
+    assign out_data = result;
 endmodule

@@ -254,7 +254,7 @@ class ReduceToGlobalPool(Transformation):
     refused every other reduction."""
 
     def apply(self, model: ModelWrapper):
-        from .capabilities import is_spatial_reduce, reduce_axes
+        from .layers.gpool import is_spatial_reduce, reduce_axes
 
         for node in model.graph.node:
             if node.op_type not in ("ReduceMean", "ReduceMax"):

@@ -23,9 +23,8 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from .graph import is_residual
-from .layers import act, add, affine, conv
-from .layers.stage import (Stage, StreamInfo, Window, align, aligned_weights, average_params, exact_divider,  # noqa: F401
-                           grid_range, hex_word, saturation, to_int, window_need, window_params)
+from .layers import act, add, affine, conv, dense, gpool, pool
+from .layers.stage import Stage, StreamInfo, hex_word, saturation
 from .plan import LayerPlan, NetworkPlan, Widths
 from .precision import Precisions, fused_activation, sole_consumer
 
@@ -34,55 +33,6 @@ RTL_DIR = Path(__file__).resolve().parent / "rtl"
 INCLUDE_FILES = ("ef_requant.vh", "ef_average.vh")
 TDATA_BITS = 16
 FIFO_SLACK = 8  # entries beyond the computed lead of one branch: pipeline registers on the way
-
-
-# ---- one stage per layer ------------------------------------------------------------------------
-
-def is_global(node, x: StreamInfo) -> bool:
-    window = Window.of(node)
-    return window.kernel == (x.h, x.w) and not any(window.pads)
-
-
-def pool_stage(model: ModelWrapper, p: Precisions, node, x: StreamInfo, lanes: LayerPlan) -> Stage:
-    """ef_pool2d for windows, ef_gpool for a pool over the whole map."""
-    x_t = p.tensors[node.input[0]]
-    window = Window.of(node)
-    count = window.kernel[0] * window.kernel[1]
-    if node.op_type == "MaxPool":
-        params, out_t = dict(MODE=0, OW=x_t.width, OMIN=grid_range(x_t)[0], OMAX=grid_range(x_t)[1]), x_t
-    else:
-        params, out_t = average_params(p, node, x_t, count)
-    base = dict(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed))
-    if is_global(node, x):
-        params = dict(H=x.h, W=x.w, CI=lanes.ci, **base, **params)
-        return Stage(node.name, "ef_gpool", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
-                     lanes.cycles, 0, node.name, np.array([x.h * x.w - 1]))
-    params = dict(window_params(window, x.h, x.w), **base, **params)
-    oh, ow = window.output_size(x.h, x.w)
-    return Stage(node.name, "ef_pool2d", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
-                 oh * ow * count, 0, node.name, window_need(window, x.h, x.w))
-
-
-def dense_stage(model: ModelWrapper, p: Precisions, matmul, x: StreamInfo, lanes: LayerPlan) -> Stage:
-    """ef_dense reading the (C, H, W) map it was flattened from as a pixel stream: its weight
-    rows, in NCHW flatten order in the graph, are visited in stream (NHWC) order."""
-    add = sole_consumer(model, matmul.output[0])
-    x_t = p.tensors[matmul.input[0]] or p.tensors[model.find_producer(matmul.input[0]).input[0]]
-    w_t, b_t, acc_t = (p.layers[matmul.name][k] for k in ("weight", "bias", "accum"))
-    tensor, out_t, omin, omax = saturation(model, p, add)
-    weight, ww = aligned_weights(model, matmul.input[1], x_t, w_t, acc_t)  # (C*H*W, OC)
-    bias = align(to_int(model.get_initializer(add.input[1]), b_t), b_t.frac, acc_t.frac).reshape(-1)
-    c, npix = x.channels, x.h * x.w
-    oc = weight.shape[1]
-    ci, po = lanes.ci, lanes.po
-    rows = weight.reshape(c, npix, oc)  # [channel, pixel, output]
-    words = [hex_word([rows[ch * ci + i, pix, g * po + lane] for lane in range(po) for i in range(ci)], ww)
-             for pix in range(npix) for g in range(oc // po) for ch in range(c // ci)]
-    params = dict(NPIX=npix, C=c, OC=oc, CI=ci, PO=po, XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww,
-                  ACCW=acc_t.width, SHIFT=acc_t.frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
-    biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
-    return Stage(matmul.name, "ef_dense", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
-                 out_t.width, lanes.cycles, lanes.multipliers, matmul.name, np.array([npix - 1]))
 
 
 # ---- the network --------------------------------------------------------------------------------
@@ -118,11 +68,12 @@ def layer_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> tuple
         elif node.op_type == "BatchNormalization":
             stage = affine.stage(model, p, node, x)
         elif node.op_type in ("MaxPool", "AveragePool"):
-            stage = pool_stage(model, p, node, x, plan.layers.get(node.name, LayerPlan(node.name)))
+            kind = gpool if gpool.is_global(node, x) else pool
+            stage = kind.stage(model, p, node, x, plan.layers.get(node.name, LayerPlan(node.name)))
         elif node.op_type in ("Relu", "Clip", "LeakyRelu"):
             stage = act.stage(model, p, node, x)
         elif node.op_type == "MatMul":
-            stage = dense_stage(model, p, node, x, plan.layers[node.name])
+            stage = dense.stage(model, p, node, x, plan.layers[node.name])
         elif is_residual(model, node):
             stage = add.stage(model, p, node, x, source(node.input[1]))
         else:

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from edgefpga.hw.layers.base import CALIBRATION_DIR
-from edgefpga.hw.rtlgen import INCLUDE_FILES, RTL_DIR, exact_divider
+from edgefpga.hw.layers.stage import exact_divider
+from edgefpga.hw.rtlgen import INCLUDE_FILES, RTL_DIR
 from edgefpga.progress import progress_bar
 
 from .resources import CACHE_VERSION, TOOL, adapter_unit, stage_unit, synthesize_unit, yosys_version
@@ -66,7 +67,7 @@ def dense(npix, c, oc, ci, po, *, xw=8, ww=8, accw=24, ow=16):
 
 
 def average(count: int, xw: int, xsigned: int, ow: int, align: int = 8) -> dict:
-    """The divider and cast of an average over ``count`` values (rtlgen.average_params)."""
+    """The divider and cast of an average over ``count`` values (hw/layers/stage.py average_params)."""
     top = (1 << (xw - 1)) if xsigned else (1 << xw) - 1
     window_sum = count * top
     m, sh = exact_divider(count, window_sum << align)

@@ -1,7 +1,10 @@
 """One hardware model per layer kind (DESIGN.md contract 8): each Verilog module of ``hw/rtl``
-has one Python module here that owns its lanes, cycles per frame, planning parameters and
-resources (fitted on Yosys: ``sim/calibrate.py``). The planner (hw/plan.py) and the predicted
-fit of ``edgefpga verify`` read them; adding a layer kind is one file here and its tests.
+has one Python module here that owns its capability rule (its rows of the table and their
+checks: ``CAPABILITIES``, on ``rule.py``), its lanes, cycles per frame, planning parameters,
+resources (fitted on Yosys: ``sim/calibrate.py``) and its RTL instance (``stage()``, on
+``stage.py``). The capability check (hw/capabilities.py assembles the table), the planner
+(hw/plan.py), rtlgen (which wires the stages) and the predicted fit of ``edgefpga verify`` read
+them; adding a layer kind is one file here and its tests.
 """
 
 from __future__ import annotations

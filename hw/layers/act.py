@@ -4,10 +4,13 @@ LeakyReLU), its hardware model: resources only (one pixel per cycle, all channel
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ..graph import attr
 from .base import Resources
+from .conv import CONV_TESTS
 from .estimate import Model, predict
+from .rule import Capability, GraphView, Refusal, accepted, attribute
 from .stage import Stage, StreamInfo, clip_limits, grid_range, to_int
 
 MODULES = ("ef_act",)
@@ -56,3 +59,43 @@ def stage(model, p, node, x: StreamInfo) -> Stage:
     params.update(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_act", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
                  x.h * x.w, 0, node.name, np.arange(x.h * x.w))
+
+
+# ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----
+
+def check_leaky(node, g: GraphView) -> None:
+    alpha = attribute(node, "alpha", 0.01)
+    if not 0.0 <= alpha < 1.0:
+        raise Refusal("alpha", f"{alpha}: a slope in [0, 1) is built")
+
+
+def clip_bounds(node: onnx.NodeProto, g: GraphView) -> tuple[float, float]:
+    """(min, max) of a Clip, attributes (opset < 11) or constant inputs (11+); missing: unbounded."""
+    if any(a.name in ("min", "max") for a in node.attribute):
+        return float(attribute(node, "min", -np.inf)), float(attribute(node, "max", np.inf))
+    bounds = []
+    for index, name in ((1, "min"), (2, "max")):
+        if index < len(node.input) and node.input[index]:
+            bounds.append(float(g.constant(node, index, f"{name} (input {index})").reshape(-1)[0]))
+        else:
+            bounds.append(-np.inf if name == "min" else np.inf)
+    return bounds[0], bounds[1]
+
+
+def check_clip(node, g: GraphView) -> None:
+    low, high = clip_bounds(node, g)
+    if low > high:
+        raise Refusal("min", f"min {low} is above max {high}")
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability("Relu", "fused into the layer before it (a saturation at zero)", "", accepted, "fused / ef_act",
+               CONV_TESTS),
+    Capability("LeakyRelu", "a per-channel stage: x, or x times the slope rounded to 16 bits", "alpha in [0, 1)",
+               check_leaky, "ef_act", ("tests/hw/test_features.py::test_feature_is_bit_exact[gray_48x80]",
+                                       "tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]")),
+    Capability("Clip", "fused into the layer before it as a saturation (ReLU6 and any bounds)",
+               "constant min/max (either may be absent)", check_clip, "fused / ef_act",
+               ("tests/hw/test_features.py::test_feature_is_bit_exact[gray_48x80]",),
+               emulator="hls4ml 1.3's ONNX reader has no Clip: the integer model stands in"),
+)

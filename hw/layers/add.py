@@ -8,6 +8,7 @@ import numpy as np
 
 from .base import Resources, clog2
 from .estimate import Model, map_memory, predict
+from .rule import Capability, GraphView, Refusal
 from .stage import Stage, StreamInfo, saturation
 
 MODULES = ("ef_add", "ef_fork", "ef_fifo")
@@ -60,3 +61,29 @@ def stage(model, p, node, a: StreamInfo, b: StreamInfo) -> Stage:
                   SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_add", params, {}, [], [("out", tensor)], a.channels, out_t.width, a.h * a.w, 0,
                  node.name, np.arange(a.h * a.w))
+
+
+# ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----
+
+def check_add(node, g: GraphView) -> None:
+    constant = [t in g.constants for t in node.input]
+    if any(constant):
+        value = g.constants[node.input[constant.index(True)]]
+        data = node.input[constant.index(False)] if not all(constant) else None
+        channels = g.channels(data) if data else None
+        if value.size != 1 and (channels is None or value.size != channels):
+            raise Refusal(f"input {constant.index(True)}", f"a constant of shape {list(value.shape)}: only a bias "
+                          "(one value per channel) is built")
+        return
+    a, b = (g.shapes.get(t) for t in node.input[:2])
+    if a and b and a != b:
+        raise Refusal("inputs", f"shapes {a} and {b}: a residual Add needs two tensors of the same shape "
+                      "(broadcasting is not built)")
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability("Add", "a bias (folded into the Conv or dense layer before it), or a residual join of two branches "
+               "with a FIFO on the shorter branch sized from both branches' latency", "a per-channel constant, or two "
+               "tensors of the same shape; a branch may not fork again", check_add, "ef_add (+ ef_fork, ef_fifo)",
+               ("tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]",)),
+)

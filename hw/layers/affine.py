@@ -7,6 +7,7 @@ import numpy as np
 
 from .base import Resources
 from .estimate import Model, predict
+from .rule import Capability, GraphView, Refusal, attribute
 from .stage import Stage, StreamInfo, align, saturation, to_int
 
 MODULES = ("ef_affine",)
@@ -54,3 +55,19 @@ def stage(model, p, node, x: StreamInfo) -> Stage:
                   ACCW=accw, SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_affine", params, {"AFILE": words}, [], [("out", tensor)], x.channels, out_t.width,
                  x.h * x.w, 0, node.name, np.arange(x.h * x.w))
+
+
+# ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----
+
+def check_batchnorm(node, g: GraphView) -> None:
+    for i, name in enumerate(("scale", "B", "mean", "var"), start=1):
+        g.constant(node, i, f"{name} (input {i})")
+    if attribute(node, "training_mode", 0):
+        raise Refusal("training_mode", "export the model in eval mode")
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability("BatchNormalization", "folded into the Conv before it; elsewhere a per-channel scale and shift "
+               "(also the input normalization)", "constant parameters, eval mode", check_batchnorm, "ef_affine",
+               ("tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]",)),
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..graph import attr
 from .base import Resources, clog2, divisors
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
+from .rule import MAX_KERNEL, MAX_STRIDE, Capability, GraphView, Refusal, attribute, check_spatial
 from .stage import (Stage, StreamInfo, Window, align, aligned_weights, hex_word, saturation, to_int,
                     window_need, window_params)
 
@@ -39,7 +40,7 @@ def multipliers(layer, ci: int, po: int, kp: int) -> int:
 
 
 def plan_params(layer, widths, use_dsp: bool) -> dict:
-    """The RTL parameters that set the instance's size, as hw/rtlgen.py ``conv_stage`` writes them
+    """The RTL parameters that set the instance's size, as ``stage`` writes them
     (the rounding and saturation constants, which cost nothing, left out)."""
     (h, w), (oh, ow) = layer.in_shape, layer.out_shape
     return dict(H=h, W=w, C=layer.channels, KH=layer.kernel[0], KW=layer.kernel[1], SH=layer.stride[0],
@@ -170,3 +171,34 @@ def stage(model, p, node, x: StreamInfo, lanes) -> Stage:
                   OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
                  out_t.width, lanes.cycles, lanes.multipliers, node.name, window_need(window, x.h, x.w))
+
+
+# ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----
+
+CONV_TESTS = ("tests/hw/test_features.py::test_feature_is_bit_exact[convs]",
+              "tests/hw/test_features.py::test_feature_is_bit_exact[vgg_rgb]",
+              "tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]")
+
+def check_conv(node, g: GraphView) -> None:
+    weight = g.constant(node, 1, "W (input 1)")
+    if weight.ndim != 4:
+        raise Refusal("W (input 1)", f"weight of rank {weight.ndim}: only 2-D convolutions are built")
+    if len(node.input) > 2 and node.input[2]:
+        g.constant(node, 2, "B (input 2)")
+    check_spatial(node, list(attribute(node, "kernel_shape", weight.shape[2:])))
+    group = attribute(node, "group", 1)
+    if group != 1:
+        channels = weight.shape[1] * group
+        if not (weight.shape[1] == 1 and weight.shape[0] == group == channels):
+            raise Refusal("group", f"group={group} with {channels} input and {weight.shape[0]} output channels: only "
+                          "group=1 and depthwise (group = input channels = output channels) are built")
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability("Conv", "a Conv with its bias (BatchNorm and bias Add folded in)",
+               f"2-D; kernels and strides of any shape (sides 1..{MAX_KERNEL}, strides 1..{MAX_STRIDE}); symmetric or "
+               "asymmetric pads smaller than the kernel, auto_pad; group 1 or depthwise (group = channels); "
+               "with or without bias; dilation refused",
+               check_conv, "ef_conv2d", CONV_TESTS + ("tests/hw/test_capabilities.py::test_keras_style_padding_is_bit_exact",
+                                                      "tests/hw/test_capabilities.py::test_refused_up_front")),
+)

@@ -6,8 +6,13 @@ Its multipliers are always DSP48s (the module has no LUT-multiplier variant).
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..precision import sole_consumer
 from .base import Resources, clog2, divisors
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
+from .rule import Capability, GraphView, Refusal, attribute
+from .stage import Stage, StreamInfo, align, aligned_weights, hex_word, saturation, to_int
 
 MODULES = ("ef_dense",)
 KINDS = ("dense",)
@@ -27,7 +32,7 @@ def multipliers(layer, ci: int, po: int, kp: int) -> int:
 
 
 def plan_params(layer, widths, use_dsp: bool) -> dict:
-    """The size-setting RTL parameters, as hw/rtlgen.py ``dense_stage`` writes them."""
+    """The size-setting RTL parameters, as ``stage`` writes them."""
     return dict(NPIX=layer.in_pixels, C=layer.channels, OC=layer.outputs, CI=layer.ci, PO=layer.po,
                 XW=widths.xw, XSIGNED=int(widths.x_signed), WW=widths.ww, ACCW=widths.accw, OW=widths.ow)
 
@@ -79,3 +84,52 @@ def model(module: str, params: dict) -> Model:
 def resources(module: str, params: dict) -> Resources:
     """Predicted LUT, LUT RAM, FF, DSP and block RAM of one ef_dense instance with RTL ``params``."""
     return predict(module, model(module, params))
+
+
+def stage(model, p, matmul, x: StreamInfo, lanes) -> Stage:
+    """ef_dense reading the (C, H, W) map it was flattened from as a pixel stream: its weight
+    rows, in NCHW flatten order in the graph, are visited in stream (NHWC) order."""
+    add = sole_consumer(model, matmul.output[0])
+    x_t = p.tensors[matmul.input[0]] or p.tensors[model.find_producer(matmul.input[0]).input[0]]
+    w_t, b_t, acc_t = (p.layers[matmul.name][k] for k in ("weight", "bias", "accum"))
+    tensor, out_t, omin, omax = saturation(model, p, add)
+    weight, ww = aligned_weights(model, matmul.input[1], x_t, w_t, acc_t)  # (C*H*W, OC)
+    bias = align(to_int(model.get_initializer(add.input[1]), b_t), b_t.frac, acc_t.frac).reshape(-1)
+    c, npix = x.channels, x.h * x.w
+    oc = weight.shape[1]
+    ci, po = lanes.ci, lanes.po
+    rows = weight.reshape(c, npix, oc)  # [channel, pixel, output]
+    words = [hex_word([rows[ch * ci + i, pix, g * po + lane] for lane in range(po) for i in range(ci)], ww)
+             for pix in range(npix) for g in range(oc // po) for ch in range(c // ci)]
+    params = dict(NPIX=npix, C=c, OC=oc, CI=ci, PO=po, XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww,
+                  ACCW=acc_t.width, SHIFT=acc_t.frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
+    biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
+    return Stage(matmul.name, "ef_dense", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
+                 out_t.width, lanes.cycles, lanes.multipliers, matmul.name, np.array([npix - 1]))
+
+
+# ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----
+
+def check_gemm(node, g: GraphView) -> None:
+    if attribute(node, "transA", 0):
+        raise Refusal("transA", "a transposed input is not built")
+    g.constant(node, 1, "B (input 1)")
+    if len(node.input) > 2 and node.input[2]:
+        g.constant(node, 2, "C (input 2)")
+
+
+def check_matmul(node, g: GraphView) -> None:
+    if node.input[0] in g.constants:
+        raise Refusal("A (input 0)", "the data must be the first input, the weights the second")
+    weight = g.constant(node, 1, "B (input 1)")
+    if weight.ndim != 2:
+        raise Refusal("B (input 1)", f"weights of rank {weight.ndim}: a dense layer needs a 2-D matrix")
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability("Gemm", "a dense layer (MatMul + bias), alpha, beta and transB folded into the weights",
+               "transA=0; constant B and C; with or without bias", check_gemm, "ef_dense",
+               ("tests/hw/test_features.py::test_feature_is_bit_exact[vgg_rgb]",)),
+    Capability("MatMul", "a dense layer (a zero bias is added when none follows)", "constant 2-D weights",
+               check_matmul, "ef_dense", ("tests/hw/test_capabilities.py::test_onnx_zoo_mnist_is_bit_exact",)),
+)

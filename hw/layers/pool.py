@@ -8,6 +8,8 @@ from __future__ import annotations
 from .base import Resources, clog2
 from .conv import line_buffer_rows
 from .estimate import Model, dsp_per_product, map_memory, predict
+from .rule import Capability, GraphView, Refusal, attribute, check_ceil_mode, check_spatial, text
+from .stage import Stage, StreamInfo, Window, average_params, grid_range, window_need, window_params
 
 MODULES = ("ef_pool2d",)
 KINDS = ("fixed",)
@@ -26,7 +28,7 @@ def multipliers(layer, ci: int, po: int, kp: int) -> int:
 
 
 def plan_params(layer, widths, use_dsp: bool) -> dict:
-    """The size-setting RTL parameters, as hw/rtlgen.py ``pool_stage`` writes them for a window."""
+    """The size-setting RTL parameters, as ``stage`` writes them."""
     (h, w), (oh, ow) = layer.in_shape, layer.out_shape
     sumw = (layer.kernel[0] * layer.kernel[1] * (1 << widths.xw)).bit_length() + 1
     return dict(H=h, W=w, C=layer.channels, KH=layer.kernel[0], KW=layer.kernel[1], SH=layer.stride[0],
@@ -41,7 +43,7 @@ def divider_bits(params: dict) -> tuple[int, int]:
     """(operand, constant) widths, with sign, of an average's divider (ef_average.vh): the sum's
     magnitude (SUMW - 1 bits) times DIV_M (Yosys moves the ALIGN shift past the product); 0 for
     the constant when the count is a power of two (a shift, no product). Without DIV_M (the
-    planner's parameters) its width is rtlgen.exact_divider's: the shifted sum's plus one."""
+    planner's parameters) its width is stage.exact_divider's: the shifted sum's plus one."""
     sumw = params.get("SUMW", params.get("XW", 8) + 4)
     if "KH" in params:
         count = params.get("KH", 1) * params.get("KW", 1)
@@ -97,3 +99,68 @@ def model(module: str, params: dict) -> Model:
 def resources(module: str, params: dict) -> Resources:
     """Predicted LUT, LUT RAM, FF, DSP and block RAM of one ef_pool2d instance with RTL ``params``."""
     return predict(module, model(module, params))
+
+
+def stage(model, p, node, x: StreamInfo, lanes=None) -> Stage:
+    """ef_pool2d: a max or average over each window (an average divides exactly, ef_average.vh);
+    no lanes (one window position per cycle)."""
+    x_t = p.tensors[node.input[0]]
+    window = Window.of(node)
+    count = window.kernel[0] * window.kernel[1]
+    if node.op_type == "MaxPool":
+        params, out_t = dict(MODE=0, OW=x_t.width, OMIN=grid_range(x_t)[0], OMAX=grid_range(x_t)[1]), x_t
+    else:
+        params, out_t = average_params(p, node, x_t, count)
+    params = dict(window_params(window, x.h, x.w), C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), **params)
+    oh, ow = window.output_size(x.h, x.w)
+    return Stage(node.name, "ef_pool2d", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
+                 oh * ow * count, 0, node.name, window_need(window, x.h, x.w))
+
+
+# ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----
+
+def is_global_window(node, g: GraphView) -> bool:
+    """A pool window over the whole unpadded map (what exporters write for an adaptive pool to 1x1)."""
+    shape = g.shapes.get(node.input[0], [])
+    kernel = list(attribute(node, "kernel_shape", []))
+    return len(shape) == 4 and kernel == shape[2:] and not any(attribute(node, "pads", [0]))
+
+
+def check_pool_window(node, g: GraphView) -> None:
+    if not is_global_window(node, g):
+        check_spatial(node, list(attribute(node, "kernel_shape", [])))
+
+
+def check_maxpool(node, g: GraphView) -> None:
+    check_pool_window(node, g)
+    check_ceil_mode(node)
+    if len(node.output) > 1 and node.output[1]:
+        raise Refusal("Indices (output 1)", "the indices output of MaxPool is not built")
+    if attribute(node, "storage_order", 0):
+        raise Refusal("storage_order", "column-major indices are not built")
+
+
+def check_avgpool(node, g: GraphView) -> None:
+    check_pool_window(node, g)
+    check_ceil_mode(node)
+    padded = any(attribute(node, "pads", [0])) or text(attribute(node, "auto_pad", "NOTSET")).startswith("SAME")
+    if padded and not attribute(node, "count_include_pad", 0):
+        raise Refusal("count_include_pad", "a padded average pool that does not count the padding divides border "
+                      "windows by other numbers; export with count_include_pad=True (PyTorch's default)")
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    Capability("MaxPool", "a streaming window maximum", "2-D; any window and stride, overlapping windows, padding "
+               "(ignored, as ONNX defines); ceil_mode and indices refused", check_maxpool, "ef_pool2d",
+               ("tests/hw/test_features.py::test_feature_is_bit_exact[vgg_rgb]",
+                "tests/hw/test_features.py::test_feature_is_bit_exact[convs]"),
+               emulator="padded, overlapping or skipping windows: hls4ml's streaming pool asserts; the integer model "
+                        "stands in"),
+    Capability("AveragePool", "a streaming window sum divided exactly by the window size", "2-D; any window and "
+               "stride; padding counted (count_include_pad=1); a window over the whole map is a global pool",
+               check_avgpool, "ef_pool2d / ef_gpool",
+               ("tests/hw/test_features.py::test_feature_is_bit_exact[gray_48x80]",
+                "tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]"),
+               emulator="padded, overlapping or skipping windows: hls4ml's streaming pool asserts; the integer model "
+                        "stands in"),
+)

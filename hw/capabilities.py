@@ -331,6 +331,10 @@ CONV_TESTS = ("tests/hw/test_features.py::test_feature_is_bit_exact[convs]",
 DEFAULT_EXPORTER_TESTS = ("tests/hw/test_default_exporter.py::test_default_export_is_bit_exact",
                           "tests/hw/test_default_exporter.py::test_reductions_over_other_axes_are_refused")
 
+QONNX_TESTS = ("tests/hw/test_qonnx.py::test_qonnx_converts_with_its_own_types",
+               "tests/hw/test_qonnx.py::test_qonnx_rtl_is_bit_exact",
+               "tests/hw/test_qonnx.py::test_scale_not_a_power_of_two_is_refused")
+
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Conv", "a Conv with its bias (BatchNorm and bias Add folded in)",
                f"2-D; kernels and strides of any shape (sides 1..{MAX_KERNEL}, strides 1..{MAX_STRIDE}); symmetric or "
@@ -401,6 +405,16 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("Dropout", "removed (inference)", "", accepted, "(removed)",
                ("tests/hw/test_capabilities.py::test_check_accepts",)),
     Capability("Constant", "folded", "", accepted, "(folded)", ("tests/hw/test_capabilities.py::test_check_accepts",)),
+    Capability("Quant", "QONNX (Brevitas export_qonnx): on a weight or bias, folded into the layer's integer "
+               "weights with the quantizer's width; on an activation, the fixed-point type of that layer's output "
+               "(a round-half-even cast with saturation). No precision search runs (hw/qonnx_in.py)",
+               "power-of-two scales (Brevitas' *FixedPoint quantizers; others refused naming the node and the scale); "
+               "activations: one scale per tensor, zero point 0, rounding_mode ROUND, narrow=0, 1-16 bits; weights: "
+               "per-tensor or per-channel scales, any integer zero point", accepted, "(types)", QONNX_TESTS),
+    Capability("BipolarQuant", "QONNX: on a weight, folded into +-scale integer weights", "weights only "
+               "(power-of-two scale); on an activation refused", accepted, "(types)", QONNX_TESTS),
+    Capability("Trunc", "refused", "Brevitas' truncating average pool: use AvgPool2d / AdaptiveAvgPool2d and a "
+               "quantizer after it", accepted, "-", QONNX_TESTS, emulator="-", built=False),
     Capability("Concat", "refused", "channel concatenation would need frame-sized buffers between branches",
                check_concat, "-", ("tests/hw/test_capabilities.py::test_refused_up_front",), emulator="-",
                built=False),
@@ -452,6 +466,10 @@ def markdown() -> str:
         "one frame), one output, default-domain opset 8 or newer (8-12 upgraded to 13; 18 and newer, as PyTorch's",
         "default torch.export-based exporter writes, read as 13 once canonical), and a graph in which a tensor",
         "feeds at most two nodes, the two branches of a residual block meeting again at an `Add`.",
+        "",
+        "A quantized model in QONNX form (Brevitas' `export_qonnx`: `Quant` nodes) is read first: its quantizers",
+        "become the design's fixed-point types and leave a float graph that this table then checks like any other",
+        "(rows `Quant`, `BipolarQuant`, `Trunc` below; docs/convert.md, \"Quantized models\").",
         "",
         "*Emulator*: whether hls4ml 1.3's C simulation of the op is bit-exact with edgefpga's integer model.",
         "Where it is not, the build has no `hls/` project and `verify` uses the integer model (which the RTL",

@@ -113,6 +113,8 @@ def verify_emulator(build_dir: Path, images: ImageSet, ints: np.ndarray, frac: i
                       ": no hls4ml project, so the integer model (which the RTL must match bit for bit) stands in "
                       "for the emulator")
     reference = float_logits(build_dir, images.pixels)
+    result["reference"] = ("the quantized model as qonnx computes it (model/reference.onnx)"
+                           if (build_dir / "model" / "reference.onnx").is_file() else "the float model")
     classes = len(report["model"]["classes"])
     # a detector compares whole maps: each output cell is one decision, the disagreements name images
     cell_flips = (as_cells(golden, classes).argmax(1) != as_cells(reference, classes).argmax(1))

@@ -333,7 +333,9 @@ DEFAULT_EXPORTER_TESTS = ("tests/hw/test_default_exporter.py::test_default_expor
 
 QONNX_TESTS = ("tests/hw/test_qonnx.py::test_qonnx_converts_with_its_own_types",
                "tests/hw/test_qonnx.py::test_qonnx_rtl_is_bit_exact",
-               "tests/hw/test_qonnx.py::test_scale_not_a_power_of_two_is_refused")
+               "tests/hw/test_qonnx.py::test_scale_not_a_power_of_two_is_refused",
+               "tests/hw/test_qonnx.py::test_other_quantizers_are_refused_by_name",
+               "tests/hw/test_qonnx.py::test_bipolar_weights_convert_exactly")
 
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Conv", "a Conv with its bias (BatchNorm and bias Add folded in)",

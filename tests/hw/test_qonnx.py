@@ -30,7 +30,8 @@ from edgefpga.hw.onnx_check import ConversionError, check_onnx  # noqa: E402
 from edgefpga.models.card import InputSpec  # noqa: E402
 from edgefpga.models.preprocess import normalize, resize_batch  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("qonnx")  # the trained nets are made once, on one worker
+# the trained nets are made once, on one worker; each test (its fixtures included) takes 1-40 s here
+pytestmark = [pytest.mark.xdist_group("qonnx"), pytest.mark.timeout(300)]
 
 SPEC = InputSpec(1, 16, 16, "gray", "area", 1 / 256, 0.0, 1.0)
 STEPS = 300
@@ -189,3 +190,67 @@ def test_scale_not_a_power_of_two_is_refused(tmp_path):
     with pytest.raises(ConversionError):
         convert(str(path), tmp_path / "build", ConvertConfig(progress=False, scale=SPEC.scale), log=lambda _m: None)
     assert not (tmp_path / "build").exists()
+
+
+def edited(source: Path, path: Path, edit) -> Path:
+    """A copy of a QONNX file with ``edit(model, quantizers)`` applied (quantizers: the Quant nodes by
+    what they read: 'relu' for the first QuantReLU's, 'weight' for the first conv's weights)."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    constants = {i.name for i in model.graph.initializer}
+    quants = [n for n in model.graph.node if n.op_type == "Quant"]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    relu = next(q for q in quants if q.input[0] in producers and producers[q.input[0]].op_type == "Relu")
+    weight = next(q for q in quants if q.input[0] in constants and q.input[0] != "x" and
+                  numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == q.input[0])).ndim == 4)
+    edit(model, {"relu": relu, "weight": weight}, helper, numpy_helper)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_other_quantizers_are_refused_by_name(exported, tmp_path):
+    """A non-zero activation zero point, a Trunc and a BipolarQuant on an activation: one line each,
+    naming the node and what is wrong."""
+    def zero_point(model, q, helper, numpy_helper):
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(1.0, np.float32), "zp_one"))
+        q["relu"].input[2] = "zp_one"
+
+    def trunc(model, q, helper, numpy_helper):
+        q["relu"].op_type = "Trunc"
+
+    def bipolar(model, q, helper, numpy_helper):
+        q["relu"].op_type = "BipolarQuant"
+        del q["relu"].input[2:]
+        del q["relu"].attribute[:]
+
+    for label, edit, needle in (("zeropt", zero_point, "(Quant) on the output of 'node_relu', zeropt: 1: only zero "
+                                 "points of 0"), ("trunc", trunc, "(Trunc) on the output of 'node_relu', op: Trunc"),
+                                ("bipolar", bipolar, "(BipolarQuant) on the output of 'node_relu', op: BipolarQuant "
+                                 "on an activation is not built")):
+        path = edited(exported["w4a4"], tmp_path / f"{label}.onnx", edit)
+        with pytest.raises(ConversionError) as refused:
+            check_onnx(path)
+        message = str(refused.value)
+        assert "\n" not in message and message.startswith(f"{path}: node '") and needle in message, (label, message)
+
+
+def test_bipolar_weights_convert_exactly(exported, cells, tmp_path):
+    """BipolarQuant on a conv's weights (+-scale, a power of two): folded into 2-bit weights; the
+    integer model still equals qonnx's execution."""
+    from edgefpga.hw.qonnx_in import qonnx_outputs
+    from edgefpga.sim.verify import integer_scores
+
+    def bipolar(model, q, helper, numpy_helper):
+        q["weight"].op_type = "BipolarQuant"
+        del q["weight"].input[2:]
+        del q["weight"].attribute[:]
+
+    path = edited(exported["w4a4"], tmp_path / "bipolar.onnx", bipolar)
+    convert_net(path, cells, tmp_path / "bipolar")
+    precisions = json.loads((tmp_path / "bipolar" / "precisions.json").read_text())
+    assert precisions["layers"]["Conv_0"]["weight"]["width"] == 2
+    _, _, _, test_raw = cells
+    test = resize_batch(test_raw, SPEC)
+    ours, frac = integer_scores(tmp_path / "bipolar", test)
+    assert np.array_equal(ours * 2.0 ** -frac, qonnx_outputs(str(path), normalize(test, SPEC)))

@@ -51,6 +51,12 @@ def check_concat(node, g: GraphView) -> None:
 
 # ---- the table ----------------------------------------------------------------------------------
 
+QONNX_TESTS = ("tests/hw/test_qonnx.py::test_qonnx_converts_with_its_own_types",
+               "tests/hw/test_qonnx.py::test_qonnx_rtl_is_bit_exact",
+               "tests/hw/test_qonnx.py::test_scale_not_a_power_of_two_is_refused",
+               "tests/hw/test_qonnx.py::test_other_quantizers_are_refused_by_name",
+               "tests/hw/test_qonnx.py::test_bipolar_weights_convert_exactly")
+
 FLATTEN: tuple[Capability, ...] = (
     Capability("Flatten", "the dense layer reads the map in stream order", "axis=1", check_flatten, "(wiring)",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[vgg_rgb]",)),
@@ -69,6 +75,16 @@ WIRING: tuple[Capability, ...] = (
     Capability("Dropout", "removed (inference)", "", accepted, "(removed)",
                ("tests/hw/test_capabilities.py::test_check_accepts",)),
     Capability("Constant", "folded", "", accepted, "(folded)", ("tests/hw/test_capabilities.py::test_check_accepts",)),
+    Capability("Quant", "QONNX (Brevitas export_qonnx): on a weight or bias, folded into the layer's integer "
+               "weights with the quantizer's width; on an activation, the fixed-point type of that layer's output "
+               "(a round-half-even cast with saturation). No precision search runs (hw/qonnx_in.py)",
+               "power-of-two scales (Brevitas' *FixedPoint quantizers; others refused naming the node and the scale); "
+               "activations: one scale per tensor, zero point 0, rounding_mode ROUND, narrow=0, 1-16 bits; weights: "
+               "per-tensor or per-channel scales, any integer zero point", accepted, "(types)", QONNX_TESTS),
+    Capability("BipolarQuant", "QONNX: on a weight, folded into +-scale integer weights", "weights only "
+               "(power-of-two scale); on an activation refused", accepted, "(types)", QONNX_TESTS),
+    Capability("Trunc", "refused", "Brevitas' truncating average pool: use AvgPool2d / AdaptiveAvgPool2d and a "
+               "quantizer after it", accepted, "-", QONNX_TESTS, emulator="-", built=False),
     Capability("Concat", "refused", "channel concatenation would need frame-sized buffers between branches",
                check_concat, "-", ("tests/hw/test_capabilities.py::test_refused_up_front",), emulator="-",
                built=False),
@@ -124,6 +140,10 @@ def markdown() -> str:
         "one frame), one output, default-domain opset 8 or newer (8-12 upgraded to 13; 18 and newer, as PyTorch's",
         "default torch.export-based exporter writes, read as 13 once canonical), and a graph in which a tensor",
         "feeds at most two nodes, the two branches of a residual block meeting again at an `Add`.",
+        "",
+        "A quantized model in QONNX form (Brevitas' `export_qonnx`: `Quant` nodes) is read first: its quantizers",
+        "become the design's fixed-point types and leave a float graph that this table then checks like any other",
+        "(rows `Quant`, `BipolarQuant`, `Trunc` below; docs/convert.md, \"Quantized models\").",
         "",
         "*Emulator*: whether hls4ml 1.3's C simulation of the op is bit-exact with edgefpga's integer model.",
         "Where it is not, the build has no `hls/` project and `verify` uses the integer model (which the RTL",

@@ -45,10 +45,12 @@ from .precision import Criterion, Precisions, as_cells, build_knobs, load_overri
 from .plan import BUDGET_SHARE, SEARCH_FLOOR, NetworkPlan, PlanError, check_pins, estimate_latency, format_fit, \
     layer_sizes, load_pins, plan_network
 from .profile import TensorRange, profile_activations, with_outputs
+from .qonnx_in import is_lowered_qonnx, model_precisions, qonnx_outputs, reference_graph
 
 REPORT_FILE = "report.json"
 DEFAULT_AGREEMENT = 0.995
 PRECISIONS_FILE = "precisions.json"  # every type of the design, keyed by canonical graph names
+REFERENCE_FILE = "reference.onnx"  # a quantized model's own arithmetic (QONNX), raw pixels in: verify's reference
 
 
 @dataclass
@@ -232,10 +234,13 @@ def step_profile(ctx: BuildContext) -> None:
 
 
 def step_search_precision(ctx: BuildContext) -> None:
-    """Smallest per-layer widths meeting the agreement and accuracy bar (precision.py)."""
+    """Smallest per-layer widths meeting the agreement and accuracy bar (precision.py), or a quantized model's own."""
+    criterion = Criterion(ctx.cfg.agreement, ctx.cfg.max_accuracy_drop, ctx.cfg.guard, ctx.cfg.margin)
+    if is_lowered_qonnx(ctx.canonical):
+        model_types(ctx, criterion)
+        return
     knobs = build_knobs(ctx.canonical, ctx.ranges)
     overrides = load_overrides(ctx.cfg.overrides, knobs)
-    criterion = Criterion(ctx.cfg.agreement, ctx.cfg.max_accuracy_drop, ctx.cfg.guard, ctx.cfg.margin)
     result = search_precisions(ctx.canonical, knobs, ctx.ranges, ctx.calibration.pixels.astype(np.float32),
                                ctx.calibration.labels, criterion, overrides, ctx.cfg.progress)
     ctx.precisions = result.precisions
@@ -247,7 +252,24 @@ def step_search_precision(ctx: BuildContext) -> None:
         "widths": result.widths, "proxy_on_calibration": result.score.to_dict()}
     ctx.write_json("calibration/search.json", {"widths": result.widths, "trace": result.trace,
                                                "knobs": [asdict(k) for k in knobs]})
+    result.precisions.sources = {name: "search" for name in (*result.precisions.params, *result.precisions.tensors)}
     ctx.write_json(PRECISIONS_FILE, result.precisions.to_dict())
+
+
+def model_types(ctx: BuildContext, criterion: Criterion) -> None:
+    """A QONNX model's widths and scales are the user's (contract 13): no search; every type is read
+    from its quantizers (hw/qonnx_in.py), and model/reference.onnx keeps what qonnx computes."""
+    if ctx.cfg.overrides is not None:
+        raise ConversionError(f"{ctx.cfg.overrides}: a quantized model's types are its own; --overrides applies "
+                              "to the precision search, which does not run for it")
+    ctx.precisions = model_precisions(ctx.canonical, ctx.ranges, str(ctx.source.onnx_path))
+    onnx.save(reference_graph(ctx.canonical, ctx.precisions), str(ctx.out / "model" / REFERENCE_FILE))
+    ctx.report["precision_search"] = {
+        "criterion": asdict(criterion), "skipped": "QONNX model: its own widths, scales and zero points",
+        "source": "model", "reference": f"model/{REFERENCE_FILE} (what qonnx computes on the model)",
+        "calibration": {"source": ctx.calibration.source, "n": len(ctx.calibration),
+                        "labels": ctx.calibration.labels is not None}}
+    ctx.write_json(PRECISIONS_FILE, ctx.precisions.to_dict())
 
 
 def pins_of(ctx: BuildContext) -> dict[str, tuple[int, int, int]]:
@@ -333,7 +355,11 @@ def step_check_emulator(ctx: BuildContext) -> None:
     check = ctx.calibration.take(ctx.cfg.emulator_images, ctx.cfg.seed + 1)
     pixels = check.pixels.astype(np.float32)
     integer = IntegerModel(ctx.canonical, ctx.precisions).run(check.pixels).real
-    reference = run_logits(with_outputs(ctx.canonical, []), pixels)
+    quantized = is_lowered_qonnx(ctx.canonical)
+    reference = run_logits(onnx.load(str(ctx.out / "model" / REFERENCE_FILE)) if quantized
+                           else with_outputs(ctx.canonical, []), pixels)
+    if quantized:
+        check_against_qonnx(ctx, check, integer)
     proxy = run_logits(proxy_graph(ctx.canonical, ctx.precisions), pixels)
     row = {"n": len(check), "model": "integer model (hw/intmodel.py)"}
     if ctx.emulator is not None:
@@ -358,6 +384,28 @@ def step_check_emulator(ctx: BuildContext) -> None:
         raise ConversionError(f"check failed: the {row['model']} disagrees with the float model on {flips} of "
                               f"{decisions} decisions on {len(check)} calibration images, more than the {ctx.cfg.agreement:.2%} bar allows "
                               f"({allowed}); widen types with --overrides or use more calibration images")
+
+
+QONNX_CHECK_IMAGES = 64  # qonnx's executor runs node by node in Python: a sample
+
+
+def check_against_qonnx(ctx: BuildContext, check: ImageSet, integer: np.ndarray) -> None:
+    """The integer model against ``qonnx.core.onnx_exec.execute_onnx`` on the user's QONNX file
+    (after qonnx's cleanup), on normalized pixels: how many images give the very same scores.
+    qonnx computes in float32, which is exact while no partial sum needs more than 24 bits."""
+    from edgefpga.models.preprocess import normalize
+
+    n = min(len(check), QONNX_CHECK_IMAGES)
+    theirs = stream_order(qonnx_outputs(str(ctx.source.onnx_path), normalize(check.pixels[:n], ctx.source.spec)))
+    ours = integer[:n]
+    same = np.all(ours == theirs, axis=1)
+    ctx.report["qonnx_check"] = {
+        "n": n, "bit_exact_images": int(same.sum()), "max_abs_diff": float(np.abs(ours - theirs).max()),
+        "top1_agreement": float(np.mean(ours.argmax(1) == theirs.argmax(1))),
+        "reference": "qonnx.core.onnx_exec.execute_onnx on the source file after qonnx's cleanup"}
+    if not same.all():
+        ctx.log(f"[convert]   warning: the integer model differs from qonnx's execution on {int((~same).sum())} of "
+                f"{n} images (largest difference {ctx.report['qonnx_check']['max_abs_diff']:.3g})")
 
 
 def allowed_flips(n: int, bar: float) -> int:

@@ -31,6 +31,7 @@ from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean  # 
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
 
 from .onnx_check import ConversionError, default_opset  # noqa: E402
+from .qonnx_in import move_annotation  # noqa: E402
 
 TARGET_OPSET = 13
 CHANNELS_LAST_DOMAIN = "qonnx.custom_op.channels_last"
@@ -361,6 +362,8 @@ class GemmToDense(Transformation):
             names = (node.name + "_weight", node.name + "_bias", node.name + "_product")
             model.set_initializer(names[0], weight.astype(np.float32))
             model.set_initializer(names[1], bias.astype(np.float32))
+            for old, new in zip(node.input[1:3], names):  # a quantized model's types go with the values
+                move_annotation(model, old, new)
             index = model.get_node_index(node)
             model.graph.node.insert(index, helper.make_node("Add", [names[2], names[1]], [node.output[0]],
                                                             name=node.name + "_add"))

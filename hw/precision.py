@@ -95,6 +95,9 @@ class Precisions:
     params: dict[str, FixedType] = field(default_factory=dict)
     tensors: dict[str, FixedType | None] = field(default_factory=dict)
     layers: dict[str, dict[str, FixedType]] = field(default_factory=dict)
+    # where each param's and tensor's type comes from: "model" (a QONNX model's quantizers, and what
+    # follows from them) or "search" (the precision search, and what follows from it); contract 13
+    sources: dict[str, str] = field(default_factory=dict)
 
     def set_layer(self, node: str, field_name: str, value: FixedType | None) -> None:
         if value is not None:
@@ -103,13 +106,15 @@ class Precisions:
     def to_dict(self) -> dict:
         return {"params": {k: v.to_dict() for k, v in self.params.items()},
                 "tensors": {k: v.to_dict() if v else None for k, v in self.tensors.items()},
-                "layers": {n: {k: v.to_dict() for k, v in f.items()} for n, f in self.layers.items()}}
+                "layers": {n: {k: v.to_dict() for k, v in f.items()} for n, f in self.layers.items()},
+                "sources": dict(self.sources)}
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Precisions":
         return cls({k: FixedType.from_dict(v) for k, v in raw["params"].items()},
                    {k: FixedType.from_dict(v) if v else None for k, v in raw["tensors"].items()},
-                   {n: {k: FixedType.from_dict(v) for k, v in f.items()} for n, f in raw["layers"].items()})
+                   {n: {k: FixedType.from_dict(v) for k, v in f.items()} for n, f in raw["layers"].items()},
+                   dict(raw.get("sources", {})))
 
 
 def sole_consumer(model: ModelWrapper, tensor: str) -> onnx.NodeProto | None:

@@ -23,9 +23,12 @@ def summary_lines(report: dict) -> list[str]:
         f"{report['totals']['params']:,} parameters, {report['totals']['macs']:,} MACs per frame; hls4ml "
         + (f"{report['hls']['backend']} project in hls/" if report["hls"]["project"]
            else f"project not generated ({'; '.join(report['hls']['not_generated_because'])})"),
-        f"precision search: {search['evaluations']} designs tried on {search['calibration']['n']} calibration images "
-        f"({search['calibration']['source']})",
-        f"{emu['model']} vs float on {emu['n']} calibration images: top-1 agreement {emu['agreement']:.2%}"
+        (f"precision: the model's own types ({search['skipped']}); no search"
+         + (f"; the integer model equals qonnx's execution on {report['qonnx_check']['bit_exact_images']} of "
+            f"{report['qonnx_check']['n']} images" if report.get("qonnx_check") else "") if search.get("skipped") else
+         f"precision search: {search['evaluations']} designs tried on {search['calibration']['n']} calibration images "
+         f"({search['calibration']['source']})"),
+        f"{emu['model']} vs {'the model' if search.get('skipped') else 'float'} on {emu['n']} calibration images: top-1 agreement {emu['agreement']:.2%}"
         + (f", accuracy {emu['accuracy']:.4f} (float {emu['accuracy'] + emu['accuracy_drop']:.4f})"
            if emu.get("accuracy") is not None else ""),
         f"plan: {est['multipliers']} multipliers ({est['dsp_multipliers']} in DSPs, budget {est['dsp_budget']}), "

@@ -27,7 +27,9 @@ def verify_lines(result: dict) -> list[str]:
     emu = result.get("emulator")
     if emu:
         model = "integer model" if "integer_model_bit_exact_images" in emu else emu["model"]
-        line = (f"{model} vs float on {emu['n']} images ({emu['images']}): top-1 agreement "
+        against = "the quantized model (reference.onnx)" if emu.get("reference", "").startswith("the quantized") \
+            else "float"
+        line = (f"{model} vs {against} on {emu['n']} images ({emu['images']}): top-1 agreement "
                 f"{emu['top1_agreement']:.2%} (bar {result['agreement_bar']:.2%})")
         if "accuracy" in emu:
             line += f", accuracy {emu['accuracy']:.4f} (float {emu['float_accuracy']:.4f})"

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from edgefpga.hw.convert import PRECISIONS_FILE, load_report
 from edgefpga.hw.graph import canonical_graph  # noqa: F401  (sets the ONNX IR version qonnx needs)
@@ -63,9 +64,13 @@ class VerifyFailed(Exception):
 # ---- the bit-accurate models ----------------------------------------------------------------------
 
 def float_logits(build_dir: Path, pixels: np.ndarray) -> np.ndarray:
-    """The float model (raw pixels in, normalization inside) in ONNX Runtime."""
+    """The float model (raw pixels in, normalization inside) in ONNX Runtime; for a quantized
+    (QONNX) model, its own arithmetic as qonnx computes it (model/reference.onnx)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
+    reference = build_dir / "model" / "reference.onnx"
+    if reference.is_file():
+        return run_logits(onnx.load(str(reference)), pixels.astype(np.float32))
     canonical = ModelWrapper(str(build_dir / "model" / "canonical.onnx"))
     return run_logits(with_outputs(canonical, []), pixels.astype(np.float32))
 
@@ -108,6 +113,8 @@ def verify_emulator(build_dir: Path, images: ImageSet, ints: np.ndarray, frac: i
                       ": no hls4ml project, so the integer model (which the RTL must match bit for bit) stands in "
                       "for the emulator")
     reference = float_logits(build_dir, images.pixels)
+    result["reference"] = ("the quantized model as qonnx computes it (model/reference.onnx)"
+                           if (build_dir / "model" / "reference.onnx").is_file() else "the float model")
     classes = len(report["model"]["classes"])
     # a detector compares whole maps: each output cell is one decision, the disagreements name images
     cell_flips = (as_cells(golden, classes).argmax(1) != as_cells(reference, classes).argmax(1))

@@ -1,4 +1,5 @@
-"""``edgefpga models``: the fleet part of the command (edgefpga/cli.py): the model registry; and
+"""``edgefpga models``: the fleet part of the command (edgefpga/cli.py): the model registry;
+``edgefpga fleet certs``, a site's certificates for the edge-cloud link (fleet/trust.py); and
 ``edgefpga fed``, federated training (fleet/federated/cli.py).
 
 MLflow loads inside the commands (the `fleet` extra), so that declaring them costs nothing and a
@@ -112,27 +113,65 @@ def register_cloud(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_cloud_train, user_errors=cloud_train_errors)
 
 
+def cmd_fleet_certs(args: argparse.Namespace) -> int:
+    from edgefpga.fleet.trust import SITE_FILE, make_site
+
+    info = make_site(args.out, args.cell, service=args.service, hosts=args.host or None, site=args.site,
+                     days=args.days)
+    print(f"wrote {args.out}/{SITE_FILE}: CA ca.crt (its key ca.key stays here), identities "
+          f"{', '.join(sorted(info['identities']))}; labels trusted from {', '.join(info['labelers'])}")
+    print(f"serve:  edgefpga-cloud --certs {args.out}   (listens on tls/0.0.0.0:7447)")
+    print(f"a cell: copy ca.crt, <cell>.crt, <cell>.key; node parameters cloud:=tls/<host>:7447 "
+          f"cloud_certs:=<that folder> cloud_identity:=<cell>")
+    return 0
+
+
+def trust_errors() -> tuple[type[Exception], ...]:
+    from edgefpga.fleet.trust import TrustError
+
+    return TrustError, OSError
+
+
+def register_fleet(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fleet", help="the site's edge-cloud link: certificates (mutual TLS, signed answers)")
+    actions = p.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    a = actions.add_parser("certs", help="a site CA and certificates for the cloud service and each cell; run again "
+                           "with more --cell to add cells (the CA and old identities are kept)")
+    a.add_argument("--out", type=Path, required=True, help="the site folder (ca.crt, ca.key, <identity>.crt/.key, "
+                   "site.json)")
+    a.add_argument("--cell", action="append", default=[], metavar="NAME", help="a cell identity (repeatable)")
+    a.add_argument("--service", default="edgefpga-cloud", help="the service's identity (default edgefpga-cloud)")
+    a.add_argument("--host", action="append", metavar="HOST", help="a name or address cells dial the service at "
+                   "(repeatable; default 127.0.0.1 and localhost)")
+    a.add_argument("--site", default="edgefpga site", help="the site's name: the CA's and every subject's O=")
+    a.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    a.set_defaults(func=cmd_fleet_certs, user_errors=trust_errors)
+
+
 def retrain_errors() -> tuple[type[Exception], ...]:
     from edgefpga.fleet.registry import RegistryError
     from edgefpga.fleet.retrain import RetrainError
     from edgefpga.fleet.store import StoreError
+    from edgefpga.fleet.trust import TrustError
     from edgefpga.hw.onnx_check import ConversionError
     from edgefpga.models.arch import ArchitectureError
     from edgefpga.models.card import ModelCardError
     from edgefpga.models.datasets import DatasetError
 
-    return RetrainError, RegistryError, StoreError, ModelCardError, DatasetError, ArchitectureError, ConversionError
+    return (RetrainError, RegistryError, StoreError, ModelCardError, DatasetError, ArchitectureError, ConversionError,
+            TrustError)
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from edgefpga.fleet.retrain import RetrainConfig, retrain
+    from edgefpga.fleet.retrain import RetrainConfig, retrain, trusted_labelers
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    labelers = trusted_labelers(args.site, args.trust)
     cfg = RetrainConfig(store=args.store, model=args.model, out=args.out, registry=args.registry, epochs=args.epochs,
                         lr=args.lr, replay=args.replay, holdout=args.holdout, tolerance=args.tolerance,
                         labels=args.labels, min_new=args.min_new, window=args.window, promote=args.promote,
                         verify_sample=args.verify_sample, calibration_images=args.calibration_images,
-                        threads=args.threads, seed=args.seed, progress=not args.quiet)
+                        threads=args.threads, seed=args.seed, progress=not args.quiet, labelers=labelers)
     result = retrain(cfg)
     if result.outcome == "skipped":
         print(f"retrain: not triggered: {result.reason}")
@@ -169,6 +208,10 @@ def register_retrain(sub: argparse._SubParsersAction, common: argparse.ArgumentP
                    "split (default 0: not worse)")
     p.add_argument("--labels", default="any", choices=["any", "operator"], help="learn from the operator's labels "
                    "and, where none, the cloud's (any, default), or from the operator's only")
+    p.add_argument("--site", type=Path, help="the site folder (edgefpga fleet certs): cloud labels only from its "
+                   "site.json 'labelers'")
+    p.add_argument("--trust", action="append", default=[], metavar="SUBJECT", help="a certificate subject whose "
+                   "cloud labels are learnt from (repeatable; adds to --site's). Neither: no cloud label is used")
     p.add_argument("--min-new", type=int, help="trigger: run only when at least N labelled samples came in since the "
                    "last retrain")
     p.add_argument("--window", metavar="HH:MM-HH:MM", help="trigger: run only inside this local-time window")
@@ -184,6 +227,7 @@ def register_retrain(sub: argparse._SubParsersAction, common: argparse.ArgumentP
 
 def register(sub: argparse._SubParsersAction) -> None:
     register_cloud(sub)
+    register_fleet(sub)
     from edgefpga.fleet.federated.cli import register as register_fed
 
     register_fed(sub)

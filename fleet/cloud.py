@@ -13,6 +13,9 @@ Wire format (key expressions under a prefix, default ``edgefpga/cloud``):
                     query attachment: JSON ``{"request_id", "edge_model", "edge_classes",
                     "edge_scores"}``; reply: JSON ``{"request_id", "classes", "probabilities",
                     "label", "model_id", "service_s", "batch"}``, or a reply error naming the reason.
+                    Over the site's TLS link the reply also carries ``service`` (the certificate's
+                    subject), ``certificate`` (PEM) and ``signature`` (ECDSA over the rest): the edge
+                    checks it against the site CA and records who labelled the sample (fleet/trust.py).
 ``<prefix>/info``   reply: JSON ``{"model_id", "classes", "input", "members", "providers", "max_batch"}``: what
                     the client checks at connect (a cloud model with other classes is refused).
 
@@ -44,6 +47,7 @@ import cv2
 import numpy as np
 import zenoh
 
+from edgefpga.fleet.trust import Credentials, Signer, TrustError, check_endpoints, verify_answer
 from edgefpga.models.card import ModelCard, load_card, resolve_model_dir
 from edgefpga.models.preprocess import ImageError, preprocess
 
@@ -55,7 +59,8 @@ from edgefpga.models.preprocess import ImageError, preprocess
 DEFAULT_MODELS = ("elpv_cloud", "elpv_cloud_160", "elpv_cloud_160_distilled", "elpv_cloud_160_e20", "elpv_cloud_s1",
                   "elpv_cloud_300")
 DEFAULT_PREFIX = "edgefpga/cloud"
-DEFAULT_ENDPOINT = "tcp/0.0.0.0:7447"
+INSECURE_ENDPOINT = "tcp/0.0.0.0:7447"  # only with --insecure
+DEFAULT_ENDPOINT = "tls/0.0.0.0:7447"  # the site's mutual TLS (fleet/trust.py); plain tcp/ needs --insecure
 
 # why an escalation got no answer (CloudAnswer.reason, CloudClient.counts)
 TIMEOUT = "timeout"  # the deadline passed
@@ -64,7 +69,8 @@ ERROR = "error"  # the service answered with an error (e.g. an image it cannot d
 MALFORMED = "malformed"  # a reply that is not the JSON the service sends
 UNKNOWN_ID = "unknown_id"  # replies only for other request ids (ignored)
 WRONG_CLASSES = "wrong_classes"  # an answer in other classes than the edge model's
-REASONS = (TIMEOUT, NO_ROUTE, ERROR, MALFORMED, UNKNOWN_ID, WRONG_CLASSES)
+UNTRUSTED = "untrusted"  # an answer not signed by a certificate of the site CA (with the site's credentials)
+REASONS = (TIMEOUT, NO_ROUTE, ERROR, MALFORMED, UNKNOWN_ID, WRONG_CLASSES, UNTRUSTED)
 
 
 class CloudError(RuntimeError):
@@ -76,17 +82,33 @@ class CloudClassMismatch(CloudError):
 
 
 def zenoh_config(listen: list[str] | None = None, connect: list[str] | None = None, mode: str = "peer",
-                 multicast_scouting: bool = False, config_file: str | Path | None = None) -> zenoh.Config:
+                 multicast_scouting: bool = False, config_file: str | Path | None = None,
+                 credentials: Credentials | None = None) -> zenoh.Config:
     """A Zenoh configuration with explicit endpoints. Multicast scouting is off by default: a
-    plant's network should not find a cloud service by chance, and tests must not find each other."""
+    plant's network should not find a cloud service by chance, and tests must not find each other.
+    A session listens only where told (zenoh's peer default, ``tcp/[::]:0``, would open a plain
+    port on every interface). ``credentials``: the site's mutual TLS for ``tls/`` endpoints."""
     config = zenoh.Config.from_file(str(config_file)) if config_file else zenoh.Config()
     config.insert_json5("mode", json.dumps(mode))
-    if listen:
-        config.insert_json5("listen/endpoints", json.dumps(list(listen)))
+    if listen or not config_file:
+        config.insert_json5("listen/endpoints", json.dumps(list(listen or [])))
     if connect:
         config.insert_json5("connect/endpoints", json.dumps(list(connect)))
     config.insert_json5("scouting/multicast/enabled", json.dumps(multicast_scouting))
+    if credentials is not None:
+        config.insert_json5("transport/link/tls", json.dumps(credentials.zenoh_tls()))
     return config
+
+
+def open_session(listen: list[str] | None = None, connect: list[str] | None = None,
+                 credentials: Credentials | None = None, insecure: bool = False, **options) -> zenoh.Session:
+    """A Zenoh session under the site's rules: ``tls/`` needs credentials; plain endpoints only on
+    loopback or with ``insecure`` (warned). ``options``: the rest of ``zenoh_config``."""
+    endpoints = check_endpoints(list(listen or []) + list(connect or []), insecure)
+    if credentials is None and any(e.startswith(("tls/", "quic/")) for e in endpoints):
+        raise CloudError(f"{', '.join(endpoints)}: a tls/ endpoint needs the site's certificates "
+                         "(--certs SITE, made by `edgefpga fleet certs`)")
+    return zenoh.open(zenoh_config(listen, connect, credentials=credentials, **options))
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -205,8 +227,9 @@ class CloudService:
     together. ``close()`` (or the context manager) undeclares it; the session stays the caller's."""
 
     def __init__(self, session: zenoh.Session, model: CloudModel, prefix: str = DEFAULT_PREFIX,
-                 max_batch: int = 16, max_wait_s: float = 0.005):
+                 max_batch: int = 16, max_wait_s: float = 0.005, credentials: Credentials | None = None):
         self.session, self.model, self.prefix = session, model, prefix.rstrip("/")
+        self.signer = Signer(credentials) if credentials is not None else None  # None: unsigned answers
         self.max_batch = max(1, min(max_batch, model.max_batch or max_batch))
         self.max_wait_s = max_wait_s
         self.counts: Counter = Counter()
@@ -273,10 +296,10 @@ class CloudService:
             self.batch_sizes.append(len(batch))
             done = time.perf_counter()
             for p, prob in zip(batch, probs):
-                p.query.reply(f"{self.prefix}/infer", json.dumps({
-                    "request_id": p.request["request_id"], "classes": self.model.classes,
-                    "probabilities": [float(v) for v in prob], "label": self.model.classes[int(prob.argmax())],
-                    "model_id": self.model.model_id, "service_s": done - p.arrived, "batch": len(batch)}))
+                body = {"request_id": p.request["request_id"], "classes": self.model.classes,
+                        "probabilities": [float(v) for v in prob], "label": self.model.classes[int(prob.argmax())],
+                        "model_id": self.model.model_id, "service_s": done - p.arrived, "batch": len(batch)}
+                p.query.reply(f"{self.prefix}/infer", json.dumps(self.signer.sign(body) if self.signer else body))
                 p.query.drop()  # finalize: the reply stream ends here, not when Python collects it
                 self.counts["answered"] += 1
 
@@ -310,6 +333,7 @@ class CloudAnswer:
     service_s: float | None = None  # queue + batch inference at the service
     batch: int | None = None  # how many queries the service ran together with this one
     bytes_sent: int = 0
+    service_identity: str | None = None  # the signing certificate's subject; None: unsigned (no site credentials)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -359,6 +383,12 @@ class _Exchange:
         if request_id != self.request_id:
             self.reject(UNKNOWN_ID, f"a reply for request {request_id!r}, not {self.request_id!r}: ignored")
             return
+        if self.client.ca is not None:
+            try:
+                answer.service_identity = verify_answer(body, self.client.ca)
+            except (TrustError, ValueError) as exc:
+                self.reject(UNTRUSTED, str(exc))
+                return
         if self.client.classes is not None and answer.classes != self.client.classes:
             self.reject(WRONG_CLASSES, f"cloud classes {answer.classes} != edge classes {self.client.classes}")
             return
@@ -385,7 +415,10 @@ def _text(payload: zenoh.ZBytes) -> str:
 class CloudClient:
     """The edge's side: escalate an image, get the cloud's answer or a counted 'no answer' within
     ``deadline_s``. ``session``: an open ``zenoh.Session`` (shared with the rest of the process),
-    or a locator such as ``tcp/cloud.example:7447`` to open one (closed by ``close()``).
+    or a locator such as ``tls/cloud.example:7447`` to open one (closed by ``close()``) with
+    ``credentials`` (the cell's, fleet/trust.py; plain ``tcp/`` off loopback needs ``insecure``).
+    With ``credentials`` every answer must be signed by a certificate of the site CA (else it is
+    ``untrusted``) and names its signer in ``service_identity``.
 
     ``classes``: the edge model's classes; when the service answers ``info`` at connect, a cloud
     model with other classes raises ``CloudClassMismatch`` here. A service that is not reachable
@@ -393,11 +426,14 @@ class CloudClient:
     against ``classes`` anyway."""
 
     def __init__(self, session: zenoh.Session | str, deadline_s: float = 0.5, classes: list[str] | None = None,
-                 prefix: str = DEFAULT_PREFIX, edge_model: str | None = None, connect_timeout_s: float | None = None):
+                 prefix: str = DEFAULT_PREFIX, edge_model: str | None = None, connect_timeout_s: float | None = None,
+                 credentials: Credentials | None = None, insecure: bool = False):
         if deadline_s <= 0:
             raise CloudError(f"deadline_s must be positive, got {deadline_s}")
         self._own = isinstance(session, str)
-        self.session = zenoh.open(zenoh_config(connect=[session])) if self._own else session
+        self.session = open_session(connect=[session], credentials=credentials, insecure=insecure) if self._own \
+            else session
+        self.ca = credentials.ca if credentials is not None else None  # set: only answers signed under the site CA
         self.deadline_s, self.prefix = float(deadline_s), prefix.rstrip("/")
         self.classes = list(classes) if classes is not None else None
         self.edge_model = edge_model
@@ -502,7 +538,13 @@ def build_arg_parser():
                    help=f"model folder or zoo name; several: an ensemble, probabilities averaged (default "
                    f"{' '.join(DEFAULT_MODELS)})")
     p.add_argument("--listen", action="append", metavar="ENDPOINT",
-                   help=f"Zenoh endpoint to listen on (repeatable; default {DEFAULT_ENDPOINT})")
+                   help=f"Zenoh endpoint to listen on (repeatable; default {DEFAULT_ENDPOINT}, with --insecure "
+                   f"{INSECURE_ENDPOINT})")
+    p.add_argument("--certs", type=Path, metavar="SITE", help="the site folder of `edgefpga fleet certs`: mutual TLS "
+                   "with the service's certificate, answers signed with it")
+    p.add_argument("--identity", help="whose certificate in SITE (default: site.json's service)")
+    p.add_argument("--insecure", action="store_true", help="allow plain tcp/ off loopback without certificates "
+                   "(prints a warning: images and labels cross the network in the clear)")
     p.add_argument("--connect", action="append", metavar="ENDPOINT", help="Zenoh endpoint (a router) to connect to")
     p.add_argument("--mode", default="peer", choices=["peer", "router", "client"], help="Zenoh mode (default peer)")
     p.add_argument("--zenoh-config", metavar="FILE", help="a Zenoh JSON5 configuration to start from")
@@ -513,6 +555,23 @@ def build_arg_parser():
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--cpu", action="store_true", help="the CPU provider even where CUDA is available")
     return p
+
+
+def service_session(args) -> tuple[Credentials | None, zenoh.Session]:
+    """The service's credentials (``--certs``) and its session: TLS by default; without
+    certificates only loopback endpoints or ``--insecure``."""
+    from edgefpga.fleet.trust import read_site
+
+    credentials = None
+    if args.certs:
+        credentials = Credentials.of(args.certs, args.identity or read_site(args.certs)["service"])
+    elif not args.insecure and not args.listen and not args.connect:
+        raise CloudError(f"listening on {DEFAULT_ENDPOINT} needs the site's certificates: --certs SITE (made by "
+                         "`edgefpga fleet certs --out SITE`), or --listen tcp/127.0.0.1:PORT, or --insecure")
+    default = DEFAULT_ENDPOINT if credentials else INSECURE_ENDPOINT
+    listen = args.listen or ([] if args.connect else [default])
+    return credentials, open_session(listen, args.connect, credentials, args.insecure, mode=args.mode,
+                                     config_file=args.zenoh_config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -526,14 +585,18 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # ModelCardError is a ValueError
         print(f"edgefpga-cloud: error: {exc}", file=sys.stderr)
         return 2
-    config = zenoh_config(listen=args.listen or ([] if args.connect else [DEFAULT_ENDPOINT]), connect=args.connect,
-                          mode=args.mode, config_file=args.zenoh_config)
+    try:
+        credentials, session = service_session(args)
+    except (CloudError, TrustError, zenoh.ZError) as exc:
+        print(f"edgefpga-cloud: error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with zenoh.open(config) as session, CloudService(session, model, args.prefix, args.max_batch,
-                                                     args.max_wait_ms / 1000) as service:
+    with session, CloudService(session, model, args.prefix, args.max_batch, args.max_wait_ms / 1000,
+                               credentials=credentials) as service:
         print(f"edgefpga-cloud: {model.model_id} ({', '.join(model.classes)}) on {args.prefix}/infer, "
-              f"providers {model.providers}, batches up to {service.max_batch}", flush=True)
+              f"providers {model.providers}, batches up to {service.max_batch}, "
+              f"{'signed as ' + service.signer.subject if service.signer else 'unsigned answers, no TLS'}", flush=True)
         try:
             stop.wait()
         except KeyboardInterrupt:

@@ -46,6 +46,7 @@ from edgefpga.provenance import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "elpv_edge_loop"
+CELL = "cell-1"  # the loop's one inspection cell: its identity in the site certificates
 
 
 def default_cloud() -> str:
@@ -157,19 +158,23 @@ def stream_order(cfg: LoopConfig) -> list[np.ndarray]:
 
 class Line:
     """What the inspection node does with each frame (ros_nodes/escalation.py): the engine's
-    verdict, the hard filter, escalation to the cloud over Zenoh, the store."""
+    verdict, the hard filter, escalation to the cloud over Zenoh, the store. The link is the
+    default a site runs: mutual TLS with the site's certificates (made in ``site``, one service and
+    one cell identity), answers signed, and retrain learns from the service's labels only."""
 
-    def __init__(self, cfg: LoopConfig, cloud: str, store_path: Path):
-        import zenoh
-
-        from edgefpga.fleet.cloud import CloudModel, CloudService, zenoh_config
+    def __init__(self, cfg: LoopConfig, cloud: str, store_path: Path, site: Path):
+        from edgefpga.fleet.cloud import CloudModel, CloudService, open_session
         from edgefpga.fleet.store import SampleStore
+        from edgefpga.fleet.trust import Credentials, make_site
 
-        endpoint = f"tcp/127.0.0.1:{free_port()}"
+        info = make_site(site, [CELL])
+        self.site, self.cell = site, Credentials.of(site, CELL)
+        endpoint = f"tls/127.0.0.1:{free_port()}"
         self.cloud_model = CloudModel(cloud.split(","), providers=["CPUExecutionProvider"], threads=cfg.threads)
-        self.server = zenoh.open(zenoh_config(listen=[endpoint]))
-        self.service = CloudService(self.server, self.cloud_model)
-        self.session = zenoh.open(zenoh_config(connect=[endpoint]))
+        service = Credentials.of(site, info["service"])
+        self.server = open_session(listen=[endpoint], credentials=service)
+        self.service = CloudService(self.server, self.cloud_model, credentials=service)
+        self.session = open_session(connect=[endpoint], credentials=self.cell)
         self.filter = None  # set once the threshold is known
         self.store = SampleStore(store_path)
         self.cfg = cfg
@@ -186,7 +191,8 @@ class Line:
         from edgefpga.fleet.cloud import CloudClient
         from edgefpga.fleet.store import CloudOutput, EdgeOutput
 
-        client = CloudClient(self.session, self.cfg.deadline_s, classes=list(engine.classes), edge_model=version)
+        client = CloudClient(self.session, self.cfg.deadline_s, classes=list(engine.classes), edge_model=version,
+                             credentials=self.cell)
         results = engine.infer(images)  # the accelerator's verdicts: microseconds a frame, so taken at once
         hard = [i for i, r in enumerate(results) if self.filter.is_hard(r)]
         futures, start = {}, time.perf_counter()
@@ -199,7 +205,8 @@ class Line:
             cloud = None
             if answer.answered:
                 answered += 1
-                cloud = CloudOutput(answer.label, list(answer.classes), list(answer.probabilities), answer.model_id)
+                cloud = CloudOutput(answer.label, list(answer.classes), list(answer.probabilities), answer.model_id,
+                                    answer.service_identity)
             operator = truth[i] if self.cfg.labels == "operator" else None
             self.store.add(images[i], EdgeOutput.from_result(results[i], version), cloud=cloud, escalated=True,
                            true_label=operator, labeled_by="operator (ELPV expert label)" if operator else None,
@@ -253,7 +260,7 @@ def open_champion(registry_uri: str):
 def run_loop(cfg: LoopConfig) -> dict:
     import shutil
 
-    from edgefpga.fleet.retrain import RetrainConfig, retrain
+    from edgefpga.fleet.retrain import RetrainConfig, retrain, trusted_labelers
     from edgefpga.models import elpv
 
     started = time.perf_counter()
@@ -271,7 +278,9 @@ def run_loop(cfg: LoopConfig) -> dict:
     start_model(cfg, registry_uri)
     timings = {"start_model": round(time.perf_counter() - started, 1)}
     say(f"start model ready in {timings['start_model']:.0f} s")
-    line = Line(cfg, cloud, cfg.out / "store")
+    line = Line(cfg, cloud, cfg.out / "store", cfg.out / "site")
+    say(f"cloud link: mutual TLS with the site certificates in {line.site}; labels trusted from "
+        f"{', '.join(trusted_labelers(line.site))}")
     rounds: list[Round] = []
     try:
         cloud_probs = np.concatenate([line.cloud_model.probabilities(test_images[i:i + 32])
@@ -294,7 +303,8 @@ def run_loop(cfg: LoopConfig) -> dict:
                 store=cfg.out / "store", model=f"registry:{MODEL_NAME}@champion", out=cfg.out / f"round{r}",
                 registry=registry_uri, epochs=cfg.epochs, labels="any" if cfg.labels == "cloud" else "operator",
                 promote=True, verify_sample=cfg.verify_sample, calibration_images=cfg.calibration_images,
-                threads=cfg.threads, seed=cfg.seed + r, progress=cfg.progress), log=say)
+                threads=cfg.threads, seed=cfg.seed + r, progress=cfg.progress,
+                labelers=trusted_labelers(line.site)), log=say)
             engine.close()
             engine, version = open_champion(registry_uri)  # the swap: the new champion, or the old one kept
             rounds.append(Round(r, version, **test_accuracies(engine, cloud_probs, test_images, test_labels, cfg),

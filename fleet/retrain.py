@@ -23,6 +23,12 @@ Triggers (Sedna's: a number of new samples, a time window, or by hand): ``min_ne
 when at least that many labelled samples came into the store after the last retraining run (the
 store's ``retrains`` table, every run recorded, passed or not); ``window`` (``HH:MM-HH:MM``, local
 time, may wrap midnight) runs only inside it. Neither: run now.
+
+Whose labels: an operator's label is always used; a cloud label only when the service identity
+that signed it (its certificate's subject, recorded with the sample: fleet/trust.py) is one the
+site lists (``labelers``: ``--site``'s site.json and ``--trust``). Whoever else answered an
+escalation (a cell, a service of another site, an unsigned link) does not steer the model: the
+run says how many labels it skipped and why.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,6 +72,7 @@ class RetrainConfig:
     threads: int = 2
     seed: int = 0
     progress: bool = True
+    labelers: tuple[str, ...] = ()  # certificate subjects whose cloud labels are used; none: no cloud label
 
 
 @dataclass
@@ -121,25 +129,61 @@ def not_triggered(store, cfg: RetrainConfig, now: datetime) -> str | None:
     if cfg.window and not in_window(cfg.window, now):
         return f"outside the window {cfg.window} (now {now:%H:%M})"
     if cfg.min_new:
-        new = len(new_samples(store, cfg.labels))
+        new = len(new_samples(store, cfg.labels, cfg.labelers))
         if new < cfg.min_new:
             return f"{new} new labelled sample(s) since the last retrain, fewer than --min-new {cfg.min_new}"
     return None
 
 
-def labelled(store, labels: str) -> list:
-    """The store's samples with a label training may use."""
+def trusted_labelers(site: str | Path | None, trust: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The subjects whose cloud labels a site learns from: its site.json's ``labelers`` and ``trust``."""
+    from edgefpga.fleet.trust import read_site
+
+    listed = list(read_site(site)["labelers"]) if site else []
+    return tuple(dict.fromkeys(listed + list(trust)))
+
+
+def skip_reason(sample, labels: str, labelers: tuple[str, ...]) -> str | None:
+    """Why a labelled sample's label is not used (None: it is). The operator's label always is."""
+    if sample.true_label:
+        return None
+    if labels == "operator":
+        return "a cloud label (--labels operator)"
+    identity = sample.cloud.service_identity
+    if identity is None:
+        return "a cloud label without a recorded identity (an unsigned link, or stored before labels named it)"
+    if identity not in labelers:
+        return f"a cloud label from {identity}, an identity the site does not list"
+    return None
+
+
+def label_sources(store, labels: str, labelers: tuple[str, ...] = ()) -> tuple[list, Counter]:
+    """The store's samples with a label training may use, and the labelled ones skipped, per reason."""
     from edgefpga.models.folder import UNLABELED
 
     if labels not in LABEL_SOURCES:
         raise RetrainError(f"--labels {labels!r}: choose one of {LABEL_SOURCES}")
-    return [s for s in store.samples() if s.label != UNLABELED and (labels == "any" or s.true_label)]
+    usable, skipped = [], Counter()
+    for sample in store.samples():
+        if sample.label == UNLABELED:
+            continue
+        reason = skip_reason(sample, labels, tuple(labelers))
+        if reason:
+            skipped[reason] += 1
+        else:
+            usable.append(sample)
+    return usable, skipped
 
 
-def new_samples(store, labels: str) -> list:
+def labelled(store, labels: str, labelers: tuple[str, ...] = ()) -> list:
+    """The store's samples with a label training may use."""
+    return label_sources(store, labels, labelers)[0]
+
+
+def new_samples(store, labels: str, labelers: tuple[str, ...] = ()) -> list:
     """Labelled samples stored after the last retraining run (all of them before the first)."""
     last = store.last_retrain()
-    return [s for s in labelled(store, labels) if last is None or s.id > last["last_sample"]]
+    return [s for s in labelled(store, labels, labelers) if last is None or s.id > last["last_sample"]]
 
 
 def is_held_out(sample_id: int, fraction: float) -> bool:
@@ -180,11 +224,14 @@ def base_model(spec: str, registry: str | None, dst: Path) -> tuple[Path, str]:
     return dst, label
 
 
-def check_store(samples: list, all_samples: int, classes: list[str], store: Path, model: str) -> None:
-    """Refuse a store retraining cannot learn from: nothing labelled, or other classes."""
+def check_store(samples: list, all_samples: int, classes: list[str], store: Path, model: str,
+                skipped: Counter | None = None) -> None:
+    """Refuse a store retraining cannot learn from: nothing labelled (or every label skipped), or other classes."""
     if not samples:
-        raise RetrainError(f"{store}: no labelled samples to learn from ({all_samples} stored): an operator labels "
-                           "them (SampleStore.set_true_label), or escalation to a cloud model gives its label")
+        why = "".join(f"; skipped {n}: {reason}" for reason, n in sorted((skipped or {}).items()))
+        raise RetrainError(f"{store}: no labelled samples to learn from ({all_samples} stored{why}): an operator "
+                           "labels them (SampleStore.set_true_label), or escalation to a cloud model the site lists "
+                           "(--site, --trust) gives its label")
     foreign = sorted({s.label for s in samples} - set(classes))
     recorded = sorted({c for s in samples for c in s.edge.classes} - set(classes))
     if foreign or recorded:
@@ -330,16 +377,19 @@ def run_once(store, cfg: RetrainConfig, log) -> RetrainResult:
     from edgefpga.models.card import load_card
 
     started = time.perf_counter()
-    samples = labelled(store, cfg.labels)
+    samples, skipped = label_sources(store, cfg.labels, cfg.labelers)
+    for reason, n in sorted(skipped.items()):
+        log(f"retrain: skipped {n} label(s): {reason}")
     out = cfg.out or Path("retrain") / f"{Path(cfg.model).name.replace(':', '_').replace('@', '_')}-" \
         f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     base_dir, base_label = base_model(cfg.model, cfg.registry, out / "base")
     card = load_card(base_dir)
-    check_store(samples, store.count(), card.classes, cfg.store, base_label)
+    check_store(samples, store.count(), card.classes, cfg.store, base_label, skipped)
     held = [s for s in samples if is_held_out(s.id, cfg.holdout)]
     train_samples = [s for s in samples if not is_held_out(s.id, cfg.holdout)]
     counts = {"base": base_label, "labelled": len(samples), "trained_on": len(train_samples), "held_out": len(held),
-              "new": len(new_samples(store, cfg.labels)), "last_sample": max(s.id for s in store.samples())}
+              "new": len(new_samples(store, cfg.labels, cfg.labelers)), "last_sample": max(s.id for s in store.samples()),
+              "skipped": dict(skipped), "labelers": list(cfg.labelers)}
     log(f"retrain {base_label}: {len(train_samples)} store samples to learn from, {len(held)} held out for the gate "
         f"({counts['new']} new since the last retrain)")
     result = RetrainResult("rejected", "", out=out, samples=counts)

@@ -6,7 +6,8 @@ One folder is two things at once:
     <root>/unlabeled/...                 one subfolder per class, filed by the operator's true label,
                                          else the cloud's label, else under unlabeled/ (training skips it)
     <root>/index.sqlite                 one row per sample: the edge's scores, label, confidence and
-                                         model version, the cloud's answer if any, the true label if any,
+                                         model version, the cloud's answer if any (with the model version
+                                         and the service identity that signed it), the true label if any,
                                          who decided (edge | cloud), and whether the image left the site
 
 Images are written whole, as the camera gave them (training resizes), as PNG: lossless, so a
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS samples (
     cloud_label TEXT,
     cloud_classes TEXT,
     cloud_probabilities TEXT,
+    cloud_identity TEXT,        -- the answering service's certificate subject (signed answer); NULL: unsigned
     decided_by TEXT NOT NULL CHECK (decided_by IN ('edge', 'cloud')),
     true_label TEXT,
     labeled_by TEXT,
@@ -103,6 +105,7 @@ class CloudOutput:
     classes: list[str]
     probabilities: list[float]
     model_version: str
+    service_identity: str | None = None  # who labelled it: the signing certificate's subject (None: unsigned)
 
 
 @dataclass(frozen=True)
@@ -190,9 +193,21 @@ class SampleStore:
             self._db = sqlite3.connect(self.root / INDEX_FILE, isolation_level=None, check_same_thread=False,
                                        timeout=30)
             self._db.executescript(SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.root}: cannot open the sample store: {exc}") from exc
         self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        """A store made before labels named their source gains the column; its old rows stay NULL
+        (no identity recorded: ``edgefpga retrain`` skips their cloud labels and says so)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+        if "cloud_identity" not in columns:
+            try:
+                self._db.execute("ALTER TABLE samples ADD COLUMN cloud_identity TEXT")
+            except sqlite3.OperationalError as exc:  # another process opening the store added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -227,6 +242,7 @@ class SampleStore:
             "cloud_label": cloud.label if cloud else None,
             "cloud_classes": json.dumps(cloud.classes) if cloud else None,
             "cloud_probabilities": json.dumps(cloud.probabilities) if cloud else None, "decided_by": decided_by,
+            "cloud_identity": cloud.service_identity if cloud else None,
             "true_label": true_label, "labeled_by": labeled_by if true_label else None, "escalated": int(escalated),
         }
         path = None
@@ -342,7 +358,7 @@ class SampleStore:
     def _sample(self, row: dict) -> Sample:
         cloud = None if row["cloud_label"] is None else CloudOutput(
             row["cloud_label"], json.loads(row["cloud_classes"]), json.loads(row["cloud_probabilities"]),
-            row["cloud_model"])
+            row["cloud_model"], row["cloud_identity"])
         edge = EdgeOutput(row["edge_label"], json.loads(row["edge_classes"]), json.loads(row["edge_scores"]),
                           json.loads(row["edge_probabilities"]), row["confidence"], row["edge_model"])
         return Sample(id=row["id"], image=self.root / row["image"], created=row["created"], source=row["source"],

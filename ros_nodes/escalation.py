@@ -94,7 +94,8 @@ class Escalator:
         from edgefpga.fleet.store import CloudOutput, EdgeOutput, StoreError
 
         cloud = None if answer is None else CloudOutput(answer.label, list(answer.classes),
-                                                        [float(p) for p in answer.probabilities], answer.model_id)
+                                                        [float(p) for p in answer.probabilities], answer.model_id,
+                                                        answer.service_identity)
         try:
             self.store.add(image, EdgeOutput.from_result(result, model_version), cloud=cloud,
                            escalated=escalated or cloud is not None, source="inspection node")

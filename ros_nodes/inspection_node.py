@@ -80,8 +80,13 @@ PARAMETERS = {  # name: (default, description)
                                         "(top-1 minus top-2 probability)"),
     "escalation_budget": (0.0, "at most this share of results are hard: the least confident of the last 500 "
                                "among those under hard_threshold (0: no cap; hard_threshold 1: the budget alone)"),
-    "cloud": ("", "Zenoh locator of the cloud service (tcp/host:7447) hard images are escalated to; empty: none, "
+    "cloud": ("", "Zenoh locator of the cloud service (tls/host:7447) hard images are escalated to; empty: none, "
                   "no image leaves the site (set while unconfigured)"),
+    "cloud_certs": ("", "folder with the site's ca.crt and this cell's <cloud_identity>.crt/.key (edgefpga fleet "
+                        "certs): mutual TLS, only answers signed under the site CA (set while unconfigured)"),
+    "cloud_identity": ("", "this cell's identity in cloud_certs (set while unconfigured)"),
+    "cloud_insecure": (False, "allow a plain tcp/ cloud off loopback without certificates (warned; set while "
+                              "unconfigured)"),
     "cloud_deadline": (0.5, "seconds the cloud has to answer; then the edge verdict stands (set while unconfigured)"),
     "store": ("", "folder of the sample store that keeps every hard sample (fleet/store.py); empty: none "
                   "(set while unconfigured)"),
@@ -113,7 +118,8 @@ RANGES = {
     "diagnostics_period": FloatingPointRange(from_value=0.01, to_value=3600.0, step=0.0),
 }
 READ_ONLY = {"diagnostics_period", "autostart"}
-SET_WHILE_UNCONFIGURED = {"backend", "registry_uri", "cloud", "cloud_deadline", "store"}
+SET_WHILE_UNCONFIGURED = {"backend", "registry_uri", "cloud", "cloud_deadline", "store", "cloud_certs",
+                          "cloud_identity", "cloud_insecure"}
 SELF_TEST_IMAGES = 4  # recent images a hot-swapped model must answer before it serves
 SET_WHILE_NOT_ACTIVE = {"reliable_input", "queue_depth", "annotated_image"}
 WINDOW = 1000  # latencies kept for the percentiles in diagnostics
@@ -453,12 +459,24 @@ class InspectionNode(LifecycleNode):
             from edgefpga.fleet.cloud import CloudClient
 
             client = CloudClient(cloud, deadline_s=self.param("cloud_deadline"), classes=list(engine.classes),
-                                 edge_model=engine.model_id)
+                                 edge_model=engine.model_id, credentials=self.cloud_credentials(),
+                                 insecure=self.param("cloud_insecure"))
         if store:
             from edgefpga.fleet.store import SampleStore
 
             sample_store = SampleStore(store)
         return Escalator(client, sample_store, self._publish_result, self.stats.count, self.get_logger().error)
+
+    def cloud_credentials(self):
+        """The cell's site credentials (``cloud_certs``, ``cloud_identity``), or None without them."""
+        certs, identity = self.param("cloud_certs"), self.param("cloud_identity")
+        if not certs:
+            return None
+        from edgefpga.fleet.trust import Credentials, TrustError
+
+        if not identity:
+            raise TrustError(f"cloud_certs={certs!r} needs cloud_identity: which cell's certificate in it to use")
+        return Credentials.of(certs, identity)
 
     def _publish_result(self, msg) -> None:
         with self.io_lock:

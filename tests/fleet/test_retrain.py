@@ -21,6 +21,7 @@ from edgefpga.fleet.retrain import RetrainConfig, in_window, is_held_out, not_tr
 from edgefpga.fleet.store import CloudOutput, EdgeOutput, SampleStore  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
+CLOUD, ROGUE = "O=Plant 7,CN=edgefpga-cloud", "O=Plant 7,CN=line3-cam"  # a listed service, a cell
 TINY = {"size": 32, "widths": (4, 4, 8, 8)}  # 4x4 global pool: converts and verifies in seconds
 
 
@@ -143,7 +144,9 @@ def test_triggers(tmp_path, cells):
         images, _, results = cells
         s.add(images[0], EdgeOutput.from_result(results[0], "v1"))  # unlabeled: not counted
         s.add(images[1], EdgeOutput.from_result(results[1], "v1"), escalated=True,
-              cloud=CloudOutput("defective", ["functional", "defective"], [0.1, 0.9], "cloud@1"))
+              cloud=CloudOutput("defective", ["functional", "defective"], [0.1, 0.9], "cloud@1", CLOUD))
+        assert "0 new labelled" in not_triggered(s, cfg, datetime(2026, 1, 1, 12))  # the site lists no labeller
+        cfg = RetrainConfig(store=store, model="unused", min_new=n, labelers=(CLOUD,))
         assert "1 new labelled" in not_triggered(s, cfg, datetime(2026, 1, 1, 12))
         assert "0 new labelled" in not_triggered(s, RetrainConfig(store=store, model="x", min_new=1, labels="operator"),
                                                  datetime(2026, 1, 1, 12))  # the cloud's label is not the operator's
@@ -210,3 +213,38 @@ def test_passed_candidate_is_converted_verified_registered(tmp_path, tiny_base, 
         assert s.last_retrain()["outcome"] == "registered"
         assert not_triggered(s, RetrainConfig(store=store, model="x", min_new=1), datetime.now())
     assert np.isfinite(v1.metrics["test_accuracy"])
+
+
+def test_cloud_labels_only_from_listed_identities(tmp_path, tiny_base, cells, capsys):
+    """Cloud labels from the listed service are learnt from; those from another identity, or with
+    none recorded, are skipped, counted per reason, and said."""
+    from edgefpga.fleet.retrain import label_sources, trusted_labelers
+    from edgefpga.fleet.trust import make_site
+
+    images, truth, results = cells
+    store_dir = tmp_path / "store"
+    sources = [CLOUD] * 4 + [ROGUE] * 3 + [None] * 2
+    with SampleStore(store_dir) as store:
+        for i, who in enumerate(sources):
+            store.add(images[i], EdgeOutput.from_result(results[i], "v1"), escalated=True,
+                      cloud=CloudOutput(truth[i], ["functional", "defective"], [0.5, 0.5], "cloud@1", who))
+        store.add(images[9], EdgeOutput.from_result(results[9], "v1"), true_label=truth[9], labeled_by="operator")
+        usable, skipped = label_sources(store, "any", (CLOUD,))
+        assert sorted(s.id for s in usable) == [1, 2, 3, 4, 10]  # the operator's label always counts
+        assert skipped == {f"a cloud label from {ROGUE}, an identity the site does not list": 3,
+                           "a cloud label without a recorded identity (an unsigned link, or stored before labels "
+                           "named it)": 2}
+        assert len(label_sources(store, "any", ())[0]) == 1  # no list: no cloud label at all
+    site = tmp_path / "site"
+    make_site(site, ["line3-cam"], site="Plant 7")
+    assert trusted_labelers(site) == (CLOUD,) and trusted_labelers(site, [ROGUE, CLOUD]) == (CLOUD, ROGUE)
+    with SampleStore(store_dir) as store:  # only untrusted cloud labels left: nothing to learn from, said why
+        store._db.execute("DELETE FROM samples WHERE id IN (1, 2, 3, 4, 10)")
+    args = ["retrain", "--store", str(store_dir), "--model", str(tiny_base), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main([*args, "--site", str(site)]) == 2
+    captured = capsys.readouterr()
+    assert f"skipped 3 label(s): a cloud label from {ROGUE}, an identity the site does not list" in captured.out
+    assert "skipped 2 label(s): a cloud label without a recorded identity" in captured.out
+    assert "no labelled samples to learn from (5 stored; skipped 3: a cloud label from" in captured.err
+    assert main([*args, "--site", str(tmp_path / "nosite")]) == 2
+    assert "site.json: cannot read the site file" in capsys.readouterr().err

@@ -148,3 +148,34 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path, cells, monkeyp
         assert not [p for p in root.rglob("*") if p.suffix == ".tmp"]
         after = store.add(images[3], EdgeOutput.from_result(results[3]), true_label="functional")  # space again
         assert after.image.is_file() and store.count() == 4
+
+
+@pytest.mark.timeout(60)
+def test_a_cloud_label_records_who_gave_it_and_old_stores_migrate(tmp_path, cells):
+    """Each stored cloud answer keeps the model version and the signing service's identity; a
+    store made before the column existed opens, keeps its rows (identity unknown) and takes new ones."""
+    import sqlite3
+
+    from edgefpga.fleet import store as store_module
+
+    images, truth, results = cells
+    old = tmp_path / "old"
+    old.mkdir()
+    with sqlite3.connect(old / store_module.INDEX_FILE) as db:  # the schema before issue 31
+        db.executescript(store_module.SCHEMA.replace(
+            "    cloud_identity TEXT,        -- the answering service's certificate subject (signed answer); "
+            "NULL: unsigned\n", ""))
+        assert "cloud_identity" not in {row[1] for row in db.execute("PRAGMA table_info(samples)")}
+        db.execute("INSERT INTO samples (image, created, source, edge_model, edge_label, edge_classes, edge_scores, "
+                   "edge_probabilities, confidence, cloud_model, cloud_label, cloud_classes, cloud_probabilities, "
+                   "decided_by, escalated) VALUES ('defective/sample_0000001.png', 1, '', 'v1', 'functional', "
+                   "'[\"functional\", \"defective\"]', '[0, 0]', '[0.5, 0.5]', 0.1, 'cloud@0', 'defective', "
+                   "'[\"functional\", \"defective\"]', '[0.1, 0.9]', 'cloud', 1)")
+    with SampleStore(old) as store:
+        assert store.get(1).cloud.service_identity is None and store.get(1).cloud.model_version == "cloud@0"
+        signed = CloudOutput("defective", ["functional", "defective"], [0.1, 0.9], "cloud@7",
+                             "O=Plant 7,CN=edgefpga-cloud")
+        sample = store.add(images[0], EdgeOutput.from_result(results[0], "v1"), cloud=signed, escalated=True)
+    with SampleStore(old) as store:  # read back from the index, not from memory
+        again = store.get(sample.id)
+    assert again.cloud.service_identity == "O=Plant 7,CN=edgefpga-cloud" and again.cloud.model_version == "cloud@7"

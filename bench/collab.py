@@ -29,12 +29,19 @@ the edge model alone and the cloud model alone.
   Zenoh session listening on loopback, ``CloudClient`` on another connected to it, one
   ``ask`` per hard cell as the line would (PNG bytes sent counted, round-trip latency), and a burst of
   concurrent ``submit`` calls that shows the batching. Its accuracy must equal the in-process one.
+  The link is the site default (issue 31): mutual TLS with certificates made for the run, answers
+  signed by the service and checked by the client.
+- What the security costs, same run: the same escalated PNGs over plain ``tcp/`` and over mutual
+  ``tls/`` to an echo queryable (the link alone, no model): round trip one at a time and
+  throughput of a concurrent burst; and the per-answer cost of signing and checking the signature.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,23 +130,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_over_zenoh(images, edge_pred, edge_scores, hard: np.ndarray, classes) -> dict:
-    """The joint path through the real service on loopback: one ``ask`` per hard cell, then a
-    burst of concurrent ``submit`` calls (batching)."""
-    import zenoh
+def site_credentials(site: Path):
+    """The run's site (made afresh in a temporary folder): the service's and one cell's credentials."""
+    from edgefpga.fleet.trust import Credentials, make_site
 
-    from edgefpga.fleet.cloud import CloudClient, CloudModel, CloudService, zenoh_config
+    make_site(site, ["cell-1"])
+    return Credentials.of(site, "edgefpga-cloud"), Credentials.of(site, "cell-1")
 
-    endpoint = f"tcp/127.0.0.1:{free_port()}"
+
+def run_over_zenoh(images, edge_pred, edge_scores, hard: np.ndarray, classes, site: Path) -> dict:
+    """The joint path through the real service on loopback over the site's mutual TLS: one
+    ``ask`` per hard cell, then a burst of concurrent ``submit`` calls (batching)."""
+    from edgefpga.fleet.cloud import CloudClient, CloudModel, CloudService, open_session
+
+    service_creds, cell = site_credentials(site)
+    endpoint = f"tls/127.0.0.1:{free_port()}"
     model = CloudModel(cloud_models(), providers=None)
-    with zenoh.open(zenoh_config(listen=[endpoint])) as server, CloudService(server, model) as service, \
-            zenoh.open(zenoh_config(connect=[endpoint])) as edge_session:
+    with open_session(listen=[endpoint], credentials=service_creds) as server, \
+            CloudService(server, model, credentials=service_creds) as service, \
+            open_session(connect=[endpoint], credentials=cell) as edge_session:
         time.sleep(0.5)  # the peers connect and learn the queryables
-        client = CloudClient(edge_session, DEADLINE_S, classes=classes, edge_model=EDGE)
+        client = CloudClient(edge_session, DEADLINE_S, classes=classes, edge_model=EDGE, credentials=cell)
         preds, latencies, service_s = edge_pred.copy(), [], []
         hard = np.flatnonzero(hard)
+        identities = set()
         for i in hard:
             answer = client.ask(images[i], edge_scores=list(edge_scores[i]), request_id=f"cell-{i}")
+            identities.add(answer.service_identity)
             if answer.answered:
                 preds[i] = classes.index(answer.label)
                 latencies.append(answer.latency_s * 1e3)
@@ -153,6 +170,7 @@ def run_over_zenoh(images, edge_pred, edge_scores, hard: np.ndarray, classes) ->
     png_bytes = sequential.get("bytes_sent", 0)
     return {
         "endpoint": endpoint, "escalated": int(len(hard)), "predictions": preds,
+        "service_identities": sorted(str(i) for i in identities),
         "counts": sequential, "bytes_sent": png_bytes,
         "bytes_per_escalation": round(png_bytes / max(1, len(hard))),
         "round_trip_ms": {"median": round(float(np.median(latencies)), 2),
@@ -164,6 +182,80 @@ def run_over_zenoh(images, edge_pred, edge_scores, hard: np.ndarray, classes) ->
                   "batch_sizes": sorted(set(batches)), "largest_batch": max(batches) if batches else 0},
     }
 
+
+
+def _echo_link(endpoint: str, payloads: list[bytes], service_creds=None, cell=None) -> dict:
+    """Round trip (one at a time) and burst throughput of ``payloads`` to an echo queryable that
+    answers with a small reply, as the service does: the link's own cost, no model."""
+    import threading
+
+    import zenoh
+
+    from edgefpga.fleet.cloud import open_session
+
+    with open_session(listen=[endpoint], credentials=service_creds) as server, \
+            open_session(connect=[endpoint], credentials=cell) as client:
+        queryable = server.declare_queryable("bench/echo", lambda q: (q.reply("bench/echo", b"x" * 160), q.drop()))
+        time.sleep(0.5)
+        rtts = []
+        for payload in payloads:
+            start = time.perf_counter()
+            replies = [r for r in client.get("bench/echo", payload=payload, timeout=DEADLINE_S) if r.ok is not None]
+            if replies:
+                rtts.append((time.perf_counter() - start) * 1e3)
+        done, left = threading.Event(), [len(payloads)]
+        lock = threading.Lock()
+
+        def finished():
+            with lock:
+                left[0] -= 1
+                if not left[0]:
+                    done.set()
+
+        start = time.perf_counter()
+        for payload in payloads:
+            client.get("bench/echo", zenoh.handlers.Callback(lambda r: None, finished), payload=payload,
+                       timeout=DEADLINE_S * 5)
+        done.wait(DEADLINE_S * 10)
+        burst_s = time.perf_counter() - start
+        queryable.undeclare()
+    sent = sum(len(p) for p in payloads)
+    return {"endpoint": endpoint.split("/")[0] + "/", "n": len(payloads), "answered_one_at_a_time": len(rtts),
+            "round_trip_ms": {"median": round(float(np.median(rtts)), 3), "p99": round(float(np.percentile(rtts, 99)), 3)}
+            if rtts else None,
+            "burst_seconds": round(burst_s, 4), "burst_images_per_s": round(len(payloads) / burst_s, 1),
+            "burst_MB_per_s": round(sent / burst_s / 1e6, 2), "burst_complete": done.is_set()}
+
+
+def signing_cost(service_creds, n: int = 200) -> dict:
+    """Microseconds to sign one answer (service) and to check it (client), ECDSA P-256."""
+    from edgefpga.fleet.trust import Signer, verify_answer
+
+    signer = Signer(service_creds)
+    body = {"request_id": "r" * 32, "classes": ["functional", "defective"], "probabilities": [0.25, 0.75],
+            "label": "defective", "model_id": "cloud@0123456789ab", "service_s": 0.01, "batch": 1}
+    start = time.perf_counter()
+    signed = [signer.sign(body | {"request_id": f"r{i}"}) for i in range(n)]
+    sign_us = (time.perf_counter() - start) / n * 1e6
+    start = time.perf_counter()
+    for answer in signed:
+        verify_answer(answer, service_creds.ca)
+    verify_us = (time.perf_counter() - start) / n * 1e6
+    return {"sign_us": round(sign_us, 1), "verify_us": round(verify_us, 1),
+            "reply_bytes_unsigned": len(json.dumps(body)), "reply_bytes_signed": len(json.dumps(signed[0]))}
+
+
+def tls_vs_plain(images: list, site: Path, n: int = 200) -> dict:
+    """The same escalated PNGs over plain tcp/ and mutual tls/ on loopback, the same run, plus the
+    signing cost: what the site's security costs per escalation."""
+    from edgefpga.fleet.cloud import encode_png
+
+    service_creds, cell = site_credentials(site)
+    payloads = [encode_png(images[i % len(images)]) for i in range(n)]
+    plain = _echo_link(f"tcp/127.0.0.1:{free_port()}", payloads)
+    tls = _echo_link(f"tls/127.0.0.1:{free_port()}", payloads, service_creds, cell)
+    return {"payload_bytes_median": int(np.median([len(p) for p in payloads])), "plain_tcp": plain, "mutual_tls": tls,
+            "signed_answers": signing_cost(service_creds)}
 
 
 def plot(curve: list[dict], edge_acc: float, cloud_acc: float, orders: list[dict], validation_tuned: dict,
@@ -254,7 +346,9 @@ def bench_collab(results_dir: Path) -> dict:
                   [choose_threshold(v["labels"], v["edge"], v["conf"], v["cloud"])])[0]
     best_at_20 = max((r for r in curve if r["escalated_share"] <= MAX_SHARE), key=lambda r: r["accuracy"])
     first_order = budget_run(t["conf"], seed=0)
-    live = run_over_zenoh(t["images"], t["edge"], t["scores"], first_order, classes)
+    with tempfile.TemporaryDirectory(prefix="collab-site-") as site:
+        live = run_over_zenoh(t["images"], t["edge"], t["scores"], first_order, classes, Path(site) / "site")
+        link = tls_vs_plain([t["images"][i] for i in np.flatnonzero(first_order)], Path(site) / "site")
     zenoh_acc = float(np.mean(live.pop("predictions") == t["labels"]))
     checks = {
         "escalated_at_most_20pct": all(r["escalated_share"] <= MAX_SHARE for r in orders),
@@ -283,6 +377,7 @@ def bench_collab(results_dir: Path) -> dict:
         "errors_by_expert_probability (joint: order 0)": errors_by_expert_probability(t, first_order),
         "zenoh_loopback": live | {"accuracy": round(zenoh_acc, 4), "order_seed": 0,
                                   "escalated_share": orders[0]["escalated_share"]},
+        "link_tls_vs_plain": link,
         "checks": checks,
         "passed": all(checks.values()),
         "plot": png.name,

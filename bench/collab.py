@@ -221,8 +221,8 @@ def _echo_link(endpoint: str, payloads: list[bytes], service_creds=None, cell=No
         queryable.undeclare()
     sent = sum(len(p) for p in payloads)
     return {"endpoint": endpoint.split("/")[0] + "/", "n": len(payloads), "answered_one_at_a_time": len(rtts),
-            "round_trip_ms": {"median": round(float(np.median(rtts)), 3), "p99": round(float(np.percentile(rtts, 99)), 3)}
-            if rtts else None,
+            "round_trip_ms": {"median": round(float(np.median(rtts)), 3),
+                              "p99": round(float(np.percentile(rtts, 99)), 3)} if rtts else None,
             "burst_seconds": round(burst_s, 4), "burst_images_per_s": round(len(payloads) / burst_s, 1),
             "burst_MB_per_s": round(sent / burst_s / 1e6, 2), "burst_complete": done.is_set()}
 

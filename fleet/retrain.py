@@ -388,7 +388,8 @@ def run_once(store, cfg: RetrainConfig, log) -> RetrainResult:
     held = [s for s in samples if is_held_out(s.id, cfg.holdout)]
     train_samples = [s for s in samples if not is_held_out(s.id, cfg.holdout)]
     counts = {"base": base_label, "labelled": len(samples), "trained_on": len(train_samples), "held_out": len(held),
-              "new": len(new_samples(store, cfg.labels, cfg.labelers)), "last_sample": max(s.id for s in store.samples()),
+              "new": len(new_samples(store, cfg.labels, cfg.labelers)),
+              "last_sample": max(s.id for s in store.samples()),
               "skipped": dict(skipped), "labelers": list(cfg.labelers)}
     log(f"retrain {base_label}: {len(train_samples)} store samples to learn from, {len(held)} held out for the gate "
         f"({counts['new']} new since the last retrain)")

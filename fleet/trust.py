@@ -174,8 +174,9 @@ def check_endpoints(endpoints: list[str], insecure: bool = False, warn=None) -> 
         if protocol in SECURE_PROTOCOLS or is_loopback(endpoint):
             continue
         if not insecure:
-            raise TrustError(f"endpoint {endpoint}: {protocol}/ is not encrypted and not on loopback: use tls/ with "
-                             "the site's certificates (edgefpga fleet certs), or --insecure to send images in the clear")
+            raise TrustError(f"endpoint {endpoint}: {protocol}/ is not encrypted and not on loopback: use tls/ "
+                             "with the site's certificates (edgefpga fleet certs), or --insecure to send images "
+                             "in the clear")
         warn(f"WARNING: endpoint {endpoint} is plain {protocol}/ (--insecure): images and labels cross the "
              "network unencrypted and anyone on it can answer in the cloud's place")
     return list(endpoints)
@@ -215,12 +216,13 @@ def _verified_certificate(ca_pem: bytes, cert_pem: str):
     from datetime import datetime, timezone
 
     from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
 
     ca = x509.load_pem_x509_certificate(ca_pem)
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception) as exc:  # InvalidSignature is not a ValueError
+    except (InvalidSignature, ValueError, TypeError) as exc:  # another issuer, a bad signature, another key type
         raise TrustError(f"the answer's certificate {subject_of(cert)} is not signed by the site CA "
                          f"({type(exc).__name__})") from exc
     now = datetime.now(timezone.utc)

@@ -107,6 +107,7 @@ def make_certificates(out: str | Path, hosts: list[str] | None = None, days: int
     out.mkdir(parents=True, exist_ok=True)
     ca_key, ca = new_ca(name, days)
     server_key, server = issue(ca_key, ca, hosts[0], hosts, days)
-    paths = {"ca": write_cert(ca, out / CA_CERT), "cert": write_cert(server, out / SERVER_CERT), "key": out / SERVER_KEY}
+    paths = {"ca": write_cert(ca, out / CA_CERT), "cert": write_cert(server, out / SERVER_CERT),
+             "key": out / SERVER_KEY}
     _write_key(server_key, paths["key"])
     return paths

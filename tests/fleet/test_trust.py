@@ -98,7 +98,8 @@ def test_site_certificates_and_cli(tmp_path, capsys):
                  "--site", "Plant 7"]) == 0
     assert "identities edgefpga-cloud, line1-cam" in capsys.readouterr().out
     info = read_site(site)
-    assert info["identities"] == {"edgefpga-cloud": "O=Plant 7,CN=edgefpga-cloud", "line1-cam": "O=Plant 7,CN=line1-cam"}
+    assert info["identities"] == {"edgefpga-cloud": "O=Plant 7,CN=edgefpga-cloud",
+                                  "line1-cam": "O=Plant 7,CN=line1-cam"}
     assert info["labelers"] == ["O=Plant 7,CN=edgefpga-cloud"]  # a cell is no labeller
     for key in ("ca.key", "edgefpga-cloud.key", "line1-cam.key"):
         assert stat.S_IMODE((site / key).stat().st_mode) == 0o600

@@ -31,9 +31,11 @@ the edge model alone and the cloud model alone.
   concurrent ``submit`` calls that shows the batching. Its accuracy must equal the in-process one.
   The link is the site default (issue 31): mutual TLS with certificates made for the run, answers
   signed by the service and checked by the client.
-- What the security costs, same run: the same escalated PNGs over plain ``tcp/`` and over mutual
-  ``tls/`` to an echo queryable (the link alone, no model): round trip one at a time and
-  throughput of a concurrent burst; and the per-answer cost of signing and checking the signature.
+- What the security costs, same run (``link_tls_vs_plain``): the service path again over plain
+  ``tcp/``, unsigned (``service_path``: round trip and burst beside the TLS run's); the same
+  escalated PNGs over plain ``tcp/`` and over mutual ``tls/`` to an echo queryable (the link
+  alone, no model): round trip one at a time and throughput of a concurrent burst; and the
+  per-answer cost of signing and checking the signature.
 """
 
 from __future__ import annotations
@@ -138,13 +140,14 @@ def site_credentials(site: Path):
     return Credentials.of(site, "edgefpga-cloud"), Credentials.of(site, "cell-1")
 
 
-def run_over_zenoh(images, edge_pred, edge_scores, hard: np.ndarray, classes, site: Path) -> dict:
-    """The joint path through the real service on loopback over the site's mutual TLS: one
-    ``ask`` per hard cell, then a burst of concurrent ``submit`` calls (batching)."""
+def run_over_zenoh(images, edge_pred, edge_scores, hard: np.ndarray, classes, site: Path, secure: bool = True) -> dict:
+    """The joint path through the real service on loopback over the site's mutual TLS (``secure``;
+    else plain tcp/, unsigned, for comparison): one ``ask`` per hard cell, then a burst of
+    concurrent ``submit`` calls (batching)."""
     from edgefpga.fleet.cloud import CloudClient, CloudModel, CloudService, open_session
 
-    service_creds, cell = site_credentials(site)
-    endpoint = f"tls/127.0.0.1:{free_port()}"
+    service_creds, cell = site_credentials(site) if secure else (None, None)
+    endpoint = f"{'tls' if secure else 'tcp'}/127.0.0.1:{free_port()}"
     model = CloudModel(cloud_models(), providers=None)
     with open_session(listen=[endpoint], credentials=service_creds) as server, \
             CloudService(server, model, credentials=service_creds) as service, \
@@ -348,7 +351,11 @@ def bench_collab(results_dir: Path) -> dict:
     first_order = budget_run(t["conf"], seed=0)
     with tempfile.TemporaryDirectory(prefix="collab-site-") as site:
         live = run_over_zenoh(t["images"], t["edge"], t["scores"], first_order, classes, Path(site) / "site")
+        plain = run_over_zenoh(t["images"], t["edge"], t["scores"], first_order, classes, Path(site) / "site",
+                               secure=False)
         link = tls_vs_plain([t["images"][i] for i in np.flatnonzero(first_order)], Path(site) / "site")
+    link["service_path"] = {name: {k: run[k] for k in ("round_trip_ms", "service_ms_median", "burst")}
+                            for name, run in (("mutual_tls_signed", live), ("plain_tcp", plain))}
     zenoh_acc = float(np.mean(live.pop("predictions") == t["labels"]))
     checks = {
         "escalated_at_most_20pct": all(r["escalated_share"] <= MAX_SHARE for r in orders),

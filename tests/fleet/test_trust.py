@@ -245,3 +245,65 @@ def test_console_script_serves_over_tls(tmp_path, sites):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "'answered': 1" in out
+
+
+class Tap:
+    """A TCP relay on loopback that forwards to ``port`` and keeps every byte it carried: what a
+    capture on the plant network would see."""
+
+    def __init__(self, port: int):
+        import threading
+
+        self.port, self.seen, self._server = port, bytearray(), socket.create_server(("127.0.0.1", 0))
+        self.listen_port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                inbound, _ = self._server.accept()
+            except OSError:
+                return
+            outbound = socket.create_connection(("127.0.0.1", self.port))
+            for a, b in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while data := src.recv(65536):
+                self.seen += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def close(self):
+        self._server.close()
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_a_capture_of_the_link_shows_no_image_bytes_in_the_clear(model, sites, secure):
+    """The escalated PNG crosses the wire: over the site's TLS not one 48-byte run of it is
+    readable in the capture; over plain tcp/ (the control) it is."""
+    from edgefpga.fleet.cloud import encode_png
+
+    service_creds, cell = (creds(sites, "a", "edgefpga-cloud"), creds(sites, "a", "cell-1")) if secure else (None, None)
+    port = free_port()
+    scheme = "tls" if secure else "tcp"
+    with open_session(listen=[f"{scheme}/127.0.0.1:{port}"], credentials=service_creds) as server, \
+            CloudService(server, model, credentials=service_creds):
+        tap = Tap(port)
+        try:
+            with CloudClient(f"{scheme}/127.0.0.1:{tap.listen_port}", deadline_s=5.0, classes=CLASSES,
+                             credentials=cell, connect_timeout_s=2.0) as client:
+                png = encode_png(image(7))
+                assert client.ask(png).answered
+        finally:
+            tap.close()
+    runs = [png[i:i + 48] for i in range(64, len(png) - 48, 48)]
+    assert len(tap.seen) > len(png)  # the image did cross the tap
+    leaked = sum(run in tap.seen for run in runs)
+    assert (leaked == 0) if secure else (leaked == len(runs)), (leaked, len(runs))

@@ -16,10 +16,10 @@ import numpy as np
 
 from edgefpga.models import elpv
 from edgefpga.models.card import InputSpec
-from edgefpga.models.imagefiles import IMAGE_SUFFIXES, Skips, folder_files, read_each, read_image
+from edgefpga.models.imagefiles import Skips, folder_files, read_each
 from edgefpga.models.preprocess import ImageError, resize_batch, resize_u8
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSet", "load_image_set", "read_image"]  # read_image lives in models.imagefiles
+__all__ = ["ImageSet", "load_image_set"]  # image files are read by models.imagefiles
 
 
 @dataclass

@@ -16,7 +16,8 @@ What a file must be (``read_pixels``), checked in this order:
   hundred pixels a side; resize or tile larger images first;
 - decodable by OpenCV (a recognised header that does not decode: "corrupt or truncated"; no
   image format at all, e.g. text named .png: "not an image");
-- 8- or 16-bit pixels (16-bit keeps its top 8 bits, ``to_8bit``); an alpha channel is dropped;
+- 8- or 16-bit pixels (16-bit keeps its top 8 bits, ``to_8bit``), gray, BGR or BGRA (the alpha
+  channel is dropped);
 - at least ``MIN_SIDE`` pixels on each side: a 1 x 1 image is one grey value stretched over the
   model's input, and a model answers it with confidence about nothing.
 """
@@ -92,6 +93,7 @@ def jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
 
 def tiff_size(f: BinaryIO) -> tuple[int, int] | None:
     """ImageWidth (256) and ImageLength (257) of the first IFD."""
+    f.seek(0)
     order = "<" if f.read(2) == b"II" else ">"
     f.seek(4)
     f.seek(struct.unpack(order + "I", f.read(4))[0])
@@ -146,13 +148,19 @@ def read_pixels(path: Path) -> np.ndarray:
     fmt, size = header_size(path)
     if size is not None:
         check_size(path, *size)  # before decoding: a huge image is refused before it is allocated
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # a decoder that asserts instead of returning None
+        image = None
     if image is None:
         if fmt:
             raise UnusableImage(path, CORRUPT, f"{fmt} header, but the data does not decode")
-        raise UnusableImage(path, NOT_IMAGE, f"no image format OpenCV reads (starts with {path.read_bytes()[:8]!r})")
+        with open(path, "rb") as f:
+            raise UnusableImage(path, NOT_IMAGE, f"no image format OpenCV reads (starts with {f.read(8)!r})")
     if image.dtype not in (np.uint8, np.uint16):
         raise UnusableImage(path, PIXELS, f"{image.dtype} pixels; 8- or 16-bit images only")
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise UnusableImage(path, PIXELS, f"{image.shape[2]} channels; gray, BGR or BGRA only")
     check_size(path, image.shape[1], image.shape[0])
     return image
 

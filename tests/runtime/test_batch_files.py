@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from bad_files import BAD, CONVERTED, write_mixed_folder
 
-from edgefpga.models.imagefiles import EXIT_SKIPPED, Skips, UnusableImage, read_each, read_image
+from edgefpga.models.imagefiles import EXIT_SKIPPED, Skips, UnusableImage, header_size, read_each, read_image
 
 EDGEFPGA = str(Path(sys.executable).parent / "edgefpga")
 
@@ -110,3 +110,20 @@ def test_infer_with_only_bad_files_exits_2_naming_them(tmp_path, elpv_data):
     assert result.returncode == 2
     assert all(str(folder / name) in result.stderr for name in BAD)
     assert f"none of the {len(BAD)} images is usable" in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_float_pixels_and_sizes_from_other_headers(tmp_path):
+    """A float32 TIFF is refused for its pixels; the size limit is read from JPEG, BMP and TIFF
+    headers as from PNG's (a 5000 x 4000 image: 20 Mpx, over the 4096 x 4096 limit)."""
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "float.tif"), np.zeros((20, 20), np.float32))
+    with pytest.raises(UnusableImage, match="float.tif: unsupported pixels: float32"):
+        read_image(tmp_path / "float.tif")
+    big = np.zeros((4000, 5000), np.uint8)
+    for suffix, fmt in ((".jpg", "JPEG"), (".bmp", "BMP"), (".tif", "TIFF")):
+        cv2.imwrite(str(tmp_path / f"big{suffix}"), big)
+        assert header_size(tmp_path / f"big{suffix}") == (fmt, (5000, 4000))  # before any decoding
+        with pytest.raises(UnusableImage, match=f"big{suffix}: too large: 5000x4000"):
+            read_image(tmp_path / f"big{suffix}")

@@ -178,6 +178,8 @@ def training_data(source: str | Path, classes: list[str] | None = None, defect_c
     path = Path(source).resolve()
     kind = "csv" if path.suffix.lower() == ".csv" and path.is_file() else "folder"
     entries, parts = (read_csv_labels(path), None) if kind == "csv" else scan_folder(path)
+    listed = Counter(c for _, c in entries)
+    check_classes(list(listed), listed, str(path), classes)  # a bad class name is refused before any image is read
     entries, parts, raws = usable_entries(entries, parts, skips)
     counts = Counter(c for _, c in entries)
     order = check_classes(list(counts), counts, str(path), classes)

@@ -44,7 +44,7 @@ def recorded_configs(model: str) -> dict:
 FOLDER_OPTIONS = ("classes", "defect_classes", "color", "test_frac", "val_frac", "split_seed")
 
 
-def training_data(args: argparse.Namespace, skips=None):
+def training_data(args: argparse.Namespace, skips: "Skips | None" = None):  # noqa: F821 (imported late)
     """ELPV, or the user's folder / CSV read with the split and class options; unusable image
     files go to ``skips`` (imagefiles.Skips)."""
     from edgefpga.models import elpv, folder

@@ -9,6 +9,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: `infer` imports its parts inside the command
+    from edgefpga.models.imagefiles import Skips
+    from edgefpga.runtime.engine import Engine
+    from edgefpga.runtime.inputs import Inputs
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -97,7 +103,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return skips.exit_status()
 
 
-def infer_all(engine, inputs, skips, args: argparse.Namespace) -> tuple[list, list[int]]:
+def infer_all(engine: "Engine", inputs: "Inputs", skips: "Skips", args: argparse.Namespace) -> tuple[list, list[int]]:
     """Every usable input's result, and the index of each in ``inputs``: files are read as the
     stream reaches them, an unusable one is named and left out (``skips``), the rest go on."""
     from edgefpga.progress import progress_bar

@@ -3,7 +3,7 @@ subfolders give labels) or ``elpv:<subset>[:N][/<bins>]`` (the built-in dataset,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,8 @@ class Inputs:
     def __len__(self) -> int:
         return len(self.images)
 
-    def readable(self, skips: Skips, kept: list[int], on_each=None) -> Iterator[np.ndarray]:
+    def readable(self, skips: Skips, kept: list[int], on_each: Callable[[int], object] | None = None
+                 ) -> Iterator[np.ndarray]:
         """The images in order, each file read and checked as it is reached (imagefiles.read_pixels):
         unusable files go to ``skips``, the index of every image given out is appended to ``kept``.
         Lazy, so a folder of 10,000 files is never all in memory; ``on_each`` is called per input

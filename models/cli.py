@@ -8,8 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgefpga.cli import UserError, given
+
+if TYPE_CHECKING:  # annotations only: the commands import their parts when they run
+    from edgefpga.models.imagefiles import Skips
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -44,7 +48,7 @@ def recorded_configs(model: str) -> dict:
 FOLDER_OPTIONS = ("classes", "defect_classes", "color", "test_frac", "val_frac", "split_seed")
 
 
-def training_data(args: argparse.Namespace, skips: "Skips | None" = None):  # noqa: F821 (imported late)
+def training_data(args: argparse.Namespace, skips: Skips | None = None):
     """ELPV, or the user's folder / CSV read with the split and class options; unusable image
     files go to ``skips`` (imagefiles.Skips)."""
     from edgefpga.models import elpv, folder

@@ -188,10 +188,11 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 def register_retrain(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("retrain", parents=[common], help="fine-tune the edge model on the sample store's labelled "
                        "hard samples plus a replay of its training data; gate, convert, verify, register",
-                       description="Gates: the candidate must not be worse on the fixed test split (--tolerance) "
-                       "and must be better on the store's held-out hard samples (--holdout). Passed: convert, "
+                       description="Gates: the candidate must not be worse on the fixed validation split "
+                       "(--tolerance) and must be better on the store's held-out hard samples (--holdout). Passed: convert, "
                        "verify (RTL bit-exact on --verify-sample cells), register as candidate (--promote: "
-                       "champion). Failed: exit 1, nothing registered. Triggers: --min-new, --window; neither: now.")
+                       "champion). Failed: exit 1, nothing registered. The test split is only reported, never gated on. "
+                       "Triggers: --min-new, --window; neither: now.")
     p.add_argument("--store", type=Path, required=True, help="the sample store folder (the inspection node's `store`)")
     p.add_argument("--model", default="registry:elpv_defect@champion", help="the edge model to fine-tune: model "
                    "folder, zoo name, build folder or registry:<name>@<champion|candidate|N> "
@@ -204,8 +205,8 @@ def register_retrain(sub: argparse._SubParsersAction, common: argparse.ArgumentP
                    "(default: all of them, so nothing is forgotten)")
     p.add_argument("--holdout", type=float, default=0.2, help="part of the store held out for the hard-sample gate, "
                    "the same samples every round (default 0.2)")
-    p.add_argument("--tolerance", type=float, default=0.0, help="accuracy the candidate may lose on the fixed test "
-                   "split (default 0: not worse)")
+    p.add_argument("--tolerance", type=float, default=0.0, help="accuracy the candidate may lose on the fixed "
+                   "validation split (default 0: not worse)")
     p.add_argument("--labels", default="any", choices=["any", "operator"], help="learn from the operator's labels "
                    "and, where none, the cloud's (any, default), or from the operator's only")
     p.add_argument("--site", type=Path, help="the site folder (edgefpga fleet certs): cloud labels only from its "

@@ -12,10 +12,12 @@
    Zenoh session on loopback (bytes counted), and
    every hard cell into the ``SampleStore`` with both outputs. The operator's label is the ELPV
    expert label (``labels="operator"``) or none, leaving the cloud's (``labels="cloud"``).
-   Then ``edgefpga retrain`` (fleet/retrain.py: fine-tune with replay, gates, convert, verify,
-   register, promote), and the line swaps to the new champion (fetched from the registry as a
+   Then ``edgefpga retrain`` (fleet/retrain.py: fine-tune with replay, gates on the validation
+   split and the store's held-out hard samples, convert, verify, register, promote: no gate
+   reads a test cell), and the line swaps to the new champion (fetched from the registry as a
    node's hot swap does) before the next part streams.
-3. *Per round*: edge-only, cloud-only and joint accuracy on the 654 contract test cells, the share
+3. *Per round*: edge-only, cloud-only and joint accuracy on the 654 contract test cells (reported:
+   they choose nothing; the threshold comes from validation cells too), the share
    of the streamed cells escalated and the bytes sent to the cloud; printed, plotted
    (``collab_loop.png``) and written to ``collab_loop.json`` with the commit.
 
@@ -310,7 +312,8 @@ def run_loop(cfg: LoopConfig) -> dict:
             rounds.append(Round(r, version, **test_accuracies(engine, cloud_probs, test_images, test_labels, cfg),
                                 **sent,
                                 retrain={"outcome": result.outcome, "reason": result.reason, "version": result.version,
-                                         "gates": [asdict(g) for g in result.gates], "seconds": result.seconds},
+                                         "gates": [asdict(g) for g in result.gates], "seconds": result.seconds,
+                                         "reported": result.reported},
                                 seconds=round(time.perf_counter() - mark, 1)))
             say(row_line(rounds[-1]))
         engine.close()

@@ -9,7 +9,6 @@ import argparse
 from pathlib import Path
 
 
-
 def user_errors() -> tuple[type[Exception], ...]:
     from edgefpga.hw.hls import EmulatorError
     from edgefpga.hw.onnx_check import ConversionError
@@ -23,17 +22,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from edgefpga.hw.convert import ConvertConfig, convert
     from edgefpga.hw.report import summary_lines
     from edgefpga.models.card import resolve_model_dir
+    from edgefpga.models.imagefiles import Skips
 
     source = resolve_model_dir(args.model)
     out = args.out or Path("build") / source.stem
     cfg = ConvertConfig(board=args.board, calibration=args.calibration, calibration_images=args.calibration_images,
                         agreement=args.agreement, max_accuracy_drop=args.max_accuracy_drop, overrides=args.overrides,
                         scale=args.scale, mean=args.mean, std=args.std, classes=args.classes,
-                        progress=not args.quiet, fps=args.fps, plan=args.plan, budget_share=args.budget)
+                        progress=not args.quiet, fps=args.fps, plan=args.plan, budget_share=args.budget,
+                        skips=Skips(strict=args.strict, command="edgefpga convert"))
     report = convert(str(source), out, cfg, force=args.force, log=(lambda _m: None) if args.quiet else print)
     print("\n".join(summary_lines(report)))
     print(f"wrote {out}/ (report.json, report.md, ranges.png, hls/); next: edgefpga verify {out} --emulator-only")
-    return 0
+    return cfg.skips.exit_status()
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -77,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=float, default=0.8, help="share of each board resource (LUT, FF, DSP, BRAM) "
                    "the design may use (default 0.8)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable calibration image file (exit 2); "
+                   "by default each is named and left out (report.json calibration_skipped), exit status 3")
     p.set_defaults(func=cmd_convert, user_errors=user_errors)
 
     p = sub.add_parser("build", help="the PYNQ overlay's bitstream + .hwh: writes the Vivado Tcl, runs Vivado when it "

@@ -31,6 +31,7 @@ import onnx
 
 from edgefpga import __version__
 from edgefpga.models.card import CARD_FILE, MODEL_FILE, InputSpec, ModelCardError, defect_classes_of, load_card
+from edgefpga.models.imagefiles import Skips
 
 from . import hls
 from .capabilities import emulator_gaps
@@ -75,6 +76,7 @@ class ConvertConfig:
     fps: float | None = None  # a slower, smaller design than the fastest that fits
     plan: Path | None = None  # a plan file pinning layers' lanes (a build's plan.json, or {layer: {ci, po, kp}})
     budget_share: float = BUDGET_SHARE  # of each of the board's LUT, FF, DSP and block RAM
+    skips: Skips | None = None  # where a calibration folder's unusable files go; None: the first one stops conversion
 
 
 @dataclass
@@ -187,7 +189,9 @@ def step_load_calibration(ctx: BuildContext) -> None:
     if source is None:
         raise ConversionError(f"{ctx.source_arg}: no calibration images: pass --calibration with a folder of "
                               "images or an .npz (the precision search needs real inputs)")
-    images = load_image_set(source, ctx.source.spec, ctx.source.classes)
+    images = load_image_set(source, ctx.source.spec, ctx.source.classes, ctx.cfg.skips)
+    if ctx.cfg.skips:
+        ctx.report["calibration_skipped"] = ctx.cfg.skips.record()  # named in report.json, not only on stderr
     ctx.calibration = images.take(ctx.cfg.calibration_images, ctx.cfg.seed)
     check_canonical_matches_source(ctx)
 

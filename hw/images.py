@@ -16,9 +16,10 @@ import numpy as np
 
 from edgefpga.models import elpv
 from edgefpga.models.card import InputSpec
-from edgefpga.models.preprocess import IMAGE_SUFFIXES, ImageError, read_image, resize_batch
+from edgefpga.models.imagefiles import Skips, folder_files, read_each
+from edgefpga.models.preprocess import ImageError, resize_batch, resize_u8
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSet", "load_image_set", "read_image"]  # read_image lives in models.preprocess
+__all__ = ["ImageSet", "load_image_set"]  # image files are read by models.imagefiles
 
 
 @dataclass
@@ -51,18 +52,17 @@ def sample_indices(n: int, sample: int | None, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
 
 
-def folder_set(folder: Path, spec: InputSpec, classes: list[str]) -> ImageSet:
-    class_dirs = [folder / c for c in classes if (folder / c).is_dir()]
-    if class_dirs:
-        files = [(p, classes.index(d.name)) for d in class_dirs for p in sorted(d.iterdir())
-                 if p.suffix.lower() in IMAGE_SUFFIXES]
-    else:
-        files = [(p, -1) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise ImageError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-    pixels = resize_batch([read_image(p) for p, _ in files], spec)  # a list: images may differ in size
-    labels = np.array([label for _, label in files]) if class_dirs else None
-    return ImageSet(pixels, labels, str(folder))
+def folder_set(folder: Path, spec: InputSpec, classes: list[str], skips: Skips | None = None) -> ImageSet:
+    """A folder's images (imagefiles.folder_files), each resized as it is read (a list: images
+    may differ in size); unusable files go to ``skips`` (none: the first one raises)."""
+    files, labels = folder_files(folder, classes)
+    kept, pixels = [], []
+    for i, image in read_each(files, skips):
+        kept.append(i)
+        pixels.append(resize_u8(image, spec, str(files[i])))
+    if not pixels:
+        raise ImageError(f"{folder}: none of its {len(files)} image files is usable (each is named above)")
+    return ImageSet(np.stack(pixels), None if labels is None else labels[kept], str(folder))
 
 
 def npz_set(path: Path, spec: InputSpec) -> ImageSet:
@@ -97,15 +97,16 @@ def modules_set(source: str, spec: InputSpec) -> ImageSet:
     return ImageSet(resize_batch([m.image for m in found], spec), None, f"ELPV module images {source}")
 
 
-def load_image_set(source: str, spec: InputSpec, classes: list[str]) -> ImageSet:
-    """An image set from ``elpv:<subset>``, ``modules:<subset>:<N>``, a folder or an .npz (see module docstring)."""
+def load_image_set(source: str, spec: InputSpec, classes: list[str], skips: Skips | None = None) -> ImageSet:
+    """An image set from ``elpv:<subset>``, ``modules:<subset>:<N>``, a folder or an .npz (see module
+    docstring). A folder's unusable files go to ``skips``; without it the first one raises."""
     if source.startswith("elpv:"):
         return elpv_set(source, spec, classes)
     if source.startswith("modules:"):
         return modules_set(source, spec)
     path = Path(source)
     if path.is_dir():
-        return folder_set(path, spec, classes)
+        return folder_set(path, spec, classes, skips)
     if path.suffix == ".npz" and path.is_file():
         return npz_set(path, spec)
     raise ImageError(f"{source}: not an image folder, an .npz file or elpv:<subset>[:N][/<bins>]")

@@ -8,8 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgefpga.cli import UserError, given
+
+if TYPE_CHECKING:  # annotations only: the commands import their parts when they run
+    from edgefpga.models.imagefiles import Skips
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -44,8 +48,9 @@ def recorded_configs(model: str) -> dict:
 FOLDER_OPTIONS = ("classes", "defect_classes", "color", "test_frac", "val_frac", "split_seed")
 
 
-def training_data(args: argparse.Namespace):
-    """ELPV, or the user's folder / CSV read with the split and class options."""
+def training_data(args: argparse.Namespace, skips: Skips | None = None):
+    """ELPV, or the user's folder / CSV read with the split and class options; unusable image
+    files go to ``skips`` (imagefiles.Skips)."""
     from edgefpga.models import elpv, folder
 
     if args.dataset == "elpv":
@@ -57,7 +62,7 @@ def training_data(args: argparse.Namespace):
         raise UserError(f"unknown dataset {args.dataset!r}: not 'elpv' and no such folder or CSV file")
     split = given(args, "test_frac", "val_frac") | ({"seed": args.split_seed} if args.split_seed is not None else {})
     return folder.training_data(args.dataset, args.classes, args.defect_classes, "bgr" if args.color else None,
-                                **split)
+                                **split, skips=skips)
 
 
 def augment_config(args: argparse.Namespace, base: dict, is_elpv: bool):
@@ -107,6 +112,7 @@ def size_for_board(args: argparse.Namespace, in_channels: int, classes: int) -> 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from edgefpga.models.arch import ArchConfig
+    from edgefpga.models.imagefiles import Skips
     from edgefpga.models.train import TrainConfig
     from edgefpga.models.zoo_build import build_zoo_model
 
@@ -114,7 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("--out: the model folder to write is needed (or --dry-run to see the sizing only)")
     if args.dataset == MODULES:
         return train_detector(args)
-    data = training_data(args)
+    skips = Skips(strict=args.strict, command="edgefpga train")
+    data = training_data(args, skips)
     is_elpv = args.dataset == "elpv"
     print(f"data: {len(data.labels)} images, classes {data.classes} (defective: {data.defect_classes}), "
           f"{data.color}, split {data.split.sizes()}", flush=True)
@@ -125,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("--board picks --size and --widths for the frame rate: give one or the other")
     sized, sizing = size_for_board(args, data.channels, len(data.classes))
     if args.dry_run:
-        return 0
+        return skips.exit_status()
     widths = {"widths": tuple(args.widths)} if args.widths else {}
     shape = {"in_channels": data.channels, "num_classes": len(data.classes)}
     arch = ArchConfig(**base["arch"] | given(args, "size", "stem_stride") | widths | sized | shape)
@@ -141,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if len(data.classes) > 2:
         print("per class (precision/recall): " + ", ".join(
             f"{c} {m['precision']:.2f}/{m['recall']:.2f}" for c, m in zip(data.classes, test["per_class"])))
-    return 0
+    return skips.exit_status()
 
 
 MODULES = "elpv-modules"  # the detector's data: EL module images composed from ELPV cells (models/modules.py)
@@ -246,6 +253,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "for your data: only where a flipped image shows the same class)")
     g.add_argument("--rotate", type=float, metavar="DEG", help="augment with rotations up to DEG degrees "
                    "(off by default for your data)")
+    g.add_argument("--strict", action="store_true", help="stop at the first unusable image file (exit 2); by default "
+                   "each is named and left out before the split (card dataset.skipped), exit status 3 at the end")
     p.set_defaults(func=cmd_train, user_errors=train_errors)
 
     p = sub.add_parser("data", help="prepare training data (export-elpv: ELPV as a folder of PNGs per class)")

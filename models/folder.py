@@ -27,17 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import DatasetError, Split, TrainingData, staged_folder, stratified_split
-from .preprocess import IMAGE_SUFFIXES, as_gray_or_bgr, read_pixels, to_8bit
+from .imagefiles import IMAGE_SUFFIXES, Skips, images_in, read_each, read_pixels
+from .preprocess import as_gray_or_bgr, to_8bit
 
 SPLIT_NAMES = ("train", "val", "test")
 TEST_FRAC = 0.2
 VAL_FRAC = 0.15  # of the train part
 MIN_PER_CLASS = 3  # one image each for fitting, validation and test
 UNLABELED = "unlabeled"  # images waiting for a label (fleet/store.py): never a class
-
-
-def images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
@@ -105,10 +102,30 @@ def check_classes(names: list[str], counts: Counter, source: str, order: list[st
 
 def read_images(files: list[Path], color: str | None) -> tuple[list[np.ndarray], str, list[str]]:
     """Every image as 8-bit gray or BGR, the model colour (``color`` or: gray unless any image
-    really is colour) and the conversions made, each naming an example file."""
+    really is colour) and the conversions made, each naming an example file; the first unusable
+    file raises."""
+    return convert_images(files, [read_pixels(f) for f in files], color)
+
+
+def usable_entries(entries: list[tuple[Path, str]], parts: dict[str, list[int]] | None, skips: Skips | None
+                   ) -> tuple[list[tuple[Path, str]], dict[str, list[int]] | None, list[np.ndarray]]:
+    """The entries whose files are usable images, the user's parts renumbered to them, and their
+    pixels as stored; the others go to ``skips`` (none: the first one raises)."""
+    kept, raws = [], []
+    for i, raw in read_each([f for f, _ in entries], skips, raw=True):
+        kept.append(i)
+        raws.append(raw)
+    if parts is not None:
+        new = {old: k for k, old in enumerate(kept)}
+        parts = {part: [new[i] for i in idx if i in new] for part, idx in parts.items()}
+    return [entries[i] for i in kept], parts, raws
+
+
+def convert_images(files: list[Path], raws: list[np.ndarray], color: str | None
+                   ) -> tuple[list[np.ndarray], str, list[str]]:
+    """``read_images`` on pixels already read (``raws``, one per file)."""
     images, sixteen, colour = [], [], []
-    for f in files:
-        raw = read_pixels(f)
+    for f, raw in zip(files, raws):
         if raw.dtype == np.uint16:
             sixteen.append(f)
         image = as_gray_or_bgr(to_8bit(raw, 16, str(f)))
@@ -154,11 +171,16 @@ def split_parts(labels: np.ndarray, parts: dict[str, list[int]] | None, classes:
 
 def training_data(source: str | Path, classes: list[str] | None = None, defect_classes: list[str] | None = None,
                   color: str | None = None, seed: int = 0, test_frac: float = TEST_FRAC,
-                  val_frac: float = VAL_FRAC) -> TrainingData:
-    """A folder (class subfolders, optionally inside train/val/test) or a CSV as training data."""
+                  val_frac: float = VAL_FRAC, skips: Skips | None = None) -> TrainingData:
+    """A folder (class subfolders, optionally inside train/val/test) or a CSV as training data.
+    Files that are no usable image go to ``skips`` and are left out before the split is made
+    (recorded in the card's ``dataset.skipped``); without ``skips`` the first one raises."""
     path = Path(source).resolve()
     kind = "csv" if path.suffix.lower() == ".csv" and path.is_file() else "folder"
     entries, parts = (read_csv_labels(path), None) if kind == "csv" else scan_folder(path)
+    listed = Counter(c for _, c in entries)
+    check_classes(list(listed), listed, str(path), classes)  # a bad class name is refused before any image is read
+    entries, parts, raws = usable_entries(entries, parts, skips)
     counts = Counter(c for _, c in entries)
     order = check_classes(list(counts), counts, str(path), classes)
     defects = order[1:] if defect_classes is None else list(defect_classes)
@@ -167,7 +189,7 @@ def training_data(source: str | Path, classes: list[str] | None = None, defect_c
         raise DatasetError(f"{path}: defect classes {defects} must be a non-empty subset of the classes {order}")
     labels = np.array([order.index(c) for _, c in entries])
     split = split_parts(labels, parts, order, seed, test_frac, val_frac, str(path))
-    images, color, notes = read_images([f for f, _ in entries], color)
+    images, color, notes = convert_images([f for f, _ in entries], raws, color)
     rule = ("the folder's own train/val/test subfolders" if parts is not None and "val" in parts else
             "the folder's own train/test subfolders; validation stratified by class from train" if parts else
             "stratified by class")
@@ -178,6 +200,7 @@ def training_data(source: str | Path, classes: list[str] | None = None, defect_c
         **({"source": provenance["dataset_source"]} if provenance.get("dataset_source") else {}),
         "label": "the CSV's label column" if kind == "csv" else "the class folder",
         "class_counts": {c: int(counts[c]) for c in order}, "conversions": notes,
+        **({"skipped": skips.record()} if skips else {}),
         "split": {"rule": rule, "seed": seed, "test_frac": test_frac, "val_frac": val_frac, **split.sizes()},
     }
     return TrainingData(classes=order, images=images, labels=labels, split=split, color=color,
@@ -194,8 +217,10 @@ def training_data_from_record(dataset: dict, classes: list[str], defect_classes:
         raise DatasetError(f"{source}: the training data {path} is not here any more; evaluate on a folder with "
                            "edgefpga infer <folder> --model ...")
     split = dataset.get("split", {})
+    # files skipped in training are skipped again (named on stderr), so the split comes out the same
+    skips = Skips(command=f"edgefpga ({source})") if dataset.get("skipped") else None
     return training_data(path, classes, defect_classes, dataset.get("color"), split.get("seed", 0),
-                         split.get("test_frac", TEST_FRAC), split.get("val_frac", VAL_FRAC))
+                         split.get("test_frac", TEST_FRAC), split.get("val_frac", VAL_FRAC), skips)
 
 
 # ---- ELPV as a user's folder ------------------------------------------------------------------

@@ -3,20 +3,16 @@
 The accelerator takes the resized 8-bit pixels and folds ``(pixel*scale - mean)/std`` into its
 first layer, so preprocessing is split in two: ``resize_u8`` (what the FPGA receives) and
 ``normalize`` (what the float model adds). Training, evaluation, the emulator and the runtime
-all go through these functions so that their inputs agree bit for bit.
+all go through these functions so that their inputs agree bit for bit. Image files are read by
+``imagefiles.py`` (its checks, and batches that go on past a bad file).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .card import InputSpec
-
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 class ImageError(ValueError):
@@ -35,21 +31,6 @@ def to_8bit(image: np.ndarray, bits: int = 16, name: str = "image") -> np.ndarra
     if not 8 <= bits <= 16:
         raise ImageError(f"{name}: significant bits must be within 8..16, got {bits}")
     return np.minimum(image >> (bits - 8), 255).astype(np.uint8)
-
-
-def read_pixels(path: Path) -> np.ndarray:
-    """An image file's pixels as stored (8- or 16-bit, gray, BGR or BGRA): what ``read_image``
-    converts, for callers that report the conversion (training data)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageError(f"{path}: not an image OpenCV can read")
-    return image
-
-
-def read_image(path: Path, bits: int = 16) -> np.ndarray:
-    """An image file as 8-bit gray or BGR; 16-bit files (PNG, TIFF) keep their top 8 of ``bits``
-    significant bits (``to_8bit``); an alpha channel is dropped."""
-    return as_gray_or_bgr(to_8bit(read_pixels(path), bits, str(path)))
 
 
 def as_gray_or_bgr(image: np.ndarray) -> np.ndarray:

@@ -57,7 +57,7 @@ class Frame:
 
 
 def folder_frames(folder: Path) -> Iterator[Frame]:
-    from edgefpga.models.preprocess import IMAGE_SUFFIXES, read_image
+    from edgefpga.models.imagefiles import IMAGE_SUFFIXES, read_image
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     for path in files:

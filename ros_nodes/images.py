@@ -9,11 +9,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edgefpga.models.imagefiles import MAX_PIXELS  # one limit for files and messages
 from edgefpga.models.preprocess import ImageError, to_8bit
 
 CHANNELS = {"mono8": 1, "bgr8": 3, "rgb8": 3, "mono16": 1}
 BYTES_PER_CHANNEL = {"mono16": 2}  # the others: 1
-MAX_PIXELS = 4096 * 4096  # a larger image is refused before any allocation (a 16 Mpx frame is plenty)
 
 
 class BadImage(ValueError):

@@ -9,7 +9,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:  # annotations only: `infer` imports its parts inside the command
+    from edgefpga.models.imagefiles import Skips
+    from edgefpga.runtime.engine import Engine
+    from edgefpga.runtime.inputs import Inputs
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -68,30 +73,46 @@ def summary_lines(results: list, labels, classes: list[str]) -> list[str]:
 def cmd_infer(args: argparse.Namespace) -> int:
     import csv
 
-    from edgefpga.progress import progress_bar
-
     import edgefpga.runtime as rt
+    from edgefpga.models.imagefiles import Skips
+    from edgefpga.models.preprocess import ImageError
     from edgefpga.runtime.inputs import collect_inputs
 
+    skips = Skips(strict=args.strict, command="edgefpga infer")
     with rt.open(args.model, backend=args.backend, defect_threshold=args.threshold, top_k=args.top_k) as engine:
         print(f"model {engine.describe()}", file=sys.stderr)
         inputs = collect_inputs(args.images, engine.classes)
-        stream = engine.stream(inputs.images, batch_size=args.batch)
-        results = list(progress_bar(stream, progress=not args.quiet, total=len(inputs), unit="img", desc=engine.backend_name))
-    for r, name in zip(results, inputs.names):
-        r.source = name
+        results, kept = infer_all(engine, inputs, skips, args)
+    if not results:
+        skips.exit_status()
+        raise ImageError(f"{', '.join(args.images)}: none of the {len(inputs)} images is usable (each is named above)")
+    for r, i in zip(results, kept):
+        r.source = inputs.names[i]
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))
-        return 0
+        return skips.exit_status()
     print("\n".join(format_results_table(results, args.rows)))
-    print("\n".join(summary_lines(results, inputs.labels, engine.classes)))
+    labels = None if inputs.labels is None else inputs.labels[kept]
+    print("\n".join(summary_lines(results, labels, engine.classes)))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(results[0].to_dict()))
             writer.writeheader()
             writer.writerows(r.to_dict() for r in results)
         print(f"wrote {args.csv}")
-    return 0
+    return skips.exit_status()
+
+
+def infer_all(engine: "Engine", inputs: "Inputs", skips: "Skips", args: argparse.Namespace) -> tuple[list, list[int]]:
+    """Every usable input's result, and the index of each in ``inputs``: files are read as the
+    stream reaches them, an unusable one is named and left out (``skips``), the rest go on."""
+    from edgefpga.progress import progress_bar
+
+    kept: list[int] = []
+    with progress_bar(progress=not args.quiet, total=len(inputs), unit="img", desc=engine.backend_name) as bar:
+        images = inputs.readable(skips, kept, on_each=bar.update)
+        results = list(engine.stream(images, batch_size=args.batch))
+    return results, kept
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,5 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, help="write every result to this CSV file")
     p.add_argument("--json", action="store_true", help="print every result as JSON instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable image file (exit 2); by default "
+                   "each is named with its reason, the rest are answered, and the exit status is 3")
     p.set_defaults(func=cmd_infer, user_errors=user_errors)
 

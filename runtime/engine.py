@@ -79,7 +79,7 @@ def defect_probability(probs: np.ndarray, defects: list[int], activation: str) -
 
 
 def read_image_file(path: Path) -> np.ndarray:
-    from edgefpga.models.preprocess import read_image
+    from edgefpga.models.imagefiles import read_image
 
     if not Path(path).is_file():
         raise ImageError(f"{path}: no such image file")

@@ -3,12 +3,14 @@ subfolders give labels) or ``elpv:<subset>[:N][/<bins>]`` (the built-in dataset,
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgefpga.models.preprocess import IMAGE_SUFFIXES, ImageError
+from edgefpga.models.imagefiles import Skips, folder_files, read_each
+from edgefpga.models.preprocess import ImageError
 
 
 @dataclass
@@ -19,6 +21,23 @@ class Inputs:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def readable(self, skips: Skips, kept: list[int], on_each: Callable[[int], object] | None = None
+                 ) -> Iterator[np.ndarray]:
+        """The images in order, each file read and checked as it is reached (imagefiles.read_pixels):
+        unusable files go to ``skips``, the index of every image given out is appended to ``kept``.
+        Lazy, so a folder of 10,000 files is never all in memory; ``on_each`` is called per input
+        (a progress bar's update)."""
+        for i, image in enumerate(self.images):
+            if isinstance(image, np.ndarray):
+                skips.seen += 1
+            else:
+                image = next((array for _, array in read_each([image], skips)), None)
+            if image is not None:
+                kept.append(i)
+                yield image
+            if on_each is not None:
+                on_each(1)
 
 
 def elpv_inputs(spec: str, classes: list[str] | None = None) -> Inputs:
@@ -36,15 +55,8 @@ def elpv_inputs(spec: str, classes: list[str] | None = None) -> Inputs:
 
 
 def folder_inputs(folder: Path, classes: list[str]) -> Inputs:
-    files, labels = [], []
-    class_dirs = [folder / c for c in classes if (folder / c).is_dir()]
-    for d, label in ([(d, classes.index(d.name)) for d in class_dirs] or [(folder, -1)]):
-        found = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        files += found
-        labels += [label] * len(found)
-    if not files:
-        raise ImageError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return Inputs(files, [str(f) for f in files], np.array(labels))
+    files, labels = folder_files(folder, classes)
+    return Inputs(files, [str(f) for f in files], np.full(len(files), -1) if labels is None else labels)
 
 
 def collect_inputs(sources: list[str], classes: list[str]) -> Inputs:

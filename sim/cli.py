@@ -71,22 +71,24 @@ def verify_lines(result: dict) -> list[str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from edgefpga.models.imagefiles import Skips
     from edgefpga.sim.verify import VerifyFailed, verify
 
+    skips = Skips(strict=args.strict, command="edgefpga verify")
     try:
         result = verify(args.build, images=args.images, limit=args.limit, sample=args.sample,
                         emulator_only=args.emulator_only,
                         progress=not args.quiet, resources=args.resources, timing=args.timing, jobs=args.jobs,
-                        accept_edits=args.accept_edits, agreement=args.agreement)
+                        accept_edits=args.accept_edits, agreement=args.agreement, skips=skips)
     except VerifyFailed as failed:
         print("\n".join(verify_lines(failed.result)))
         for check in failed.result["failed"]:
             print(f"edgefpga verify: FAILED {check['check']}: {check['detail']}", file=sys.stderr)
         print(f"wrote {Path(args.build) / 'verify.json'}")
-        return 1
+        return skips.exit_status(1)
     print("\n".join(verify_lines(result)))
     print(f"all checks passed; wrote {Path(args.build) / 'verify.json'}")
-    return 0
+    return skips.exit_status()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,4 +113,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accept-edits", action="store_true",
                    help="go on when files changed since convert (to see what an edit does to the other checks)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable image file of --images (exit 2); "
+                   "by default each is named and left out (verify.json images_skipped), exit status 3 when the checks pass")
     p.set_defaults(func=cmd_verify, user_errors=user_errors)

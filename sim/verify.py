@@ -46,6 +46,7 @@ from edgefpga.hw.onnx_check import ConversionError
 from edgefpga.hw.precision import as_cells, run_logits
 from edgefpga.hw.profile import with_outputs
 from edgefpga.models.card import InputSpec
+from edgefpga.models.imagefiles import Skips
 from edgefpga.models.metrics import classification_metrics
 
 from .verilator import SimulatorError
@@ -274,7 +275,7 @@ def default_images(build_dir: Path, report: dict) -> str | None:
 def verify(build_dir: str | Path, images: str | None = None, limit: int | None = None,
            emulator_only: bool = False, progress: bool = True, resources: bool = False, jobs: int = 1,
            accept_edits: bool = False, agreement: float | None = None, sample: int | None = None,
-           timing: bool = False) -> dict:
+           timing: bool = False, skips: Skips | None = None) -> dict:
     """Run the checks and write ``<build_dir>/verify.json``; return its content, or raise
     VerifyFailed (after writing it) when a check fails. ``limit``: use a fixed random sample of
     the images for everything; ``sample``: the agreement bar on all of them (the integer model
@@ -296,7 +297,9 @@ def verify(build_dir: str | Path, images: str | None = None, limit: int | None =
     if source is None:
         raise ConversionError(f"{build_dir}: pass --images (a folder of images or an .npz) to verify against")
     spec = InputSpec.from_dict(report["model"]["input"], str(build_dir / "report.json"))
-    image_set = load_image_set(source, spec, report["model"]["classes"]).take(limit)
+    image_set = load_image_set(source, spec, report["model"]["classes"], skips).take(limit)
+    if skips:
+        result["images_skipped"] = skips.record()  # a folder's unusable files, named in verify.json
     ints, frac = integer_scores(build_dir, image_set.pixels)
     checked = sample_indices(len(image_set), sample)
     result["emulator"] = verify_emulator(build_dir, image_set, ints, frac, progress, checked)

@@ -16,7 +16,9 @@ from edgefpga.models.card import load_card
 from edgefpga.models.datasets import DatasetError
 from edgefpga.models.evaluate import evaluate
 
+from bad_files import BAD, CONVERTED, write_mixed_folder
 from edgefpga.cli import main
+from edgefpga.models.imagefiles import EXIT_SKIPPED, Skips
 
 ORDER = ["mono_functional", "mono_defective", "poly_functional", "poly_defective"]
 DEFECTS = ["mono_defective", "poly_defective"]
@@ -156,7 +158,8 @@ def test_bad_folders_are_refused_naming_the_file(make, elpv_data, tmp_path, caps
     expected = make(root, elpv_data)
     source = root / "labels.csv" if (root / "labels.csv").exists() else root
     out = tmp_path / "models" / "m"
-    assert main(["train", str(source), "--out", str(out), "--size", "32", "--widths", "4", "8"]) == 2
+    strict = ["--strict"] if make is bad_unreadable else []  # by default an unreadable file is skipped (below)
+    assert main(["train", str(source), "--out", str(out), "--size", "32", "--widths", "4", "8", *strict]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1, err
     assert not out.parent.exists() or list(out.parent.iterdir()) == []  # nothing half-written
@@ -176,3 +179,45 @@ def test_folder_options_are_refused_for_elpv_and_csv_orders_classes(tmp_path, ca
     with pytest.raises(DatasetError, match="do not match the classes found"):
         folder.training_data(root / "labels.csv", classes=["good", "dent"])
     json.dumps(data.card)  # the card's dataset block is plain JSON
+
+
+def mixed_classes(root: Path, elpv_data) -> list[str]:
+    """good/ with four cells and every bad and converted file of tests/bad_files.py; crack/ with
+    four cells. Returns the usable files of good/."""
+    usable = write_mixed_folder(root / "good", cells(elpv_data, 0, 4))
+    write_class(root, "crack", cells(elpv_data, 10, 4))
+    return usable
+
+
+@pytest.mark.timeout(120)
+def test_unusable_files_are_skipped_before_the_split_and_recorded(elpv_data, tmp_path):
+    root = tmp_path / "data"
+    usable = mixed_classes(root, elpv_data)
+    skips = Skips(command="test")
+    data = folder.training_data(root, skips=skips)
+    assert len(data.labels) == len(usable) + 4 == sum(data.split.sizes().values())
+    skipped = data.card["dataset"]["skipped"]
+    assert sorted(Path(f["file"]).name for f in skipped["files"]) == sorted(BAD)
+    assert skipped["counts"] == {reason: 1 for reason in BAD.values()}
+    assert any("16-bit" in note for note in data.card["dataset"]["conversions"])
+    # the user's own parts are renumbered to the files kept: every test index is a test file
+    own = tmp_path / "own"
+    write_mixed_folder(own / "test" / "good", cells(elpv_data, 0, 3))
+    write_class(own / "test", "crack", cells(elpv_data, 10, 3))
+    write_class(own / "train", "good", cells(elpv_data, 20, 4))
+    write_class(own / "train", "crack", cells(elpv_data, 30, 4))
+    data = folder.training_data(own, skips=Skips(command="test"))
+    assert len(data.split.test) == 3 + len(CONVERTED) + 3 and len(data.split.fit) + len(data.split.val) == 8
+
+
+@pytest.mark.timeout(300)
+def test_train_cli_skips_names_counts_and_exits_3(elpv_data, tmp_path, capsys):
+    root = tmp_path / "data"
+    mixed_classes(root, elpv_data)
+    out = tmp_path / "models" / "m"
+    args = ["train", str(root), "--out", str(out), "--size", "16", "--widths", "4", "--epochs", "1", "--threads", "1"]
+    assert main(args) == EXIT_SKIPPED
+    err = capsys.readouterr().err
+    assert all(f"skipped {root / 'good' / name}: {reason}" in err for name, reason in BAD.items()), err
+    assert f"skipped {len(BAD)} of" in err.strip().splitlines()[-1]
+    assert len(load_card(out).raw["dataset"]["skipped"]["files"]) == len(BAD)

@@ -109,13 +109,21 @@ def trained(cells):
     return model.eval()
 
 
+@pytest.fixture(scope="module")
+def exports(trained, tmp_path_factory) -> dict[str, Path]:
+    """way -> the trained net exported that way (each in its own folder, all named habits.onnx:
+    the same model name, so the same RTL)."""
+    folder = tmp_path_factory.mktemp("habits")
+    return {way: export(trained, folder / way / "habits.onnx", **how) for way, how in WAYS.items()}
+
+
 def canonical(path: Path):
     model, shape = check_onnx(path)
     assert shape == [1, SPEC.channels, SPEC.height, SPEC.width]  # NCHW, read from the NHWC input
     return canonical_graph(model, str(path))
 
 
-def test_habits_fold_away(trained, cells, tmp_path):
+def test_habits_fold_away(trained, cells, exports):
     """Each export holds the habits (Transpose, Mul, Sub, Div, Pad); each canonical graph holds
     none: one affine stage in front, the pads in the Conv and pool attributes, the same graph for
     all three exports, computing what PyTorch computes on real cells."""
@@ -123,8 +131,7 @@ def test_habits_fold_away(trained, cells, tmp_path):
     with torch.no_grad():
         expected = trained(torch.from_numpy(test.transpose(0, 2, 3, 1).astype(np.float32))).numpy()
     graphs = {}
-    for way, how in WAYS.items():
-        path = export(trained, tmp_path / f"{way}.onnx", **how)
+    for way, path in exports.items():
         ops = [n.op_type for n in onnx.load(str(path)).graph.node]
         assert {"Transpose", "Mul", "Sub", "Div", "Pad"} <= set(ops), way
         graphs[way] = graph = canonical(path)
@@ -147,9 +154,10 @@ def test_habits_fold_away(trained, cells, tmp_path):
 
 
 @pytest.mark.slow
-def test_habits_are_bit_exact(trained, cells, tmp_path):
+def test_habits_are_bit_exact(trained, cells, exports, tmp_path):
     """The three exports convert to the same precisions and integer model; the RTL of each is bit-exact
-    to it on held-out cells (one Verilator build: the RTL is the same)."""
+    to it on held-out cells (one Verilator build: the RTL is the same). The runtime's ``onnx``
+    backend feeds the user's NHWC file channels-last and gets PyTorch's scores."""
     from edgefpga.hw.convert import ConvertConfig, convert
     from edgefpga.sim.verify import integer_scores, verify
 
@@ -159,9 +167,9 @@ def test_habits_are_bit_exact(trained, cells, tmp_path):
     cfg = ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64, emulator_images=8,
                         progress=False, agreement=0.9)
     scores = {}
-    for way, how in WAYS.items():
+    for way, path in exports.items():
         build = tmp_path / f"build_{way}"
-        report = convert(str(export(trained, tmp_path / way / "habits.onnx", **how)), build, cfg, log=lambda _m: None)
+        report = convert(str(path), build, cfg, log=lambda _m: None)
         assert report["hls"]["project"] is None  # padded pools: the integer model stands in (seconds, not a minute)
         scores[way] = integer_scores(build, test)
         result = verify(build, images=str(tmp_path / "test.npz"), sample=4, progress=False, agreement=0.9)
@@ -170,6 +178,14 @@ def test_habits_are_bit_exact(trained, cells, tmp_path):
         assert (build / "precisions.json").read_text() == (tmp_path / "build_opset13" / "precisions.json").read_text()
     for way in ("opset17", "default"):
         assert scores[way][1] == scores["opset13"][1] and np.array_equal(scores[way][0], scores["opset13"][0]), way
+    from edgefpga import runtime
+
+    with runtime.open(tmp_path / "build_opset13", backend="onnx") as engine:  # the user's NHWC file, fed NHWC
+        results = engine.infer(list(test_raw))
+    with torch.no_grad():
+        pixels = resize_batch(test_raw, SPEC).transpose(0, 2, 3, 1).astype(np.float32)
+        expected = trained(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose([r.scores for r in results], expected, atol=1e-4)
 
 
 class Body(nn.Module):

@@ -133,7 +133,9 @@ def check_pad_fold(node, taker, pads: list[int], value: float, g: GraphView) -> 
         raise Refusal("position", f"zeros before AveragePool '{taker.name}', which pads without counting the padding: "
                       "its border windows would divide by two different counts")
     total = [a + b for a, b in zip(own, pads)]
-    kernel = list(attribute(taker, "kernel_shape", [])) or list(g.constants[taker.input[1]].shape[2:])
+    kernel = list(attribute(taker, "kernel_shape", []))
+    if not kernel and taker.input[1] in g.constants:
+        kernel = list(g.constants[taker.input[1]].shape[2:])
     if any(p >= k for p, k in zip(total, kernel * 2)):
         raise Refusal("pads", f"{total}: with {taker.op_type} '{taker.name}''s own padding the pad must stay smaller "
                       f"than its window {kernel} on every side")
@@ -144,7 +146,8 @@ def check_transpose(node, g: GraphView) -> None:
     its pixels channels-last anyway, so the transpose is the stream order itself."""
     from .onnx_check import input_transpose
 
-    if input_transpose(g.model) is not node:
+    transpose = input_transpose(g.model)
+    if transpose is None or list(transpose.output) != list(node.output):
         raise Refusal("perm", f"{list(attribute(node, 'perm', []))}: a Transpose is built only as the input's "
                       "NHWC -> NCHW ([0, 3, 1, 2]) as the input's one reader, folded into the stream order")
 
@@ -177,7 +180,8 @@ WIRING: tuple[Capability, ...] = (
                "that cannot be negative (after a ReLU: else refused, ONNX's MaxPool pads with -inf); before "
                "AveragePool the padding counts (count_include_pad=1); the sum smaller than the window",
                check_pad, "(folded)", affine.HABIT_TESTS + ("tests/hw/test_capabilities.py::test_refused_up_front",),
-               emulator="padded pools: the integer model stands in"),
+               emulator="before a Conv, yes; a padded pool has no emulator (hls4ml's pooling asserts): the integer "
+                        "model stands in"),
     Capability("Transpose", "folded into the stream order: a graph that takes NHWC and transposes it "
                "(Keras / tf2onnx style) streams the same channels-last pixels as an NCHW one",
                "only [0, 3, 1, 2] on the input, as its one reader", check_transpose, "(stream order)",

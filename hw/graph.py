@@ -1,10 +1,13 @@
 """ONNX graph rewrites that bring a user's CNN into the one form the rest of the flow handles.
 
 After :func:`canonical_graph` every model, whichever tool exported it, is: opset 13, batch 1,
-raw 8-bit pixels in (the card's normalization is a BatchNormalization node in front), Conv with
-explicit attributes (pads resolved from auto_pad), a bias and any following BatchNorm folded in,
+raw 8-bit pixels in, NCHW (an NHWC input's transpose dropped: the stream is channels-last anyway;
+the card's normalization and any constant Sub / Mul / Div / Add the model does at its input are one
+BatchNormalization node in front), Conv with explicit attributes (pads resolved from auto_pad, a
+zero Pad before it added), a bias and any following BatchNorm folded in,
 ReLU / LeakyRelu / Clip (both bounds as constants), pooling with explicit attributes (global
-pools, and ReduceMean / ReduceMax over the map, as a window over the whole map), Flatten, MatMul +
+pools, and ReduceMean / ReduceMax over the map, as a window over the whole map; a Pad before a
+pool added to its padding), Flatten, MatMul +
 Add for every dense layer, residual Adds of two tensors, a BatchNormalization for any other
 per-channel affine map, scores out (a final Softmax or Sigmoid is dropped and recorded: the
 runtime applies it). PyTorch's two exporters (TorchScript, ``dynamo=False``, and the
@@ -533,7 +536,7 @@ def without_input_transpose(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    transpose = next(n for n in copy.graph.node if n.name == transpose.name and n.op_type == "Transpose")
+    transpose = next(n for n in copy.graph.node if list(n.output) == list(transpose.output))
     value = next(i for i in copy.graph.input if i.name == transpose.input[0])
     dims = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
     for new, old in zip(dims, NHWC_TO_NCHW):

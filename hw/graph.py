@@ -463,14 +463,18 @@ class InputArithmeticToAffine(Transformation):
                 continue
             channels = model.get_tensor_shape(data)[1]
             value = np.broadcast_to(const.astype(np.float64).reshape(-1), (channels,))
-            constant_first = node.input[0] != data
-            scale, shift = {"Sub": (np.full(channels, -1.0 if constant_first else 1.0),
-                                    value if constant_first else -value),
-                            "Mul": (value, np.zeros(channels)),
-                            "Div": (1.0 / value, np.zeros(channels))}[node.op_type]
-            replace_by_affine(model, node, data, scale, shift)
+            replace_by_affine(model, node, data, *arithmetic_as_affine(node.op_type, value, node.input[0] != data))
             return model, True
         return model, False
+
+
+def arithmetic_as_affine(op: str, value: np.ndarray, constant_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) of x - c, c - x, x * c or x / c (c - x: the check refused c / x)."""
+    if op == "Sub":
+        return (np.full(len(value), -1.0), value) if constant_first else (np.ones(len(value)), -value)
+    if op == "Mul":
+        return value, np.zeros(len(value))
+    return 1.0 / value, np.zeros(len(value))
 
 
 def is_affine(model: ModelWrapper, node: onnx.NodeProto | None) -> bool:

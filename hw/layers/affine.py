@@ -115,8 +115,8 @@ def check_input_arithmetic(node, g: GraphView) -> None:
         raise Refusal("input 1", "a division by zero")
 
 
-INPUT_ROW = ("folded into the input normalization (torchvision's `(x - mean) / std` inside `forward`): one "
-             "per-channel scale and shift with the card's")
+INPUT_ROW = ("folded into the input normalization (torchvision's `(x - mean) / std`, Keras' `Rescaling`, "
+             "inside `forward`): one per-channel scale and shift with the card's")
 INPUT_LIMITS = "a constant with one value or one per channel ([C, 1, 1]), on the input (or what such ops made of it)"
 
 CAPABILITIES: tuple[Capability, ...] = (

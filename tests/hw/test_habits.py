@@ -38,14 +38,14 @@ SPEC = InputSpec(3, 16, 16, "bgr", "area", 1.0, 0.0, 1.0)  # raw pixels in: the 
 
 
 class Habits(nn.Module):
-    """NHWC pixels in (permuted), Keras' Rescaling (Mul), torchvision's Normalize (Sub, Div) with
-    one mean and std per channel, then zero pads: symmetric before a valid conv, before a max pool
+    """NHWC pixels in (permuted), Keras' Rescaling to [-1, 1] (Mul, Add), torchvision's Normalize
+    (Sub, Div) with one mean and std per channel, then zero pads: symmetric before a valid conv, before a max pool
     (after a ReLU: exact), asymmetric before a 2x2 conv, and before an average pool."""
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("mean", torch.tensor([0.3, 0.5, 0.4]).view(3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.25, 0.3, 0.2]).view(3, 1, 1))
+        self.register_buffer("mean", torch.tensor([-0.4, 0.0, -0.2]).view(3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.5, 0.6, 0.4]).view(3, 1, 1))
         self.conv1 = nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
         self.pool1 = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, 2))
         self.conv2 = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(8, 8, 2), nn.ReLU())
@@ -53,7 +53,7 @@ class Habits(nn.Module):
         self.fc = nn.Linear(8 * 4 * 4, 2)
 
     def forward(self, x):
-        x = x.permute(0, 3, 1, 2) * (1 / 255)
+        x = x.permute(0, 3, 1, 2) * (1 / 127.5) + (-1.0)
         x = (x - self.mean) / self.std
         x = self.pool2(self.conv2(self.pool1(self.conv1(x))))
         return self.fc(torch.flatten(x, 1))
@@ -124,7 +124,7 @@ def canonical(path: Path):
 
 
 def test_habits_fold_away(trained, cells, exports):
-    """Each export holds the habits (Transpose, Mul, Sub, Div, Pad); each canonical graph holds
+    """Each export holds the habits (Transpose, Mul, Add, Sub, Div, Pad); each canonical graph holds
     none: one affine stage in front, the pads in the Conv and pool attributes, the same graph for
     all three exports, computing what PyTorch computes on real cells."""
     _, _, test, *_ = cells
@@ -133,7 +133,7 @@ def test_habits_fold_away(trained, cells, exports):
     graphs = {}
     for way, path in exports.items():
         ops = [n.op_type for n in onnx.load(str(path)).graph.node]
-        assert {"Transpose", "Mul", "Sub", "Div", "Pad"} <= set(ops), way
+        assert {"Transpose", "Mul", "Add", "Sub", "Div", "Pad"} <= set(ops), way
         graphs[way] = graph = canonical(path)
         session = onnx_session(graph.model)
         scores = np.concatenate([session.run(None, {session.get_inputs()[0].name: p[None].astype(np.float32)})[0]

@@ -13,10 +13,12 @@ attribute. The precision search and the RTL generator look their ops up here too
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from .layers import act, add, affine, conv, dense, gpool, pool
-from .layers.rule import Capability, GraphView, Refusal, accepted, attribute  # noqa: F401  (GraphView: onnx_check)
+from .layers.rule import (Capability, GraphView, Refusal, accepted, attribute,  # noqa: F401  (GraphView: onnx_check)
+                          text)
 
 # ---- the rows of the ops that are wiring, not a layer kind ----------------------------------------
 
@@ -49,6 +51,107 @@ def check_concat(node, g: GraphView) -> None:
                   "rates and would need frame-sized buffers; use a residual Add instead")
 
 
+PAD_TAKERS = ("Conv", "MaxPool", "AveragePool")
+
+
+def pad_amounts(node, g: GraphView) -> list[int]:
+    """A Pad's [begin N, C, H, W, end N, C, H, W] from its constant input (opset 11+) or attribute
+    (opset < 11), with opset 18's ``axes`` spread over all four axes."""
+    if len(node.input) > 1 and node.input[1]:
+        pads = [int(p) for p in g.constant(node, 1, "pads (input 1)").reshape(-1)]
+    else:
+        pads = list(attribute(node, "pads", []))
+    if len(node.input) > 3 and node.input[3]:
+        axes = [int(a) % 4 for a in g.constant(node, 3, "axes (input 3)").reshape(-1)]
+        full = [0] * 8
+        for i, axis in enumerate(axes):
+            full[axis], full[axis + 4] = pads[i], pads[i + len(axes)]
+        pads = full
+    if len(pads) != 8:
+        raise Refusal("pads", f"{pads}: only a pad of a 4-D map [N, C, H, W] is built")
+    return pads
+
+
+def pad_value(node, g: GraphView) -> float:
+    if len(node.input) > 2 and node.input[2]:
+        return float(g.constant(node, 2, "constant_value (input 2)").reshape(-1)[0])
+    return float(attribute(node, "value", 0.0))
+
+
+def non_negative(tensor: str, g: GraphView) -> bool:
+    """A map no value of which is below zero: a ReLU's, a Clip's with min >= 0, or a max pool or
+    zero pad of one (a zero pad before a max pool then changes no window's maximum)."""
+    from .layers.act import clip_bounds
+
+    node = g.producer.get(tensor)
+    if node is None:
+        return False
+    if node.op_type == "Relu":
+        return True
+    if node.op_type == "Clip":
+        return clip_bounds(node, g)[0] >= 0
+    if node.op_type == "MaxPool" or (node.op_type == "Pad" and pad_value(node, g) == 0):
+        return non_negative(node.input[0], g)
+    return False
+
+
+def check_pad(node, g: GraphView) -> None:
+    """nn.ZeroPad2d (or F.pad) before a Conv or pool, folded into that layer's own padding."""
+    mode = text(attribute(node, "mode", "constant"))
+    if mode != "constant":
+        raise Refusal("mode", f"{mode} padding is not built (only zeros, folded into the next layer's padding)")
+    pads = pad_amounts(node, g)
+    if any(p < 0 for p in pads):
+        raise Refusal("pads", f"{pads}: negative pads (cropping) are not built")
+    if any(pads[i] for i in (0, 1, 4, 5)):
+        raise Refusal("pads", f"{pads}: only the height and width are padded (the batch and channels never)")
+    consumers = g.consumers.get(node.output[0], [])
+    taker = consumers[0] if len(consumers) == 1 else None
+    if taker is None or taker.op_type not in PAD_TAKERS:
+        raise Refusal("position", "a Pad is built only folded into the padding of the one Conv, MaxPool or "
+                      f"AveragePool it feeds (it feeds {', '.join(c.op_type for c in consumers) or 'nothing'})")
+    check_pad_fold(node, taker, pads[2:4] + pads[6:8], pad_value(node, g), g)
+
+
+def check_pad_fold(node, taker, pads: list[int], value: float, g: GraphView) -> None:
+    """Whether the taker's padding, with ``pads`` (top, left, bottom, right) added, computes what
+    the Pad and the taker compute."""
+    if text(attribute(taker, "auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+        raise Refusal("position", f"a Pad before {taker.op_type} '{taker.name}' with auto_pad SAME is not folded; "
+                      "export explicit pads")
+    if taker.op_type == "MaxPool":
+        if value != 0 and value != -np.inf:
+            raise Refusal("constant_value", f"{value}: a max pool folds a pad of zeros or -inf only")
+        if value == 0 and not non_negative(node.input[0], g):
+            raise Refusal("constant_value", f"zeros before MaxPool '{taker.name}' on a map that can be negative: "
+                          "ONNX's MaxPool pads with -inf, so folding would change border maxima (pad after a ReLU, "
+                          "or use the pool's own padding)")
+    elif value != 0:
+        raise Refusal("constant_value", f"{value}: only zeros are folded into a {taker.op_type}'s padding")
+    own = list(attribute(taker, "pads", [0, 0, 0, 0]))
+    if taker.op_type == "AveragePool" and any(own) and not attribute(taker, "count_include_pad", 0):
+        raise Refusal("position", f"zeros before AveragePool '{taker.name}', which pads without counting the padding: "
+                      "its border windows would divide by two different counts")
+    total = [a + b for a, b in zip(own, pads)]
+    kernel = list(attribute(taker, "kernel_shape", []))
+    if not kernel and taker.input[1] in g.constants:
+        kernel = list(g.constants[taker.input[1]].shape[2:])
+    if any(p >= k for p, k in zip(total, kernel * 2)):
+        raise Refusal("pads", f"{total}: with {taker.op_type} '{taker.name}''s own padding the pad must stay smaller "
+                      f"than its window {kernel} on every side")
+
+
+def check_transpose(node, g: GraphView) -> None:
+    """The NHWC input of a Keras / tf2onnx-style graph, transposed to NCHW: the accelerator takes
+    its pixels channels-last anyway, so the transpose is the stream order itself."""
+    from .onnx_check import input_transpose
+
+    transpose = input_transpose(g.model)
+    if transpose is None or list(transpose.output) != list(node.output):
+        raise Refusal("perm", f"{list(attribute(node, 'perm', []))}: a Transpose is built only as the input's "
+                      "NHWC -> NCHW ([0, 3, 1, 2]) as the input's one reader, folded into the stream order")
+
+
 # ---- the table ----------------------------------------------------------------------------------
 
 QONNX_TESTS = ("tests/hw/test_qonnx.py::test_qonnx_converts_with_its_own_types",
@@ -71,6 +174,18 @@ WIRING: tuple[Capability, ...] = (
     Capability("Sigmoid", "removed: the accelerator returns the scores before it, the runtime applies it",
                "only as the last node", check_output_activation, "(runtime)",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]",)),
+    Capability("Pad", "folded into the padding of the Conv, MaxPool or AveragePool it feeds (`nn.ZeroPad2d`, "
+               "`F.pad`; its pads computed from constants, ConstantOfShape and all, are constants too)",
+               "constant mode, height and width only, zeros (or -inf before MaxPool); before MaxPool only on a map "
+               "that cannot be negative (after a ReLU: else refused, ONNX's MaxPool pads with -inf); before "
+               "AveragePool the padding counts (count_include_pad=1); the sum smaller than the window",
+               check_pad, "(folded)", affine.HABIT_TESTS + ("tests/hw/test_capabilities.py::test_refused_up_front",),
+               emulator="before a Conv, yes; a padded pool has no emulator (hls4ml's pooling asserts): the integer "
+                        "model stands in"),
+    Capability("Transpose", "folded into the stream order: a graph that takes NHWC and transposes it "
+               "(Keras / tf2onnx style) streams the same channels-last pixels as an NCHW one",
+               "only [0, 3, 1, 2] on the input, as its one reader", check_transpose, "(stream order)",
+               affine.HABIT_TESTS),
     Capability("Identity", "removed", "", accepted, "(removed)", ("tests/hw/test_capabilities.py::test_check_accepts",)),
     Capability("Dropout", "removed (inference)", "", accepted, "(removed)",
                ("tests/hw/test_capabilities.py::test_check_accepts",)),
@@ -113,6 +228,8 @@ def check_node(node: onnx.NodeProto, g: GraphView) -> Refusal | None:
     """The reason ``node`` is outside the table, or None."""
     if node.domain not in ("", "ai.onnx"):
         return Refusal("domain", f"operator domain '{node.domain}' is not built (standard ONNX operators only)")
+    if node.op_type != "Constant" and node.output and all(t in g.constants for t in node.output if t):
+        return None  # computes on constants only (an exporter's pads or shapes): folded, as conversion folds it
     row = TABLE.get(node.op_type)
     if row is None:
         return Refusal("op", f"operator not built; built: {', '.join(supported_ops())} (docs/onnx-support.md)")
@@ -137,13 +254,17 @@ def markdown() -> str:
         "cannot honour is refused, not ignored.",
         "",
         "The whole file must also have: one input `[N, C, H, W]` with fixed C, H, W (a symbolic N counts as",
-        "one frame), one output, default-domain opset 8 or newer (8-12 upgraded to 13; 18 and newer, as PyTorch's",
+        "one frame; or `[N, H, W, C]` transposed to NCHW by its one reader, row `Transpose`), one output,",
+        "default-domain opset 8 or newer (8-12 upgraded to 13; 18 and newer, as PyTorch's",
         "default torch.export-based exporter writes, read as 13 once canonical), and a graph in which a tensor",
         "feeds at most two nodes, the two branches of a residual block meeting again at an `Add`.",
         "",
         "A quantized model in QONNX form (Brevitas' `export_qonnx`: `Quant` nodes) is read first: its quantizers",
         "become the design's fixed-point types and leave a float graph that this table then checks like any other",
         "(rows `Quant`, `BipolarQuant`, `Trunc` below; docs/convert.md, \"Quantized models\").",
+        "",
+        "A node that computes on constants only (the shape arithmetic an exporter writes for a pad: `Shape` of a",
+        "weight, `ConstantOfShape`, `Concat`, `Slice`, `Cast`, ...) is folded into a constant, whatever its op.",
         "",
         "*Emulator*: whether hls4ml 1.3's C simulation of the op is bit-exact with edgefpga's integer model.",
         "Where it is not, the build has no `hls/` project and `verify` uses the integer model (which the RTL",

@@ -222,9 +222,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def run_source(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
-    """The user's own graph in ONNX Runtime, one image at a time (its batch size may be fixed)."""
+    """The user's own graph in ONNX Runtime, one image at a time (its batch size may be fixed;
+    NCHW ``inputs`` are given channels-last to a graph that takes NHWC)."""
     from .graph import onnx_session
+    from .onnx_check import input_transpose
 
+    if input_transpose(model) is not None:
+        inputs = np.ascontiguousarray(inputs.transpose(0, 2, 3, 1))
     session = onnx_session(model)
     name = session.get_inputs()[0].name
     outputs = [session.run(None, {name: inputs[i:i + 1]})[0] for i in range(len(inputs))]

@@ -1,10 +1,13 @@
 """ONNX graph rewrites that bring a user's CNN into the one form the rest of the flow handles.
 
 After :func:`canonical_graph` every model, whichever tool exported it, is: opset 13, batch 1,
-raw 8-bit pixels in (the card's normalization is a BatchNormalization node in front), Conv with
-explicit attributes (pads resolved from auto_pad), a bias and any following BatchNorm folded in,
+raw 8-bit pixels in, NCHW (an NHWC input's transpose dropped: the stream is channels-last anyway;
+the card's normalization and any constant Sub / Mul / Div / Add the model does at its input are one
+BatchNormalization node in front), Conv with explicit attributes (pads resolved from auto_pad, a
+zero Pad before it added), a bias and any following BatchNorm folded in,
 ReLU / LeakyRelu / Clip (both bounds as constants), pooling with explicit attributes (global
-pools, and ReduceMean / ReduceMax over the map, as a window over the whole map), Flatten, MatMul +
+pools, and ReduceMean / ReduceMax over the map, as a window over the whole map; a Pad before a
+pool added to its padding), Flatten, MatMul +
 Add for every dense layer, residual Adds of two tensors, a BatchNormalization for any other
 per-channel affine map, scores out (a final Softmax or Sigmoid is dropped and recorded: the
 runtime applies it). PyTorch's two exporters (TorchScript, ``dynamo=False``, and the
@@ -30,7 +33,7 @@ from qonnx.transformation.base import Transformation  # noqa: E402
 from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
 
-from .onnx_check import ConversionError, default_opset  # noqa: E402
+from .onnx_check import NHWC_TO_NCHW, ConversionError, default_opset, input_transpose  # noqa: E402
 from .qonnx_in import move_annotation  # noqa: E402
 
 TARGET_OPSET = 13
@@ -426,16 +429,128 @@ class ConstantAddToAffine(Transformation):
                     node.input[:] = [data, node.input[0]]
                 continue
             channels = model.get_tensor_shape(data)[1]
-            bias = np.broadcast_to(const.reshape(-1), (channels,)).astype(np.float32)
-            names = [f"{node.name}_{k}" for k in ("scale", "shift", "mean", "var")]
-            for name, value in zip(names, (np.ones(channels), bias, np.zeros(channels), np.ones(channels))):
-                model.set_initializer(name, np.asarray(value, np.float32))
-            index = model.get_node_index(node)
-            model.graph.node.insert(index, helper.make_node("BatchNormalization", [data, *names], [node.output[0]],
-                                                            epsilon=0.0, name=node.name))
-            model.graph.node.remove(node)
+            replace_by_affine(model, node, data, np.ones(channels), np.broadcast_to(const.reshape(-1), (channels,)))
             return model, True
         return model, False
+
+
+def replace_by_affine(model: ModelWrapper, node: onnx.NodeProto, data: str, scale: np.ndarray,
+                      shift: np.ndarray) -> None:
+    """``node`` becomes ``data * scale + shift`` per channel: a BatchNormalization in the affine
+    form BatchNormAsAffine leaves (mean 0, variance 1, epsilon 0), named as the node was."""
+    channels = len(scale)
+    names = [f"{node.name}_{k}" for k in ("scale", "shift", "mean", "var")]
+    for name, value in zip(names, (scale, shift, np.zeros(channels), np.ones(channels))):
+        model.set_initializer(name, np.asarray(value, np.float32))
+    index = model.get_node_index(node)
+    model.graph.node.insert(index, helper.make_node("BatchNormalization", [data, *names], [node.output[0]],
+                                                    epsilon=0.0, name=node.name))
+    model.graph.node.remove(node)
+
+
+class InputArithmeticToAffine(Transformation):
+    """Sub / Mul / Div by a per-channel constant (torchvision's ``(x - mean) / std`` inside
+    ``forward``, Keras' ``Rescaling``) becomes a per-channel affine BatchNormalization; the
+    capability check has let them through only at the input, where MergeAffines then makes them
+    and the card's normalization one stage."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.graph.node:
+            if node.op_type not in ("Sub", "Mul", "Div"):
+                continue
+            data, const = constant_operand(model, node)
+            if const is None:
+                continue
+            channels = model.get_tensor_shape(data)[1]
+            value = np.broadcast_to(const.astype(np.float64).reshape(-1), (channels,))
+            replace_by_affine(model, node, data, *arithmetic_as_affine(node.op_type, value, node.input[0] != data))
+            return model, True
+        return model, False
+
+
+def arithmetic_as_affine(op: str, value: np.ndarray, constant_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) of x - c, c - x, x * c or x / c (c - x: the check refused c / x)."""
+    if op == "Sub":
+        return (np.full(len(value), -1.0), value) if constant_first else (np.ones(len(value)), -value)
+    if op == "Mul":
+        return value, np.zeros(len(value))
+    return 1.0 / value, np.zeros(len(value))
+
+
+def is_affine(model: ModelWrapper, node: onnx.NodeProto | None) -> bool:
+    """A BatchNormalization in affine form: y = x * scale + shift (mean 0, variance 1, epsilon 0)."""
+    if node is None or node.op_type != "BatchNormalization" or attr(node, "epsilon", 1e-5) != 0:
+        return False
+    mean, var = (model.get_initializer(t) for t in node.input[3:5])
+    return mean is not None and var is not None and not mean.any() and bool(np.all(var == 1))
+
+
+class MergeAffines(Transformation):
+    """Two per-channel affine maps in a row are one (x * s1 + b1) * s2 + b2 = x * s1 s2 + b1 s2 + b2:
+    the card's normalization in front and the one the model does itself become a single ef_affine
+    stage, with one rounding, under the first one's name."""
+
+    def apply(self, model: ModelWrapper):
+        for second in model.get_nodes_by_op_type("BatchNormalization"):
+            first = model.find_producer(second.input[0])
+            if not (is_affine(model, first) and is_affine(model, second) and single_consumer(model, first.output[0])):
+                continue
+            s1, b1, s2, b2 = (model.get_initializer(t).astype(np.float64)
+                              for t in (first.input[1], first.input[2], second.input[1], second.input[2]))
+            model.set_initializer(first.input[1], (s1 * s2).astype(np.float32))
+            model.set_initializer(first.input[2], (b1 * s2 + b2).astype(np.float32))
+            first.output[0] = second.output[0]
+            model.graph.node.remove(second)
+            return model, True
+        return model, False
+
+
+class FoldPad(Transformation):
+    """A Pad (``nn.ZeroPad2d``) before a Conv, MaxPool or AveragePool is added to that layer's own
+    pads (an average pool then counts the padding, as the zeros were counted). The capability check
+    has refused every Pad this would not compute exactly (hw/capabilities.py, check_pad)."""
+
+    def apply(self, model: ModelWrapper):
+        for pad in model.get_nodes_by_op_type("Pad"):
+            taker = model.find_consumer(pad.output[0])
+            amounts = pad_amounts(model, pad)
+            own = list(attr(taker, "pads", [0, 0, 0, 0]))
+            set_attr(taker, "pads", [a + b for a, b in zip(own, amounts[2:4] + amounts[6:8])])
+            if taker.op_type == "AveragePool":
+                set_attr(taker, "count_include_pad", 1)
+            bypass(model, pad)
+            return model, True
+        return model, False
+
+
+def pad_amounts(model: ModelWrapper, pad: onnx.NodeProto) -> list[int]:
+    """The Pad's [begin N, C, H, W, end N, C, H, W] (constants folded by qonnx's cleanup)."""
+    from .capabilities import pad_amounts as amounts
+    from .layers.rule import GraphView
+
+    return amounts(pad, GraphView(model.model))
+
+
+def without_input_transpose(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A graph that takes NHWC and transposes it to NCHW (Keras / tf2onnx style) takes NCHW: the
+    accelerator streams pixels channels-last whichever layout the graph names, so the transpose
+    is only the stream order (``channels_last`` makes the input NHWC again for hls4ml)."""
+    transpose = input_transpose(model)
+    if transpose is None:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    transpose = next(n for n in copy.graph.node if list(n.output) == list(transpose.output))
+    value = next(i for i in copy.graph.input if i.name == transpose.input[0])
+    dims = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
+    for new, old in zip(dims, NHWC_TO_NCHW):
+        new.CopyFrom(value.type.tensor_type.shape.dim[old])
+    del value.type.tensor_type.shape.dim[:]
+    value.type.tensor_type.shape.dim.extend(dims)
+    for node in copy.graph.node:
+        node.input[:] = [value.name if t == transpose.output[0] else t for t in node.input]
+    copy.graph.node.remove(transpose)
+    return copy
 
 
 CLIP_LIMIT = 3.0e38  # a missing bound: beyond any value a fixed-point type holds
@@ -555,17 +670,19 @@ def canonical_graph(model: onnx.ModelProto, source: str, scale: float = 1.0, mea
     channels = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
     mean = mean if mean is not None else [0.0] * channels
     std = std if std is not None else [1.0] * channels
-    model = with_batch_one(to_target_opset(without_initializer_inputs(model), source))
+    model = with_batch_one(to_target_opset(without_input_transpose(without_initializer_inputs(model)), source))
     wrapper = cleanup_model(ModelWrapper(model))
-    for step in (RemovePassThrough(), ResolveAutoPad(), ExplicitDefaultAttributes(), ConvBias(), FoldBiasAddIntoConv(),
-                 FoldBatchNormIntoConv(), ReduceToGlobalPool(), GlobalPoolToPool(), ReshapeToFlatten(),
-                 RemoveNoOpReshape(), DropFinalActivation(), GemmToDense(),
-                 DenseBias(), ConstantAddToAffine(), BatchNormAsAffine(), ClipBoundsAsInputs()):
+    for step in (RemovePassThrough(), ResolveAutoPad(), ExplicitDefaultAttributes(), FoldPad(), ConvBias(),
+                 FoldBiasAddIntoConv(), FoldBatchNormIntoConv(), ReduceToGlobalPool(), GlobalPoolToPool(),
+                 ReshapeToFlatten(), RemoveNoOpReshape(), DropFinalActivation(), GemmToDense(),
+                 DenseBias(), ConstantAddToAffine(), InputArithmeticToAffine(), BatchNormAsAffine(),
+                 ClipBoundsAsInputs()):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             wrapper = wrapper.transform(step)
     if not normalization_is_identity(scale, mean, std):
         wrapper = wrapper.transform(PrependNormalization(scale, mean, std))
+    wrapper = wrapper.transform(MergeAffines())
     return without_float_annotations(cleanup_model(wrapper.transform(LowerToTargetOpset(source))))
 
 

@@ -43,9 +43,28 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in initializers]
 
 
-def static_input_shape(value: onnx.ValueInfoProto, source: str) -> list[int]:
-    """[N, C, H, W] with a fixed C, H, W; a symbolic or missing batch size counts as 1."""
-    dims = value.type.tensor_type.shape.dim
+NHWC_TO_NCHW = [0, 3, 1, 2]
+
+
+def input_transpose(model: onnx.ModelProto) -> onnx.NodeProto | None:
+    """The Transpose NHWC -> NCHW that is the one reader of a Keras / tf2onnx-style graph's input
+    (the input is then [N, H, W, C]), or None."""
+    inputs = graph_inputs(model)
+    if len(inputs) != 1:
+        return None
+    readers = [n for n in model.graph.node if inputs[0].name in n.input]
+    if len(readers) != 1 or readers[0].op_type != "Transpose":
+        return None
+    perm = next((list(a.ints) for a in readers[0].attribute if a.name == "perm"), None)
+    return readers[0] if perm == NHWC_TO_NCHW else None
+
+
+def static_input_shape(value: onnx.ValueInfoProto, source: str, nhwc: bool = False) -> list[int]:
+    """[N, C, H, W] with a fixed C, H, W (read from [N, H, W, C] when ``nhwc``); a symbolic or
+    missing batch size counts as 1."""
+    dims = list(value.type.tensor_type.shape.dim)
+    if len(dims) == 4 and nhwc:
+        dims = [dims[i] for i in NHWC_TO_NCHW]
     if len(dims) != 4:
         raise ConversionError(f"{source}: input '{value.name}' has rank {len(dims)}; expected an image "
                               "tensor [N, C, H, W]")
@@ -126,6 +145,6 @@ def check_onnx(path: str | Path) -> tuple[onnx.ModelProto, list[int]]:
                               "is supported")
     if len(model.graph.output) != 1:
         raise ConversionError(f"{source}: the graph has {len(model.graph.output)} outputs; exactly one is supported")
-    shape = static_input_shape(inputs[0], source)
+    shape = static_input_shape(inputs[0], source, nhwc=input_transpose(model) is not None)
     check_nodes(model, source)
     return model, shape

@@ -82,8 +82,10 @@ def check_add(node, g: GraphView) -> None:
 
 
 CAPABILITIES: tuple[Capability, ...] = (
-    Capability("Add", "a bias (folded into the Conv or dense layer before it), or a residual join of two branches "
-               "with a FIFO on the shorter branch sized from both branches' latency", "a per-channel constant, or two "
-               "tensors of the same shape; a branch may not fork again", check_add, "ef_add (+ ef_fork, ef_fifo)",
-               ("tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]",)),
+    Capability("Add", "a bias (folded into the Conv or dense layer before it; at the input, into the input "
+               "normalization), or a residual join of two branches with a FIFO on the shorter branch sized from both "
+               "branches' latency", "a per-channel constant, or two tensors of the same shape; a branch may not fork "
+               "again", check_add, "ef_add (+ ef_fork, ef_fifo)",
+               ("tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]",
+                "tests/hw/test_habits.py::test_habits_fold_away")),
 )

@@ -66,7 +66,65 @@ def check_batchnorm(node, g: GraphView) -> None:
         raise Refusal("training_mode", "export the model in eval mode")
 
 
+INPUT_OPS = ("Sub", "Mul", "Div", "Add")  # constant arithmetic that joins the input normalization
+HABIT_TESTS = ("tests/hw/test_habits.py::test_habits_fold_away",
+               "tests/hw/test_habits.py::test_habits_are_bit_exact",
+               "tests/hw/test_habits.py::test_habits_outside_the_fold_are_refused")
+
+
+def input_tensors(g: GraphView) -> set[str]:
+    """The graph input and what only constant arithmetic (or the NHWC transpose) has made of it:
+    the tensors torchvision's ``(x - mean) / std`` inside ``forward`` reads and writes."""
+    frontier = {i.name for i in g.model.graph.input if i.name not in g.constants}
+    found = set(frontier)
+    while frontier:
+        tensor = frontier.pop()
+        for node in g.consumers.get(tensor, []):
+            if node.op_type == "Transpose" or (node.op_type in INPUT_OPS and any(t in g.constants for t in node.input)):
+                found.update(node.output)
+                frontier.update(node.output)
+    return found
+
+
+def per_channel(value: np.ndarray, channels: int | None) -> bool:
+    """One value, or one per channel laid out [C, 1, 1] / [1, C, 1, 1] (NCHW broadcasting)."""
+    if value.size == 1:
+        return True
+    return (channels is not None and value.size == channels and value.ndim >= 3
+            and value.shape[-3] == channels and value.shape[-2:] == (1, 1))
+
+
+def check_input_arithmetic(node, g: GraphView) -> None:
+    """Sub / Mul / Div by a per-channel constant, at the input only: an affine map folded into the
+    input normalization (one ef_affine stage, the card's own scale, mean and std included)."""
+    constant = [t in g.constants for t in node.input[:2]]
+    if not any(constant):
+        raise Refusal("inputs", f"{node.op_type} of two computed tensors is not built (only a constant "
+                      "normalization at the input)")
+    data = node.input[constant.index(False)]
+    if data not in input_tensors(g):
+        raise Refusal("position", f"{node.op_type} by a constant is folded only at the input (into the input "
+                      "normalization); elsewhere it is not built")
+    value = g.constants[node.input[constant.index(True)]]
+    if not per_channel(value, g.channels(data)):
+        raise Refusal(f"input {constant.index(True)}", f"a constant of shape {list(value.shape)}: only one value, or "
+                      "one per channel ([C, 1, 1]), is folded into the input normalization")
+    if node.op_type == "Div" and constant[0]:
+        raise Refusal("input 0", "a constant divided by the image is no affine map; only image / constant is built")
+    if node.op_type == "Div" and not np.all(value):
+        raise Refusal("input 1", "a division by zero")
+
+
+INPUT_ROW = ("folded into the input normalization (torchvision's `(x - mean) / std`, Keras' `Rescaling`, "
+             "inside `forward`): one per-channel scale and shift with the card's")
+INPUT_LIMITS = "a constant with one value or one per channel ([C, 1, 1]), on the input (or what such ops made of it)"
+
 CAPABILITIES: tuple[Capability, ...] = (
+    Capability("Sub", INPUT_ROW, INPUT_LIMITS + "; constant - image too", check_input_arithmetic, "ef_affine",
+               HABIT_TESTS),
+    Capability("Mul", INPUT_ROW, INPUT_LIMITS, check_input_arithmetic, "ef_affine", HABIT_TESTS),
+    Capability("Div", INPUT_ROW, INPUT_LIMITS + "; image / constant only, no zero", check_input_arithmetic,
+               "ef_affine", HABIT_TESTS),
     Capability("BatchNormalization", "folded into the Conv before it; elsewhere a per-channel scale and shift "
                "(also the input normalization)", "constant parameters, eval mode", check_batchnorm, "ef_affine",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]",)),

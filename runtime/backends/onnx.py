@@ -32,9 +32,12 @@ class OnnxBackend(Backend):
         self.input_name = self.session.get_inputs()[0].name
         self.batch_dim = self.session.get_inputs()[0].shape[0]
         self.final = final_activation(model.onnx_path)
+        self.nhwc = takes_nhwc(model.onnx_path)
 
     def run(self, pixels: np.ndarray) -> BackendOutput:
         x = normalize(pixels, self.model.spec)
+        if self.nhwc:  # a Keras / tf2onnx-style graph: NHWC in, transposed inside
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         if self.batch_dim == 1:  # exported with a fixed batch of one
             scores = np.asarray([self.session.run(None, {self.input_name: x[i:i + 1]})[0][0] for i in range(len(x))])
         else:
@@ -62,3 +65,13 @@ def final_activation(path) -> str | None:
     producers = {out: node.op_type for node in graph.node for out in node.output}
     op = producers.get(graph.output[0].name)
     return op.lower() if op in ("Softmax", "Sigmoid") else None
+
+
+def takes_nhwc(path) -> bool:
+    """Whether the model's input is NHWC, transposed to NCHW as its first node (the rule
+    ``edgefpga convert`` folds into the stream order, hw/onnx_check.py)."""
+    import onnx
+
+    from edgefpga.hw.onnx_check import input_transpose
+
+    return input_transpose(onnx.load(str(path), load_external_data=False)) is not None

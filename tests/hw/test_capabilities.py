@@ -81,6 +81,8 @@ REFUSED = {  # what the user exports -> what the one line must name
                                        4), "(AveragePool), count_include_pad"),
     "prelu": (Head(nn.Sequential(nn.Conv2d(1, 4, 3), nn.PReLU()), 4), "(PRelu), op"),
     "softmax_inside": (Head(nn.Sequential(nn.Conv2d(1, 4, 3), MidSoftmax()), 4), "(Softmax), position"),
+    "zero_pad_before_max_pool": (Head(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ZeroPad2d(1), nn.MaxPool2d(3)), 4),
+                                 "(Pad), constant_value"),
 }
 
 

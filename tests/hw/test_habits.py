@@ -1,0 +1,238 @@
+"""The graph habits of common exporters, folded (issue 30, item 4): a Keras / tf2onnx-style NHWC
+input transposed to NCHW (into the stream order), torchvision's ``(x - mean) / std`` and Keras'
+``Rescaling`` inside ``forward`` (into the input normalization: one ef_affine stage), and
+``nn.ZeroPad2d`` before a Conv, a MaxPool and an AveragePool (into their own padding).
+
+One small net has every habit and is trained a few hundred steps on 16x16 false-color ELPV
+cells (random nets leave near-tie logits). ``torch.onnx.export`` writes it three ways: the
+TorchScript exporter at opset 13 and 17 (each ZeroPad2d a Pad whose pads come from a
+ConstantOfShape / Concat / Slice / Transpose chain on constants) and the default torch.export-based
+one (opset 20: the zero pads before convolutions already in the Conv, Pad with constant pads before
+the pools). All three give one canonical graph, convert to one integer model and a bit-exact RTL.
+Where a fold would change what the model computes, the habit is refused by name.
+
+The padded pools have no hls4ml emulator (its pooling asserts on padding), so conversion takes
+seconds; the three builds have the same RTL, so Verilator builds it once (edgefpga/cache.py)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import false_color
+from test_default_exporter import constants, form
+from torch import nn
+
+from edgefpga.hw.graph import canonical_graph, onnx_session
+from edgefpga.hw.onnx_check import ConversionError, check_onnx
+from edgefpga.models.card import InputSpec
+from edgefpga.models.preprocess import resize_batch
+
+pytestmark = [pytest.mark.xdist_group("habits"), pytest.mark.timeout(300)]  # the trained net is made once
+
+SPEC = InputSpec(3, 16, 16, "bgr", "area", 1.0, 0.0, 1.0)  # raw pixels in: the net normalizes itself
+
+
+class Habits(nn.Module):
+    """NHWC pixels in (permuted), Keras' Rescaling to [-1, 1] (Mul, Add), torchvision's Normalize
+    (Sub, Div) with one mean and std per channel, then zero pads: symmetric before a valid conv, before a max pool
+    (after a ReLU: exact), asymmetric before a 2x2 conv, and before an average pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([-0.4, 0.0, -0.2]).view(3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.5, 0.6, 0.4]).view(3, 1, 1))
+        self.conv1 = nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+        self.pool1 = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, 2))
+        self.conv2 = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(8, 8, 2), nn.ReLU())
+        self.pool2 = nn.Sequential(nn.ZeroPad2d(1), nn.AvgPool2d(3, 2))
+        self.fc = nn.Linear(8 * 4 * 4, 2)
+
+    def forward(self, x):
+        x = x.permute(0, 3, 1, 2) * (1 / 127.5) + (-1.0)
+        x = (x - self.mean) / self.std
+        x = self.pool2(self.conv2(self.pool1(self.conv1(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+WAYS = {"opset13": dict(opset_version=13, dynamo=False), "opset17": dict(opset_version=17, dynamo=False),
+        "default": {}}
+
+
+def export(model: nn.Module, path: Path, nhwc: bool = True, **how) -> Path:
+    """``torch.onnx.export`` as a user calls it (``how`` empty: PyTorch's default)."""
+    shape = (1, SPEC.height, SPEC.width, SPEC.channels) if nhwc else (1, SPEC.channels, SPEC.height, SPEC.width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(shape),), str(path), verbose=False, **how)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cells(elpv_data):
+    """16x16 BGR pixels (N, C, H, W) and labels of 1024 training cells, of 64 test cells, and 64
+    training and 16 test cells as images (300x300x3) for convert and verify."""
+    from edgefpga.models import elpv
+
+    parts = elpv.split(elpv_data)
+    rng = np.random.default_rng(0)
+    train, test = rng.choice(parts.train, 1024, replace=False), rng.choice(parts.test, 64, replace=False)
+    train_img, test_img = false_color(elpv_data.images[train]), false_color(elpv_data.images[test])
+    return (resize_batch(train_img, SPEC), elpv.binary_labels(elpv_data.proba[train]), resize_batch(test_img, SPEC),
+            train_img[:64], test_img[:16])
+
+
+@pytest.fixture(scope="module")
+def trained(cells):
+    """The habits net trained 300 steps (batch 32, Adam) on raw NHWC pixels, in eval mode."""
+    pixels, labels, *_ = cells
+    x = torch.from_numpy(pixels.transpose(0, 2, 3, 1).astype(np.float32))
+    y = torch.from_numpy(labels).long()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = Habits()
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    model.train()
+    for step in range(300):
+        batch = order[(step * 32) % len(x):][:32]
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exports(trained, tmp_path_factory) -> dict[str, Path]:
+    """way -> the trained net exported that way (each in its own folder, all named habits.onnx:
+    the same model name, so the same RTL)."""
+    folder = tmp_path_factory.mktemp("habits")
+    return {way: export(trained, folder / way / "habits.onnx", **how) for way, how in WAYS.items()}
+
+
+def canonical(path: Path):
+    model, shape = check_onnx(path)
+    assert shape == [1, SPEC.channels, SPEC.height, SPEC.width]  # NCHW, read from the NHWC input
+    return canonical_graph(model, str(path))
+
+
+def test_habits_fold_away(trained, cells, exports):
+    """Each export holds the habits (Transpose, Mul, Add, Sub, Div, Pad); each canonical graph holds
+    none: one affine stage in front, the pads in the Conv and pool attributes, the same graph for
+    all three exports, computing what PyTorch computes on real cells."""
+    _, _, test, *_ = cells
+    with torch.no_grad():
+        expected = trained(torch.from_numpy(test.transpose(0, 2, 3, 1).astype(np.float32))).numpy()
+    graphs = {}
+    for way, path in exports.items():
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert {"Transpose", "Mul", "Add", "Sub", "Div", "Pad"} <= set(ops), way
+        graphs[way] = graph = canonical(path)
+        session = onnx_session(graph.model)
+        scores = np.concatenate([session.run(None, {session.get_inputs()[0].name: p[None].astype(np.float32)})[0]
+                                 for p in test])
+        np.testing.assert_allclose(scores, expected, atol=1e-4, err_msg=way)
+    reference = graphs["opset13"]
+    assert [n.op_type for n in reference.graph.node] == ["BatchNormalization", "Conv", "Relu", "MaxPool", "Conv",
+                                                         "Relu", "AveragePool", "Flatten", "MatMul", "Add"]
+    pads = {n.op_type + str(i): list(next(a.ints for a in n.attribute if a.name == "pads"))
+            for i, n in enumerate(reference.graph.node) if n.op_type in ("Conv", "MaxPool", "AveragePool")}
+    assert pads == {"Conv1": [1, 1, 1, 1], "MaxPool3": [1, 1, 1, 1], "Conv4": [0, 0, 1, 1],
+                    "AveragePool6": [1, 1, 1, 1]}
+    for way in ("opset17", "default"):
+        assert form(graphs[way]) == form(reference), way
+        for key, value in constants(reference).items():
+            np.testing.assert_allclose(constants(graphs[way])[key], value, rtol=1e-5, atol=1e-6, err_msg=f"{way} {key}")
+    assert (expected.argmax(1) == 1).mean() not in (0.0, 1.0)  # trained: not one class for every cell
+
+
+@pytest.mark.slow
+def test_habits_are_bit_exact(trained, cells, exports, tmp_path):
+    """The three exports convert to the same precisions and integer model; the RTL of each is bit-exact
+    to it on held-out cells (one Verilator build: the RTL is the same). The runtime's ``onnx``
+    backend feeds the user's NHWC file channels-last and gets PyTorch's scores."""
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.sim.verify import integer_scores, verify
+
+    _, _, test, calib_raw, test_raw = cells
+    np.savez(tmp_path / "calib.npz", images=calib_raw)
+    np.savez(tmp_path / "test.npz", images=test_raw)
+    cfg = ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64, emulator_images=8,
+                        progress=False, agreement=0.9)
+    scores = {}
+    for way, path in exports.items():
+        build = tmp_path / f"build_{way}"
+        report = convert(str(path), build, cfg, log=lambda _m: None)
+        assert report["hls"]["project"] is None  # padded pools: the integer model stands in (seconds, not a minute)
+        scores[way] = integer_scores(build, test)
+        result = verify(build, images=str(tmp_path / "test.npz"), sample=4, progress=False, agreement=0.9)
+        assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 4, way
+        assert result["failed"] == [], way
+        assert (build / "precisions.json").read_text() == (tmp_path / "build_opset13" / "precisions.json").read_text()
+    for way in ("opset17", "default"):
+        assert scores[way][1] == scores["opset13"][1] and np.array_equal(scores[way][0], scores["opset13"][0]), way
+    from edgefpga import runtime
+
+    with runtime.open(tmp_path / "build_opset13", backend="onnx") as engine:  # the user's NHWC file, fed NHWC
+        results = engine.infer(list(test_raw))
+    with torch.no_grad():
+        pixels = resize_batch(test_raw, SPEC).transpose(0, 2, 3, 1).astype(np.float32)
+        expected = trained(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose([r.scores for r in results], expected, atol=1e-4)
+
+
+class Body(nn.Module):
+    """``body`` on an NCHW image, then a global average pool and a dense layer."""
+
+    def __init__(self, body, channels: int = 4, head=None):
+        super().__init__()
+        self.head, self.body, self.fc = head or (lambda x: x), body, nn.Linear(channels, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(self.head(x)), 1), 1))
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+REFUSED = {  # a habit the fold would get wrong -> what the one line must name
+    "zero_pad_before_max_pool_of_signed_map": (
+        Body(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ZeroPad2d(1), nn.MaxPool2d(3))),
+        "(Pad), constant_value: zeros before MaxPool"),
+    "reflection_pad": (Body(nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 4, 3))), "(Pad), mode: reflect"),
+    "pad_into_relu": (Body(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ZeroPad2d(1), nn.ReLU())), "(Pad), position"),
+    "pad_as_wide_as_the_window": (Body(nn.Sequential(nn.ZeroPad2d(2), nn.Conv2d(3, 4, 3, padding=1))), "(Pad), pads"),
+    "sub_inside_the_net": (Body(nn.Sequential(nn.Conv2d(3, 4, 3), Lambda(lambda x: x - 0.5))), "(Sub), position"),
+    "square_of_the_image": (Body(nn.Conv2d(3, 4, 3), head=Lambda(lambda x: x * x)), "(Mul), inputs"),
+    "constant_over_image": (Body(nn.Conv2d(3, 4, 3), head=Lambda(lambda x: torch.div(torch.tensor(2.0), x + 1))),
+                            "(Div), input 0"),
+    "mean_per_row": (Body(nn.Conv2d(3, 4, 3), head=Lambda(lambda x: x - torch.ones(16, 1) * 0.5)), "(Sub), input 1"),
+    "transpose_of_height_and_width": (Body(nn.Conv2d(3, 4, 3), head=Lambda(lambda x: x.permute(0, 3, 2, 1))),
+                                      "(Transpose), perm"),
+}
+
+
+def test_habits_outside_the_fold_are_refused(tmp_path):
+    """One line naming the file, the node, the op and the attribute, before any work (the CLI's
+    exit status 2 and empty build folder: test_capabilities.py::test_refused_up_front)."""
+    for label, (module, needle) in REFUSED.items():
+        path = export(module.eval(), tmp_path / f"{label}.onnx", nhwc=label.startswith("transpose"),
+                      opset_version=13, dynamo=False)
+        with pytest.raises(ConversionError) as refused:
+            check_onnx(path)
+        message = str(refused.value)
+        assert "\n" not in message and message.startswith(f"{path}: node '"), (label, message)
+        assert needle in message, (label, message)

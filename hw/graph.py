@@ -135,15 +135,36 @@ class FoldBiasAddIntoConv(Transformation):
             conv = model.find_producer(data) if data else None
             if conv is None or conv.op_type != "Conv" or const is None or not single_consumer(model, conv.output[0]):
                 continue
-            channels = model.get_initializer(conv.input[1]).shape[0]
-            if const.size not in (1, channels) or (const.ndim >= 3 and const.shape[-2:] != (1, 1)):
-                continue
+            values = channel_values(model, data, const)
+            if values is None:
+                continue  # no bias: ConstantAddToAffine names it
             bias = conv_bias(model, conv)
-            model.set_initializer(conv.input[2], (bias + const.reshape(-1)).astype(np.float32))
+            model.set_initializer(conv.input[2], (bias + values).astype(np.float32))
             conv.output[0] = add.output[0]
             model.graph.node.remove(add)
             return model, True
         return model, False
+
+
+def channel_values(model: ModelWrapper, data: str, const: np.ndarray) -> np.ndarray | None:
+    """``const`` as the one value per channel it adds to (or multiplies, ...) ``data`` under ONNX's
+    broadcasting (the last axes align: a [C] constant on a map varies along its width); None when
+    it is no per-channel constant (hw/layers/rule.py, per_channel: the capability check refuses it)."""
+    from .layers.rule import per_channel
+
+    shape = model.get_tensor_shape(data)
+    values = per_channel(const, shape)
+    return None if values is None else np.broadcast_to(values.astype(np.float64), (shape[1],)).copy()
+
+
+def per_channel_constant(model: ModelWrapper, node: onnx.NodeProto, data: str, const: np.ndarray) -> np.ndarray:
+    """:func:`channel_values`, or a ConversionError naming the node (a graph that skipped the check)."""
+    values = channel_values(model, data, const)
+    if values is None:
+        raise ConversionError(f"node '{node.name}' ({node.op_type}): a constant of shape {list(const.shape)} on "
+                              f"{model.get_tensor_shape(data)} is no per-channel constant (ONNX broadcasting aligns "
+                              "the last axes); the capability check refuses it")
+    return values
 
 
 def constant_operand(model: ModelWrapper, node: onnx.NodeProto) -> tuple[str | None, np.ndarray | None]:
@@ -428,8 +449,8 @@ class ConstantAddToAffine(Transformation):
                 if node.input[0] != data:
                     node.input[:] = [data, node.input[0]]
                 continue
-            channels = model.get_tensor_shape(data)[1]
-            replace_by_affine(model, node, data, np.ones(channels), np.broadcast_to(const.reshape(-1), (channels,)))
+            shift = per_channel_constant(model, node, data, const)
+            replace_by_affine(model, node, data, np.ones(len(shift)), shift)
             return model, True
         return model, False
 
@@ -461,8 +482,7 @@ class InputArithmeticToAffine(Transformation):
             data, const = constant_operand(model, node)
             if const is None:
                 continue
-            channels = model.get_tensor_shape(data)[1]
-            value = np.broadcast_to(const.astype(np.float64).reshape(-1), (channels,))
+            value = per_channel_constant(model, node, data, const)
             replace_by_affine(model, node, data, *arithmetic_as_affine(node.op_type, value, node.input[0] != data))
             return model, True
         return model, False

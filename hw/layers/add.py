@@ -8,7 +8,7 @@ import numpy as np
 
 from .base import Resources, clog2
 from .estimate import Model, map_memory, predict
-from .rule import Capability, GraphView, Refusal
+from .rule import Capability, GraphView, Refusal, broadcast_refusal, per_channel
 from .stage import Stage, StreamInfo, saturation
 
 MODULES = ("ef_add", "ef_fork", "ef_fifo")
@@ -68,12 +68,12 @@ def stage(model, p, node, a: StreamInfo, b: StreamInfo) -> Stage:
 def check_add(node, g: GraphView) -> None:
     constant = [t in g.constants for t in node.input]
     if any(constant):
-        value = g.constants[node.input[constant.index(True)]]
-        data = node.input[constant.index(False)] if not all(constant) else None
-        channels = g.channels(data) if data else None
-        if value.size != 1 and (channels is None or value.size != channels):
-            raise Refusal(f"input {constant.index(True)}", f"a constant of shape {list(value.shape)}: only a bias "
-                          "(one value per channel) is built")
+        if all(constant):
+            return  # constants only: folded
+        index = constant.index(True)
+        value, shape = g.constants[node.input[index]], g.shapes.get(node.input[1 - index])
+        if per_channel(value, shape) is None:
+            raise broadcast_refusal(node, index, value, shape)
         return
     a, b = (g.shapes.get(t) for t in node.input[:2])
     if a and b and a != b:
@@ -84,8 +84,11 @@ def check_add(node, g: GraphView) -> None:
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Add", "a bias (folded into the Conv or dense layer before it; at the input, into the input "
                "normalization), or a residual join of two branches with a FIFO on the shorter branch sized from both "
-               "branches' latency", "a per-channel constant, or two tensors of the same shape; a branch may not fork "
-               "again", check_add, "ef_add (+ ef_fork, ef_fifo)",
+               "branches' latency", "a constant with one value, or one per channel ([C, 1, 1] or [1, C, 1, 1] on a "
+               "map, [C] on a dense layer's features; ONNX broadcasting aligns the last axes, so a [C] on a map "
+               "varies along the width: refused), or two tensors of the same shape; a branch may not fork again",
+               check_add, "ef_add (+ ef_fork, ef_fifo)",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[post_add_bn]",
-                "tests/hw/test_habits.py::test_habits_fold_away")),
+                "tests/hw/test_habits.py::test_habits_fold_away",
+                "tests/hw/test_habits.py::test_constants_broadcast_as_onnx_does")),
 )

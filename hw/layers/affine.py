@@ -7,7 +7,7 @@ import numpy as np
 
 from .base import Resources
 from .estimate import Model, predict
-from .rule import Capability, GraphView, Refusal, attribute
+from .rule import Capability, GraphView, Refusal, attribute, broadcast_refusal, per_channel
 from .stage import Stage, StreamInfo, align, saturation, to_int
 
 MODULES = ("ef_affine",)
@@ -86,14 +86,6 @@ def input_tensors(g: GraphView) -> set[str]:
     return found
 
 
-def per_channel(value: np.ndarray, channels: int | None) -> bool:
-    """One value, or one per channel laid out [C, 1, 1] / [1, C, 1, 1] (NCHW broadcasting)."""
-    if value.size == 1:
-        return True
-    return (channels is not None and value.size == channels and value.ndim >= 3
-            and value.shape[-3] == channels and value.shape[-2:] == (1, 1))
-
-
 def check_input_arithmetic(node, g: GraphView) -> None:
     """Sub / Mul / Div by a per-channel constant, at the input only: an affine map folded into the
     input normalization (one ef_affine stage, the card's own scale, mean and std included)."""
@@ -106,9 +98,8 @@ def check_input_arithmetic(node, g: GraphView) -> None:
         raise Refusal("position", f"{node.op_type} by a constant is folded only at the input (into the input "
                       "normalization); elsewhere it is not built")
     value = g.constants[node.input[constant.index(True)]]
-    if not per_channel(value, g.channels(data)):
-        raise Refusal(f"input {constant.index(True)}", f"a constant of shape {list(value.shape)}: only one value, or "
-                      "one per channel ([C, 1, 1]), is folded into the input normalization")
+    if per_channel(value, g.shapes.get(data)) is None:
+        raise broadcast_refusal(node, constant.index(True), value, g.shapes.get(data))
     if node.op_type == "Div" and constant[0]:
         raise Refusal("input 0", "a constant divided by the image is no affine map; only image / constant is built")
     if node.op_type == "Div" and not np.all(value):
@@ -117,7 +108,8 @@ def check_input_arithmetic(node, g: GraphView) -> None:
 
 INPUT_ROW = ("folded into the input normalization (torchvision's `(x - mean) / std`, Keras' `Rescaling`, "
              "inside `forward`): one per-channel scale and shift with the card's")
-INPUT_LIMITS = "a constant with one value or one per channel ([C, 1, 1]), on the input (or what such ops made of it)"
+INPUT_LIMITS = ("a constant with one value or one per channel ([C, 1, 1] or [1, C, 1, 1]; a [C] varies along the "
+                "width under ONNX broadcasting: refused), on the input (or what such ops made of it)")
 
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Sub", INPUT_ROW, INPUT_LIMITS + "; constant - image too", check_input_arithmetic, "ef_affine",

@@ -94,6 +94,49 @@ def text(value) -> str:
 
 # ---- checks shared by several rows ---------------------------------------------------------------
 
+def per_channel(value: np.ndarray, shape: list[int] | None) -> np.ndarray | None:
+    """The values, one for all channels or one per channel (1-D, length 1 or C), that an
+    elementwise op applies with the constant ``value`` to a tensor of ``shape`` [N, C, ...]; None
+    when the constant does anything else. ONNX broadcasts as numpy does: the LAST axes align, so
+    a constant is per channel only when, padded with leading ones to the tensor's rank, every
+    axis but the channel axis is 1: a scalar, [1], [C, 1, 1] or [1, C, 1, 1] on a map
+    [N, C, H, W], [C] or [1, C] on features [N, C]. A [C] on a map is one value per column (it
+    varies along the width; with a width of 1 it widens the map), so it is None. An unknown
+    shape (after a QONNX quantizer, which ONNX's shape inference does not know) takes a single
+    value only, of a map's rank at most; the graph rewrite, where every shape is known, asks again."""
+    value = np.asarray(value)
+    if not shape or len(shape) < 2 or shape[1] <= 0:
+        return value.reshape(1) if value.size == 1 and value.ndim <= 4 else None
+    if value.ndim > len(shape):
+        return None
+    padded = (1,) * (len(shape) - value.ndim) + value.shape
+    if any(size != 1 for axis, size in enumerate(padded) if axis != 1) or padded[1] not in (1, shape[1]):
+        return None
+    return value.reshape(-1)
+
+
+def broadcast_refusal(node: onnx.NodeProto, index: int, value: np.ndarray, shape: list[int] | None) -> Refusal:
+    """The one-line refusal of a constant that is not per channel (:func:`per_channel`): what ONNX's
+    broadcasting makes of it instead."""
+    what = f"a constant of shape {list(np.shape(value))}"
+    if not shape or len(shape) < 2 or shape[1] <= 0:
+        why = "on a tensor of unknown shape (only a single value is built there)"
+    else:
+        names = dict(enumerate("NCHW")) if len(shape) == 4 else {0: "N", 1: "C"}
+        padded = (1,) * max(0, len(shape) - np.ndim(value)) + tuple(np.shape(value))
+        varying = [names.get(a, f"axis {a}") for a, size in enumerate(padded[-len(shape):])
+                   if size != 1 and a != 1]
+        if np.ndim(value) > len(shape):
+            why = f"raises the rank of the {len(shape)}-D tensor {shape}"
+        elif varying:
+            why = (f"on the tensor {shape} varies along {'/'.join(varying)} (ONNX broadcasting aligns the last "
+                   "axes, not the channels)")
+        else:
+            why = f"does not broadcast to the tensor {shape} channel by channel"
+    return Refusal(f"input {index}", f"{what} {why}: only one value, or one per channel ([C, 1, 1] or "
+                   "[1, C, 1, 1] on a map, [C] on features), is built")
+
+
 def check_spatial(node: onnx.NodeProto, kernel: list[int]) -> None:
     """2-D windows within the line buffer's reach; no dilation; padding smaller than the window."""
     if len(kernel) != 2:

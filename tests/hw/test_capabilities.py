@@ -144,6 +144,36 @@ def test_check_accepts(tmp_path):
     assert [n.op_type for n in canon.graph.node] == ["Conv", "Relu", "Flatten", "MatMul", "Add"]
 
 
+@pytest.mark.timeout(30)
+def test_per_channel_constants_follow_numpy_broadcasting():
+    """A constant is taken as one value per channel exactly when ONNX's (numpy's) broadcasting
+    applies it so: adding the per-channel values to a map gives what numpy gives; every other
+    shape is refused (None), a [C] on a map above all (numpy adds it per column)."""
+    from edgefpga.hw.layers.rule import broadcast_refusal, per_channel
+
+    rng = np.random.default_rng(0)
+    for data in ([1, 4, 3, 4], [1, 4, 4, 1], [1, 4]):
+        x = rng.normal(size=data)
+        for shape in ((), (1,), (4,), (1, 4), (4, 1), (4, 1, 1), (1, 4, 1, 1), (1, 1, 1, 1), (1, 1, 4, 1, 1),
+                      (1, 1, 1, 4), (4, 4), (3, 1)):
+            value = rng.normal(size=shape)
+            values = per_channel(value, data)
+            try:
+                expected = x + value
+            except ValueError:
+                expected = None
+            if values is None:
+                assert expected is None or expected.shape != x.shape or not np.allclose(
+                    expected, x + np.resize(value, 4).reshape([1, 4] + [1] * (len(data) - 2))), (data, shape)
+                assert broadcast_refusal(onnx.NodeProto(), 1, value, data).attribute == "input 1"
+            else:
+                per = np.broadcast_to(values, (4,)).reshape([1, 4] + [1] * (len(data) - 2))
+                np.testing.assert_array_equal(x + per, expected, err_msg=str((data, shape)))
+    assert per_channel(np.ones(4), [1, 4, 4, 4]) is None  # W == C: numpy adds per column
+    assert per_channel(np.ones(4), [1, 4]) is not None  # features: the one axis is the channel
+    assert "varies along W" in broadcast_refusal(onnx.NodeProto(), 1, np.ones(4), [1, 4, 4, 4]).reason
+
+
 def test_supported_ops_are_the_built_rows():
     assert "Concat" not in supported_ops() and "Conv" in supported_ops()
 

@@ -220,6 +220,11 @@ REFUSED = {  # a habit the fold would get wrong -> what the one line must name
     "constant_over_image": (Body(nn.Conv2d(3, 4, 3), head=Lambda(lambda x: torch.div(torch.tensor(2.0), x + 1))),
                             "(Div), input 0"),
     "mean_per_row": (Body(nn.Conv2d(3, 4, 3), head=Lambda(lambda x: x - torch.ones(16, 1) * 0.5)), "(Sub), input 1"),
+    # ONNX broadcasting aligns the last axes: a [16] on the 3x16x16 image is one value per column
+    "shift_per_column": (Body(nn.Conv2d(3, 4, 3), head=Lambda(lambda x: x + torch.linspace(-1, 1, 16))),
+                         "(Add), input 1: a constant of shape [16] on the tensor [1, 3, 16, 16] varies along W"),
+    "scale_per_column": (Body(nn.Conv2d(3, 4, 3), head=Lambda(lambda x: x * torch.linspace(0.5, 1, 16))),
+                         "(Mul), input 1: a constant of shape [16] on the tensor [1, 3, 16, 16] varies along W"),
     "transpose_of_height_and_width": (Body(nn.Conv2d(3, 4, 3), head=Lambda(lambda x: x.permute(0, 3, 2, 1))),
                                       "(Transpose), perm"),
 }
@@ -236,3 +241,32 @@ def test_habits_outside_the_fold_are_refused(tmp_path):
         message = str(refused.value)
         assert "\n" not in message and message.startswith(f"{path}: node '"), (label, message)
         assert needle in message, (label, message)
+
+
+def test_constants_broadcast_as_onnx_does(tmp_path):
+    """``map + torch.tensor([C values])`` adds one value per column, not per channel (ONNX and
+    numpy align the last axes; PyTorch needs W == C for it): both exporters' files are refused by
+    name, where folding the values per channel would compute something else. The same values as
+    [C, 1, 1] are a per-channel bias: folded into the Conv's bias, the sum PyTorch computes, so
+    the canonical graph is that of a Conv with that bias (and computes what PyTorch computes)."""
+    torch.manual_seed(0)
+    values = torch.linspace(-1, 1, 16)
+    per_column = Body(nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), Lambda(lambda x: x + values)), 16).eval()
+    conv = nn.Conv2d(3, 16, 3, padding=1)
+    per_channel = Body(nn.Sequential(conv, Lambda(lambda x: x + values.view(16, 1, 1))), 16).eval()
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, SPEC.channels, SPEC.height, SPEC.width)).astype(np.float32)
+    for way in ("opset13", "default"):
+        path = export(per_column, tmp_path / way / "per_column.onnx", nhwc=False, **WAYS[way])
+        with pytest.raises(ConversionError) as refused:
+            check_onnx(path)
+        assert "\n" not in str(refused.value) and "(Add), input 1: a constant of shape [16] on the tensor " \
+            "[1, 16, 16, 16] varies along W" in str(refused.value), (way, str(refused.value))
+        graph = canonical(export(per_channel, tmp_path / way / "per_channel.onnx", nhwc=False, **WAYS[way]))
+        assert [n.op_type for n in graph.graph.node] == ["Conv", "AveragePool", "Flatten", "MatMul", "Add"], way
+        bias = graph.get_initializer(graph.graph.node[0].input[2])
+        assert np.array_equal(bias, (conv.bias + values).detach().numpy()), way  # float32 sums, as PyTorch's
+        session = onnx_session(graph.model)
+        with torch.no_grad():
+            expected = per_channel(torch.from_numpy(pixels)).numpy()
+        ours = np.concatenate([session.run(None, {session.get_inputs()[0].name: p[None]})[0] for p in pixels])
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4, err_msg=way)

@@ -135,7 +135,7 @@ class FoldBiasAddIntoConv(Transformation):
             conv = model.find_producer(data) if data else None
             if conv is None or conv.op_type != "Conv" or const is None or not single_consumer(model, conv.output[0]):
                 continue
-            values = channel_values(model, data, const)
+            values = channel_values(model, data, const, model.get_initializer(conv.input[1]).shape[0])
             if values is None:
                 continue  # no bias: ConstantAddToAffine names it
             bias = conv_bias(model, conv)
@@ -146,15 +146,19 @@ class FoldBiasAddIntoConv(Transformation):
         return model, False
 
 
-def channel_values(model: ModelWrapper, data: str, const: np.ndarray) -> np.ndarray | None:
+def channel_values(model: ModelWrapper, data: str, const: np.ndarray, channels: int | None = None) -> np.ndarray | None:
     """``const`` as the one value per channel it adds to (or multiplies, ...) ``data`` under ONNX's
     broadcasting (the last axes align: a [C] constant on a map varies along its width); None when
-    it is no per-channel constant (hw/layers/rule.py, per_channel: the capability check refuses it)."""
+    it is no per-channel constant (hw/layers/rule.py, per_channel: the capability check refuses it).
+    ``channels`` counts them where ``data``'s shape is unknown (a single value only, then)."""
     from .layers.rule import per_channel
 
     shape = model.get_tensor_shape(data)
     values = per_channel(const, shape)
-    return None if values is None else np.broadcast_to(values.astype(np.float64), (shape[1],)).copy()
+    count = shape[1] if shape and len(shape) >= 2 and shape[1] > 0 else channels
+    if values is None or count is None:
+        return None
+    return np.broadcast_to(values.astype(np.float64), (count,)).copy()
 
 
 def per_channel_constant(model: ModelWrapper, node: onnx.NodeProto, data: str, const: np.ndarray) -> np.ndarray:

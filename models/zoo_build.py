@@ -97,11 +97,13 @@ def step_check_onnx(b: ZooBuild) -> None:
             ours = b.result.model.eval()(torch.from_numpy(inputs)).numpy()
         theirs = qonnx_scores(b.out / MODEL_FILE, inputs)
         diff = float(np.abs(ours - theirs).max())
-        step = float(b.result.model.classifier.output_quant.scale())
-        # Brevitas and qonnx round the same float sums; one output step apart at most, where a sum's
-        # last float bit differs on a rounding boundary
-        if diff > step + 1e-6 or (ours.argmax(1) != theirs.argmax(1)).mean() > 0.05:
-            raise RuntimeError(f"{b.out / MODEL_FILE}: qonnx's execution differs from Brevitas by {diff:.2e}")
+        # Brevitas and qonnx compute the same quantized arithmetic in float32: equal, except where a
+        # float sum's last bit lands on another side of a quantizer's rounding boundary (sums beyond
+        # 24 bits: 8-bit weights and activations over hundreds of inputs); the decisions must agree
+        agree = float((ours.argmax(1) == theirs.argmax(1)).mean())
+        if agree < 1 - 1 / len(inputs):
+            raise RuntimeError(f"{b.out / MODEL_FILE}: qonnx's execution differs from Brevitas (largest score "
+                               f"difference {diff:.3g}, top-1 agreement {agree:.3f} on {len(inputs)} images)")
         b.facts["onnx_max_abs_diff"] = diff
         return
     diff = max_abs_difference(b.result.model, b.out / MODEL_FILE, inputs)

@@ -150,7 +150,16 @@ def bench_federated_road() -> dict:
     return run(rounds, local, size, run=os.environ.get("EDGEFPGA_FED_RUN") or None)
 
 
-BENCHES = {"fit": bench_fit, "timing": bench_timing, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
+def bench_qat() -> dict:
+    """Quantization-aware training on ELPV: float vs W8A8, W4A4, W4A8 (same recipe and epochs), each
+    converted for a PYNQ-Z2 (II, predicted resources), the W4A4 build bit-exact to qonnx on the 654
+    test cells (bench/qat.py); about an hour on 2 cores when the models are not trained yet."""
+    from qat import bench_qat as run
+
+    return run()
+
+
+BENCHES = {"fit": bench_fit, "qat": bench_qat, "timing": bench_timing, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,
            "federated_secagg": bench_federated_secagg, "detector": bench_detector}

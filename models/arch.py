@@ -34,6 +34,7 @@ class ArchConfig:
     head: str = "avg"  # global pooling before the dense layer: "avg" or "max"; "map": a 1x1 conv per output cell
     num_classes: int = 2
     dropout: float = 0.1
+    qat: str | None = None  # "W4A4" etc.: the Brevitas net trained quantization-aware (models/quant.py)
 
     @property
     def reduction(self) -> int:
@@ -141,7 +142,12 @@ def build(cfg: ArchConfig) -> InspectionCNN:
         raise ArchitectureError(f"head must be 'avg', 'max' or 'map', got {cfg.head!r}")
     if cfg.size % cfg.reduction:
         raise ArchitectureError(f"input size {cfg.size} must be divisible by {cfg.reduction}")
-    model = InspectionCNN(cfg)
+    if cfg.qat:
+        from .quant import QuantInspectionCNN, parse_qat
+
+        model = QuantInspectionCNN(cfg, parse_qat(cfg.qat))
+    else:
+        model = InspectionCNN(cfg)
     cost = count_cost(model, (cfg.in_channels, cfg.size, cfg.size))
     if cost.params > MAX_PARAMS or cost.macs > MAX_MACS:
         raise ArchitectureError(

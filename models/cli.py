@@ -114,11 +114,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edgefpga.models.arch import ArchConfig
     from edgefpga.models.imagefiles import Skips
     from edgefpga.models.train import TrainConfig
-    from edgefpga.models.zoo_build import build_zoo_model
+    from edgefpga.models.quant import parse_qat
+    from edgefpga.models.zoo_build import QAT_STEPS, STEPS, build_zoo_model
 
     if not args.out and not args.dry_run:
         raise UserError("--out: the model folder to write is needed (or --dry-run to see the sizing only)")
+    if args.qat:
+        parse_qat(args.qat)  # a bad width: one line before any data loads
     if args.dataset == MODULES:
+        if args.qat:
+            raise UserError("--qat: the detector (a map head) has no quantized twin yet; train a classifier")
         return train_detector(args)
     skips = Skips(strict=args.strict, command="edgefpga train")
     data = training_data(args, skips)
@@ -135,13 +140,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return skips.exit_status()
     widths = {"widths": tuple(args.widths)} if args.widths else {}
     shape = {"in_channels": data.channels, "num_classes": len(data.classes)}
-    arch = ArchConfig(**base["arch"] | given(args, "size", "stem_stride") | widths | sized | shape)
+    qat = {"qat": parse_qat(args.qat).name} if args.qat else {}
+    arch = ArchConfig(**base["arch"] | given(args, "size", "stem_stride") | widths | sized | shape | qat)
     teachers = {"teachers": tuple(args.teacher)} if args.teacher else {}
     patience = {} if is_elpv or args.like else {"patience": 10}
     cfg = TrainConfig(**base["train"] | patience | given(args, "epochs", "seed", "threads", "limit", "teacher_weight",
                                                           "patience") | teachers)
     build = build_zoo_model(args.out, arch, cfg, augment_config(args, base["augment"], is_elpv), name=args.name,
-                            data=data, sizing=sizing)
+                            data=data, sizing=sizing, steps=QAT_STEPS if arch.qat else STEPS)
     test = build.facts["test"]
     print(f"wrote {build.out}/model.onnx and card.json: test accuracy {test['accuracy']:.4f}, "
           f"balanced {test['balanced_accuracy']:.4f}")
@@ -232,6 +238,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--macs", type=int, help="at most this many multiply-accumulates per image")
     s.add_argument("--dry-run", action="store_true", help="print the candidates (params, MACs, projected "
                    "frames/s, DSPs, BRAM) and the choice, train nothing")
+    p.add_argument("--qat", metavar="WxAy", help="quantization-aware training with Brevitas at these widths "
+                   "(x weight bits, y activation bits, each 2-8, e.g. W4A4, W8A8, W4A8): model.onnx is then a QONNX "
+                   "file that convert builds with its own widths (docs/models.md)")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument("--limit", type=int, help="train on the first N images only (quick checks)")

@@ -38,6 +38,11 @@ def onnx_session(card: ModelCard):
 
 def predict_scores(card: ModelCard, images: np.ndarray, progress: bool = False) -> np.ndarray:
     """Class scores (N, classes) for 8-bit images of any size, through the card's preprocessing."""
+    if card.raw.get("onnx", {}).get("format") == "qonnx":  # a QAT model: qonnx's own execution of its QONNX file
+        from .quant import qonnx_scores
+
+        inputs = [preprocess(img, card.input, f"image {i}") for i, img in enumerate(images)]
+        return qonnx_scores(card.model_path, np.concatenate(inputs)) if inputs else np.zeros((0, len(card.classes)))
     session = onnx_session(card)
     name = session.get_inputs()[0].name
     scores = [session.run(None, {name: preprocess(img, card.input, f"image {i}")})[0][0]

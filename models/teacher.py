@@ -9,8 +9,10 @@ distilled model's card can name exactly which files taught it.
 A teacher may take another input size than its student (the 96 px edge models teach the 128 px
 cloud model): the student's normalized batch is then area-resized to the teacher's size before
 the teacher sees it. Normalization is linear, so resizing the normalized batch equals normalizing
-the resized pixels; everything else of the input (channels, color, scale, mean, std, resize
-method) must be the same, or the teacher would see other numbers than it was trained on.
+the resized pixels. Another scale, mean or std is mapped the same way (the normalization is affine
+in the pixel: a QAT student's pixels are scaled by 1/256, its float teacher's by 1/255);
+everything else of the input (channels, color, resize method) must be the same, or the teacher
+would see other images than it was trained on.
 """
 
 from __future__ import annotations
@@ -34,18 +36,21 @@ class TeacherEnsemble:
         ``spec``: the student's input; a teacher's may differ from it in height and width only."""
         self.models: list[torch.nn.Module] = []
         self.sizes: list[tuple[int, int]] = []  # each teacher's (height, width)
+        self.maps: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # student input -> teacher input (a, b)
         self.provenance: list[dict] = []
         for model in models:
             card = load_card(resolve_model_dir(model))
-            if replace(card.input, height=spec.height, width=spec.width) != spec:
+            same = dict(height=spec.height, width=spec.width, scale=spec.scale, mean=spec.mean, std=spec.std)
+            if replace(card.input, **same) != spec:
                 raise ModelCardError(f"{card.path}: teacher input {card.input} differs from the student's {spec} "
-                                     "in more than its size")
+                                     "in more than its size and normalization")
             try:
                 arch = ArchConfig(**(card.raw["architecture"] | {"widths": tuple(card.raw["architecture"]["widths"])}))
             except (KeyError, TypeError) as exc:
                 raise ModelCardError(f"{card.path}: no architecture record to rebuild the teacher ({exc})") from exc
             self.models.append(load_folded(card.model_path, build(arch)))
             self.sizes.append((card.input.height, card.input.width))
+            self.maps.append(renormalization(spec, card.input))
             digest = hashlib.sha256(card.model_path.read_bytes()).hexdigest()
             self.provenance.append({"name": card.name, "model_sha256": digest}
                                    | ({"input_size": list(self.sizes[-1])}
@@ -65,7 +70,22 @@ class TeacherEnsemble:
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(self.resized(x, size)).softmax(1) for m, size in zip(self.models, self.sizes)]).mean(0)
+        return torch.stack([m(self.resized(x if ab is None else x * ab[0] + ab[1], size)).softmax(1)
+                            for m, size, ab in zip(self.models, self.sizes, self.maps)]).mean(0)
+
+
+def renormalization(student: InputSpec, teacher: InputSpec) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(a, b) per channel with ``teacher_x = a * student_x + b``, or None when both normalize alike:
+    the normalization is affine in the pixel, so the student's input maps exactly onto the
+    teacher's (a QAT student scales pixels by 1/256, its float teacher by 1/255)."""
+    if (student.scale, student.channel_mean, student.channel_std) == (teacher.scale, teacher.channel_mean,
+                                                                       teacher.channel_std):
+        return None
+    sm, ss = torch.tensor(student.channel_mean), torch.tensor(student.channel_std)
+    tm, ts = torch.tensor(teacher.channel_mean), torch.tensor(teacher.channel_std)
+    ratio = teacher.scale / student.scale  # pixel * student.scale = student.std * x + student.mean
+    a, b = ss * ratio / ts, (sm * ratio - tm) / ts
+    return a.view(1, -1, 1, 1).float(), b.view(1, -1, 1, 1).float()
 
 
 def area_matrix(n_in: int, n_out: int, dtype=torch.float32) -> torch.Tensor:

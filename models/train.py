@@ -88,9 +88,13 @@ class TrainResult:
 
 def input_spec(arch: ArchConfig, color: str = "gray", mean=0.5, std=0.25) -> InputSpec:
     """The card input of a trained model: area resize, pixels scaled to about zero mean (ELPV's
-    fixed 0.5/0.25, or per-channel statistics of a user's images)."""
+    fixed 0.5/0.25, or per-channel statistics of a user's images). A QAT model's pixels are
+    scaled by 1/256 (a power of two: its input quantizer then reads what the accelerator's input
+    affine computes exactly, models/quant.py)."""
+    from .quant import INPUT_SCALE
+
     return InputSpec(channels=arch.in_channels, height=arch.size, width=arch.size, color=color,
-                     resize="area", scale=1 / 255, mean=mean, std=std)
+                     resize="area", scale=INPUT_SCALE if getattr(arch, "qat", None) else 1 / 255, mean=mean, std=std)
 
 
 def data_spec(arch: ArchConfig, data: TrainingData) -> InputSpec:
@@ -218,6 +222,18 @@ def proximal_term(model: torch.nn.Module, anchor: list[torch.Tensor] | None, mu:
     return mu / 2 * sum(((p - p0) ** 2).sum() for p, p0 in zip(model.parameters(), anchor))
 
 
+def stats_batches(model: torch.nn.Module, x_fit: torch.Tensor, spec: InputSpec, batch_size: int):
+    """The fit images in order, without augmentation, as many batches as the model's quantizers
+    collect statistics over (``quant.collect_stats_steps``), cycling through the fit part: no draw
+    from the training generator, so the training run itself is the float recipe's."""
+    from .quant import collect_stats_steps
+
+    n = len(x_fit)
+    for step in range(collect_stats_steps(model)):
+        idx = torch.arange(step * batch_size, (step + 1) * batch_size) % n
+        yield to_input(x_fit[idx].float() / 255, spec)
+
+
 def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool = True,
           data: TrainingData | None = None, spec: InputSpec | None = None, init: dict | None = None,
           calibrate: bool = True) -> TrainResult:
@@ -246,6 +262,9 @@ def train(arch: ArchConfig, cfg: TrainConfig, aug: AugmentConfig, progress: bool
     if init is not None:
         model.load_state_dict(init)
     anchor = [p.detach().clone() for p in model.parameters()] if init is not None and cfg.proximal_mu else None
+    prepare = getattr(model, "prepare_training", None)  # a QAT net: its quantizers' scales from statistics first
+    if prepare is not None and init is None:
+        prepare(stats_batches(model, x_fit, spec, cfg.batch_size))
     steps_per_epoch = max(1, len(fit) // cfg.batch_size)
     decay = ema_decay(cfg.ema_decay, cfg.epochs * steps_per_epoch)
     ema = torch.optim.swa_utils.AveragedModel(

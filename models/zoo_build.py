@@ -71,13 +71,41 @@ def step_train(b: ZooBuild) -> None:
     (b.out / "history.json").write_text(json.dumps(b.result.history, indent=1) + "\n")
 
 
+def is_qat(b: ZooBuild) -> bool:
+    return bool(getattr(b.arch, "qat", None))
+
+
 def step_export_onnx(b: ZooBuild) -> None:
-    export_onnx(b.result.model, (b.arch.in_channels, b.arch.size, b.arch.size), b.out / MODEL_FILE, b.batch_axis)
+    """Float ONNX (BatchNorm folded), or a QAT model's QONNX file (Brevitas' export_qonnx)."""
+    shape = (b.arch.in_channels, b.arch.size, b.arch.size)
+    if is_qat(b):
+        from .quant import export_qonnx_file
+
+        export_qonnx_file(b.result.model, shape, b.out / MODEL_FILE)
+        return
+    export_onnx(b.result.model, shape, b.out / MODEL_FILE, b.batch_axis)
 
 
 def step_check_onnx(b: ZooBuild) -> None:
-    """ONNX Runtime must match PyTorch on real validation images before anything ships."""
+    """ONNX Runtime (a QAT model: qonnx's execution of its QONNX file) must match PyTorch on real
+    validation images before anything ships."""
     inputs, _ = _normalized(b, "val", limit=32)
+    if is_qat(b):
+        from .quant import qonnx_scores
+
+        with torch.no_grad():
+            ours = b.result.model.eval()(torch.from_numpy(inputs)).numpy()
+        theirs = qonnx_scores(b.out / MODEL_FILE, inputs)
+        diff = float(np.abs(ours - theirs).max())
+        # Brevitas and qonnx compute the same quantized arithmetic in float32: equal, except where a
+        # float sum's last bit lands on another side of a quantizer's rounding boundary (sums beyond
+        # 24 bits: 8-bit weights and activations over hundreds of inputs); the decisions must agree
+        agree = float((ours.argmax(1) == theirs.argmax(1)).mean())
+        if agree < 1 - 1 / len(inputs):
+            raise RuntimeError(f"{b.out / MODEL_FILE}: qonnx's execution differs from Brevitas (largest score "
+                               f"difference {diff:.3g}, top-1 agreement {agree:.3f} on {len(inputs)} images)")
+        b.facts["onnx_max_abs_diff"] = diff
+        return
     diff = max_abs_difference(b.result.model, b.out / MODEL_FILE, inputs)
     if diff > ONNX_TOLERANCE:
         raise RuntimeError(f"{b.out / MODEL_FILE}: ONNX Runtime differs from PyTorch by {diff:.2e}")
@@ -123,6 +151,8 @@ STEPS: list[Callable[[ZooBuild], None]] = [
 ]
 # a detector (map head) also reports its detections on the held-out module images
 DETECT_STEPS = STEPS[:4] + [step_evaluate_detections] + STEPS[4:]
+# a QAT model is fixed point already: its widths are trained, no post-training check
+QAT_STEPS = [step for step in STEPS if step is not step_check_fixed_point]
 # a model that never goes to the FPGA (the cloud model) skips the fixed-point check
 SERVER_STEPS = [step for step in STEPS if step is not step_check_fixed_point]
 
@@ -133,7 +163,7 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
     r = b.result
     classes = b.data.classes
     test = {k: test_metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_defective", "n")}
-    test |= {"confusion_matrix": test_metrics.get("confusion_matrix"), "backend": "onnxruntime"}
+    test |= {"confusion_matrix": test_metrics.get("confusion_matrix"), "backend": "qonnx" if is_qat(b) else "onnxruntime"}
     if "per_class" in test_metrics:
         test["per_class"] = dict(zip(classes, test_metrics["per_class"]))
     return {
@@ -161,11 +191,26 @@ def card_dict(b: ZooBuild, test_metrics: dict) -> dict:
             "seconds": round(r.seconds, 1), "teachers": r.teachers,
             "torch": torch.__version__, "machine": f"{platform.machine()}, {b.train_cfg.threads} CPU thread(s)",
         },
-        "onnx": {"opset": 13, "layout": "NCHW", "dtype": "float32", "batchnorm": "folded into Conv",
-                 "batch": "symbolic" if b.batch_axis else 1,
-                 "max_abs_diff_vs_pytorch": b.facts.get("onnx_max_abs_diff")},
+        "onnx": onnx_block(b),
         **b.provenance,
     }
+
+
+def onnx_block(b: ZooBuild) -> dict:
+    """What model.onnx is: float ONNX (opset 13, BatchNorm folded), or a QAT model's QONNX file."""
+    if is_qat(b):
+        from .quant import INPUT_BITS, OUTPUT_BITS, parse_qat
+
+        w = parse_qat(b.arch.qat)
+        return {"format": "qonnx", "exporter": "brevitas export_qonnx (torch.export-based)", "layout": "NCHW",
+                "batch": 1, "quantization": {"weight_bits": w.weight_bits, "activation_bits": w.act_bits,
+                                             "input_bits": INPUT_BITS, "output_bits": OUTPUT_BITS,
+                                             "scales": "powers of two (Brevitas fixed-point quantizers)",
+                                             "quantizers": "models/quant.py"},
+                "max_abs_diff_vs_pytorch": b.facts.get("onnx_max_abs_diff"),
+                "reference": "qonnx.core.onnx_exec (ONNX Runtime cannot run Quant nodes)"}
+    return {"opset": 13, "layout": "NCHW", "dtype": "float32", "batchnorm": "folded into Conv",
+            "batch": "symbolic" if b.batch_axis else 1, "max_abs_diff_vs_pytorch": b.facts.get("onnx_max_abs_diff")}
 
 
 def output_block(b: ZooBuild) -> dict:

@@ -34,7 +34,8 @@ CONVERTED_BUILDS = {"elpv_build", "elpv_verify", "foreign_build", "foreign_verif
 # modules whose module-scoped fixtures train or convert: their tests run on one worker, so the
 # fixture is made once per run, not once per worker that happens to get one of them
 MODULE_GROUPS = {"test_own_data.py": "own_data", "test_retrain.py": "retrain", "test_detector_map.py": "detector_map",
-                 "test_train_folder.py": "train_folder", "test_modules.py": "modules", "test_zoo_model.py": "zoo_model"}
+                 "test_train_folder.py": "train_folder", "test_modules.py": "modules", "test_zoo_model.py": "zoo_model",
+                 "test_qat.py": "qonnx"}  # the qat_model fixture, shared with tests/hw/test_qonnx.py
 
 
 def pytest_itemcollected(item):
@@ -57,6 +58,19 @@ def elpv_data():
     from edgefpga.models import elpv
 
     return elpv.load()
+
+
+@pytest.fixture(scope="session")
+def qat_model(tmp_path_factory):
+    """``edgefpga train elpv --qat W4A4`` on a small net, 32x32, 2 epochs of 256 cells (16 steps
+    after Brevitas' 301 statistics passes): a real model folder in about a minute."""
+    out = tmp_path_factory.mktemp("qat") / "w4a4"
+    args = ["train", "elpv", "--qat", "W4A4", "--out", str(out), "--epochs", "2", "--limit", "256", "--size", "32",
+            "--widths", "8", "16", "16", "--threads", "1"]
+    from edgefpga.cli import main
+
+    assert main(args) == 0
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -38,24 +38,10 @@ STEPS = 300
 
 
 def quant_net(weight_bits: int, act_bits: int, act_quant=None, output_bits: int | None = None) -> nn.Module:
-    """The shape docs/convert.md shows: an input quantizer, QuantConv2d + QuantReLU (+ max pool)
-    twice, QuantLinear; biases quantized with the layer's input and weight scales (Int16Bias)."""
-    import brevitas.nn as qnn
-    from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int16Bias, \
-        Uint8ActPerTensorFixedPoint
+    """The shape docs/convert.md shows, with the project's one choice of quantizers (models/quant.py)."""
+    from edgefpga.models.quant import quant_net as net
 
-    weight_quant = Int8WeightPerTensorFixedPoint
-    conv = dict(kernel_size=3, padding=1, weight_quant=weight_quant, weight_bit_width=weight_bits,
-                bias_quant=Int16Bias)
-    relu = dict(act_quant=act_quant or Uint8ActPerTensorFixedPoint, bit_width=act_bits, return_quant_tensor=True)
-    out = dict(output_quant=Int8ActPerTensorFixedPoint, output_bit_width=output_bits) if output_bits else {}
-    return nn.Sequential(
-        qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=8, return_quant_tensor=True),
-        qnn.QuantConv2d(1, 8, **conv), qnn.QuantReLU(**relu), nn.MaxPool2d(2),
-        qnn.QuantConv2d(8, 8, **conv), qnn.QuantReLU(**relu), nn.MaxPool2d(2),
-        nn.Flatten(),
-        qnn.QuantLinear(8 * 4 * 4, 2, weight_quant=weight_quant, weight_bit_width=weight_bits, bias_quant=Int16Bias,
-                        **out))
+    return net(weight_bits, act_bits, act_quant, output_bits, size=SPEC.height)
 
 
 NETS = {"w4a4": dict(weight_bits=4, act_bits=4), "w8a8": dict(weight_bits=8, act_bits=8, output_bits=16)}
@@ -254,3 +240,22 @@ def test_bipolar_weights_convert_exactly(exported, cells, tmp_path):
     test = resize_batch(test_raw, SPEC)
     ours, frac = integer_scores(tmp_path / "bipolar", test)
     assert np.array_equal(ours * 2.0 ** -frac, qonnx_outputs(str(path), normalize(test, SPEC)))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # the shared qat_model fixture trains when this test runs first
+def test_qat_model_converts_with_its_own_widths(qat_model, tmp_path):
+    """A model folder from `edgefpga train --qat W4A4` (tests/conftest.py): convert reads the trained widths (no search, every type the model's) and its integer model
+    equals qonnx's execution of the file."""
+    from edgefpga.hw.convert import ConvertConfig, convert
+
+    build = tmp_path / "build"
+    report = convert(str(qat_model), build, ConvertConfig(calibration_images=64, emulator_images=16, progress=False),
+                     log=lambda _m: None)
+    precisions = json.loads((build / "precisions.json").read_text())
+    assert set(precisions["sources"].values()) == {"model"}
+    weights = {f["weight"]["width"] for f in precisions["layers"].values() if "weight" in f}
+    assert weights == {4}, weights
+    relus = {(t["width"], t["signed"]) for k, t in precisions["tensors"].items() if k.startswith("Relu")}
+    assert relus == {(4, False)}, relus
+    assert report["qonnx_check"]["bit_exact_images"] == report["qonnx_check"]["n"] >= 16

@@ -34,16 +34,18 @@ def test_train_command_writes_a_complete_model_folder(tmp_path, capsys):
     assert copied["training"]["config"] == card.raw["training"]["config"] | {"epochs": 1, "teachers": [str(out)]}
     assert copied["training"]["teachers"] == [{"name": "tiny", "model_sha256": sha256(out / "model.onnx")}]
 
-    # a teacher of another size is resampled to it (models/teacher.py); one whose input is normalized
-    # otherwise would see other numbers than it was trained on: refused before anything is written
+    # a teacher of another size is resampled to it, another normalization mapped onto it
+    # (models/teacher.py); one that reads other images (colour where the student's are gray) would
+    # see other numbers than it was trained on: refused before anything is written
     import shutil
 
-    other_norm = tmp_path / "zoo" / "other_norm"
-    shutil.copytree(out, other_norm)
-    raw = json.loads((other_norm / "card.json").read_text())
-    (other_norm / "card.json").write_text(json.dumps(raw | {"input": raw["input"] | {"mean": 0.4}}))
+    other_color = tmp_path / "zoo" / "other_color"
+    shutil.copytree(out, other_color)
+    raw = json.loads((other_color / "card.json").read_text())
+    (other_color / "card.json").write_text(json.dumps(raw | {"input": raw["input"] | {"color": "bgr",
+                                                                                       "shape": [1, 3, 32, 32]}}))
     wrong = tmp_path / "zoo" / "wrong"
-    assert main(["train", "elpv", "--like", str(out), "--out", str(wrong), "--teacher", str(other_norm)]) == 2
+    assert main(["train", "elpv", "--like", str(out), "--out", str(wrong), "--teacher", str(other_color)]) == 2
     assert "teacher input" in capsys.readouterr().err and not wrong.exists()
 
 

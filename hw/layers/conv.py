@@ -43,11 +43,13 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
     """The RTL parameters that set the instance's size, as ``stage`` writes them
     (the rounding and saturation constants, which cost nothing, left out)."""
     (h, w), (oh, ow) = layer.in_shape, layer.out_shape
-    return dict(H=h, W=w, C=layer.channels, KH=layer.kernel[0], KW=layer.kernel[1], SH=layer.stride[0],
+    params = dict(H=h, W=w, C=layer.channels, KH=layer.kernel[0], KW=layer.kernel[1], SH=layer.stride[0],
                 SW=layer.stride[1], PT=layer.pads[0], PL=layer.pads[1], OH=oh, OWD=ow, OC=layer.outputs,
                 CI=layer.ci, PO=layer.po, KP=layer.kp, DW=int(layer.kind == "depthwise"), XW=widths.xw,
                 XSIGNED=int(widths.x_signed), WW=widths.ww, ACCW=widths.accw, OW=widths.ow,
                 USE_DSP=int(use_dsp))
+    params["LB_WORD_REG"] = line_buffer_word_reg(params)
+    return params
 
 
 # ---- resources (structure from hw/rtl/ef_conv2d.v; coefficients fitted on Yosys: sim/calibrate.py) ----
@@ -57,30 +59,44 @@ def line_buffer_rows(kh: int, sh: int) -> int:
     return max(2, 1 << clog2(kh + sh))
 
 
+def line_buffer(params: dict):
+    """Where the line buffer goes (R rows x 2**clog2(W) columns of C*XW bits, KP read ports)."""
+    p = params
+    return map_memory(line_buffer_rows(p["KH"], p.get("SH", 1)) * (1 << max(1, clog2(p["W"]))), p["C"] * p["XW"],
+                      reads=p.get("KP", 1))
+
+
+def line_buffer_word_reg(params: dict) -> int:
+    """LB_WORD_REG: 1 where the line buffer is block RAM (its read word registered in the RAM itself);
+    0 elsewhere, where a registered word would cost C*XW flip-flops per read port in the fabric and
+    the RTL registers the address instead (and holds only the step's channel slice)."""
+    return int(line_buffer(params).kind == "block")
+
+
 LUT_PART_BITS = 3  # weight bits per part of a shift-and-add multiplier (hw/rtl/ef_conv2d.v PB)
 
 
-def adder_tree(terms: int, pw: int, accw: int) -> tuple[int, int, int]:
+def adder_tree(terms: int, pw: int, accw: int, per_stage: int = 2) -> tuple[int, int, int]:
     """A lane's adder tree in hw/rtl/ef_conv2d.v (``terms`` words of ``pw`` bits added in pairs,
-    a register after every two levels and after the last): its word width, its adders and the
-    words its registers hold."""
+    a register after every ``per_stage`` levels (LPS: 1 after DSP products, 2 after shift-and-add
+    parts) and after the last): its word width, its adders and the words its registers hold."""
     levels = (terms - 1).bit_length() if terms > 1 else 0
     tw = min(pw + levels, accw)
     words, adders, registered = terms, 0, 0
     for level in range(1, levels + 1):
         adders += words // 2
         words = (words + 1) // 2
-        if level % 2 == 0 or level == levels:
+        if level % per_stage == 0 or level == levels:
             registered += words
     return tw, adders, registered
 
 
 def model(module: str, params: dict) -> Model:
     """The instance as structure: the line buffer (R rows x 2**clog2(W) columns of C*XW bits, KP
-    read ports), the weight ROM (one word of PO*KP*CI weights per step) and bias ROM (one word of
+    read ports; its word registered, or outside block RAM its address: LB_WORD_REG), the weight ROM (one word of PO*KP*CI weights per step) and bias ROM (one word of
     PO biases per group), PO*KP*CI multipliers (DSP48s, or shift-and-add logic with USE_DSP=0, in
     parts of LUT_PART_BITS weight bits), the pipeline: the read slice and the weights registered,
-    the products (or parts) registered, each lane's adder tree registered every two levels, PO
+    the products (or parts) registered, each lane's adder tree registered after every level (DSP products) or every two (LUT), PO
     accumulators, the requantization in two registered steps, and one output register of OC
     channels (the groups shifted into it)."""
     p = params
@@ -98,14 +114,16 @@ def model(module: str, params: dict) -> Model:
     pw = xw + 1 + ww
     parts = 1 if use_dsp else -(-ww // LUT_PART_BITS)
     nt = kp * ci * parts
-    tw, adders, tree_words = adder_tree(nt, pw, accw)
-    lb = map_memory(line_buffer_rows(kh, sh) * (1 << max(1, clog2(w))), c * xw, reads=kp)
+    tw, adders, tree_words = adder_tree(nt, pw, accw, 1 if use_dsp else 2)
+    lb = line_buffer(p)
+    word_reg = p.get("LB_WORD_REG", 1)
     wrom = map_memory(steps, lanes * ww, rom=True)
     brom = map_memory(groups, po * accw, rom=True)
     m = Model()
     m.exact = Resources(dsp=lanes * dsp_per_product(xw + 1, ww) if use_dsp else 0,
                         bram18=lb.bram18 + wrom.bram18 + brom.bram18, lutram=lb.lutram,
-                        ff=lb.out_ff)
+                        # a registered word (sync read) outside block RAM; else the held slice and its flag
+                        ff=lb.out_ff if word_reg else kp * (xl * xw + 1))
     counters = clog2(groups) + clog2(steps) + clog2(chunks) + 2 * clog2(max(kh, kw) + 1)
     m.add("lut", "const", 1)
     m.add("lut", "counters", counters)
@@ -169,6 +187,7 @@ def stage(model, p, node, x: StreamInfo, lanes) -> Stage:
     params = dict(window_params(window, x.h, x.w), C=c, OC=oc, CI=ci, PO=po, KP=kp, DW=int(depthwise),
                   XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww, ACCW=acc_t.width, SHIFT=shift,
                   OW=out_t.width, OMIN=omin, OMAX=omax)
+    params["LB_WORD_REG"] = line_buffer_word_reg(params)
     return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
                  out_t.width, lanes.cycles, lanes.multipliers, node.name, window_need(window, x.h, x.w))
 

@@ -25,6 +25,7 @@ module ef_conv2d #(
     parameter OC = 8, CI = 1, PO = 8, KP = 1, DW = 0,
     parameter XW = 8, XSIGNED = 1,
     parameter USE_DSP = 1,                     // 0: multipliers as shift-and-add logic (LUTs), not DSP48s
+    parameter LB_WORD_REG = 1,                 // 0: line buffer in distributed RAM: the address registered, not the word
     parameter WW = 8, ACCW = 32,
     parameter SHIFT = 8, OW = 8,
     parameter signed [63:0] OMIN = 0,
@@ -51,6 +52,8 @@ module ef_conv2d #(
     localparam CHUNKS = DW ? 1 : C / CI;
     localparam XL = DW ? PO : CI;              // input channels one step reads at each position
     localparam SELS = DW ? GROUPS : CHUNKS;    // which slice of the pixel a step reads
+    localparam SLICE = XL * XW;                // its bits (one constant: an index times a product of two
+                                               // parameters left a multiplier, a DSP48, after synthesis)
     localparam KSTEPS = KW / KP;
     localparam GSTEPS = KH * KSTEPS * CHUNKS;  // steps per channel group
     localparam WDEPTH = GROUPS * GSTEPS;
@@ -93,7 +96,7 @@ module ef_conv2d #(
     // A issues a step (counters; the line-buffer and weight-ROM reads, synchronous, clocked by
     // issue) -> B (the words read) -> C (the step's channel slice selected and masked, the weights
     // registered again) -> D (the products: a DSP multiplier's, or each shift-and-add multiplier's
-    // parts of PB weight bits) -> T (each lane's adder tree, a register after every two adder levels)
+    // parts of PB weight bits) -> T (each lane's adder tree, a register after every LPS adder levels)
     // -> E (the accumulator, the only loop: the bias or itself plus the tree's sum) -> F (a group's
     // sums rounded, with saturation flags) -> the output register, into which each group is shifted.
     // Everything past A moves on one enable, !stall, from registered flags only (out_ready as well
@@ -126,7 +129,9 @@ module ef_conv2d #(
     localparam NPART = USE_DSP ? 1 : (WW + PB - 1) / PB;   // terms per product
     localparam NT = KP * CI * NPART;           // terms a lane's tree adds
     localparam TL = (NT > 1) ? $clog2(NT) : 0; // adder levels
-    localparam LPS = 2;                        // adder levels per registered tree stage
+    // adder levels per registered tree stage: one after DSP products (a MULT18's delay leaves no room
+    // for two adders at 100 MHz on the ECP5), two after the shift-and-add parts
+    localparam LPS = USE_DSP ? 1 : 2;
     localparam TS = (TL + LPS - 1) / LPS;      // registered tree stages
     localparam TW = (PW + TL < ACCW) ? PW + TL : ACCW;   // tree words: exact (or, wider, mod 2^ACCW)
     localparam FW = 5 + GB;                    // flags: valid, first, last, group first, pixel end, group
@@ -161,23 +166,33 @@ module ef_conv2d #(
         for (gj = 0; gj < KP; gj = gj + 1) begin : pos
             wire signed [NB-1:0] ixj = ix + gj;
             wire in_map = (iy >= 0) && (iy < H) && (ixj >= 0) && (ixj < W);
-            reg [C*XW-1:0] rd;
+            wire [C*XW-1:0] rd;
             reg rd_inside;
-            always @(posedge clk) begin
-                if (issue) begin
-                    rd <= lb[{iy[RB-1:0], ixj[WB-1:0]}];
-                    rd_inside <= in_map;
+            always @(posedge clk) if (issue) rd_inside <= in_map;
+            // the step's slice: an indexed part-select (a balanced multiplexer tree), zero in the padding
+            wire [XL*XW-1:0] part = rd_inside ? rd[b_sel * SLICE +: SLICE] : {SLICE{1'b0}};
+            if (LB_WORD_REG) begin : word_reg
+                // the whole word registered (a block RAM's own output register)
+                reg [C*XW-1:0] word;
+                always @(posedge clk) if (issue) word <= lb[{iy[RB-1:0], ixj[WB-1:0]}];
+                assign rd = word;
+                assign x_step[gj * XL * XW +: XL * XW] = part;
+            end else begin : addr_reg
+                // the address registered and the word read asynchronously (distributed RAM), so
+                // that only the step's slice is held: XL*XW flip-flops instead of C*XW. The slice
+                // is caught the cycle after the issue, as the row may be overwritten while the
+                // pipeline stalls (the data-register form caught the whole word at the issue).
+                reg [RB+WB-1:0] addr;
+                reg fresh;
+                reg [XL*XW-1:0] held;
+                always @(posedge clk) begin
+                    if (issue) addr <= {iy[RB-1:0], ixj[WB-1:0]};
+                    fresh <= issue;
+                    if (fresh) held <= part;
                 end
+                assign rd = lb[addr];
+                assign x_step[gj * XL * XW +: XL * XW] = fresh ? part : held;
             end
-            reg [XL*XW-1:0] part;
-            integer c;
-            always @* begin
-                part = {XL*XW{1'b0}};
-                for (c = 0; c < SELS; c = c + 1)
-                    if (b_sel == c) part = rd[c * XL * XW +: XL * XW];
-                if (!rd_inside) part = {XL*XW{1'b0}};
-            end
-            assign x_step[gj * XL * XW +: XL * XW] = part;
         end
     endgenerate
 

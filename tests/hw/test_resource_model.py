@@ -77,6 +77,21 @@ def test_dsp_count_is_the_multipliers():
     assert dsp_per_product(27, 20) > 1 and dsp_per_product(19, 19) > 1
 
 
+def test_a_distributed_line_buffer_holds_only_the_steps_slice():
+    """Where the line buffer is distributed RAM the RTL registers its address, not its C*XW-bit
+    word (LB_WORD_REG=0), and holds only the step's slice: that many fewer flip-flops; block RAM
+    keeps its own read register (LB_WORD_REG=1)."""
+    from edgefpga.hw.layers.conv import line_buffer, line_buffer_word_reg
+
+    small = conv(6, 6, 128, 128, 3, 1, 1, dw=1)  # MobileNet's late depthwise layers: 4 rows x 8 x 1024 bits
+    assert line_buffer(small).kind == "distributed" and small["LB_WORD_REG"] == 0
+    registered = stage_resources("ef_conv2d", dict(small, LB_WORD_REG=1))
+    held = stage_resources("ef_conv2d", small)
+    assert registered.ff - held.ff == pytest.approx(128 * 8 - (8 + 1))
+    wide = conv(96, 96, 8, 16, 3, 8, 8)  # ELPV's first layers: block RAM
+    assert line_buffer(wide).kind == "block" and line_buffer_word_reg(wide) == 1 == wide["LB_WORD_REG"]
+
+
 def test_block_ram_of_known_geometries():
     """memory_libmap's choices for xc7, as Yosys made them in the calibration (ef_fifo)."""
     assert map_memory(4000, 8).bram18 == 2  # one RAMB36 as 4K x 9

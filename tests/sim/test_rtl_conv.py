@@ -22,6 +22,10 @@ def images(build, source, n=2):
 @pytest.mark.parametrize("stage, params", [("Conv_2", {}),                 # 3x3 stride 2, 20x20x16 map
                                            ("Conv_1", {}),                 # 1x1
                                            ("Conv_2", {"USE_DSP": 0}),     # multipliers as LUT logic
+                                           # the line buffer's read word registered (block RAM) or its
+                                           # address (distributed RAM), whichever the build chose
+                                           ("Conv_2", {"LB_WORD_REG": 1}),
+                                           ("Conv_2", {"LB_WORD_REG": 0}),
                                            ("AveragePool_1", {})])         # the global average pool
 def test_foreign_stages(foreign_build, foreign_dir, tmp_path, stage, params):
     result = check_stage(foreign_build, stage, images(foreign_build, str(foreign_dir / "test.npz")),

@@ -42,8 +42,8 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
 def model(module: str, params: dict) -> Model:
     """The instance as structure: the weight ROM (one word of PO*CI weights per step), the bias
     ROM (PO biases per group), PO*CI DSP multipliers summed into PO lanes, the ring of OC
-    accumulators, the requantization of all OC outputs at once, the step's chunk of CI channels
-    selected from the input pixel in place (the upstream stage holds it), and the registers around them."""
+    accumulators, the requantization of all OC outputs at once, the latched pixel rotating by CI
+    channels per step, and the registers around them."""
     p = params
     npix, c, oc = p.get("NPIX", 1), p["C"], p["OC"]
     ci, po = p.get("CI", 1), p.get("PO", 1)
@@ -64,7 +64,7 @@ def model(module: str, params: dict) -> Model:
     m.add("lut", "requant", oc * accw)
     m.add("lut", "round", oc * accw * (p.get("SHIFT", 1) > 0))
     m.add("lut", "out", oc * ow)
-    m.add("lut", "select", ci * xw * (chunks - 1))  # the step's chunk of the input pixel
+    m.add("lut", "pixel", c * xw * (chunks > 1))
     m.add("lut", "wrom", rom_columns(steps, wrom.width) * rom_luts_per_bit(steps) * (wrom.kind == "logic"))
     m.add("lut", "wrom_words", rom_columns(steps, wrom.width) * steps / 32 * (wrom.kind == "logic"))
     m.add("lut", "brom", rom_columns(groups, brom.width) * rom_luts_per_bit(groups) * (brom.kind == "logic"))
@@ -72,6 +72,8 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "const", 1)
     m.add("ff", "counters", counters)
     m.add("ff", "ring", oc * accw)
+    m.add("ff", "pixel", c * xw * (chunks > 1))  # the latched pixel, rotating
+    m.add("ff", "pixel_whole", c * xw * (chunks == 1))  # latched whole: a DSP input register may take it
     m.add("ff", "step_pixel", ci * xw)  # stage B's operands: DSP input registers take most
     m.add("ff", "bias", rom_columns(groups, po * accw) * (brom.kind == "logic") * (groups > 1))
     m.add("ff", "weights", rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))

@@ -46,9 +46,8 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
 
 def model(module: str, params: dict) -> Model:
     """The instance as structure: a ring of C accumulators folding CI channels per cycle (a
-    comparison for max, an adder for average), each step's CI channels selected from the input
-    pixel in place (the upstream stage holds it) and registered, the shared divider of an average,
-    and the output registers."""
+    comparison for max, an adder for average), the latched pixel rotating by CI channels, the
+    shared divider of an average, and the output registers."""
     p = params
     c, ci = p["C"], p.get("CI", 1)
     xw, ow = p.get("XW", 8), p.get("OW", p.get("XW", 8))
@@ -56,10 +55,10 @@ def model(module: str, params: dict) -> Model:
     counters = clog2(c // ci) + clog2(p.get("H", 1) * p.get("W", 1) + 1) + clog2(c)
     m.add("lut", "const", 1)
     m.add("lut", "counters", counters)
-    m.add("lut", "select", ci * xw * (c // ci - 1))  # the step's chunk of the input pixel
+    m.add("lut", "pixel", c * xw * (c > ci))
     m.add("ff", "const", 1)
     m.add("ff", "counters", counters)
-    m.add("ff", "step", ci * xw)
+    m.add("ff", "pixel", c * xw)
     m.add("ff", "out", 2 * c * ow)
     if p.get("MODE", 1) == 0:
         m.add("lut", "max", ci * (xw + 1))

@@ -1,14 +1,12 @@
 // ef_dense: fully connected layer over a frame of NPIX pixels of C channels each (the flattened
-// map, in stream order), OC outputs. Each pixel is read where it arrives, then (OC/PO) groups x (C/CI) chunks
+// map, in stream order), OC outputs. Each pixel is latched, then (OC/PO) groups x (C/CI) chunks
 // of steps with PO*CI multipliers accumulate into OC exact accumulators that start at the
 // (pre-aligned) biases; after the frame's last pixel every output is rounded half to even by
 // SHIFT bits, saturated to [OMIN, OMAX] and sent as one vector.
 //
 // Written for small synthesis results (docs/rtl.md, Resources): stage A reads the weight and
 // bias ROMs synchronously at counter addresses (block RAM, not a multiplexer over the whole
-// ROM) and selects one chunk of the input pixel per step, read in place: the upstream stage holds
-// it (valid/ready) until the pixel's last step takes it, so no C*XW-bit copy of it is kept (its
-// flip-flops and the multiplexers that loaded and rotated it were 2*C*XW cells); stage B accumulates into a ring of
+// ROM) and rotates the latched pixel by one chunk per step; stage B accumulates into a ring of
 // channel groups that rotates by one group per finished group (no indexed accumulators).
 // BFILE holds one word per group: PO biases of ACCW bits, the group's first output low.
 //
@@ -51,7 +49,9 @@ module ef_dense #(
         $readmemh(BFILE, brom);
     end
 
-    // ---- stage A: one step (group, chunk) of the input pixel per cycle ------------------------
+    // ---- stage A: one step (group, chunk) of the latched pixel per cycle ---------------------
+    reg [C*XW-1:0] x;                          // the pixel, rotated down by CI channels per step
+    reg have_x;
     reg [PB-1:0] pix;
     reg [GB-1:0] group;
     reg [CB-1:0] chunk;
@@ -66,12 +66,9 @@ module ef_dense #(
     reg finishing;                             // the frame's sums are complete: requantize and send
     reg rounded_valid;                         // the frame's rounded sums wait for the output register
     wire stall = d_valid && finishing;
-    wire issue = in_valid && !stall;
+    wire issue = have_x && !stall;
     assign busy = issue;
-    assign in_ready = issue && a_pixel_end;    // the pixel's last step takes it
-    // the step's chunk of the input pixel: an indexed part-select, which synthesis builds as a
-    // balanced multiplexer tree (a chain of comparisons per chunk would cost more)
-    wire [CI*XW-1:0] x_chunk = in_data[chunk * CI * XW +: CI * XW];
+    assign in_ready = !have_x;
 
     reg [CI*XW-1:0] b_x, c_x;
     reg [PO*CI*WW-1:0] b_w, c_w;
@@ -80,9 +77,17 @@ module ef_dense #(
         if (issue) begin
             b_w <= wrom[waddr];
             b_bias <= brom[group];
-            b_x <= x_chunk;
+            b_x <= x[CI*XW-1:0];
         end
     end
+    wire [C*XW-1:0] x_rot;
+    generate
+        if (CHUNKS > 1) begin : rotate
+            assign x_rot = {x[CI*XW-1:0], x[C*XW-1:CI*XW]};
+        end else begin : whole
+            assign x_rot = x;
+        end
+    endgenerate
 
     // ---- stages C (operands registered) and D (products registered) ---------------------------
     localparam PW = XW + 1 + WW;               // a product of a widened input and a weight
@@ -166,7 +171,7 @@ module ef_dense #(
 
     always @(posedge clk) begin
         if (!rst_n) begin
-            pix <= 0; group <= 0; chunk <= 0; waddr <= 0; out_valid <= 1'b0;
+            have_x <= 1'b0; pix <= 0; group <= 0; chunk <= 0; waddr <= 0; out_valid <= 1'b0;
             b_valid <= 1'b0; c_valid <= 1'b0; d_valid <= 1'b0; finishing <= 1'b0; rounded_valid <= 1'b0;
         end else begin
             if (out_valid && out_ready) out_valid <= 1'b0;
@@ -188,12 +193,14 @@ module ef_dense #(
                 c_valid <= b_valid; c_first <= b_first; c_group_end <= b_group_end; c_frame_end <= b_frame_end;
                 d_valid <= c_valid; d_first <= c_first; d_group_end <= c_group_end; d_frame_end <= c_frame_end;
             end
+            if (in_valid && in_ready) begin x <= in_data; have_x <= 1'b1; end
             if (issue) begin
                 waddr <= (waddr == WDEPTH - 1) ? 0 : waddr + 1;
+                x <= x_rot;
                 if (a_group_end) begin
                     chunk <= 0;
                     if (a_pixel_end) begin
-                        group <= 0;
+                        group <= 0; have_x <= 1'b0;
                         pix <= (pix == NPIX - 1) ? 0 : pix + 1;
                     end else group <= group + 1;
                 end else chunk <= chunk + 1;

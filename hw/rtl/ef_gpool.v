@@ -2,9 +2,7 @@
 // accumulator per channel instead of a line buffer.
 //
 // Each input pixel is folded into a ring of C accumulators, CI channels per cycle (the ring
-// rotates by CI), so a pixel takes C/CI cycles. The pixel is read where it arrives: the upstream
-// stage holds it (valid/ready) until its last chunk is taken, and each step's CI channels are
-// registered (stage S) before the fold, so no C*XW-bit copy of the pixel is kept. MODE 0 (max): the largest value, same type out.
+// rotates by CI), so a pixel takes C/CI cycles. MODE 0 (max): the largest value, same type out.
 // MODE 1 (average): the sum, widened by ALIGN fractional bits, divided by H*W with truncation
 // toward zero (a multiplication by DIV_M and a right shift by DIV_SH, exact for every sum the
 // input type allows), rounded half to even by SHIFT bits and saturated to [OMIN, OMAX]; one
@@ -45,21 +43,17 @@ module ef_gpool #(
     localparam CB = (CHUNKS > 1) ? $clog2(CHUNKS) : 1;
     localparam DB = (C > 1) ? $clog2(C) : 1;
 
+    reg [C*XW-1:0] x;                          // the pixel being folded in, rotated by CI per step
+    reg have_x;
     reg [CB-1:0] chunk;
-    reg [PB-1:0] pix;                          // pixels of the frame taken so far
+    reg [PB-1:0] pix;                          // pixels of the frame folded in so far
     reg [C*AW-1:0] acc;                        // ring: entry 0 is the chunk being folded
     reg reading;                               // frame complete: its sums go to the divider / output
     reg [DB-1:0] dc;
-    reg last_taken;                            // the frame's last chunk is taken: the next waits for the read-out
-    wire take = in_valid && !reading && !last_taken;
-    assign in_ready = take && (chunk == CHUNKS - 1);   // the pixel's last chunk takes it
-    assign busy = take;
-    reg [CI*XW-1:0] x;                         // stage S: the step's CI channels of the input pixel
-    reg s_valid, s_first, s_last;
-    // an indexed part-select, which synthesis builds as a balanced multiplexer tree
-    wire [CI*XW-1:0] x_chunk = in_data[chunk * CI * XW +: CI * XW];
-    wire step = s_valid;
-    wire first = s_first;
+    assign in_ready = !have_x && !reading;
+    wire step = have_x;
+    assign busy = step;
+    wire first = (pix == 0);
 
     // fold CI channels of the pixel into the bottom of the ring
     reg [CI*AW-1:0] folded;
@@ -127,11 +121,14 @@ module ef_gpool #(
     reg [C*OW-1:0] result, out_reg;           // divided outputs shift into result; out_reg is sent
     wire [C*AW-1:0] acc_fold, acc_one;
     wire [C*OW-1:0] result_next;
+    wire [C*XW-1:0] x_rot;
     generate
         if (CHUNKS > 1) begin : ring
             assign acc_fold = {folded, acc[C*AW-1:CI*AW]};
+            assign x_rot = {x[CI*XW-1:0], x[C*XW-1:CI*XW]};
         end else begin : whole
             assign acc_fold = folded;
+            assign x_rot = x;
         end
         if (C > 1) begin : one
             assign acc_one = {acc[AW-1:0], acc[C*AW-1:AW]};
@@ -144,22 +141,19 @@ module ef_gpool #(
 
     always @(posedge clk) begin
         if (!rst_n) begin
-            chunk <= 0; pix <= 0; reading <= 1'b0; dc <= 0; out_valid <= 1'b0; last_taken <= 1'b0; s_valid <= 1'b0;
+            have_x <= 1'b0; chunk <= 0; pix <= 0; reading <= 1'b0; dc <= 0; out_valid <= 1'b0;
             d1_valid <= 1'b0; d2_valid <= 1'b0; d3_valid <= 1'b0; d4_valid <= 1'b0;
         end else begin
             if (out_valid && out_ready) out_valid <= 1'b0;
-            s_valid <= take;
-            if (take) begin
-                x <= x_chunk; s_first <= (pix == 0); s_last <= (chunk == CHUNKS - 1) && (pix == NPIX - 1);
-                if (chunk == CHUNKS - 1) begin
-                    chunk <= 0;
-                    if (pix == NPIX - 1) begin pix <= 0; last_taken <= 1'b1; end
-                    else pix <= pix + 1;
-                end else chunk <= chunk + 1;
-            end
+            if (in_valid && in_ready) begin x <= in_data; have_x <= 1'b1; end
             if (step) begin
                 acc <= acc_fold;
-                if (s_last) begin reading <= 1'b1; dc <= 0; last_taken <= 1'b0; end
+                x <= x_rot;
+                if (chunk == CHUNKS - 1) begin
+                    chunk <= 0; have_x <= 1'b0;
+                    if (pix == NPIX - 1) begin pix <= 0; reading <= 1'b1; dc <= 0; end
+                    else pix <= pix + 1;
+                end else chunk <= chunk + 1;
             end
             if (!hold) begin
                 d1_valid <= reading; d1_last <= (dc == C - 1);

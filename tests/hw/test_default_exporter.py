@@ -26,6 +26,7 @@ from edgefpga.hw.graph import canonical_graph, onnx_session
 from edgefpga.hw.onnx_check import ConversionError, check_onnx
 from edgefpga.models.card import InputSpec
 from edgefpga.models.preprocess import normalize, resize_batch
+from brief_training import train_briefly
 
 pytestmark = pytest.mark.xdist_group("default_exporter")  # the trained nets are made once, on one worker
 
@@ -108,22 +109,7 @@ def trained(cells):
     """name -> the net trained 300 steps (batch 32, Adam) on the 1024 cells, in eval mode."""
     pixels, labels, *_ = cells
     x, y = torch.from_numpy(normalize(pixels, SPEC)), torch.from_numpy(labels).long()
-    nets, threads = {}, torch.get_num_threads()
-    torch.set_num_threads(1)  # nets this small: a second thread only waits (1 s a net, not 4-15 on a busy machine)
-    for name, build in NETS.items():
-        torch.manual_seed(0)
-        model = build()
-        optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-        model.train()
-        for step in range(300):
-            batch = order[(step * 32) % len(x):][:32]
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            optimizer.step()
-        nets[name] = model.eval()
-    torch.set_num_threads(threads)
-    return nets
+    return {name: train_briefly(build, x, y) for name, build in NETS.items()}
 
 
 def export(model: nn.Module, path: Path, **how) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from brief_training import train_briefly
 from conftest import false_color
 from test_default_exporter import constants, form
 from torch import nn
@@ -93,20 +94,7 @@ def trained(cells):
     pixels, labels, *_ = cells
     x = torch.from_numpy(pixels.transpose(0, 2, 3, 1).astype(np.float32))
     y = torch.from_numpy(labels).long()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = Habits()
-    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    model.train()
-    for step in range(300):
-        batch = order[(step * 32) % len(x):][:32]
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-        optimizer.step()
-    torch.set_num_threads(threads)
-    return model.eval()
+    return train_briefly(Habits, x, y)
 
 
 @pytest.fixture(scope="module")

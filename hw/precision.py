@@ -7,6 +7,12 @@ rounded in numpy, each layer output passed through round-half-even + saturate, e
 hls4ml's ``ap_fixed<W,I,AP_RND_CONV,AP_SAT>`` makes) and compare top-1 with the float model on
 calibration images. One knob at a time, weights first, it binary-searches the smallest width that
 keeps the bar. The hls4ml emulator then confirms the chosen design (see ``convert``).
+
+Every 4th calibration image is held out (``held_out_split``): a design is accepted only when it
+meets the bar on the search part and on the held-out part, each on its own, so a width that only
+the images it was tuned on tolerate is refused. When even the widest design misses the guarded
+bar but meets the user's own (plain agreement, ``Criterion.meets_bar``), it is built with a
+warning instead of refused.
 """
 
 from __future__ import annotations
@@ -83,8 +89,17 @@ class Criterion:
         return min(1.0, self.agreement + self.margin)
 
     def passes(self, s: "Score") -> bool:
-        ok = s.guarded_agreement >= self.target
-        return ok and (s.accuracy_drop is None or s.accuracy_drop <= self.max_accuracy_drop)
+        """The search's bar: guarded agreement of at least ``target`` and the accuracy drop."""
+        return s.guarded_agreement >= self.target and self.keeps_accuracy(s)
+
+    def meets_bar(self, s: "Score") -> bool:
+        """The user's own bar: plain top-1 agreement of at least ``agreement`` (no guard band, no
+        margin) and the accuracy drop. The guard band and margin are the search's insurance for
+        narrowing widths; a design that is not narrowed at all (the widest) needs only this."""
+        return s.agreement >= self.agreement and self.keeps_accuracy(s)
+
+    def keeps_accuracy(self, s: "Score") -> bool:
+        return s.accuracy_drop is None or s.accuracy_drop <= self.max_accuracy_drop
 
 
 @dataclass
@@ -377,11 +392,18 @@ def score(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None, 
 
 @dataclass
 class SearchResult:
+    """The chosen widths and types; ``score`` on every calibration image, ``held_out`` on the
+    held-out part alone (``held_out_split``); ``warning`` says why a design was built that misses
+    the search's guarded bar (only the widest, see ``widest_warning``)."""
+
     widths: dict[str, int]
     precisions: Precisions
     score: Score
     evaluations: int
     trace: list[dict]
+    held_out: Score
+    held_out_images: int
+    warning: str | None = None
 
 
 def load_overrides(path: str | Path | None, knobs: list[Knob]) -> dict[str, FixedType]:
@@ -524,41 +546,121 @@ class PrefixCache:
         return onnx.utils.Extractor(typed).extract_model(list(feeds), outputs)
 
 
+HOLD_OUT_EVERY = 4  # every 4th calibration image is held out (held_out_split)
+HELD_OUT_RULE = (f"every {HOLD_OUT_EVERY}th calibration image (positions {HOLD_OUT_EVERY - 1}, {2 * HOLD_OUT_EVERY - 1}, "
+                 "... in loading order); a design must meet the bar on these and on the rest, each on its own")
+
+
+def held_out_split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the search part and the held-out part of ``n`` calibration images: positions 3,
+    7, 11, ... (every ``HOLD_OUT_EVERY``-th, in the order the images were loaded) are held out. A
+    fixed rule, not a draw, so the same images always give the same parts; convert's calibration
+    sample is itself a seeded draw kept in order, so the held-out quarter spreads over the whole
+    set (and over every class of a folder read class by class)."""
+    if n < HOLD_OUT_EVERY:
+        raise PrecisionError(f"{n} calibration image(s): the precision search needs at least {HOLD_OUT_EVERY} (every "
+                             f"{HOLD_OUT_EVERY}th is held out to judge the widths on images they were not tuned on)")
+    held = np.arange(n) % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def search_order(reference: np.ndarray, classes: int) -> tuple[np.ndarray, dict[str, slice]]:
+    """The order the search evaluates the calibration images in, and where each part lies in it:
+    the search part, then the held-out part, each most fragile first (smallest winning margin of
+    the float model, so that ``evaluate_design`` stops early on a design that flips too many)."""
+    margins = image_margin(reference, classes)
+    search, held = held_out_split(len(reference))
+    order = np.concatenate([part[np.argsort(margins[part], kind="stable")] for part in (search, held)])
+    return order, {"search": slice(0, len(search)), "held_out": slice(len(search), len(order))}
+
+
+def evaluate_parts(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: np.ndarray,
+                   labels: np.ndarray | None, criterion: Criterion, classes: int,
+                   parts: dict[str, slice]) -> tuple[bool, dict]:
+    """Whether a design meets ``criterion`` on every part of the calibration images, each part
+    judged on its own (``evaluate_design``): a width that only the search part tolerates is
+    refused. Also the trace entry: the images evaluated and, per part reached, its score. A part
+    is evaluated only while the parts before it passed (the answer cannot change after a miss)."""
+    entry: dict = {"images": 0, "passed": True}
+    for name, rows in parts.items():
+        ok, s, seen = evaluate_design(proto, {t: v[rows] for t, v in feeds.items()}, reference[rows],
+                                      None if labels is None else labels[rows], criterion, classes)
+        entry[name] = {**s.to_dict(), "images": seen, "passed": ok}
+        entry["images"] += seen
+        if not ok:
+            entry["passed"] = False
+            break
+    return entry["passed"], entry
+
+
+def part_scores(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None, criterion: Criterion,
+                classes: int, parts: dict[str, slice]) -> dict[str, Score]:
+    """A design's full score on each part of the calibration images (no early stop)."""
+    return {name: score(logits[rows], reference[rows], None if labels is None else labels[rows], criterion.guard,
+                        classes) for name, rows in parts.items()}
+
+
+def widest_warning(scores: dict[str, Score], criterion: Criterion) -> str:
+    """Why the widest design is built though it misses the search's guarded bar: it meets the
+    user's own bar (``Criterion.meets_bar``) on both parts, and refusing it would help no one (no
+    narrower design can do better). Raise ``PrecisionError`` when it misses the user's bar too."""
+    search, held = scores["search"], scores["held_out"]
+    seen = (f"top-1 agreement {search.agreement:.2%} on the search part and {held.agreement:.2%} on the held-out part; "
+            f"{search.guarded_agreement:.2%} and {held.guarded_agreement:.2%} with the x{criterion.guard:g} guard band"
+            + (f"; accuracy drop {search.accuracy_drop:.2%} and {held.accuracy_drop:.2%}"
+               if search.accuracy_drop is not None else ""))
+    widest = f"the widest types ({WEIGHT_BITS[1]}-bit weights, {ACTIVATION_BITS[1]}-bit activations)"
+    if not all(criterion.meets_bar(s) for s in scores.values()):
+        raise PrecisionError(f"even {widest} give {seen}, below the {criterion.agreement:.2%} agreement bar"
+                             + (f" or the {criterion.max_accuracy_drop:.2%} accuracy drop" if search.accuracy_drop
+                                is not None else "") + ": use more calibration images, lower --agreement, or see "
+                             "docs/convert.md")
+    return (f"{widest} meet the {criterion.agreement:.2%} bar but not the search's {criterion.target:.2%} with the "
+            f"guard band ({seen}): built at the widest types, not narrowed; unseen images may disagree more often "
+            "than the bar allows: check with `edgefpga verify` on other images, or add calibration images")
+
+
 def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, TensorRange],
                       pixels: np.ndarray, labels: np.ndarray | None, criterion: Criterion,
                       overrides: dict[str, FixedType] | None = None, progress: bool = False) -> SearchResult:
-    """Greedy per-knob binary search for the smallest widths that keep ``criterion`` on the
-    calibration images; overridden knobs stay as given. The images are evaluated most fragile
-    first (smallest winning margin of the float model), so a design that flips too many is
-    rejected after its first batch (``evaluate_design``): about 40 % less work on ELPV, with the
-    same widths as evaluating every image. While a knob is searched, the layers before the first
-    one it changes run once (``PrefixCache``)."""
+    """Greedy per-knob binary search for the smallest widths that keep ``criterion`` on both the
+    search part and the held-out part of the calibration images (``held_out_split``,
+    ``evaluate_parts``); overridden knobs stay as given. When the widest design misses the bar but
+    meets the user's own, it is returned unsearched with a warning (``widest_warning``). Each part
+    is evaluated most fragile first (smallest winning margin of the float model), so a design
+    that flips too many is rejected after its first batch (``evaluate_design``): about 40 % less
+    work on ELPV, with the same widths as evaluating every image. While a knob is searched, the
+    layers before the first one it changes run once (``PrefixCache``)."""
     overrides = overrides or {}
     reference = run_logits(with_outputs(model, []), pixels)
     classes = output_classes(model)
-    fragile_first = np.argsort(image_margin(reference, classes), kind="stable")
-    pixels, reference = pixels[fragile_first], reference[fragile_first]
-    labels = None if labels is None else labels[fragile_first]
+    order, parts = search_order(reference, classes)
+    pixels, reference = pixels[order], reference[order]
+    labels = None if labels is None else labels[order]
     widths = {k.name: k.bits[1] for k in knobs}
     trace: list[dict] = []
     prefixes = PrefixCache(model, pixels)
     feeds = {model.graph.input[0].name: pixels}
 
-    def evaluate(label: str) -> tuple[bool, Score]:
+    def evaluate(label: str) -> bool:
         proto = prefixes.suffix(proxy_graph(model, resolve(model, knobs, widths, ranges, overrides)), feeds)
-        ok, s, seen = evaluate_design(proto, feeds, reference, labels, criterion, classes)
-        trace.append({"try": label, **s.to_dict(), "images": seen, "passed": ok})
-        return ok, s
+        ok, entry = evaluate_parts(proto, feeds, reference, labels, criterion, classes, parts)
+        trace.append({"try": label, **entry})
+        return ok
 
-    ok, start = evaluate("widest")
-    if not ok:
-        start = score(run_logits(proxy_graph(model, resolve(model, knobs, widths, ranges, overrides)), pixels),
-                      reference, labels, criterion.guard, classes)
-        raise PrecisionError(f"even the widest types ({WEIGHT_BITS[1]}-bit weights, {ACTIVATION_BITS[1]}-bit "
-                             f"activations) give {start.agreement:.2%} top-1 agreement ({start.guarded_agreement:.2%} "
-                             f"with the x{criterion.guard:g} guard band) on {len(pixels)} calibration images, below "
-                             f"the {criterion.target:.2%} the search needs: use more calibration images, lower "
-                             "--agreement, or see docs/convert.md")
+    def result(searched: bool) -> SearchResult:
+        """The design as it stands, scored on every image and on each part; unsearched (the widest
+        missed the bar), built with ``widest_warning``'s warning or refused."""
+        final = resolve(model, knobs, widths, ranges, overrides)
+        logits = run_logits(proxy_graph(model, final), pixels)
+        scores = part_scores(logits, reference, labels, criterion, classes, parts)
+        warning = None if searched else widest_warning(scores, criterion)
+        held = parts["held_out"]
+        return SearchResult(widths, final, score(logits, reference, labels, criterion.guard, classes), len(trace) + 1,
+                            trace, scores["held_out"], held.stop - held.start, warning)
+
+    if not evaluate("widest"):
+        return result(searched=False)
     searchable = [k for k in knobs if k.name not in overrides]
     for knob in progress_bar(searchable, progress=progress, desc="precision search", unit="layer"):
         low, high = knob.bits[0], widths[knob.name]
@@ -570,9 +672,7 @@ def search_precisions(model: ModelWrapper, knobs: list[Knob], ranges: dict[str, 
             feeds = prefixes.feeds_for(proxy_graph(model, current), index)
         while low < high:
             widths[knob.name] = (low + high) // 2
-            ok, _ = evaluate(f"{knob.name}={widths[knob.name]}")
+            ok = evaluate(f"{knob.name}={widths[knob.name]}")
             low, high = (low, widths[knob.name]) if ok else (widths[knob.name] + 1, high)
         widths[knob.name] = high
-    final = resolve(model, knobs, widths, ranges, overrides)
-    final_score = score(run_logits(proxy_graph(model, final), pixels), reference, labels, criterion.guard, classes)
-    return SearchResult(widths, final, final_score, len(trace) + 1, trace)
+    return result(searched=True)

@@ -14,7 +14,8 @@ from edgefpga.hw.graph import canonical_graph, onnx_session
 from edgefpga.hw.images import load_image_set
 from edgefpga.hw import precision
 from edgefpga.hw.precision import (ACTIVATION_BITS, WEIGHT_BITS, Criterion, PrecisionError, build_knobs,
-                                   failure_budget, load_overrides, proxy_graph, resolve, score, search_precisions)
+                                   failure_budget, held_out_split, load_overrides, proxy_graph, resolve, score,
+                                   search_precisions)
 from edgefpga.hw.profile import profile_activations, with_outputs
 from edgefpga.models.card import InputSpec
 
@@ -48,10 +49,13 @@ def searched(setup):
 def test_search_shrinks_widths_and_keeps_the_bar(setup, searched):
     canon, pixels, ranges, knobs = setup
     criterion, result = Criterion(), searched
-    assert criterion.passes(result.score)
+    assert criterion.passes(result.score) and criterion.passes(result.held_out)
+    assert result.held_out_images == len(pixels) // 4 and result.warning is None
     weights = [result.widths[k.name] for k in knobs if k.field == "weight"]
     activations = [result.widths[k.name] for k in knobs if k.field == "result"]
-    assert max(weights) < WEIGHT_BITS[1] and max(activations) < ACTIVATION_BITS[1]
+    # each part on its own allows no guarded flip at 99.9 % (750 and 250 images), where all 1,000
+    # together allowed one: a near-tie image keeps two of the four weight tensors at 16 bits
+    assert sum(w < WEIGHT_BITS[1] for w in weights) >= len(weights) // 2 and max(activations) < ACTIVATION_BITS[1]
     assert sum(activations) < 0.75 * ACTIVATION_BITS[1] * len(activations)
     conv0 = result.precisions.layers["Conv_0"]["result"]
     relu0 = result.precisions.layers["Relu_0"]["result"]
@@ -98,10 +102,49 @@ def test_failure_budget_matches_the_bar():
         assert not Criterion(agreement=target, margin=0).passes(precision.Score(1.0, (n - f - 1) / n, None, None))
 
 
-def test_too_strict_a_bar_is_refused(setup):
+def test_every_4th_image_is_held_out():
+    search, held = held_out_split(10)
+    assert held.tolist() == [3, 7] and search.tolist() == [0, 1, 2, 4, 5, 6, 8, 9]
+    with pytest.raises(PrecisionError, match="at least 4"):
+        held_out_split(3)
+
+
+def test_the_held_out_part_rejects_widths_the_search_part_accepts(setup):
+    """On 400 of the images (300 searched, 100 held out) the search part alone accepts some
+    designs that flip a held-out image within the guard band; the search refuses them, and each
+    knob ends wider than the width the held-out part refused (deterministic: the same net, images
+    and order every run)."""
+    canon, pixels, _, _ = setup
+    pixels = pixels[:400]
+    ranges = profile_activations(canon, pixels)  # as convert does: the ranges of the calibration images
+    result = search_precisions(canon, build_knobs(canon, ranges), ranges, pixels, None, Criterion())
+    refused = [t for t in result.trace if t["search"]["passed"] and not t["held_out"]["passed"]]
+    assert refused and all(not t["passed"] for t in refused)
+    for t in refused:
+        knob, width = t["try"].split("=")
+        assert result.widths[knob] > int(width), t["try"]
+    assert result.held_out_images == 100 and Criterion().passes(result.held_out)
+
+
+def test_widest_types_meeting_the_bar_but_not_the_guard_band_are_built_with_a_warning(setup):
+    """At a x5 guard band even 16 bits leave a near-tie image of the search part unguarded, while
+    every image agrees: the widest design is built (not refused), unsearched, with a warning."""
     canon, pixels, ranges, knobs = setup
-    with pytest.raises(PrecisionError, match="widest types"):
-        search_precisions(canon, knobs, ranges, pixels, None, Criterion(agreement=1.0, guard=50.0))
+    criterion = Criterion(guard=5.0)
+    result = search_precisions(canon, knobs, ranges, pixels, None, criterion)
+    assert result.warning and "widest types" in result.warning and "x5 guard band" in result.warning
+    assert result.widths == {k.name: k.bits[1] for k in knobs} and [t["try"] for t in result.trace] == ["widest"]
+    assert not criterion.passes(result.score)
+    assert criterion.meets_bar(result.score) and criterion.meets_bar(result.held_out)
+
+
+def test_widest_types_below_the_users_bar_are_refused(setup):
+    """Integer bits from two images' ranges saturate on the others: even 16 bits miss the 99.5 %
+    bar, and the search refuses, naming both parts' agreement."""
+    canon, pixels, _, _ = setup
+    few = profile_activations(canon, pixels[:2])
+    with pytest.raises(PrecisionError, match="widest types .* on the held-out part.*below the 99.50% agreement bar"):
+        search_precisions(canon, build_knobs(canon, few), few, pixels, None, Criterion())
 
 
 def test_proxy_casts_every_output_to_its_type(setup):

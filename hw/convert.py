@@ -41,8 +41,8 @@ from .graph import OUTPUT_ACTIVATION, canonical_graph, channels_last
 from .images import ImageSet, load_image_set
 from .intmodel import IntegerModel
 from .onnx_check import ConversionError, check_onnx
-from .precision import Criterion, Precisions, as_cells, build_knobs, load_overrides, output_classes, proxy_graph, \
-    run_logits, score, search_precisions, stream_order
+from .precision import HELD_OUT_RULE, Criterion, Precisions, as_cells, build_knobs, load_overrides, output_classes, \
+    proxy_graph, run_logits, score, search_precisions, stream_order
 from .plan import BUDGET_SHARE, SEARCH_FLOOR, NetworkPlan, PlanError, check_pins, estimate_latency, format_fit, \
     layer_sizes, load_pins, plan_network
 from .profile import TensorRange, profile_activations, with_outputs
@@ -255,9 +255,13 @@ def step_search_precision(ctx: BuildContext) -> None:
     ctx.report["precision_search"] = {
         "criterion": asdict(criterion), "calibration": {"source": ctx.calibration.source, "n": len(ctx.calibration),
                                                         "labels": ctx.calibration.labels is not None},
+        "held_out": {"n": result.held_out_images, "rule": HELD_OUT_RULE},
         "evaluations": result.evaluations, "images_evaluated": sum(e["images"] for e in result.trace),
         "overrides": {k: str(v) for k, v in overrides.items()},
-        "widths": result.widths, "proxy_on_calibration": result.score.to_dict()}
+        "widths": result.widths, "proxy_on_calibration": result.score.to_dict(),
+        "proxy_on_held_out": result.held_out.to_dict(), "warning": result.warning}
+    if result.warning:
+        ctx.log(f"[convert]   warning: {result.warning}")
     ctx.write_json("calibration/search.json", {"widths": result.widths, "trace": result.trace,
                                                "knobs": [asdict(k) for k in knobs]})
     result.precisions.sources = {name: "search" for name in (*result.precisions.params, *result.precisions.tensors)}

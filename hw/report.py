@@ -26,8 +26,8 @@ def summary_lines(report: dict) -> list[str]:
         (f"precision: the model's own types ({search['skipped']}); no search"
          + (f"; the integer model equals qonnx's execution on {report['qonnx_check']['bit_exact_images']} of "
             f"{report['qonnx_check']['n']} images" if report.get("qonnx_check") else "") if search.get("skipped") else
-         f"precision search: {search['evaluations']} designs tried on {search['calibration']['n']} calibration images "
-         f"({search['calibration']['source']})"),
+         search_line(search)),
+        *([f"warning: {search['warning']}"] if search.get("warning") else []),
         f"{emu['model']} vs {'the model' if search.get('skipped') else 'float'} on {emu['n']} calibration images: top-1 agreement {emu['agreement']:.2%}"
         + (f", accuracy {emu['accuracy']:.4f} (float {emu['accuracy'] + emu['accuracy_drop']:.4f})"
            if emu.get("accuracy") is not None else ""),
@@ -39,6 +39,15 @@ def summary_lines(report: dict) -> list[str]:
         f"{est['clock_mhz']:.0f} MHz (not placed and routed)",
         *fit_lines(report),
     ]
+
+
+def search_line(search: dict) -> str:
+    """What the search tried, and how its design agrees with float on all calibration images and on
+    the held-out part alone (the images no width was tuned on, only judged on)."""
+    return (f"precision search: {search['evaluations']} designs tried on {search['calibration']['n']} calibration "
+            f"images ({search['calibration']['source']}); top-1 agreement with float "
+            f"{search['proxy_on_calibration']['agreement']:.2%} on them, {search['proxy_on_held_out']['agreement']:.2%} "
+            f"on the {search['held_out']['n']} held out")
 
 
 def fit_lines(report: dict) -> list[str]:

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import convert_tiny
 from foreign_cnn import CLASSES
 from qonnx.core.modelwrapper import ModelWrapper
 
@@ -17,6 +18,7 @@ from edgefpga.hw.precision import (ACTIVATION_BITS, WEIGHT_BITS, Criterion, Prec
                                    failure_budget, held_out_split, load_overrides, proxy_graph, resolve, score,
                                    search_precisions)
 from edgefpga.hw.profile import profile_activations, with_outputs
+from edgefpga.hw.report import summary_lines
 from edgefpga.models.card import InputSpec
 
 SPEC = InputSpec(3, 40, 40, "bgr", "area", 1 / 255, 0.5, 0.25)
@@ -145,6 +147,23 @@ def test_widest_types_below_the_users_bar_are_refused(setup):
     few = profile_activations(canon, pixels[:2])
     with pytest.raises(PrecisionError, match="widest types .* on the held-out part.*below the 99.50% agreement bar"):
         search_precisions(canon, build_knobs(canon, few), few, pixels, None, Criterion())
+
+
+def test_convert_reports_the_held_out_agreement_and_the_widest_warning(elpv_data, tmp_path):
+    """report.json and what convert prints (summary_lines; report.md too) give the agreement on the
+    held-out images beside the calibration agreement, and the warning when the widest are built."""
+    search = convert_tiny(elpv_data, tmp_path / "searched")["precision_search"]
+    assert search["held_out"]["n"] == 16 and "every 4th" in search["held_out"]["rule"] and search["warning"] is None
+    assert search["proxy_on_held_out"]["agreement"] >= 0.995
+    report = json.loads((tmp_path / "searched" / "build" / "report.json").read_text())
+    line = next(x for x in summary_lines(report) if x.startswith("precision search"))
+    assert (f"{report['precision_search']['proxy_on_calibration']['agreement']:.2%} on them, "
+            f"{report['precision_search']['proxy_on_held_out']['agreement']:.2%} on the 16 held out") in line
+    report = convert_tiny(elpv_data, tmp_path / "widest", guard=1e5)  # a guard band no quantized design keeps
+    assert report["precision_search"]["warning"].startswith("the widest types")
+    assert set(report["precision_search"]["widths"].values()) == {WEIGHT_BITS[1]}
+    assert any(x.startswith("warning: the widest types") for x in summary_lines(report))
+    assert "warning: the widest types" in (tmp_path / "widest" / "build" / "report.md").read_text()
 
 
 def test_proxy_casts_every_output_to_its_type(setup):

@@ -547,8 +547,9 @@ class PrefixCache:
 
 
 HOLD_OUT_EVERY = 4  # every 4th calibration image is held out (held_out_split)
-HELD_OUT_RULE = (f"every {HOLD_OUT_EVERY}th calibration image (positions {HOLD_OUT_EVERY - 1}, {2 * HOLD_OUT_EVERY - 1}, "
-                 "... in loading order); a design must meet the bar on these and on the rest, each on its own")
+HELD_OUT_RULE = (f"every {HOLD_OUT_EVERY}th calibration image (positions {HOLD_OUT_EVERY - 1}, "
+                 f"{2 * HOLD_OUT_EVERY - 1}, ... in loading order); a design must meet the bar on these and on the "
+                 "rest, each on its own")
 
 
 def held_out_split(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -46,8 +46,8 @@ def search_line(search: dict) -> str:
     the held-out part alone (the images no width was tuned on, only judged on)."""
     return (f"precision search: {search['evaluations']} designs tried on {search['calibration']['n']} calibration "
             f"images ({search['calibration']['source']}); top-1 agreement with float "
-            f"{search['proxy_on_calibration']['agreement']:.2%} on them, {search['proxy_on_held_out']['agreement']:.2%} "
-            f"on the {search['held_out']['n']} held out")
+            f"{search['proxy_on_calibration']['agreement']:.2%} on them, "
+            f"{search['proxy_on_held_out']['agreement']:.2%} on the {search['held_out']['n']} held out")
 
 
 def fit_lines(report: dict) -> list[str]:

@@ -76,6 +76,9 @@ module ef_conv2d #(
     reg signed [NB-1:0] row0, col0;            // window origin of the output pixel (oy*S-PAD, ox*S-PAD)
     reg [HB-1:0] need_row;                     // the window's last needed pixel, clamped into the map
     reg [WB-1:0] need_col;
+    reg [HB-1:0] need_row_next;                // the same for the next window row / column origin, held in
+    reg [WB-1:0] need_col_next;                // registers so that the issue decision reads no adder
+    reg        arrived;                        // the window's last needed pixel is in the line buffer
     reg        frame_done;                     // engine finished the frame; input may start the next
     reg        in_ok;                          // in_ready, registered
 
@@ -114,12 +117,24 @@ module ef_conv2d #(
 
     wire signed [NB-1:0] iy = row0 + $signed({1'b0, ky});
     wire signed [NB-1:0] ix = col0 + $signed({1'b0, kx});  // first of the KP positions
-    wire arrived = {in_row[HB-1:0], in_col[WB-1:0]} > {need_row, need_col};
-    // need_row / need_col of the next window origin (col0 + SW, row0 + SH), clamped into the map
-    wire signed [NB-1:0] next_col = col0 + SW + KW - 1;
-    wire signed [NB-1:0] next_row = row0 + SH + KH - 1;
-    wire [WB-1:0] need_col_next = (next_col < 0) ? 0 : (next_col > W - 1) ? W - 1 : next_col[WB-1:0];
-    wire [HB-1:0] need_row_next = (next_row < 0) ? 0 : (next_row > H - 1) ? H - 1 : next_row[HB-1:0];
+    // `arrived` is registered: next cycle's value compares this cycle's input position (one cycle
+    // late, so never early: the position only grows within a frame) with next cycle's need, which
+    // is the next window's where this cycle issues a pixel's last step. Both outcomes come from
+    // registers, the issue picks one: the issue decision is then a gate of four registered flags,
+    // not a comparator behind the counters (the stage's critical path on the ECP5 before).
+    function [HB-1:0] clamp_row(input signed [NB-1:0] r);
+        clamp_row = (r < 0) ? 0 : (r > H - 1) ? H - 1 : r[HB-1:0];
+    endfunction
+    function [WB-1:0] clamp_col(input signed [NB-1:0] c);
+        clamp_col = (c < 0) ? 0 : (c > W - 1) ? W - 1 : c[WB-1:0];
+    endfunction
+    localparam [HB-1:0] NEED_ROW1 = (OH > 1) ? clamp_row(SH - PT + KH - 1) : NEED_ROW0;
+    localparam [WB-1:0] NEED_COL1 = (OWD > 1) ? clamp_col(SW - PL + KW - 1) : NEED_COL0;
+    wire [HB+WB-1:0] in_pos = {in_row[HB-1:0], in_col[WB-1:0]};
+    wire col_last = (col0 == LAST_COL0);
+    wire arrived_same = in_pos > {need_row, need_col};
+    localparam [WB-1:0] FIRST_COL_NEED = NEED_COL0;   // sized, for the concatenation
+    wire arrived_next = col_last ? (in_pos > {need_row_next, FIRST_COL_NEED}) : (in_pos > {need_row, need_col_next});
     wire a_last = (chunk == CHUNKS - 1) && (ky == KH - 1) && (kx == KW - KP);
     wire a_first = (chunk == 0) && (ky == 0) && (kx == 0);
     wire a_group_last = (group == GROUPS - 1);
@@ -154,8 +169,10 @@ module ef_conv2d #(
     wire issue = !stall && !frame_done && arrived;
     assign busy = issue;
 
+    // stage B's reads move on !stall, like every stage past A (b_valid says whether they hold a
+    // step): the issue then enables only A's counters, a small fan-out
     always @(posedge clk) begin
-        if (issue) b_w <= wrom[waddr];
+        if (!stall) b_w <= wrom[waddr];
     end
 
     // KP line-buffer reads per step; a position in the padding reads as zero (masked in stage C)
@@ -168,13 +185,13 @@ module ef_conv2d #(
             wire in_map = (iy >= 0) && (iy < H) && (ixj >= 0) && (ixj < W);
             wire [C*XW-1:0] rd;
             reg rd_inside;
-            always @(posedge clk) if (issue) rd_inside <= in_map;
+            always @(posedge clk) if (!stall) rd_inside <= in_map;
             // the step's slice: an indexed part-select (a balanced multiplexer tree), zero in the padding
             wire [XL*XW-1:0] part = rd_inside ? rd[b_sel * SLICE +: SLICE] : {SLICE{1'b0}};
             if (LB_WORD_REG) begin : word_reg
                 // the whole word registered (a block RAM's own output register)
                 reg [C*XW-1:0] word;
-                always @(posedge clk) if (issue) word <= lb[{iy[RB-1:0], ixj[WB-1:0]}];
+                always @(posedge clk) if (!stall) word <= lb[{iy[RB-1:0], ixj[WB-1:0]}];
                 assign rd = word;
                 assign x_step[gj * XL * XW +: XL * XW] = part;
             end else begin : addr_reg
@@ -186,8 +203,8 @@ module ef_conv2d #(
                 reg fresh;
                 reg [XL*XW-1:0] held;
                 always @(posedge clk) begin
-                    if (issue) addr <= {iy[RB-1:0], ixj[WB-1:0]};
-                    fresh <= issue;
+                    if (!stall) addr <= {iy[RB-1:0], ixj[WB-1:0]};
+                    fresh <= !stall;
                     if (fresh) held <= part;
                 end
                 assign rd = lb[addr];
@@ -355,7 +372,8 @@ module ef_conv2d #(
     always @(posedge clk) begin
         if (!rst_n) begin
             group <= 0; ky <= 0; kx <= 0; chunk <= 0; waddr <= 0; row0 <= -PT; col0 <= -PL;
-            need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1;
+            need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1; arrived <= 1'b0;
+            need_row_next <= NEED_ROW1; need_col_next <= NEED_COL1;
             out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
             c_flags <= 0; t_flags <= 0; e_valid <= 1'b0; f_valid <= 1'b0;
         end else begin
@@ -366,6 +384,8 @@ module ef_conv2d #(
             end
             if (out_valid && out_ready) out_valid <= 1'b0;
             if (restart) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
+            // a frame's first window waits for the first position compared after the restart
+            arrived <= restart ? 1'b0 : (issue && a_last && a_group_last) ? arrived_next : arrived_same;
             // the output: stage F's group shifted into the result; a pixel's last makes it valid
             if (f_valid && !stall) begin
                 result <= next_result;
@@ -387,11 +407,18 @@ module ef_conv2d #(
             if (issue) begin
                 waddr <= (waddr == WDEPTH - 1) ? 0 : waddr + 1;
                 if (a_last && a_group_last) begin
-                    if (col0 == LAST_COL0) begin
-                        col0 <= -PL; need_col <= NEED_COL0;
-                        if (row0 == LAST_ROW0) begin row0 <= -PT; need_row <= NEED_ROW0; frame_done <= 1'b1; end
-                        else begin row0 <= row0 + SH; need_row <= need_row_next; end
-                    end else begin col0 <= col0 + SW; need_col <= need_col_next; end
+                    if (col_last) begin
+                        col0 <= -PL; need_col <= NEED_COL0; need_col_next <= NEED_COL1;
+                        if (row0 == LAST_ROW0) begin
+                            row0 <= -PT; need_row <= NEED_ROW0; need_row_next <= NEED_ROW1; frame_done <= 1'b1;
+                        end else begin
+                            row0 <= row0 + SH; need_row <= need_row_next;
+                            need_row_next <= clamp_row(row0 + 2 * SH + KH - 1);
+                        end
+                    end else begin
+                        col0 <= col0 + SW; need_col <= need_col_next;
+                        need_col_next <= clamp_col(col0 + 2 * SW + KW - 1);
+                    end
                 end
                 if (chunk == CHUNKS - 1) begin
                     chunk <= 0;

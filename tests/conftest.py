@@ -27,6 +27,10 @@ ZOO_MODEL = ROOT / "models" / "zoo" / "elpv_defect"
 BUILD_GROUPS = {"elpv_build": "elpv", "elpv_verify": "elpv", "foreign_build": "foreign", "foreign_verify": "foreign",
                 "foreign_dir": "foreign"}
 
+# other session fixtures that train: their tests run on one worker, in a group of their own (the QAT
+# model's tests once shared test_qonnx.py's group: about 200 s in one block on one worker)
+FIXTURE_GROUPS = {"qat_model": "qat"}
+
 
 CONVERTED_BUILDS = {"elpv_build", "elpv_verify", "foreign_build", "foreign_verify"}
 
@@ -34,8 +38,7 @@ CONVERTED_BUILDS = {"elpv_build", "elpv_verify", "foreign_build", "foreign_verif
 # modules whose module-scoped fixtures train or convert: their tests run on one worker, so the
 # fixture is made once per run, not once per worker that happens to get one of them
 MODULE_GROUPS = {"test_own_data.py": "own_data", "test_retrain.py": "retrain", "test_detector_map.py": "detector_map",
-                 "test_train_folder.py": "train_folder", "test_modules.py": "modules", "test_zoo_model.py": "zoo_model",
-                 "test_qat.py": "qonnx"}  # the qat_model fixture, shared with tests/hw/test_qonnx.py
+                 "test_train_folder.py": "train_folder", "test_modules.py": "modules", "test_zoo_model.py": "zoo_model"}
 
 
 def pytest_itemcollected(item):
@@ -47,6 +50,8 @@ def pytest_itemcollected(item):
     groups = {BUILD_GROUPS[name] for name in fixtures if name in BUILD_GROUPS}
     if groups:
         item.add_marker(pytest.mark.xdist_group("elpv" if "elpv" in groups else "foreign"))
+    elif fixtures & FIXTURE_GROUPS.keys():
+        item.add_marker(pytest.mark.xdist_group(FIXTURE_GROUPS[min(fixtures & FIXTURE_GROUPS.keys())]))
     elif item.path.name in MODULE_GROUPS:
         item.add_marker(pytest.mark.xdist_group(MODULE_GROUPS[item.path.name]))
     if fixtures & CONVERTED_BUILDS:  # minutes of conversion: never in `make test-fast`

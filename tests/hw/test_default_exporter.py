@@ -93,7 +93,8 @@ REDUCTION = {"avg_head": "ReduceMean", "max_head": "ReduceMax", "res_mean": "Red
 @pytest.fixture(scope="module")
 def cells(elpv_data):
     """16x16 8-bit pixels and labels of 1024 training cells, 16x16 pixels of 64 test cells, and
-    64 training and 16 test cells as the files hold them (300x300) for convert and verify."""
+    64 training and 64 test cells as the files hold them (300x300) for convert and verify (verify's
+    agreement bar on 16 cells allowed one flip of a briefly trained net: it failed CI once)."""
     from edgefpga.models import elpv
 
     parts = elpv.split(elpv_data)
@@ -101,7 +102,7 @@ def cells(elpv_data):
     train, test = rng.choice(parts.train, 1024, replace=False), rng.choice(parts.test, 64, replace=False)
     labels = elpv.binary_labels(elpv_data.proba[train])
     return (resize_batch(elpv_data.images[train], SPEC), labels, resize_batch(elpv_data.images[test], SPEC),
-            elpv_data.images[train[:64]], elpv_data.images[test[:16]])
+            elpv_data.images[train[:64]], elpv_data.images[test])
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,10 @@ from edgefpga.hw.onnx_check import ConversionError, check_onnx  # noqa: E402
 from edgefpga.models.card import InputSpec  # noqa: E402
 from edgefpga.models.preprocess import normalize, resize_batch  # noqa: E402
 
-# the trained nets are made once, on one worker; each test (its fixtures included) takes 1-40 s here
-pytestmark = [pytest.mark.xdist_group("qonnx"), pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
+# the trained nets (the module's `exported`) are made once, on one worker; each test (its fixtures
+# included) takes 1-40 s here. The QAT model's test goes with that fixture's group (tests/conftest.py).
+ON_THE_NETS_WORKER = pytest.mark.xdist_group("qonnx")
 
 SPEC = InputSpec(1, 16, 16, "gray", "area", 1 / 256, 0.0, 1.0)
 STEPS = 300
@@ -109,6 +111,7 @@ def convert_net(path: Path, cells, out: Path) -> dict:
     return convert(str(path), out, cfg, log=lambda _m: None)
 
 
+@ON_THE_NETS_WORKER
 @pytest.mark.parametrize("name", list(NETS))
 def test_qonnx_converts_with_its_own_types(name, exported, cells, tmp_path):
     """No search: every type is the model's; the integer model equals qonnx's execution of the file
@@ -137,6 +140,7 @@ def test_qonnx_converts_with_its_own_types(name, exported, cells, tmp_path):
     assert len(test) >= 64
 
 
+@ON_THE_NETS_WORKER
 @pytest.mark.slow
 def test_qonnx_rtl_is_bit_exact(exported, cells, tmp_path):
     """The W4A4 net's RTL against its integer model on a few held-out cells (a Verilator build)."""
@@ -195,6 +199,7 @@ def edited(source: Path, path: Path, edit) -> Path:
     return path
 
 
+@ON_THE_NETS_WORKER
 def test_other_quantizers_are_refused_by_name(exported, tmp_path):
     """A non-zero activation zero point, a Trunc and a BipolarQuant on an activation: one line each,
     naming the node and what is wrong."""
@@ -221,6 +226,7 @@ def test_other_quantizers_are_refused_by_name(exported, tmp_path):
         assert "\n" not in message and message.startswith(f"{path}: node '") and needle in message, (label, message)
 
 
+@ON_THE_NETS_WORKER
 def test_bipolar_weights_convert_exactly(exported, cells, tmp_path):
     """BipolarQuant on a conv's weights (+-scale, a power of two): folded into 2-bit weights; the
     integer model still equals qonnx's execution."""

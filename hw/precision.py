@@ -31,7 +31,7 @@ from edgefpga.progress import progress_bar
 from edgefpga.models.detect import stream_order
 
 from .fixed import FixedType, integer_bits_for, parse_hls_type, type_for_range
-from .graph import attr, is_residual, onnx_session
+from .graph import onnx_session
 from .onnx_check import ConversionError
 from .profile import TensorRange, run_batches, with_outputs
 
@@ -41,7 +41,6 @@ ACTIVATION_BITS = (4, 16)
 OUTPUT_BITS = (8, 16)
 PIXEL_TYPE = FixedType(8, 8, signed=False)  # 8-bit pixels in: 0..255 exactly
 CONSTANT_BITS = 16  # the input normalization's scale and offset: two numbers, not worth searching
-PASS_THROUGH = ("MaxPool", "Flatten")
 
 
 class PrecisionError(ConversionError):
@@ -141,17 +140,17 @@ def param_range(model: ModelWrapper, name: str) -> float:
     return float(np.abs(model.get_initializer(name)).max())
 
 
-FUSED_ACTIVATIONS = ("Relu", "Clip")  # become the saturation of the layer before them
-FUSERS = ("Conv", "Add", "BatchNormalization")  # layers that end in a rounding cast and saturation
-
-
 def fused_activation(model: ModelWrapper, node: onnx.NodeProto) -> onnx.NodeProto | None:
     """The Relu / Clip that ``node``'s result feeds alone (and so is computed in ``node``'s own
-    final cast: its type is the activation's plus a sign bit), or None."""
-    if node.op_type not in FUSERS or node.output[0] in [o.name for o in model.graph.output]:
+    final cast: its type is the activation's plus a sign bit), or None. Which layers end in such a
+    cast, and which activations fuse, their kinds say (``FUSES_ACTIVATION``, ``FUSED``)."""
+    from .layers import act, op_kind
+
+    kind = op_kind(node.op_type)
+    if not getattr(kind, "FUSES_ACTIVATION", False) or node.output[0] in [o.name for o in model.graph.output]:
         return None
     consumer = sole_consumer(model, node.output[0])
-    return consumer if consumer is not None and consumer.op_type in FUSED_ACTIVATIONS else None
+    return consumer if consumer is not None and consumer.op_type in act.FUSED else None
 
 
 def result_knob(model: ModelWrapper, node: onnx.NodeProto, ranges: dict[str, TensorRange], is_output: bool,
@@ -171,27 +170,29 @@ def param_knob(model: ModelWrapper, node: str, field_name: str, tensor: str) -> 
                 else BIAS_BITS)
 
 
+WIRING = ("Flatten",)  # the one wiring op left in the canonical graph: it passes its input type through
+
+
+def passes_through(node: onnx.NodeProto) -> bool:
+    """Whether ``node``'s result has its input's type: wiring, or a kind's op that only selects
+    values (its kind's ``PASS_THROUGH``: a max pool)."""
+    from .layers import op_kind
+
+    return node.op_type in WIRING or node.op_type in getattr(op_kind(node.op_type), "PASS_THROUGH", ())
+
+
 def node_knobs(model: ModelWrapper, node: onnx.NodeProto, ranges: dict[str, TensorRange],
                is_output: bool) -> list[Knob]:
-    """The knobs one node contributes (see module docstring); raise for a node outside the table."""
+    """The knobs one node contributes (see module docstring): its layer kind's ``knobs``; raise
+    for a node outside the table."""
     from .capabilities import capability
+    from .layers import op_kind
 
-    if node.op_type == "Conv":
-        return [param_knob(model, node.name, "weight", node.input[1]), param_knob(model, node.name, "bias", node.input[2]),
-                *result_knob(model, node, ranges, is_output)]
-    if node.op_type in ("Relu", "Clip", "LeakyRelu", "AveragePool", "BatchNormalization"):
-        return result_knob(model, node, ranges, is_output)
-    if node.op_type == "MatMul":
-        return [param_knob(model, node.name, "weight", node.input[1])]
-    if node.op_type == "Add" and is_residual(model, node):
-        return result_knob(model, node, ranges, is_output)
-    if node.op_type == "Add":
-        matmul = model.find_producer(node.input[0])
-        if matmul is None or matmul.op_type != "MatMul":
-            raise ConversionError(f"node '{node.name}' (Add): a constant Add must follow a dense layer here")
-        return [param_knob(model, matmul.name, "bias", node.input[1]), *result_knob(model, node, ranges, is_output)]
-    if node.op_type in PASS_THROUGH:
+    if node.op_type in WIRING:
         return []
+    kind = op_kind(node.op_type)
+    if kind is not None:
+        return kind.knobs(model, node, ranges, is_output)
     capability(node.op_type)  # a KeyError names an op the table lacks
     raise ConversionError(f"node '{node.name}' ({node.op_type}) is not supported after canonicalization")
 
@@ -247,41 +248,33 @@ def drop_unused_fraction(p: Precisions, layer: str, tensor: str, acc: FixedType)
         p.set_layer(layer, "result", p.tensors[tensor])
 
 
-def resolve_derived(model: ModelWrapper, node: onnx.NodeProto, p: Precisions, by_tensor: dict) -> None:
-    """Types no knob sets: pass-through layers keep their input type, a layer feeding a fused
-    Relu / Clip gets the activation's type plus a sign bit (so only the activation saturates),
-    MatMul's output stays exact, constants of the affine and LeakyRelu stages get 16 bits."""
+def pass_through(p: Precisions, node: onnx.NodeProto) -> None:
+    """``node``'s result keeps its input's type (``passes_through``)."""
+    p.tensors[node.output[0]] = p.tensors[node.input[0]]
+    p.set_layer(node.name, "result", p.tensors[node.output[0]])
+
+
+def fused_result(model: ModelWrapper, node: onnx.NodeProto, p: Precisions, by_tensor: dict) -> onnx.NodeProto | None:
+    """A layer feeding a fused Relu / Clip gets the activation's type plus a sign bit (so only the
+    activation saturates); returns that activation, or None."""
+    activation = fused_activation(model, node)
     out = node.output[0]
-    if node.op_type in ("Conv", "MatMul"):
-        weight = model.get_initializer(node.input[1])
-        n_in = int(np.prod(weight.shape[1:])) if node.op_type == "Conv" else weight.shape[0]
-        layer = p.layers[node.name]
-        p.set_layer(node.name, "accum", exact_accumulator(p.tensors[node.input[0]], layer["weight"], layer["bias"], n_in))
-    activation = fused_activation(model, node) if node.op_type != "MatMul" else None
-    if node.op_type in PASS_THROUGH:
-        p.tensors[out] = p.tensors[node.input[0]]
-        p.set_layer(node.name, "result", p.tensors[out])
-    elif activation is not None and out not in p.tensors:
+    if activation is not None and out not in p.tensors:
         act_t = by_tensor[activation.output[0]][1]
         p.tensors[out] = FixedType(act_t.width + 1, act_t.integer + 1, True)
         p.set_layer(node.name, "result", p.tensors[out])
-    elif node.op_type == "MatMul":
-        p.tensors[out] = None
-    if node.op_type == "Conv" and activation is None:
-        drop_unused_fraction(p, node.name, out, p.layers[node.name]["accum"])
-    if node.op_type == "BatchNormalization":
-        for key, name in zip(("scale", "bias"), node.input[1:3]):
-            signed = bool((model.get_initializer(name) < 0).any())
-            t = type_for_range(CONSTANT_BITS, param_range(model, name), signed)
-            p.params[name] = t
-            p.set_layer(node.name, key, t)
-    elif node.op_type == "LeakyRelu":
-        p.set_layer(node.name, "alpha", type_for_range(CONSTANT_BITS, max(attr(node, "alpha", 0.01), 2.0 ** -8), False))
-    elif node.op_type == "AveragePool":
-        src = p.tensors[node.input[0]]
-        count = int(np.prod(attr(node, "kernel_shape")))
-        integer = src.integer + max(8, count.bit_length())
-        p.set_layer(node.name, "accum", FixedType(integer + src.frac + 8, integer, src.signed))
+    return activation
+
+
+def resolve_derived(model: ModelWrapper, node: onnx.NodeProto, p: Precisions, by_tensor: dict) -> None:
+    """Types no knob sets: wiring keeps its input type; the rest its layer kind sets
+    (``derive_types``: accumulators, a fused activation's result, constants of fixed width)."""
+    from .layers import op_kind
+
+    if node.op_type in WIRING:
+        pass_through(p, node)
+    else:
+        op_kind(node.op_type).derive_types(model, node, p, by_tensor)
 
 
 # ---- the proxy: the quantized network as an ONNX graph ------------------------------------------

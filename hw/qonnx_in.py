@@ -354,10 +354,10 @@ def input_annotation(model, types: dict[str, FixedType], source: str) -> None:
 def through_pass_through(model, types: dict[str, FixedType], source: str) -> None:
     """A quantizer after a max pool or a flatten is the same quantizer before it (a monotone cast
     commutes with a maximum and with a reshape): the type moves up to the layer that casts."""
-    from .precision import PASS_THROUGH
+    from .precision import passes_through
 
     for node in reversed(list(model.graph.node)):
-        if node.op_type not in PASS_THROUGH or node.output[0] not in types:
+        if not passes_through(node) or node.output[0] not in types:
             continue
         t, src = types.pop(node.output[0]), node.input[0]
         if types.get(src, t) != t:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import conv, dense, gpool, pool
+from . import act, add, affine, conv, dense, gpool, pool
 from .base import Resources, total
 
 LANE_KINDS: dict[str, ModuleType] = {kind: m for m in (conv, dense, gpool, pool) for kind in m.KINDS}
+# the kind computing each op of the canonical graph (its ``OPS``; gpool's ops become pool windows there)
+OP_KINDS: dict[str, ModuleType] = {op: m for m in (act, add, affine, conv, dense, pool) for op in m.OPS}
 
 
 def kind_model(kind: str) -> ModuleType:
@@ -22,4 +24,10 @@ def kind_model(kind: str) -> ModuleType:
     return LANE_KINDS[kind]
 
 
-__all__ = ["LANE_KINDS", "Resources", "kind_model", "total"]
+def op_kind(op: str) -> ModuleType | None:
+    """The hardware model computing ``op`` of the canonical graph (its knobs, derived types and
+    hls4ml configuration), or None for wiring and ops no kind computes."""
+    return OP_KINDS.get(op)
+
+
+__all__ = ["LANE_KINDS", "OP_KINDS", "Resources", "kind_model", "op_kind", "total"]

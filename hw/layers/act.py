@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from ..fixed import type_for_range
 from ..graph import attr
+from ..precision import CONSTANT_BITS, result_knob
 from .base import Resources
 from .conv import CONV_TESTS
 from .estimate import Model, predict
@@ -14,6 +16,8 @@ from .rule import Capability, GraphView, Refusal, accepted, attribute
 from .stage import Stage, StreamInfo, clip_limits, grid_range, to_int
 
 MODULES = ("ef_act",)
+OPS = ("Relu", "Clip", "LeakyRelu")  # of the canonical graph
+FUSED = ("Relu", "Clip")  # become the saturation of the layer before them (its FUSES_ACTIVATION)
 
 
 def model(module: str, params: dict) -> Model:
@@ -59,6 +63,18 @@ def stage(model, p, node, x: StreamInfo) -> Stage:
     params.update(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_act", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
                  x.h * x.w, 0, node.name, np.arange(x.h * x.w))
+
+
+# ---- precision (the knobs the search sets, the types that follow; hw/precision.py) ----------
+
+def knobs(model, node, ranges, is_output: bool) -> list:
+    return result_knob(model, node, ranges, is_output)
+
+
+def derive_types(model, node, p, by_tensor: dict) -> None:
+    """A LeakyRelu's slope at ``CONSTANT_BITS`` (at least 2^-8, so a tiny slope is not zero)."""
+    if node.op_type == "LeakyRelu":
+        p.set_layer(node.name, "alpha", type_for_range(CONSTANT_BITS, max(attr(node, "alpha", 0.01), 2.0 ** -8), False))
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..graph import is_residual
+from ..onnx_check import ConversionError
+from ..precision import fused_result, param_knob, result_knob
 from .base import Resources, clog2
 from .estimate import Model, map_memory, predict
 from .rule import Capability, GraphView, Refusal, broadcast_refusal, per_channel
 from .stage import Stage, StreamInfo, saturation
 
 MODULES = ("ef_add", "ef_fork", "ef_fifo")
+OPS = ("Add",)  # of the canonical graph: a residual join, or the bias of the MatMul before it
+FUSES_ACTIVATION = True  # ends in a rounding cast: a Relu / Clip after it is its saturation
 
 
 def model(module: str, params: dict) -> Model:
@@ -61,6 +66,28 @@ def stage(model, p, node, a: StreamInfo, b: StreamInfo) -> Stage:
                   SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_add", params, {}, [], [("out", tensor)], a.channels, out_t.width, a.h * a.w, 0,
                  node.name, np.arange(a.h * a.w))
+
+
+# ---- precision (the knobs the search sets, the types that follow; hw/precision.py) ----------
+
+def dense_of(model, node):
+    """The MatMul whose bias this (non-residual) Add is; refused when there is none."""
+    matmul = model.find_producer(node.input[0])
+    if matmul is None or matmul.op_type != "MatMul":
+        raise ConversionError(f"node '{node.name}' (Add): a constant Add must follow a dense layer here")
+    return matmul
+
+
+def knobs(model, node, ranges, is_output: bool) -> list:
+    """A residual join's result; a bias Add's bias (the dense layer's ``bias``) and result."""
+    if is_residual(model, node):
+        return result_knob(model, node, ranges, is_output)
+    return [param_knob(model, dense_of(model, node).name, "bias", node.input[1]),
+            *result_knob(model, node, ranges, is_output)]
+
+
+def derive_types(model, node, p, by_tensor: dict) -> None:
+    fused_result(model, node, p, by_tensor)
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..fixed import type_for_range
+from ..precision import CONSTANT_BITS, fused_result, param_range, result_knob
 from .base import Resources
 from .estimate import Model, predict
 from .rule import Capability, GraphView, Refusal, attribute, broadcast_refusal, per_channel
 from .stage import Stage, StreamInfo, align, saturation, to_int
 
 MODULES = ("ef_affine",)
+OPS = ("BatchNormalization",)  # of the canonical graph (the input normalization folds into one)
+FUSES_ACTIVATION = True  # ends in a rounding cast: a Relu / Clip after it is its saturation
 
 
 def model(module: str, params: dict) -> Model:
@@ -55,6 +59,23 @@ def stage(model, p, node, x: StreamInfo) -> Stage:
                   ACCW=accw, SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_affine", params, {"AFILE": words}, [], [("out", tensor)], x.channels, out_t.width,
                  x.h * x.w, 0, node.name, np.arange(x.h * x.w))
+
+
+# ---- precision (the knobs the search sets, the types that follow; hw/precision.py) ----------
+
+def knobs(model, node, ranges, is_output: bool) -> list:
+    """The result only: scale and bias are two numbers per channel, not worth searching."""
+    return result_knob(model, node, ranges, is_output)
+
+
+def derive_types(model, node, p, by_tensor: dict) -> None:
+    """The fused activation's result type; scale and bias at ``CONSTANT_BITS``."""
+    fused_result(model, node, p, by_tensor)
+    for key, name in zip(("scale", "bias"), node.input[1:3]):
+        signed = bool((model.get_initializer(name) < 0).any())
+        t = type_for_range(CONSTANT_BITS, param_range(model, name), signed)
+        p.params[name] = t
+        p.set_layer(node.name, key, t)
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

@@ -8,7 +8,10 @@ last two), as the Verilog counts them.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..graph import attr
+from ..precision import drop_unused_fraction, exact_accumulator, fused_result, param_knob, result_knob
 from .base import Resources, clog2, divisors
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
 from .rule import MAX_KERNEL, MAX_STRIDE, Capability, GraphView, Refusal, attribute, check_spatial
@@ -17,6 +20,8 @@ from .stage import (Stage, StreamInfo, Window, align, aligned_weights, hex_word,
 
 MODULES = ("ef_conv2d",)
 KINDS = ("conv", "depthwise")
+OPS = ("Conv",)  # of the canonical graph
+FUSES_ACTIVATION = True  # ends in a rounding cast: a Relu / Clip after it is its saturation
 
 
 def lane_options(layer) -> list[tuple[int, int, int]]:
@@ -190,6 +195,25 @@ def stage(model, p, node, x: StreamInfo, lanes) -> Stage:
     params["LB_WORD_REG"] = line_buffer_word_reg(params)
     return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
                  out_t.width, lanes.cycles, lanes.multipliers, node.name, window_need(window, x.h, x.w))
+
+
+# ---- precision (the knobs the search sets, the types that follow; hw/precision.py) ----------
+
+def knobs(model, node, ranges, is_output: bool) -> list:
+    """Weights, bias and (unless a fused activation sets it) the result are searched."""
+    return [param_knob(model, node.name, "weight", node.input[1]), param_knob(model, node.name, "bias", node.input[2]),
+            *result_knob(model, node, ranges, is_output)]
+
+
+def derive_types(model, node, p, by_tensor: dict) -> None:
+    """An exact accumulator (the only rounding is the final cast), the fused activation's result
+    type, else the result trimmed to the accumulator's fractional bits."""
+    weight = model.get_initializer(node.input[1])
+    layer = p.layers[node.name]
+    acc = exact_accumulator(p.tensors[node.input[0]], layer["weight"], layer["bias"], int(np.prod(weight.shape[1:])))
+    p.set_layer(node.name, "accum", acc)
+    if fused_result(model, node, p, by_tensor) is None:
+        drop_unused_fraction(p, node.name, node.output[0], acc)
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

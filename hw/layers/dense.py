@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..precision import sole_consumer
+from ..precision import exact_accumulator, param_knob, sole_consumer
 from .base import Resources, clog2, divisors
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
 from .rule import Capability, GraphView, Refusal, attribute
@@ -16,6 +16,7 @@ from .stage import Stage, StreamInfo, align, aligned_weights, hex_word, saturati
 
 MODULES = ("ef_dense",)
 KINDS = ("dense",)
+OPS = ("MatMul",)  # of the canonical graph; its bias is the Add after it (hw/layers/add.py)
 LUT_MULTIPLIERS = False  # ef_dense has no USE_DSP parameter
 
 
@@ -106,6 +107,22 @@ def stage(model, p, matmul, x: StreamInfo, lanes) -> Stage:
     biases = [hex_word(list(bias[g * po:(g + 1) * po]), acc_t.width) for g in range(oc // po)]
     return Stage(matmul.name, "ef_dense", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
                  out_t.width, lanes.cycles, lanes.multipliers, matmul.name, np.array([npix - 1]))
+
+
+# ---- precision (the knobs the search sets, the types that follow; hw/precision.py) ----------
+
+def knobs(model, matmul, ranges, is_output: bool) -> list:
+    """The weights; the bias and the result are the Add's after it (``add.knobs``)."""
+    return [param_knob(model, matmul.name, "weight", matmul.input[1])]
+
+
+def derive_types(model, matmul, p, by_tensor: dict) -> None:
+    """An exact accumulator; the MatMul's own output stays exact (None: the bias Add casts)."""
+    weight = model.get_initializer(matmul.input[1])
+    layer = p.layers[matmul.name]
+    p.set_layer(matmul.name, "accum", exact_accumulator(p.tensors[matmul.input[0]], layer["weight"], layer["bias"],
+                                                         weight.shape[0]))
+    p.tensors[matmul.output[0]] = None
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

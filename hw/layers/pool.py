@@ -5,6 +5,11 @@ No lanes: one window position per cycle, out_pixels x KH x KW cycles per frame, 
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..fixed import FixedType
+from ..graph import attr
+from ..precision import pass_through, result_knob
 from .base import Resources, clog2
 from .conv import line_buffer_rows
 from .estimate import Model, dsp_per_product, map_memory, predict
@@ -13,6 +18,8 @@ from .stage import Stage, StreamInfo, Window, average_params, grid_range, window
 
 MODULES = ("ef_pool2d",)
 KINDS = ("fixed",)
+OPS = ("MaxPool", "AveragePool")  # of the canonical graph (global pools are windows over the whole map)
+PASS_THROUGH = ("MaxPool",)  # selects values: its result has its input's type
 
 
 def lane_options(layer) -> list[tuple[int, int, int]]:
@@ -115,6 +122,25 @@ def stage(model, p, node, x: StreamInfo, lanes=None) -> Stage:
     oh, ow = window.output_size(x.h, x.w)
     return Stage(node.name, "ef_pool2d", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
                  oh * ow * count, 0, node.name, window_need(window, x.h, x.w))
+
+
+# ---- precision (the knobs the search sets, the types that follow; hw/precision.py) ----------
+
+def knobs(model, node, ranges, is_output: bool) -> list:
+    """An average's result; a maximum has its input's type (``PASS_THROUGH``)."""
+    return [] if node.op_type in PASS_THROUGH else result_knob(model, node, ranges, is_output)
+
+
+def derive_types(model, node, p, by_tensor: dict) -> None:
+    """A maximum passes its input type through; an average sums exactly into an accumulator
+    with room for the window's count and 8 more fractional bits."""
+    if node.op_type in PASS_THROUGH:
+        pass_through(p, node)
+        return
+    src = p.tensors[node.input[0]]
+    count = int(np.prod(attr(node, "kernel_shape")))
+    integer = src.integer + max(8, count.bit_length())
+    p.set_layer(node.name, "accum", FixedType(integer + src.frac + 8, integer, src.signed))
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

@@ -23,8 +23,6 @@ from .precision import Precisions
 from .plan import LayerPlan
 
 PROJECT = "myproject"  # hls4ml's top-level name; the board drivers and Tcl scripts expect it
-HLS4ML_FIELD = {"alpha": "param"}  # our field name -> hls4ml's (LeakyReLU's slope type is its "param")
-PARAM_INPUTS = {"Conv": ("weight", "bias"), "MatMul": ("weight",), "BatchNormalization": ("scale", "bias")}
 
 
 def quiet_hls4ml():
@@ -49,38 +47,34 @@ def hls4ml_config(cl: ModelWrapper, precisions: Precisions, layers: list[LayerPl
         if name == "global_in" or name.startswith("Transpose"):
             layer_config(config, name)["result"] = input_t
     for node in cl.graph.node:
-        fields = precisions.layers.get(node.name, {})
-        for key, value in fields.items():
-            if not (node.op_type == "MatMul" and key == "result"):
-                layer_config(config, node.name)[HLS4ML_FIELD.get(key, key)] = str(value)
-        for index, key in enumerate(PARAM_INPUTS.get(node.op_type, ())):
-            if key in fields and f"{node.name}_param{index}" in config["LayerName"]:
-                layer_config(config, f"{node.name}_param{index}")["result"] = str(fields[key])
-        if node.op_type == "Add" and f"{node.name}_param0" in config["LayerName"]:
-            matmul = cl.find_producer(node.input[0])
-            layer_config(config, f"{node.name}_param0")["result"] = str(precisions.layers[matmul.name]["bias"])
+        for name, types in layer_precision(cl, node, precisions).items():
+            if types and (name == node.name or name in config["LayerName"]):
+                layer_config(config, name).update(types)
     for layer in layers:
         if layer.multipliers and layer.node in config["LayerName"]:
             config["LayerName"][layer.node]["ReuseFactor"] = layer.reuse
     return config
 
 
-def set_dense_outputs(hls_model, cl: ModelWrapper, precisions: Precisions) -> None:
-    """hls4ml fuses MatMul + bias Add into one Dense only when the MatMul's output type is left
-    open, and then ignores the Add's type; set the fused layer's output type afterwards."""
-    from hls4ml.backends.fpga.fpga_types import APTypeConverter
-    from hls4ml.model.types import FixedPrecisionType
+def layer_precision(cl: ModelWrapper, node, precisions: Precisions) -> dict[str, dict[str, str]]:
+    """hls4ml layer name -> precision entries for ``node``: its layer kind's ``hls_precision``;
+    wiring (Flatten) gets its own types as they are."""
+    from .layers import op_kind
+    from .layers.base import hls_entries
 
-    for node in cl.get_nodes_by_op_type("Add"):
-        matmul = cl.find_producer(node.input[0])
-        if matmul is None or matmul.op_type != "MatMul":
-            continue  # a residual join: hls4ml keeps its own type
-        t = precisions.tensors[node.output[0]]
-        layer = next((lay for lay in hls_model.get_layers() if lay.name in (matmul.name, f"Dense_{matmul.name}")), None)
-        if t is None or layer is None:
-            continue
-        layer.get_output_variable().type.precision = APTypeConverter().convert(FixedPrecisionType(
-            t.width, t.integer, t.signed, rounding_mode="RND_CONV", saturation_mode="SAT"))
+    kind = op_kind(node.op_type)
+    return hls_entries(node, precisions) if kind is None else kind.hls_precision(cl, node, precisions)
+
+
+def patch_hls_model(hls_model, cl: ModelWrapper, precisions: Precisions) -> None:
+    """What hls4ml's conversion decides against the configuration, set right by the kinds that
+    meet it (a kind's ``patch_hls_model``: the dense layer's output type)."""
+    from .layers import op_kind
+
+    for node in cl.graph.node:
+        patch = getattr(op_kind(node.op_type), "patch_hls_model", None)
+        if patch is not None:
+            patch(hls_model, cl, node, precisions)
 
 
 def keep_padding_types(hls_model) -> None:
@@ -106,20 +100,16 @@ def on_the_grid(cl: ModelWrapper, precisions: Precisions) -> ModelWrapper:
     return copy
 
 
-def depthwise_weights_for_hls4ml(cl: ModelWrapper) -> ModelWrapper:
-    """A copy of ``cl`` whose depthwise weights hls4ml 1.3 reads right. Its ONNX path writes a
-    depthwise kernel (C, KH, KW, 1) channel-major, then reads it as if position-major (weight
-    [k * C + c] for position k of channel c): the emulator was wrong on every 3x3 depthwise layer
-    (1x1 ones, with one position, were right). Handing it the kernel stored position-major makes
-    what it reads the real kernel (tests/hw: the emulator is bit-exact with the integer model)."""
+def graph_for_hls4ml(cl: ModelWrapper) -> ModelWrapper:
+    """A copy of ``cl`` as hls4ml 1.3 reads it right: each layer kind with a reading quirk to work
+    around rewrites its nodes (a kind's ``hls_graph``: the depthwise kernel's order)."""
+    from .layers import op_kind
+
     copy = ModelWrapper(cl.model.__deepcopy__())
-    for node in copy.get_nodes_by_op_type("Conv"):
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if group == 1:
-            continue
-        w = copy.get_initializer(node.input[1])  # (C, KH, KW, 1) in the channels-last graph
-        c = w.shape[0]
-        copy.set_initializer(node.input[1], np.ascontiguousarray(w.reshape(c, -1).T).reshape(w.shape))
+    for node in copy.graph.node:
+        rewrite = getattr(op_kind(node.op_type), "hls_graph", None)
+        if rewrite is not None:
+            rewrite(copy, node)
     return copy
 
 
@@ -128,7 +118,7 @@ def convert(cl: ModelWrapper, precisions: Precisions, layers: list[LayerPlan], b
     """Write the hls4ml project for ``board`` into ``out_dir`` and return the hls4ml model."""
     import hls4ml
 
-    cl = depthwise_weights_for_hls4ml(on_the_grid(cl, precisions))
+    cl = graph_for_hls4ml(on_the_grid(cl, precisions))
     config = hls4ml_config(cl, precisions, layers, board.backend)
     kwargs = dict(output_dir=str(out_dir), project_name=PROJECT, backend=board.backend, io_type="io_stream",
                   hls_config=config, part=board.part, clock_period=board.clock_period_ns)
@@ -138,7 +128,7 @@ def convert(cl: ModelWrapper, precisions: Precisions, layers: list[LayerPlan], b
                       output_type=str(output_type))
     with quiet_hls4ml():
         hls_model = hls4ml.converters.convert_from_onnx_model(cl.model, **kwargs)
-        set_dense_outputs(hls_model, cl, precisions)
+        patch_hls_model(hls_model, cl, precisions)
         keep_padding_types(hls_model)
         hls_model.write()
     if board.backend == "VivadoAccelerator":

@@ -1,10 +1,14 @@
 """One hardware model per layer kind (DESIGN.md contract 8): each Verilog module of ``hw/rtl``
 has one Python module here that owns its capability rule (its rows of the table and their
 checks: ``CAPABILITIES``, on ``rule.py``), its lanes, cycles per frame, planning parameters,
-resources (fitted on Yosys: ``sim/calibrate.py``) and its RTL instance (``stage()``, on
-``stage.py``). The capability check (hw/capabilities.py assembles the table), the planner
-(hw/plan.py), rtlgen (which wires the stages) and the predicted fit of ``edgefpga verify`` read
-them; adding a layer kind is one file here and its tests.
+resources (fitted on Yosys: ``sim/calibrate.py``), its RTL instance (``stage()``, on
+``stage.py``), its precision (``OPS``, the canonical graph's ops it computes; ``knobs()``, the
+types the search sets; ``derive_types()``, the types that follow from them) and its hls4ml
+configuration (``hls_precision()``; where hls4ml 1.3 needs a workaround, ``hls_graph()`` before
+and ``patch_hls_model()`` after its conversion). The capability check (hw/capabilities.py
+assembles the table), the precision search (hw/precision.py), the planner (hw/plan.py), rtlgen
+(which wires the stages), the hls4ml project (hw/hls.py) and the predicted fit of ``edgefpga
+verify`` read them; adding a layer kind is one file here and its tests.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import onnx
 from ..fixed import type_for_range
 from ..graph import attr
 from ..precision import CONSTANT_BITS, result_knob
-from .base import Resources
+from .base import Resources, hls_entries
 from .conv import CONV_TESTS
 from .estimate import Model, predict
 from .rule import Capability, GraphView, Refusal, accepted, attribute
@@ -75,6 +75,15 @@ def derive_types(model, node, p, by_tensor: dict) -> None:
     """A LeakyRelu's slope at ``CONSTANT_BITS`` (at least 2^-8, so a tiny slope is not zero)."""
     if node.op_type == "LeakyRelu":
         p.set_layer(node.name, "alpha", type_for_range(CONSTANT_BITS, max(attr(node, "alpha", 0.01), 2.0 ** -8), False))
+
+
+# ---- hls4ml (its configuration and its quirks; hw/hls.py) -----------------------------------
+
+HLS_NAMES = {"alpha": "param"}  # our field name -> hls4ml's (LeakyReLU's slope type is its "param")
+
+
+def hls_precision(cl, node, p) -> dict[str, dict[str, str]]:
+    return hls_entries(node, p, names=HLS_NAMES)
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

@@ -9,7 +9,7 @@ import numpy as np
 from ..graph import is_residual
 from ..onnx_check import ConversionError
 from ..precision import fused_result, param_knob, result_knob
-from .base import Resources, clog2
+from .base import Resources, clog2, hls_entries
 from .estimate import Model, map_memory, predict
 from .rule import Capability, GraphView, Refusal, broadcast_refusal, per_channel
 from .stage import Stage, StreamInfo, saturation
@@ -88,6 +88,16 @@ def knobs(model, node, ranges, is_output: bool) -> list:
 
 def derive_types(model, node, p, by_tensor: dict) -> None:
     fused_result(model, node, p, by_tensor)
+
+
+# ---- hls4ml (its configuration and its quirks; hw/hls.py) -----------------------------------
+
+def hls_precision(cl, node, p) -> dict[str, dict[str, str]]:
+    """Its own types; a bias Add's constant (hls4ml's ``<node>_param0``) has the dense layer's bias type."""
+    entries = hls_entries(node, p)
+    if not is_residual(cl, node):
+        entries[f"{node.name}_param0"] = {"result": str(p.layers[dense_of(cl, node).name]["bias"])}
+    return entries
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..fixed import type_for_range
 from ..precision import CONSTANT_BITS, fused_result, param_range, result_knob
-from .base import Resources
+from .base import Resources, hls_entries
 from .estimate import Model, predict
 from .rule import Capability, GraphView, Refusal, attribute, broadcast_refusal, per_channel
 from .stage import Stage, StreamInfo, align, saturation, to_int
@@ -76,6 +76,12 @@ def derive_types(model, node, p, by_tensor: dict) -> None:
         t = type_for_range(CONSTANT_BITS, param_range(model, name), signed)
         p.params[name] = t
         p.set_layer(node.name, key, t)
+
+
+# ---- hls4ml (its configuration and its quirks; hw/hls.py) -----------------------------------
+
+def hls_precision(cl, node, p) -> dict[str, dict[str, str]]:
+    return hls_entries(node, p, ("scale", "bias"))
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

@@ -71,3 +71,18 @@ def clog2(n: int) -> int:
 
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def hls_entries(node, p, params: tuple[str, ...] = (), names: dict[str, str] | None = None,
+                skip: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
+    """hls4ml layer name -> precision entries for ``node``: its own types (``p.layers``, under
+    hls4ml's ``names`` for them, less ``skip``) and, for each field in ``params`` in input order,
+    the result type of hls4ml's constant layer ``<node>_param<i>``. Left to hls4ml, a type would be
+    its default ``ap_fixed<16,6>``, cast by truncation."""
+    fields = p.layers.get(node.name, {})
+    names = names or {}
+    out = {node.name: {names.get(k, k): str(v) for k, v in fields.items() if k not in skip}}
+    for index, key in enumerate(params):
+        if key in fields:
+            out[f"{node.name}_param{index}"] = {"result": str(fields[key])}
+    return out

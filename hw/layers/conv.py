@@ -12,7 +12,7 @@ import numpy as np
 
 from ..graph import attr
 from ..precision import drop_unused_fraction, exact_accumulator, fused_result, param_knob, result_knob
-from .base import Resources, clog2, divisors
+from .base import Resources, clog2, divisors, hls_entries
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
 from .rule import MAX_KERNEL, MAX_STRIDE, Capability, GraphView, Refusal, attribute, check_spatial
 from .stage import (Stage, StreamInfo, Window, align, aligned_weights, hex_word, saturation, to_int,
@@ -214,6 +214,26 @@ def derive_types(model, node, p, by_tensor: dict) -> None:
     p.set_layer(node.name, "accum", acc)
     if fused_result(model, node, p, by_tensor) is None:
         drop_unused_fraction(p, node.name, node.output[0], acc)
+
+
+# ---- hls4ml (its configuration and its quirks; hw/hls.py) -----------------------------------
+
+def hls_precision(cl, node, p) -> dict[str, dict[str, str]]:
+    """Its own types, and its weights' and bias's (hls4ml's constant layers ``<node>_param0, 1``)."""
+    return hls_entries(node, p, ("weight", "bias"))
+
+
+def hls_graph(cl, node) -> None:
+    """hls4ml 1.3's ONNX path writes a depthwise kernel (C, KH, KW, 1) channel-major, then reads it
+    as if position-major (weight [k * C + c] for position k of channel c): the emulator was wrong
+    on every 3x3 depthwise layer (1x1 ones, with one position, were right). Storing it
+    position-major in ``cl`` (a copy) makes what it reads the real kernel (tests/hw: the emulator
+    is bit-exact with the integer model)."""
+    if attr(node, "group", 1) == 1:
+        return
+    w = cl.get_initializer(node.input[1])  # (C, KH, KW, 1) in the channels-last graph
+    c = w.shape[0]
+    cl.set_initializer(node.input[1], np.ascontiguousarray(w.reshape(c, -1).T).reshape(w.shape))
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

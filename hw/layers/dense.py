@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..precision import exact_accumulator, param_knob, sole_consumer
-from .base import Resources, clog2, divisors
+from .base import Resources, clog2, divisors, hls_entries
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
 from .rule import Capability, GraphView, Refusal, attribute
 from .stage import Stage, StreamInfo, align, aligned_weights, hex_word, saturation, to_int
@@ -123,6 +123,31 @@ def derive_types(model, matmul, p, by_tensor: dict) -> None:
     p.set_layer(matmul.name, "accum", exact_accumulator(p.tensors[matmul.input[0]], layer["weight"], layer["bias"],
                                                          weight.shape[0]))
     p.tensors[matmul.output[0]] = None
+
+
+# ---- hls4ml (its configuration and its quirks; hw/hls.py) -----------------------------------
+
+def hls_precision(cl, matmul, p) -> dict[str, dict[str, str]]:
+    """Its types but the result: hls4ml fuses MatMul + bias Add into one Dense only when the
+    MatMul's output type is left open (``patch_hls_model`` sets it afterwards)."""
+    return hls_entries(matmul, p, ("weight",), skip=("result",))
+
+
+def patch_hls_model(hls_model, cl, matmul, p) -> None:
+    """hls4ml ignores the bias Add's type once fused into the Dense: set the Dense's output type
+    to it (round half to even, saturate, as every cast of the design)."""
+    from hls4ml.backends.fpga.fpga_types import APTypeConverter
+    from hls4ml.model.types import FixedPrecisionType
+
+    add = sole_consumer(cl, matmul.output[0])
+    if add is None or add.op_type != "Add":
+        return
+    t = p.tensors[add.output[0]]
+    layer = next((lay for lay in hls_model.get_layers() if lay.name in (matmul.name, f"Dense_{matmul.name}")), None)
+    if t is None or layer is None:
+        return
+    layer.get_output_variable().type.precision = APTypeConverter().convert(FixedPrecisionType(
+        t.width, t.integer, t.signed, rounding_mode="RND_CONV", saturation_mode="SAT"))
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

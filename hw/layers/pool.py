@@ -10,7 +10,7 @@ import numpy as np
 from ..fixed import FixedType
 from ..graph import attr
 from ..precision import pass_through, result_knob
-from .base import Resources, clog2
+from .base import Resources, clog2, hls_entries
 from .conv import line_buffer_rows
 from .estimate import Model, dsp_per_product, map_memory, predict
 from .rule import Capability, GraphView, Refusal, attribute, check_ceil_mode, check_spatial, text
@@ -141,6 +141,12 @@ def derive_types(model, node, p, by_tensor: dict) -> None:
     count = int(np.prod(attr(node, "kernel_shape")))
     integer = src.integer + max(8, count.bit_length())
     p.set_layer(node.name, "accum", FixedType(integer + src.frac + 8, integer, src.signed))
+
+
+# ---- hls4ml (its configuration and its quirks; hw/hls.py) -----------------------------------
+
+def hls_precision(cl, node, p) -> dict[str, dict[str, str]]:
+    return hls_entries(node, p)
 
 
 # ---- capability rule (its rows of the table in hw/capabilities.py; docs/onnx-support.md) ----

@@ -167,12 +167,12 @@ def elpv_build(tmp_path_factory, zoo_model) -> Path:
 # The shared verify runs: the agreement bar on all held-out images (the integer model), the emulator
 # and the RTL bit for bit on this many of them (`edgefpga verify --sample`). `make bench` (board)
 # runs the full `edgefpga verify` of the shipped model: every one of the 654 test cells in RTL.
-VERIFY_SAMPLE = 64
+VERIFY_SAMPLE = 32  # RTL frames of the shared verifies (every image still goes through the integer model and the emulator)
 
 
 @pytest.fixture(scope="session")
 def elpv_verify(elpv_build) -> dict:
-    """`edgefpga verify --sample 64` on the ELPV build (the bar on all 654 test cells; no Yosys)."""
+    """`edgefpga verify --sample 32` on the ELPV build (the bar on all 654 test cells; no Yosys)."""
     from edgefpga.sim.verify import verify
 
     return verify(elpv_build, progress=False, resources=False, sample=VERIFY_SAMPLE)

@@ -24,6 +24,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("brevitas")
 
+from brief_training import train_briefly  # noqa: E402
 from torch import nn  # noqa: E402
 
 from edgefpga.hw.onnx_check import ConversionError, check_onnx  # noqa: E402
@@ -62,19 +63,6 @@ def cells(elpv_data):
     return resize_batch(elpv_data.images[train], SPEC), labels, elpv_data.images[train[:64]], elpv_data.images[test]
 
 
-def train(model: nn.Module, pixels: np.ndarray, labels: np.ndarray, steps: int = STEPS) -> nn.Module:
-    x, y = torch.from_numpy(normalize(pixels, SPEC)), torch.from_numpy(labels).long()
-    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    model.train()
-    for step in range(steps):
-        batch = order[(step * 32) % len(x):][:32]
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-        optimizer.step()
-    return model.eval()
-
-
 def export(model: nn.Module, path: Path) -> Path:
     """``export_qonnx`` as a user calls it."""
     from brevitas.export import export_qonnx
@@ -90,14 +78,11 @@ def exported(cells, tmp_path_factory):
     """name -> the QONNX file of the net trained STEPS steps, and its training accuracy."""
     pixels, labels, *_ = cells
     folder = tmp_path_factory.mktemp("qonnx")
-    files, threads = {}, torch.get_num_threads()
-    torch.set_num_threads(1)  # nets this small: a second thread only waits
-    try:
-        for name, widths in NETS.items():
-            torch.manual_seed(0)
-            files[name] = export(train(quant_net(**widths), pixels, labels), folder / f"{name}.onnx")
-    finally:
-        torch.set_num_threads(threads)
+    x, y = torch.from_numpy(normalize(pixels, SPEC)), torch.from_numpy(labels).long()
+    files = {}
+    for name, widths in NETS.items():
+        model = train_briefly(lambda widths=widths: quant_net(**widths), x, y, STEPS)
+        files[name] = export(model, folder / f"{name}.onnx")
     return files
 
 

@@ -117,7 +117,7 @@ def test_old_opset_model_converts(tmp_path, elpv_data):
     cells = elpv_data.images[elpv.split(elpv_data).train[:300]]
     np.savez(tmp_path / "cal.npz", images=cells)
     report = convert(str(model), tmp_path / "old", ConvertConfig(calibration=str(tmp_path / "cal.npz"),
-                                                                  calibration_images=300, emulator_images=100,
+                                                                  calibration_images=300, emulator_images=32,
                                                                   progress=False), log=lambda _m: None)
     assert report["emulator_on_calibration"]["agreement"] >= 0.995
     assert report["model"]["input"]["scale"] == 1.0  # bare .onnx: pixels as they are, recorded as assumed

@@ -31,10 +31,13 @@ def test_foreign_rtl_is_bit_exact(foreign_verify):
     assert rtl["bit_exact_frames"] == rtl["n"] == VERIFY_SAMPLE
 
 
-def test_axis_protocol_cases(foreign_build, foreign_dir, tmp_path):
-    report = json.loads((foreign_build / "report.json").read_text())
+def test_axis_protocol_cases(tiny_build, tmp_path):
+    """Framing on the stream's input (ef_axis_in): frames back to back, a short and a long one
+    flagged and the next right again, a reset between frames. A property of the stream's ends, not
+    of the network: on the tiny net's build (16x16 frames of 256 beats), which compiles in seconds."""
+    report = json.loads((tiny_build / "report.json").read_text())
     spec = InputSpec.from_dict(report["model"]["input"], "report")
-    pixels = load_image_set(str(foreign_dir / "test.npz"), spec, report["model"]["classes"]).take(5).pixels
+    pixels = load_image_set(str(tiny_build.parent / "calib.npz"), spec, report["model"]["classes"]).take(5).pixels
     f = [frame_beats(x) for x in pixels]
     sequence = [{"beats": f[0]}, {"beats": f[1]},                      # back to back
                 {"beats": f[2][: len(f[2]) // 2]},                     # short: tlast halfway
@@ -42,6 +45,6 @@ def test_axis_protocol_cases(foreign_build, foreign_dir, tmp_path):
                 {"beats": f[4] + f[0][:100]},                          # long: 100 beats too many
                 {"beats": f[1]},                                       # right again
                 {"beats": f[2], "reset_before": True}, {"beats": f[3]}]  # reset between frames
-    result = check_axis_top(foreign_build, sequence, tmp_path / "axis")
+    result = check_axis_top(tiny_build, sequence, tmp_path / "axis")
     assert [frame["ok"] for frame in result["frames"]] == [True] * len(sequence)
     assert result["err_short_pulses"] == 1 and result["err_long_pulses"] == 1

@@ -27,6 +27,7 @@ from edgefpga.hw.onnx_check import ConversionError, check_onnx
 from edgefpga.models.card import InputSpec
 from edgefpga.models.preprocess import normalize, resize_batch
 from brief_training import train_briefly
+from conftest import false_color
 
 pytestmark = pytest.mark.xdist_group("default_exporter")  # the trained nets are made once, on one worker
 
@@ -241,3 +242,60 @@ def test_default_export_is_bit_exact(trained, cells, tmp_path):
                     agreement=0.9)
     assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 4
     assert result["failed"] == []
+
+
+def shipped_net(name: str, elpv_data) -> tuple[nn.Module, tuple[int, int, int], InputSpec, np.ndarray]:
+    """(module, input shape, its input spec, 8 cells as 8-bit pixels): a reference shape with the zoo's weights
+    (read back from its model.onnx), or a feature net of tests/torch_nets.py calibrated as
+    test_features.py calibrates it."""
+    from torch_nets import FEATURE_NETS, calibrate
+
+    from edgefpga.models.card import ZOO
+    from edgefpga.models.export import load_folded
+    from edgefpga.models.reference import MEAN, REFERENCES, SCALE, STD
+
+    shape = REFERENCES[name].shape if name in REFERENCES else FEATURE_NETS[name][1]
+    spec = InputSpec(shape[0], shape[1], shape[2], "gray" if shape[0] == 1 else "bgr", "area", SCALE, MEAN, STD)
+    images = elpv_data.images[:64] if shape[0] == 1 else false_color(elpv_data.images[:64])
+    pixels = resize_batch(images, spec)
+    if name in REFERENCES:
+        model = load_folded(ZOO / name / "model.onnx", REFERENCES[name].build())
+    else:
+        torch.manual_seed(0)
+        model = FEATURE_NETS[name][0]()
+        calibrate(model, torch.from_numpy(normalize(pixels, spec)))
+    return model.eval(), shape, spec, pixels[:8]
+
+
+@pytest.mark.parametrize("name", ["resnet8_ref", "mobilenet_v1_025_ref", "convs", "vgg_rgb", "gray_48x80",
+                                  "post_add_bn"])
+def test_shipped_nets_default_export_gives_the_legacy_canonical_graph(name, elpv_data, tmp_path):
+    """ResNet-8 and MobileNet-V1 0.25 as the zoo ships them and the feature nets of test_features.py,
+    exported with PyTorch's default call: the canonical graph is the `dynamo=False` one (the same
+    nodes, names, attributes, opset; constants within float rounding), so convert builds the same
+    design (bench/run.py reference_models and test_features.py convert and verify the legacy
+    exports bit-exact), and ONNX Runtime computes what PyTorch computes on real cells."""
+    from edgefpga.models.reference import MEAN, SCALE, STD
+
+    model, shape, spec, pixels = shipped_net(name, elpv_data)
+    norm = dict(scale=SCALE, mean=[MEAN] * shape[0], std=[STD] * shape[0])
+    graphs = {}
+    for way, how in {"legacy": LEGACY, "default": {}}.items():
+        path = tmp_path / f"{way}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.zeros(1, *shape),), str(path), verbose=False, **how)
+        checked, _ = check_onnx(path)
+        graphs[way] = canonical_graph(checked, str(path), **norm)
+    legacy, default = graphs["legacy"], graphs["default"]
+    assert form(default) == form(legacy)
+    ours, theirs = constants(default), constants(legacy)
+    for key, value in theirs.items():
+        np.testing.assert_allclose(ours[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    with torch.no_grad():
+        # the canonical graph ends before a final Softmax / Sigmoid (the runtime applies it)
+        expected = getattr(model, "logits", model)(torch.from_numpy(normalize(pixels, spec))).numpy()
+    session = onnx_session(default.model)  # the canonical graph takes 8-bit pixels: it normalizes them itself
+    scores = np.concatenate([session.run(None, {session.get_inputs()[0].name: p[None].astype(np.float32)})[0]
+                             for p in pixels])
+    np.testing.assert_allclose(scores, expected, atol=1e-3)

@@ -199,6 +199,8 @@ def verify_rtl(build_dir: Path, images: ImageSet, expected: np.ndarray, idle: in
         "latency_cycles": latency, "latency_single_frame_cycles": timing.latency_single_frame_cycles,
         "ii_cycles": interval, "planned_ii_cycles": report["estimate"]["ii_cycles"], "roofline_cycles": roofline,
         "timing_frames": timing.frames, "ii_over_roofline": round(interval / roofline, 3),
+        # each frame's first pixel after the one before's: the interval settles once the pipeline is full
+        "interval_cycles_per_frame": [int(c) for c in timing.run.interval_cycles],
         "latency_over_roofline": round(latency / roofline, 3), "multipliers": report.get("rtl", {}).get("multipliers"),
         "fps_at_clock": round(report["board"]["clock_mhz"] * 1e6 / interval, 1),
         "stages": stage_cycles(manifest, timing.run.busy, timing.frames, interval),

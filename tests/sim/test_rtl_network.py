@@ -19,6 +19,8 @@ def test_elpv_rtl_is_bit_exact_and_near_the_roofline(elpv_verify, elpv_build):
     assert rtl["n"] == rtl["bit_exact_frames"] == VERIFY_SAMPLE and rtl["framing_errors"] == 0
     assert rtl["idle_percent"] > 0 and rtl["backpressure_percent"] > 0
     assert rtl["ii_cycles"] <= 1.25 * rtl["roofline_cycles"]
+    intervals = rtl["interval_cycles_per_frame"]  # frame to frame; the II is the largest of them
+    assert len(intervals) == rtl["timing_frames"] - 1 and max(intervals) == rtl["ii_cycles"]
     assert rtl["latency_cycles"] <= 2 * rtl["roofline_cycles"]
     manifest = json.loads((elpv_build / "rtl" / "manifest.json").read_text())
     assert manifest["input"] == {"prefix": "s_axis", "tdata_bits": 8, "height": 96, "width": 96, "channels": 1}

@@ -86,7 +86,7 @@ def non_negative(tensor: str, g: GraphView) -> bool:
     node = g.producer.get(tensor)
     if node is None:
         return False
-    if node.op_type == "Relu":
+    if node.op_type in ("Relu", "HardSigmoid"):
         return True
     if node.op_type == "Clip":
         return clip_bounds(node, g)[0] >= 0
@@ -298,6 +298,8 @@ def emulator_gap(model, node: onnx.NodeProto) -> str | None:
         return f"{node.name}: pooling windows that overlap or skip (hls4ml's streaming pool asserts window == stride)"
     if node.op_type == "Clip":
         return f"{node.name}: Clip (hls4ml 1.3's ONNX reader has none)"
+    if node.op_type == "HardSwish":
+        return f"{node.name}: HardSwish (hls4ml 1.3's ONNX reader has none)"
     return None
 
 

@@ -1,11 +1,13 @@
 """ONNX graph rewrites that bring a user's CNN into the one form the rest of the flow handles.
 
-After :func:`canonical_graph` every model, whichever tool exported it, is: opset 13, batch 1,
+After :func:`canonical_graph` every model, whichever tool exported it, is: opset 13 (14 where it
+holds a HardSwish), batch 1,
 raw 8-bit pixels in, NCHW (an NHWC input's transpose dropped: the stream is channels-last anyway;
 the card's normalization and any constant Sub / Mul / Div / Add the model does at its input are one
 BatchNormalization node in front), Conv with explicit attributes (pads resolved from auto_pad, a
 zero Pad before it added), a bias and any following BatchNorm folded in,
-ReLU / LeakyRelu / Clip (both bounds as constants), pooling with explicit attributes (global
+ReLU / LeakyRelu / Clip (both bounds as constants), HardSwish (TorchScript's opset-13 x * HardSigmoid(x)
+fused into one), a HardSigmoid as an affine map and a Clip to [0, 1], pooling with explicit attributes (global
 pools, and ReduceMean / ReduceMax over the map, as a window over the whole map; a Pad before a
 pool added to its padding), Flatten, MatMul +
 Add for every dense layer, residual Adds of two tensors, a BatchNormalization for any other
@@ -473,6 +475,65 @@ def replace_by_affine(model: ModelWrapper, node: onnx.NodeProto, data: str, scal
     model.graph.node.remove(node)
 
 
+HARDSWISH_ALPHA = 1.0 / 6.0  # x * HardSigmoid(x) with these is HardSwish (TorchScript's opset-13 form)
+HARDSWISH_BETA = 0.5
+
+
+def is_hardswish_gate(alpha: float, beta: float) -> bool:
+    """HardSigmoid's (alpha, beta) as an exporter writes nn.Hardswish's: 1/6 and 1/2 (float32)."""
+    return abs(alpha - HARDSWISH_ALPHA) <= 1e-7 and beta == HARDSWISH_BETA
+
+
+class HardSigmoidMulToHardSwish(Transformation):
+    """Mul(x, HardSigmoid(x)) with alpha 1/6 and beta 1/2 becomes HardSwish(x) (one ef_act
+    stage): PyTorch's TorchScript exporter writes nn.Hardswish so below opset 14, where ONNX has no
+    HardSwish; the graph then declares opset 14 (HardSwish-14; the rest of the canonical graph's
+    ops mean the same there)."""
+
+    def apply(self, model: ModelWrapper):
+        for mul in model.get_nodes_by_op_type("Mul"):
+            gate = next((model.find_producer(t) for t in mul.input if model.find_producer(t) is not None
+                         and model.find_producer(t).op_type == "HardSigmoid"), None)
+            if gate is None or not single_consumer(model, gate.output[0]):
+                continue
+            data = [t for t in mul.input if t != gate.output[0]]
+            if data != [gate.input[0]] or not is_hardswish_gate(attr(gate, "alpha", 0.2), attr(gate, "beta", 0.5)):
+                continue
+            index = model.get_node_index(mul)
+            model.graph.node.insert(index, helper.make_node("HardSwish", [gate.input[0]], [mul.output[0]],
+                                                            name=mul.name))
+            model.graph.node.remove(mul)
+            model.graph.node.remove(gate)
+            for entry in model.model.opset_import:
+                if entry.domain in ("", "ai.onnx"):
+                    entry.version = max(entry.version, 14)
+            return model, True
+        return model, False
+
+
+class HardSigmoidToAffineClip(Transformation):
+    """HardSigmoid(x) = clip(alpha x + beta, 0, 1) becomes a per-channel affine map (alpha, beta)
+    and a Clip to [0, 1]: exactly what exists (folded into the Conv before it, else an ef_affine
+    stage), the Clip the saturation of its cast."""
+
+    def apply(self, model: ModelWrapper):
+        for node in model.get_nodes_by_op_type("HardSigmoid"):
+            channels = model.get_tensor_shape(node.input[0])[1]
+            alpha, beta = attr(node, "alpha", 0.2), attr(node, "beta", 0.5)
+            out = node.output[0]
+            affine = node.name + "_affine"
+            clip = helper.make_node("Clip", [affine, node.name + "_min", node.name + "_max"], [out],
+                                    name=node.name + "_clip")
+            model.set_initializer(node.name + "_min", np.asarray(0.0, np.float32))
+            model.set_initializer(node.name + "_max", np.asarray(1.0, np.float32))
+            index = model.get_node_index(node)
+            model.graph.node.insert(index + 1, clip)
+            node.output[0] = affine
+            replace_by_affine(model, node, node.input[0], np.full(channels, alpha), np.full(channels, beta))
+            return model, True
+        return model, False
+
+
 class InputArithmeticToAffine(Transformation):
     """Sub / Mul / Div by a per-channel constant (torchvision's ``(x - mean) / std`` inside
     ``forward``, Keras' ``Rescaling``) becomes a per-channel affine BatchNormalization; the
@@ -628,7 +689,7 @@ class PrependNormalization(Transformation):
 # The ops a canonical graph holds, whose opset-13 definitions compute what their opset 14-22 ones do
 # for float tensors (the later versions add types, bfloat16 above all, and the attributes below)
 LOWERABLE_OPS = {"Conv", "Relu", "LeakyRelu", "Clip", "MaxPool", "AveragePool", "BatchNormalization", "Flatten",
-                 "MatMul", "Add", "Softmax", "Sigmoid", "Reshape", "GlobalAveragePool", "GlobalMaxPool"}
+                 "MatMul", "Add", "Softmax", "Sigmoid", "Reshape", "GlobalAveragePool", "GlobalMaxPool", "HardSwish"}
 NEWER_ATTRIBUTES = {  # attribute added after opset 13 -> its values that mean what opset 13 computes
     "dilations": lambda node, value: all(v == 1 for v in value),  # AveragePool-19
     "training_mode": lambda node, value: value == 0,  # BatchNormalization-14
@@ -651,22 +712,24 @@ class LowerToTargetOpset(Transformation):
         opset = default_opset(model.model)
         for node in model.graph.node:
             del node.metadata_props[:]
-        if opset <= TARGET_OPSET or any(n.op_type not in LOWERABLE_OPS or n.domain not in ("", "ai.onnx")
+        # HardSwish has no opset-13 form: a graph holding one lowers to 14, where it came in
+        target = 14 if model.get_nodes_by_op_type("HardSwish") else TARGET_OPSET
+        if opset <= target or any(n.op_type not in LOWERABLE_OPS or n.domain not in ("", "ai.onnx")
                                         for n in model.graph.node):
             return model, False
         for node in model.graph.node:
-            known = onnx.defs.get_schema(node.op_type, TARGET_OPSET).attributes
+            known = onnx.defs.get_schema(node.op_type, target).attributes
             for a in list(node.attribute):
                 if a.name in known:
                     continue
                 neutral = NEWER_ATTRIBUTES.get(a.name)
                 if neutral is None or not neutral(node, helper.get_attribute_value(a)):
                     raise ConversionError(f"{self.source}: node '{node.name}' ({node.op_type}), {a.name}: "
-                                          f"opset {opset}'s attribute has no opset-{TARGET_OPSET} form")
+                                          f"opset {opset}'s attribute has no opset-{target} form")
                 node.attribute.remove(a)
         for entry in model.model.opset_import:
             if entry.domain in ("", "ai.onnx"):
-                entry.version = TARGET_OPSET
+                entry.version = target
         model.model.ir_version = helper.find_min_ir_version_for(list(model.model.opset_import))
         return model, False
 
@@ -697,6 +760,7 @@ def canonical_graph(model: onnx.ModelProto, source: str, scale: float = 1.0, mea
     model = with_batch_one(to_target_opset(without_input_transpose(without_initializer_inputs(model)), source))
     wrapper = cleanup_model(ModelWrapper(model))
     for step in (RemovePassThrough(), ResolveAutoPad(), ExplicitDefaultAttributes(), FoldPad(), ConvBias(),
+                 HardSigmoidMulToHardSwish(), HardSigmoidToAffineClip(),
                  FoldBiasAddIntoConv(), FoldBatchNormIntoConv(), ReduceToGlobalPool(), GlobalPoolToPool(),
                  ReshapeToFlatten(), RemoveNoOpReshape(), DropFinalActivation(), GemmToDense(),
                  DenseBias(), ConstantAddToAffine(), InputArithmeticToAffine(), BatchNormAsAffine(),

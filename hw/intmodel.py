@@ -7,7 +7,9 @@ then saturation to the type's range. Average pooling divides like hls4ml's ``ap_
 window sum (padding counted as zeros), widened to the accumulator's fractional bits, divided by
 the window size with truncation, then cast. A max pool's padding never wins. A residual Add
 aligns both branches exactly before its cast; a Clip keeps the grid values inside its bounds; a
-LeakyRelu multiplies negative values by its slope rounded to a 16-bit type. This model reproduces the hls4ml emulator bit for bit (tests/hw), and the
+LeakyRelu multiplies negative values by its slope rounded to a 16-bit type; a HardSwish multiplies
+x (on a grid of at least 0 fractional bits) by relu6(x + 3), exactly, then by 1/6 rounded to a
+16-bit type, then casts once (:func:`hardswish`). This model reproduces the hls4ml emulator bit for bit (tests/hw), and the
 RTL generator reads its integer weights and shifts from here.
 """
 
@@ -119,6 +121,17 @@ def clip_limits(model: ModelWrapper, node: onnx.NodeProto, frac: int) -> tuple[i
     return max(math.ceil(low * scale), -(1 << 62)), min(math.floor(high * scale), 1 << 62)
 
 
+def hardswish(x: Fixed, sixth: int, sixth_frac: int) -> Fixed:
+    """HardSwish's exact product before its cast: x * clip(x + 3, 0, 6) * sixth * 2^-sixth_frac,
+    ``sixth`` being 1/6 on a grid of ``sixth_frac`` fractional bits. x is first put on a grid of
+    F = max(frac, 0) fractional bits (exact), so 3 and 6 are integers there; the result has
+    2F + sixth_frac fractional bits. The RTL (ef_act MODE 2) computes the same integers."""
+    grid = max(x.frac, 0)
+    q = x.q << (grid - x.frac)
+    gate = np.clip(q + (3 << grid), 0, 6 << grid)
+    return Fixed(q * gate * sixth, 2 * grid + sixth_frac)
+
+
 class IntegerModel:
     """Runs the canonical graph with the design's integer arithmetic on (N, C, H, W) uint8 pixels."""
 
@@ -179,6 +192,10 @@ class IntegerModel:
         alpha = int(to_int(np.float64(attr(node, "alpha", 0.01)), t))
         q = np.where(x.q >= 0, x.q << t.frac, x.q * alpha)
         return cast(Fixed(q, x.frac + t.frac), self.result_type(node))
+
+    def op_HardSwish(self, node, x: Fixed) -> Fixed:
+        t = self.p.layers[node.name]["sixth"]
+        return cast(hardswish(x, int(to_int(np.float64(1.0 / 6.0), t)), t.frac), self.result_type(node))
 
     def op_MaxPool(self, node, x: Fixed) -> Fixed:
         return Fixed(windows(x.q, Window.of(node), PAD_MAX).max(axis=(4, 5)), x.frac)

@@ -93,13 +93,21 @@ def check_nodes(model: onnx.ModelProto, source: str) -> None:
     check_topology(model, view, source)
 
 
+def hardswish_fork(view, consumers: list[onnx.NodeProto]) -> bool:
+    """x feeding HardSigmoid(x) and the Mul of x by it: one HardSwish (hw/graph.py), no fork."""
+    from .layers.act import hardswish_gate
+
+    muls = [c for c in consumers if c.op_type == "Mul"]
+    return len(consumers) == 2 and len(muls) == 1 and hardswish_gate(muls[0], view) in consumers
+
+
 def check_topology(model: onnx.ModelProto, view, source: str) -> None:
     """A tensor feeds at most two nodes, and two branches that leave a tensor meet again at an Add
     before either forks again: the residual blocks the RTL streams with one FIFO per fork."""
     passthrough = ("Identity", "Dropout")
     for tensor, consumers in view.consumers.items():
         consumers = [c for c in consumers if c.op_type not in ("Constant",)]
-        if tensor in view.constants or len(consumers) <= 1:
+        if tensor in view.constants or len(consumers) <= 1 or hardswish_fork(view, consumers):
             continue
         node = view.producer.get(tensor)
         where = f"node '{node.name}' ({node.op_type})" if node is not None else f"input '{tensor}'"

@@ -70,7 +70,7 @@ def layer_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> tuple
         elif node.op_type in ("MaxPool", "AveragePool"):
             kind = gpool if gpool.is_global(node, x) else pool
             stage = kind.stage(model, p, node, x, plan.layers.get(node.name, LayerPlan(node.name)))
-        elif node.op_type in ("Relu", "Clip", "LeakyRelu"):
+        elif node.op_type in ("Relu", "Clip", "LeakyRelu", "HardSwish"):
             stage = act.stage(model, p, node, x)
         elif node.op_type == "MatMul":
             stage = dense.stage(model, p, node, x, plan.layers[node.name])

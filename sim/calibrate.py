@@ -104,6 +104,11 @@ def act(c, xw, ow, *, mode=0, alpha_bits=7):
     if mode == 0:
         return dict(MODE=0, AF=0, SHIFT=max(0, xw - ow), CLO=0, CHI=(1 << (xw - 1)) - 1, C=c, XW=xw, XSIGNED=1,
                     OW=ow, **relu_cast(ow))
+    if mode == 2:  # HardSwish: x with alpha_bits fractional bits, 1/6 at 16 bits (18 fractional), as act.stage
+        sixth = round((1 << 18) / 6)
+        return dict(MODE=2, AF=18, ALPHA=sixth, AWID=sixth.bit_length(), XSH=0, XF=alpha_bits,
+                    SHIFT=2 * alpha_bits + 18 - max(0, alpha_bits - (xw - ow)), C=c, XW=xw, XSIGNED=1, OW=ow,
+                    OMIN=-(1 << (ow - 1)), OMAX=(1 << (ow - 1)) - 1)
     alpha = round(0.1 * (1 << alpha_bits))
     return dict(MODE=1, AF=alpha_bits, ALPHA=alpha, AWID=alpha.bit_length(), SHIFT=alpha_bits + max(0, xw - ow),
                 C=c, XW=xw, XSIGNED=1, OW=ow, OMIN=-(1 << (ow - 1)), OMAX=(1 << (ow - 1)) - 1)
@@ -261,7 +266,9 @@ def grid(module: str) -> list[dict]:
                 affine(3, 8, 17, 15), affine(1, 8, 12, 12, ssigned=1), affine(1, 8, 17, 7)]
     if module == "ef_act":
         return [act(16, 8, 8), act(64, 12, 8), act(16, 8, 8, mode=1), act(32, 10, 10, mode=1, alpha_bits=10),
-                act(32, 8, 10), act(8, 16, 8, mode=1)]
+                act(32, 8, 10), act(8, 16, 8, mode=1),
+                act(16, 8, 8, mode=2, alpha_bits=4), act(32, 10, 10, mode=2, alpha_bits=6),
+                act(8, 12, 8, mode=2, alpha_bits=8)]
     if module == "ef_add":
         return [add(16, 8, 8, 8), add(32, 10, 12, 10, align_a=2), add(64, 8, 8, 8), add(16, 16, 16, 16, align_b=3),
                 add(32, 8, 10, 8, align_a=1), add(64, 12, 12, 10), add(16, 8, 8, 8, align_b=2),

@@ -117,6 +117,11 @@ def check_input_arithmetic(node, g: GraphView) -> None:
     """Sub / Mul / Div by a per-channel constant, at the input only: an affine map folded into the
     input normalization (one ef_affine stage, the card's own scale, mean and std included)."""
     constant = [t in g.constants for t in node.input[:2]]
+    if node.op_type == "Mul" and not any(constant):
+        from .act import check_hardswish_mul, hardswish_gate
+
+        if hardswish_gate(node, g) is not None:
+            return check_hardswish_mul(node, g)
     if not any(constant):
         raise Refusal("inputs", f"{node.op_type} of two computed tensors is not built (only a constant "
                       "normalization at the input)")
@@ -141,7 +146,8 @@ INPUT_LIMITS = ("a constant with one value or one per channel ([C, 1, 1] or [1, 
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Sub", INPUT_ROW, INPUT_LIMITS + "; constant - image too", check_input_arithmetic, "ef_affine",
                HABIT_TESTS),
-    Capability("Mul", INPUT_ROW, INPUT_LIMITS, check_input_arithmetic, "ef_affine", HABIT_TESTS),
+    Capability("Mul", INPUT_ROW + "; `x * HardSigmoid(x)` becomes a HardSwish", INPUT_LIMITS, check_input_arithmetic,
+               "ef_affine / ef_act", HABIT_TESTS + ("tests/hw/test_hardswish.py::test_hardswish_is_bit_exact",)),
     Capability("Div", INPUT_ROW, INPUT_LIMITS + "; image / constant only, no zero", check_input_arithmetic,
                "ef_affine", HABIT_TESTS),
     Capability("BatchNormalization", "folded into the Conv before it; elsewhere a per-channel scale and shift "

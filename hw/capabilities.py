@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .layers import act, add, affine, conv, dense, gpool, pool
+from .layers import act, add, affine, conv, dense, gpool, pool, resize
 from .layers.rule import (Capability, GraphView, Refusal, accepted, attribute,  # noqa: F401  (GraphView: onnx_check)
                           text)
 
@@ -207,7 +207,7 @@ WIRING: tuple[Capability, ...] = (
 
 # in the order docs/onnx-support.md lists them: each layer kind's rows, then the wiring's
 CAPABILITIES: tuple[Capability, ...] = (conv.CAPABILITIES + affine.CAPABILITIES + act.CAPABILITIES + pool.CAPABILITIES
-                                        + gpool.CAPABILITIES + FLATTEN + dense.CAPABILITIES + add.CAPABILITIES + WIRING)
+                                        + gpool.CAPABILITIES + resize.CAPABILITIES + FLATTEN + dense.CAPABILITIES + add.CAPABILITIES + WIRING)
 
 TABLE = {c.op: c for c in CAPABILITIES}
 
@@ -300,6 +300,8 @@ def emulator_gap(model, node: onnx.NodeProto) -> str | None:
         return f"{node.name}: Clip (hls4ml 1.3's ONNX reader has none)"
     if node.op_type == "HardSwish":
         return f"{node.name}: HardSwish (hls4ml 1.3's ONNX reader has none)"
+    if node.op_type == "Resize":
+        return f"{node.name}: Resize ({resize.EMULATOR_GAP})"
     return None
 
 

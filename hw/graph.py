@@ -689,7 +689,8 @@ class PrependNormalization(Transformation):
 # The ops a canonical graph holds, whose opset-13 definitions compute what their opset 14-22 ones do
 # for float tensors (the later versions add types, bfloat16 above all, and the attributes below)
 LOWERABLE_OPS = {"Conv", "Relu", "LeakyRelu", "Clip", "MaxPool", "AveragePool", "BatchNormalization", "Flatten",
-                 "MatMul", "Add", "Softmax", "Sigmoid", "Reshape", "GlobalAveragePool", "GlobalMaxPool", "HardSwish"}
+                 "MatMul", "Add", "Softmax", "Sigmoid", "Reshape", "GlobalAveragePool", "GlobalMaxPool", "HardSwish",
+                 "Resize"}  # Resize: in CanonicalResize's form (asymmetric, floor, scales), the same in 13 and 19
 NEWER_ATTRIBUTES = {  # attribute added after opset 13 -> its values that mean what opset 13 computes
     "dilations": lambda node, value: all(v == 1 for v in value),  # AveragePool-19
     "training_mode": lambda node, value: value == 0,  # BatchNormalization-14
@@ -759,7 +760,9 @@ def canonical_graph(model: onnx.ModelProto, source: str, scale: float = 1.0, mea
     std = std if std is not None else [1.0] * channels
     model = with_batch_one(to_target_opset(without_input_transpose(without_initializer_inputs(model)), source))
     wrapper = cleanup_model(ModelWrapper(model))
-    for step in (RemovePassThrough(), ResolveAutoPad(), ExplicitDefaultAttributes(), FoldPad(), ConvBias(),
+    from .layers.resize import CanonicalResize
+
+    for step in (RemovePassThrough(), CanonicalResize(), ResolveAutoPad(), ExplicitDefaultAttributes(), FoldPad(), ConvBias(),
                  HardSigmoidMulToHardSwish(), HardSigmoidToAffineClip(),
                  FoldBiasAddIntoConv(), FoldBatchNormIntoConv(), ReduceToGlobalPool(), GlobalPoolToPool(),
                  ReshapeToFlatten(), RemoveNoOpReshape(), DropFinalActivation(), GemmToDense(),

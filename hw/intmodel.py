@@ -208,6 +208,12 @@ class IntegerModel:
         quotient = np.sign(total) * (np.abs(total) // count)  # ap_fixed division truncates toward zero
         return cast(Fixed(quotient, acc_t.frac), self.result_type(node))
 
+    def op_Resize(self, node, x: Fixed) -> Fixed:
+        """Nearest upsampling by integer factors: each value repeated (hw/layers/resize.py)."""
+        from .layers.resize import factors_of, repeat
+
+        return Fixed(repeat(x.q, *factors_of(self.model, node)), x.frac)
+
     def op_Flatten(self, node, x: Fixed) -> Fixed:
         return Fixed(x.q.reshape(len(x.q), -1), x.frac)
 

@@ -257,6 +257,10 @@ def layer_sizes(model: ModelWrapper) -> list[LayerPlan]:
             kind = "gpool" if kernel == (h, w) and not any(attr(node, "pads", [0])) else "fixed"
             layers.append(LayerPlan(node.name, kind, oh, oh * ow, c, c, in_pixels=h * w, op=node.op_type,
                                     in_shape=(h, w), out_shape=(oh, ow), **window_geometry(node, kernel)))
+        elif node.op_type == "Resize":
+            from .layers.resize import layer_plan
+
+            layers.append(layer_plan(model, node))
     return layers
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from .graph import is_residual
-from .layers import act, add, affine, conv, dense, gpool, pool
+from .layers import act, add, affine, conv, dense, gpool, pool, resize
 from .layers.stage import Stage, StreamInfo, hex_word, saturation
 from .plan import LayerPlan, NetworkPlan, Widths
 from .precision import Precisions, fused_activation, sole_consumer
@@ -72,6 +72,8 @@ def layer_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> tuple
             stage = kind.stage(model, p, node, x, plan.layers.get(node.name, LayerPlan(node.name)))
         elif node.op_type in ("Relu", "Clip", "LeakyRelu", "HardSwish"):
             stage = act.stage(model, p, node, x)
+        elif node.op_type == "Resize":
+            stage = resize.stage(model, p, node, x)
         elif node.op_type == "MatMul":
             stage = dense.stage(model, p, node, x, plan.layers[node.name])
         elif is_residual(model, node):
@@ -194,13 +196,13 @@ def layer_widths(model: ModelWrapper, p: Precisions) -> dict[str, Widths]:
             out_t = saturation(model, p, last)[1]
             widths[node.name] = Widths(x_t.width, w_t.width + acc_t.frac - x_t.frac - w_t.frac, acc_t.width,
                                        out_t.width, x_t.signed)
-        elif node.op_type in ("MaxPool", "AveragePool"):
+        elif node.op_type in ("MaxPool", "AveragePool", "Resize"):
             x_t, out_t = p.tensors[node.input[0]], p.tensors[node.output[0]]
             widths[node.name] = Widths(x_t.width, 0, 0, out_t.width, x_t.signed)
     return widths
 
 
-LANE_MODULES = ("ef_conv2d", "ef_dense", "ef_gpool", "ef_pool2d")
+LANE_MODULES = ("ef_conv2d", "ef_dense", "ef_gpool", "ef_pool2d", "ef_resize")
 
 
 def fixed_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> list[tuple[str, dict]]:

@@ -53,7 +53,8 @@ class GraphView:
         self.producer: dict[str, onnx.NodeProto] = {}
         for node in model.graph.node:
             for t in node.input:
-                self.consumers.setdefault(t, []).append(node)
+                if t:  # "" is an optional input left out (Resize's roi), not a tensor
+                    self.consumers.setdefault(t, []).append(node)
             for t in node.output:
                 self.producer[t] = node
 

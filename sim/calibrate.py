@@ -39,7 +39,7 @@ from edgefpga.progress import progress_bar
 from .resources import CACHE_VERSION, TOOL, adapter_unit, stage_unit, synthesize_unit, yosys_version
 
 MODULES = ("ef_axis_in", "ef_axis_out", "ef_fork", "ef_fifo", "ef_add", "ef_act", "ef_affine", "ef_conv2d",
-           "ef_dense", "ef_pool2d", "ef_gpool")
+           "ef_dense", "ef_pool2d", "ef_gpool", "ef_resize")
 ADAPTERS = ("ef_axis_in", "ef_axis_out")
 TIMEOUT_S = 1200  # per unit; a unit past it is left out of the fit (logged), not the run
 
@@ -276,6 +276,10 @@ def grid(module: str) -> list[dict]:
                 add(16, 12, 12, 12, align_a=1, shift=0, bsigned=0), add(32, 11, 10, 10, align_b=1, shift=0),
                 add(64, 9, 9, 9, align_a=1, shift=0), add(24, 13, 12, 12, align_b=2, shift=0),
                 add(48, 8, 8, 9, shift=0)]
+    if module == "ef_resize":  # (W, C, XW, KH, KW): the row buffer in registers, LUT RAM, block RAM; no buffer
+        return [dict(W=w, C=c, XW=xw, KH=kh, KW=kw) for w, c, xw, kh, kw in (
+            (8, 8, 8, 2, 2), (16, 16, 10, 2, 2), (32, 4, 8, 3, 3), (96, 8, 13, 2, 1), (16, 8, 8, 1, 2),
+            (64, 64, 8, 2, 2))]
     if module == "ef_fork":
         return [dict(BITS=b) for b in (24, 128, 256, 512)]
     if module == "ef_fifo":
@@ -353,7 +357,7 @@ def stage_ports(module: str, params: dict) -> list[dict]:
         return [{"port": "in", "dir": "in", "bits": p["BITS"]}, {"port": "out", "dir": "out", "bits": p["BITS"]}]
     out_channels = p["OC"] if module in ("ef_conv2d", "ef_dense") else p["C"]
     return [{"port": "in", "dir": "in", "bits": p["C"] * p["XW"]},
-            {"port": "out", "dir": "out", "bits": out_channels * p["OW"]}]
+            {"port": "out", "dir": "out", "bits": out_channels * p.get("OW", p["XW"])}]
 
 
 def unit_of(module: str, params: dict, src: Path) -> tuple[dict[str, str], str]:

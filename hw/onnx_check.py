@@ -106,7 +106,9 @@ def check_topology(model: onnx.ModelProto, view, source: str) -> None:
     before either forks again: the residual blocks the RTL streams with one FIFO per fork."""
     passthrough = ("Identity", "Dropout")
     for tensor, consumers in view.consumers.items():
-        consumers = [c for c in consumers if c.op_type not in ("Constant",)]
+        # a Shape of a map of fixed size is a constant (hw/layers/rule.py static_shape): no branch
+        consumers = [c for c in consumers if c.op_type not in ("Constant",)
+                     and not all(t in view.constants for t in c.output if t)]
         if tensor in view.constants or len(consumers) <= 1 or hardswish_fork(view, consumers):
             continue
         node = view.producer.get(tensor)

@@ -317,7 +317,8 @@ def hls_precision(cl, node, p) -> dict[str, dict[str, str]]:
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Resize", "nearest-neighbour upsampling by integer factors (`nn.Upsample(scale_factor=k)`, "
                "`F.interpolate(mode=\"nearest\")`): each pixel sent kw times, each row kh times from a row buffer; "
-               "a copy, the input's type", "mode nearest; constant scales [1, 1, kh, kw] or sizes giving integer "
+               "a copy, the input's type", "mode nearest; constant scales [1, 1, kh, kw] or sizes (constant, or "
+               "computed from the map's Shape as TorchScript writes F.interpolate(size=)) giving integer "
                f"factors 1..{MAX_FACTOR} (H and W may differ); coordinate_transformation_mode / nearest_mode that "
                "repeat pixels at those factors (asymmetric + floor as PyTorch writes, half_pixel + "
                "round_prefer_floor, ...); linear / cubic, fractional or shrinking factors, a roi, antialias refused",

@@ -37,17 +37,19 @@ class GraphView:
             inferred = model
         graph = inferred.graph
         self.model = model
-        self.constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        for node in graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-            elif node.input and all(t in self.constants for t in node.input if t):
-                self.fold(node)
         self.shapes: dict[str, list[int]] = {}
         for value in (*graph.input, *graph.value_info, *graph.output):
             dims = value.type.tensor_type.shape.dim
             if value.type.tensor_type.HasField("shape"):
                 self.shapes[value.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+        self.constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            elif node.op_type == "Shape" and static_shape(node, self.shapes.get(node.input[0])) is not None:
+                self.constants[node.output[0]] = static_shape(node, self.shapes[node.input[0]])
+            elif node.input and all(t in self.constants for t in node.input if t):
+                self.fold(node)
         self.outputs = {o.name for o in graph.output}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
         self.producer: dict[str, onnx.NodeProto] = {}
@@ -80,6 +82,16 @@ class GraphView:
     def channels(self, tensor: str) -> int | None:
         shape = self.shapes.get(tensor)
         return shape[1] if shape and len(shape) >= 2 and shape[1] > 0 else None
+
+
+def static_shape(node: onnx.NodeProto, shape: list[int] | None) -> np.ndarray | None:
+    """The value of a Shape node of a tensor whose every dimension is known (its ``start`` and
+    ``end``, opset 15, applied), or None: the TorchScript exporter computes F.interpolate(size=)'s
+    sizes from the map's Shape, which is a constant once the input's size is fixed."""
+    if shape is None or any(d <= 0 for d in shape):
+        return None
+    start, end = attribute(node, "start", 0), attribute(node, "end", len(shape))
+    return np.asarray(shape[start:end], np.int64)
 
 
 def attribute(node: onnx.NodeProto, name: str, default=None):

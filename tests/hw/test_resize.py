@@ -74,8 +74,9 @@ def resizes(path) -> list[dict]:
 
 
 def test_exports_give_one_canonical_graph(trained, cells, exports, tmp_path):  # noqa: F811
-    """The three exports (and the default exporter's constant sizes for F.interpolate(size=)) give
-    one canonical graph (opset 13, Resize with scales [1, 1, kh, kw], asymmetric, floor) computing
+    """The three exports, and F.interpolate(size=) as TorchScript writes it (sizes computed from the
+    map's Shape, a constant at a fixed input size) and as the default exporter does (constant
+    sizes), give one canonical graph (opset 13, Resize with scales [1, 1, kh, kw], asymmetric, floor) computing
     what PyTorch computes."""
     _, _, test, *_ = cells
     with torch.no_grad():
@@ -87,10 +88,13 @@ def test_exports_give_one_canonical_graph(trained, cells, exports, tmp_path):  #
         assert ("antialias" in written[0]) == (way == "default"), way
     sized = Upsampling(size=True)
     sized.load_state_dict(trained.state_dict())
-    by_size = export(sized.eval(), tmp_path / "size.onnx", nhwc=False)
-    assert any(len(n.input) == 4 and n.input[3] for n in onnx.load(str(by_size)).graph.node if n.op_type == "Resize")
+    by_size = {f"{way}_sizes": export(sized.eval(), tmp_path / way / "size.onnx", nhwc=False, **WAYS[way])
+               for way in ("opset13", "default")}
+    for path in by_size.values():
+        assert any(len(n.input) == 4 and n.input[3] for n in onnx.load(str(path)).graph.node if n.op_type == "Resize")
+    assert "Shape" in [n.op_type for n in onnx.load(str(by_size["opset13_sizes"])).graph.node]
     graphs = {}
-    for way, path in {**exports, "default_sizes": by_size}.items():
+    for way, path in {**exports, **by_size}.items():
         graphs[way] = graph = canonical(path)
         session = onnx_session(graph.model)
         scores = np.concatenate([session.run(None, {session.get_inputs()[0].name: p[None].astype(np.float32)})[0]
@@ -101,7 +105,7 @@ def test_exports_give_one_canonical_graph(trained, cells, exports, tmp_path):  #
                                                          "Resize", "AveragePool", "Flatten", "MatMul", "Add"]
     scales = [constants(reference)[n.input[2]].tolist() for n in reference.graph.node if n.op_type == "Resize"]
     assert scales == [[1, 1, 2, 2], [1, 1, 2, 1]]
-    for way in ("opset17", "default", "default_sizes"):
+    for way in ("opset17", "default", "opset13_sizes", "default_sizes"):
         assert form(graphs[way]) == form(reference), way
         for key, value in constants(reference).items():
             np.testing.assert_allclose(constants(graphs[way])[key], value, rtol=1e-5, atol=1e-6, err_msg=f"{way} {key}")

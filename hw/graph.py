@@ -9,7 +9,8 @@ zero Pad before it added), a bias and any following BatchNorm folded in,
 ReLU / LeakyRelu / Clip (both bounds as constants), HardSwish (TorchScript's opset-13 x * HardSigmoid(x)
 fused into one), a HardSigmoid as an affine map and a Clip to [0, 1], pooling with explicit attributes (global
 pools, and ReduceMean / ReduceMax over the map, as a window over the whole map; a Pad before a
-pool added to its padding), Flatten, MatMul +
+pool added to its padding), nearest upsampling as Resize(x, "", scales [1, 1, kh, kw]) with
+asymmetric coordinates and floor (hw/layers/resize.py), Flatten, MatMul +
 Add for every dense layer, residual Adds of two tensors, a BatchNormalization for any other
 per-channel affine map, scores out (a final Softmax or Sigmoid is dropped and recorded: the
 runtime applies it). PyTorch's two exporters (TorchScript, ``dynamo=False``, and the

@@ -6,7 +6,7 @@ The arithmetic is the integer model's (``intmodel.py``): integer weights, biases
 the exact accumulator, one rounding shift and a saturation per layer (a Relu or Clip after a
 layer is that saturation). Layer modules: ``ef_affine`` (input normalization, any per-channel
 affine map), ``ef_conv2d`` (any window, depthwise), ``ef_pool2d`` (max / average windows),
-``ef_gpool`` (global pools), ``ef_act`` (an activation that cannot be fused: LeakyReLU),
+``ef_gpool`` (global pools), ``ef_resize`` (nearest upsampling), ``ef_act`` (an activation that cannot be fused: LeakyReLU),
 ``ef_dense``, ``ef_add`` (the join of a residual block); plumbing: ``ef_fork`` and ``ef_fifo``
 (a residual block's two branches, the FIFO sized from both branches' latency so the block never
 deadlocks); framing: ``ef_axis_in`` / ``ef_axis_out``. Which module builds which ONNX op is

@@ -303,8 +303,9 @@ def repeat(q: np.ndarray, kh: int, kw: int) -> np.ndarray:
 
 # ---- hls4ml (hw/hls.py) ----------------------------------------------------------------------
 
-EMULATOR_GAP = ("hls4ml 1.3 has a nearest Resize layer (scales only), but qonnx's channels-last conversion has no "
-                "Resize: the layout pass would leave Transposes around it")
+EMULATOR_GAP = ("hls4ml 1.3 has a nearest Resize layer (nnet::resize_nearest), but its ONNX reader takes scales only "
+                "and reads a channels-last map's height and width from swapped axes, and qonnx's channels-last pass has "
+                "no Resize (it would leave Transposes around it)")
 
 
 def hls_precision(cl, node, p) -> dict[str, dict[str, str]]:

@@ -164,6 +164,44 @@ def onnx_free_manifest(build) -> dict:
     return json.loads((build / "rtl" / "manifest.json").read_text())
 
 
+class Segmenter(nn.Module):
+    """A segmentation head's shape: a stride-2 conv, 1x1 class scores, upsampled x2 to the input's
+    16x16 as the output (the map streams out of ef_resize, cell by cell)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+        self.up = nn.Upsample(scale_factor=2)
+
+    def forward(self, x):
+        return self.up(self.body(x / 255.0))
+
+
+def test_upsampled_map_output_is_bit_exact(cells, tmp_path):  # noqa: F811
+    """A net whose output is the upsampled map (per-pixel classes: brighter than the cell's mean,
+    trained briefly): the RTL streams the 16x16x2 map out of ef_resize bit-exact to the integer
+    model. Its cells near the class boundary are near ties, so the float agreement is only checked
+    against a loose bar (about 3 in 4 agree); bit-exactness is the point."""
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.sim.verify import verify
+
+    pixels, _, _, calib_raw, test_raw = cells
+    x = torch.from_numpy(pixels.astype(np.float32))
+    trained = train_briefly(Segmenter, x, (x.mean(1) > x.mean((1, 2, 3))[:, None, None]).long())
+    path = export(trained, tmp_path / "segment.onnx", nhwc=False)
+    np.savez(tmp_path / "calib.npz", images=calib_raw)
+    np.savez(tmp_path / "test.npz", images=test_raw)
+    convert(str(path), tmp_path / "build", ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64,
+                                                         emulator_images=8, progress=False, agreement=0.5),
+            log=lambda _m: None)
+    manifest = onnx_free_manifest(tmp_path / "build")
+    assert manifest["stages"][-1]["module"] == "ef_resize"
+    assert {k: manifest["output"]["map"][k] for k in ("height", "width", "classes")} == \
+        {"height": 16, "width": 16, "classes": 2}
+    result = verify(tmp_path / "build", images=str(tmp_path / "test.npz"), sample=2, progress=False, agreement=0.5)
+    assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 2 and result["failed"] == []
+
+
 MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "asymmetric", "align_corners")
 ROUNDINGS = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 

@@ -119,7 +119,9 @@ def check_concat(node, g: GraphView) -> None:
 
 CONCAT_TESTS = ("tests/hw/test_concat.py::test_fire_module_is_bit_exact",
                 "tests/hw/test_concat.py::test_exports_give_one_canonical_graph",
-                "tests/hw/test_concat.py::test_other_concats_are_refused")
+                "tests/hw/test_concat.py::test_identity_branch_is_bit_exact",
+                "tests/hw/test_concat.py::test_other_concats_are_refused",
+                "tests/hw/test_concat.py::test_constant_branch_is_refused")
 
 CAPABILITIES: tuple[Capability, ...] = (
     Capability("Concat", "the channel join of two branches (SqueezeNet's fire module, Inception), built like a "

@@ -173,3 +173,57 @@ def test_other_concats_are_refused(dim, branches, needle, tmp_path):
     message = str(refused.value)
     assert "\n" not in message and message.startswith(f"{path}: node '"), message
     assert needle in message, message
+
+
+def test_constant_branch_is_refused(tmp_path):
+    """A Concat of a computed map and a constant block is refused by name (only two computed
+    branches are joined)."""
+    model = onnx.load(str(export(Joined().eval(), tmp_path / "joined.onnx", nhwc=False, opset_version=13,
+                                 dynamo=False)))
+    concat = next(n for n in model.graph.node if n.op_type == "Concat")
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((1, 4, 16, 16), np.float32), "block"))
+    concat.input[1] = "block"
+    path = tmp_path / "constant.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ConversionError) as refused:
+        check_onnx(path)
+    message = str(refused.value)
+    assert "\n" not in message and f"node '{concat.name}' (Concat), inputs: a constant input ('block')" in message, message
+
+
+class DenseBlock(nn.Module):
+    """DenseNet's join: the block's input (signed: a conv without ReLU) next to what a 3x3 conv
+    grows from it, then ReLU: one branch is the fork's stream itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.grow = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.stem(x / 255.0)
+        x = torch.relu(torch.cat([x, self.grow(x)], 1))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_identity_branch_is_bit_exact(cells, tmp_path):  # noqa: F811
+    """A join one of whose branches is the fork's stream itself gets its FIFO on that branch (the
+    3x3 conv's lead of a row and a pixel) and stays bit-exact."""
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.sim.verify import verify
+
+    pixels, labels, _, calib_raw, test_raw = cells
+    net = train_briefly(DenseBlock, torch.from_numpy(pixels.astype(np.float32)), torch.from_numpy(labels).long())
+    np.savez(tmp_path / "calib.npz", images=calib_raw)
+    np.savez(tmp_path / "test.npz", images=test_raw)
+    path = export(net, tmp_path / "dense.onnx", nhwc=False, opset_version=13, dynamo=False)
+    build = tmp_path / "build"
+    convert(str(path), build, ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64,
+                                            emulator_images=8, progress=False, agreement=0.9), log=lambda _m: None)
+    joins = join_stages(build)
+    concat, fifo = joins["ef_concat"][0], joins["ef_fifo"][0]
+    assert fifo["name"] == f"fifo_{concat['name']}" and fifo["params"]["DEPTH"] == 9 + 8, fifo
+    assert concat["params"]["ASIGNED"] == 1 and concat["params"]["BSIGNED"] == 0
+    result = verify(build, images=str(tmp_path / "test.npz"), sample=4, progress=False, agreement=0.9)
+    assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 4 and result["failed"] == []

@@ -360,7 +360,8 @@ def stage_ports(module: str, params: dict) -> list[dict]:
         return [{"port": "a", "dir": "in", "bits": p["C"] * p["AW_"]}, {"port": "b", "dir": "in", "bits": p["C"] * p["BW_"]},
                 {"port": "out", "dir": "out", "bits": p["C"] * p["OW"]}]
     if module == "ef_concat":
-        return [{"port": "a", "dir": "in", "bits": p["C_A"] * p["AW_"]}, {"port": "b", "dir": "in", "bits": p["C_B"] * p["BW_"]},
+        return [{"port": "a", "dir": "in", "bits": p["C_A"] * p["AW_"]},
+                {"port": "b", "dir": "in", "bits": p["C_B"] * p["BW_"]},
                 {"port": "out", "dir": "out", "bits": (p["C_A"] + p["C_B"]) * p["OW"]}]
     if module == "ef_fork":
         return [{"port": "in", "dir": "in", "bits": p["BITS"]}, {"port": "a", "dir": "out", "bits": p["BITS"]},

@@ -100,7 +100,8 @@ def sources(build) -> dict:
 
 def join_stages(build) -> dict[str, list[dict]]:
     manifest = json.loads((build / "rtl" / "manifest.json").read_text())
-    return {m: [s for s in manifest["stages"] if s["module"] == m] for m in ("ef_concat", "ef_fork", "ef_fifo", "ef_act")}
+    modules = ("ef_concat", "ef_fork", "ef_fifo", "ef_act")
+    return {m: [s for s in manifest["stages"] if s["module"] == m] for m in modules}
 
 
 def test_fire_module_is_bit_exact(trained, cells, exports, tmp_path):  # noqa: F811
@@ -188,7 +189,8 @@ def test_constant_branch_is_refused(tmp_path):
     with pytest.raises(ConversionError) as refused:
         check_onnx(path)
     message = str(refused.value)
-    assert "\n" not in message and f"node '{concat.name}' (Concat), inputs: a constant input ('block')" in message, message
+    assert "\n" not in message, message
+    assert f"node '{concat.name}' (Concat), inputs: a constant input ('block')" in message, message
 
 
 class DenseBlock(nn.Module):

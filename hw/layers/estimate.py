@@ -262,9 +262,9 @@ def fit_module(module: str, points: list[dict]) -> dict:
 # ---- dispatch -------------------------------------------------------------------------------------
 
 def _kind_modules():
-    from . import act, add, affine, conv, dense, gpool, pool, stream
+    from . import act, add, affine, concat, conv, dense, gpool, pool, stream
 
-    return (affine, conv, dense, pool, gpool, act, add, stream)
+    return (affine, conv, dense, pool, gpool, act, add, concat, stream)
 
 
 def _module_table() -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .layers import act, add, affine, conv, dense, gpool, pool, resize
+from .layers import act, add, affine, concat, conv, dense, gpool, pool, resize
 from .layers.rule import (Capability, GraphView, Refusal, accepted, attribute,  # noqa: F401  (GraphView: onnx_check)
                           text)
 
@@ -44,11 +44,6 @@ def check_output_activation(node, g: GraphView) -> None:
         rank = len(g.shapes.get(node.input[0], [1, 1]))
         if axis not in (-1, rank - 1, 1):
             raise Refusal("axis", f"axis={axis}: only a softmax over the classes is built")
-
-
-def check_concat(node, g: GraphView) -> None:
-    raise Refusal("all", "channel concatenation is not built: the streams of its inputs arrive at different "
-                  "rates and would need frame-sized buffers; use a residual Add instead")
 
 
 PAD_TAKERS = ("Conv", "MaxPool", "AveragePool")
@@ -200,14 +195,12 @@ WIRING: tuple[Capability, ...] = (
                "(power-of-two scale); on an activation refused", accepted, "(types)", QONNX_TESTS),
     Capability("Trunc", "refused", "Brevitas' truncating average pool: use AvgPool2d / AdaptiveAvgPool2d and a "
                "quantizer after it", accepted, "-", QONNX_TESTS, emulator="-", built=False),
-    Capability("Concat", "refused", "channel concatenation would need frame-sized buffers between branches",
-               check_concat, "-", ("tests/hw/test_capabilities.py::test_refused_up_front",), emulator="-",
-               built=False),
 )
 
 # in the order docs/onnx-support.md lists them: each layer kind's rows, then the wiring's
 CAPABILITIES: tuple[Capability, ...] = (conv.CAPABILITIES + affine.CAPABILITIES + act.CAPABILITIES + pool.CAPABILITIES
-                                        + gpool.CAPABILITIES + resize.CAPABILITIES + FLATTEN + dense.CAPABILITIES + add.CAPABILITIES + WIRING)
+                                        + gpool.CAPABILITIES + resize.CAPABILITIES + FLATTEN + dense.CAPABILITIES
+                                        + add.CAPABILITIES + concat.CAPABILITIES + WIRING)
 
 TABLE = {c.op: c for c in CAPABILITIES}
 
@@ -257,7 +250,8 @@ def markdown() -> str:
         "one frame; or `[N, H, W, C]` transposed to NCHW by its one reader, row `Transpose`), one output,",
         "default-domain opset 8 or newer (8-12 upgraded to 13; 18 and newer, as PyTorch's",
         "default torch.export-based exporter writes, read as 13 once canonical), and a graph in which a tensor",
-        "feeds at most two nodes, the two branches of a residual block meeting again at an `Add`.",
+        "feeds at most two nodes, the two branches of a fork meeting again at an `Add` (a residual block) or a",
+        "`Concat` (a fire module).",
         "",
         "A quantized model in QONNX form (Brevitas' `export_qonnx`: `Quant` nodes) is read first: its quantizers",
         "become the design's fixed-point types and leave a float graph that this table then checks like any other",
@@ -300,6 +294,8 @@ def emulator_gap(model, node: onnx.NodeProto) -> str | None:
         return f"{node.name}: Clip (hls4ml 1.3's ONNX reader has none)"
     if node.op_type == "HardSwish":
         return f"{node.name}: HardSwish (hls4ml 1.3's ONNX reader has none)"
+    if node.op_type == "Concat":
+        return f"{node.name}: Concat (qonnx's channels-last conversion has none)"
     if node.op_type == "Resize":
         return f"{node.name}: Resize ({resize.EMULATOR_GAP})"
     return None

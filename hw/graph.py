@@ -11,7 +11,7 @@ fused into one), a HardSigmoid as an affine map and a Clip to [0, 1], pooling wi
 pools, and ReduceMean / ReduceMax over the map, as a window over the whole map; a Pad before a
 pool added to its padding), nearest upsampling as Resize(x, "", scales [1, 1, kh, kw]) with
 asymmetric coordinates and floor (hw/layers/resize.py), Flatten, MatMul +
-Add for every dense layer, residual Adds of two tensors, a BatchNormalization for any other
+Add for every dense layer, residual Adds and channel Concats of two tensors, a BatchNormalization for any other
 per-channel affine map, scores out (a final Softmax or Sigmoid is dropped and recorded: the
 runtime applies it). PyTorch's two exporters (TorchScript, ``dynamo=False``, and the
 torch.export-based default since 2.9, opset 18-20) give the same canonical graph for the same
@@ -691,7 +691,7 @@ class PrependNormalization(Transformation):
 # for float tensors (the later versions add types, bfloat16 above all, and the attributes below)
 LOWERABLE_OPS = {"Conv", "Relu", "LeakyRelu", "Clip", "MaxPool", "AveragePool", "BatchNormalization", "Flatten",
                  "MatMul", "Add", "Softmax", "Sigmoid", "Reshape", "GlobalAveragePool", "GlobalMaxPool", "HardSwish",
-                 "Resize"}  # Resize: in CanonicalResize's form (asymmetric, floor, scales), the same in 13 and 19
+                 "Concat", "Resize"}  # Resize: in CanonicalResize's form (asymmetric, floor, scales), as in 19
 NEWER_ATTRIBUTES = {  # attribute added after opset 13 -> its values that mean what opset 13 computes
     "dilations": lambda node, value: all(v == 1 for v in value),  # AveragePool-19
     "training_mode": lambda node, value: value == 0,  # BatchNormalization-14

@@ -6,7 +6,8 @@ only rounding is the cast of a layer's result: an arithmetic right shift that ro
 then saturation to the type's range. Average pooling divides like hls4ml's ``ap_fixed`` does: the
 window sum (padding counted as zeros), widened to the accumulator's fractional bits, divided by
 the window size with truncation, then cast. A max pool's padding never wins. A residual Add
-aligns both branches exactly before its cast; a Clip keeps the grid values inside its bounds; a
+aligns both branches exactly before its cast; a channel Concat aligns both exactly and casts
+nothing (its type holds both: hw/layers/concat.py); a Clip keeps the grid values inside its bounds; a
 LeakyRelu multiplies negative values by its slope rounded to a 16-bit type; a HardSwish multiplies
 x (on a grid of at least 0 fractional bits) by relu6(x + 3), exactly, then by 1/6 rounded to a
 16-bit type, then casts once (:func:`hardswish`). This model reproduces the hls4ml emulator bit for bit (tests/hw), and the
@@ -220,6 +221,12 @@ class IntegerModel:
     def op_MatMul(self, node, x: Fixed) -> Fixed:
         weight, tw = self.param(node.input[1])
         return Fixed(x.q @ weight, x.frac + tw.frac)
+
+    def op_Concat(self, node, x: Fixed, y: Fixed) -> Fixed:
+        """a's channels then b's, both on the finer grid, exactly: no rounding, no saturation
+        (the RTL widens each value and checks nothing, so neither does the specification)."""
+        frac = max(x.frac, y.frac)
+        return Fixed(np.concatenate([align(x.q, x.frac, frac), align(y.q, y.frac, frac)], axis=1), frac)
 
     def op_Add(self, node, x: Fixed, y: Fixed | None = None) -> Fixed:
         if y is not None:  # residual: both branches aligned exactly, one rounding cast

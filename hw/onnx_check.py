@@ -103,7 +103,8 @@ def hardswish_fork(view, consumers: list[onnx.NodeProto]) -> bool:
 
 def check_topology(model: onnx.ModelProto, view, source: str) -> None:
     """A tensor feeds at most two nodes, and two branches that leave a tensor meet again at an Add
-    before either forks again: the residual blocks the RTL streams with one FIFO per fork."""
+    (a residual block) or a Concat (a fire module) before either forks again: the joins the RTL
+    streams with one FIFO per fork."""
     passthrough = ("Identity", "Dropout")
     for tensor, consumers in view.consumers.items():
         # a Shape of a map of fixed size is a constant (hw/layers/rule.py static_shape): no branch
@@ -119,16 +120,20 @@ def check_topology(model: onnx.ModelProto, view, source: str) -> None:
         joins = [branch_join(view, c, passthrough) for c in consumers]
         if joins[0] is None or joins[1] is None or joins[0].output[0] != joins[1].output[0]:
             raise ConversionError(f"{source}: {where}, output: its two branches ("
-                                  f"{', '.join(repr(c.name) for c in consumers)}) do not meet again at one Add before "
-                                  "forking again; only residual blocks are built")
+                                  f"{', '.join(repr(c.name) for c in consumers)}) do not meet again at one Add or "
+                                  "Concat before forking again; only residual blocks and channel joins are built")
+
+
+JOIN_OPS = ("Add", "Concat")  # where two branches of a fork meet (hw/rtlgen.py JOIN_MODULES)
 
 
 def branch_join(view, node: onnx.NodeProto, passthrough: tuple[str, ...]) -> onnx.NodeProto | None:
-    """Follow a branch from ``node`` through single-consumer nodes to the Add that joins it."""
+    """Follow a branch from ``node`` through single-consumer nodes to the Add or Concat of computed
+    tensors that joins it."""
     seen = 0
     while node is not None and seen < 10_000:
         seen += 1
-        if node.op_type == "Add" and not any(t in view.constants for t in node.input):
+        if node.op_type in JOIN_OPS and not any(t in view.constants for t in node.input):
             return node
         consumers = view.consumers.get(node.output[0], [])
         if len(consumers) != 1:

@@ -6,11 +6,12 @@ The arithmetic is the integer model's (``intmodel.py``): integer weights, biases
 the exact accumulator, one rounding shift and a saturation per layer (a Relu or Clip after a
 layer is that saturation). Layer modules: ``ef_affine`` (input normalization, any per-channel
 affine map), ``ef_conv2d`` (any window, depthwise), ``ef_pool2d`` (max / average windows),
-``ef_gpool`` (global pools), ``ef_resize`` (nearest upsampling), ``ef_act`` (an activation that cannot be fused: LeakyReLU),
-``ef_dense``, ``ef_add`` (the join of a residual block); plumbing: ``ef_fork`` and ``ef_fifo``
-(a residual block's two branches, the FIFO sized from both branches' latency so the block never
-deadlocks); framing: ``ef_axis_in`` / ``ef_axis_out``. Which module builds which ONNX op is
-the capability table's ``rtl`` column (hw/capabilities.py).
+``ef_gpool`` (global pools), ``ef_resize`` (nearest upsampling), ``ef_act`` (an activation that
+cannot be fused: LeakyReLU), ``ef_dense``, ``ef_add`` (the join of a residual block), ``ef_concat``
+(the channel join of two branches); plumbing: ``ef_fork`` and ``ef_fifo`` (the two branches of a
+fork, the FIFO sized from both branches' latency so the block never deadlocks); framing:
+``ef_axis_in`` / ``ef_axis_out``. Which module builds which ONNX op is the capability table's
+``rtl`` column (hw/capabilities.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from .graph import is_residual
-from .layers import act, add, affine, conv, dense, gpool, pool, resize
+from .layers import act, add, affine, concat, conv, dense, gpool, pool, resize
 from .layers.stage import Stage, StreamInfo, hex_word, saturation
 from .plan import LayerPlan, NetworkPlan, Widths
 from .precision import Precisions, fused_activation, sole_consumer
@@ -33,6 +34,7 @@ RTL_DIR = Path(__file__).resolve().parent / "rtl"
 INCLUDE_FILES = ("ef_requant.vh", "ef_average.vh")
 TDATA_BITS = 16
 FIFO_SLACK = 8  # entries beyond the computed lead of one branch: pipeline registers on the way
+JOIN_MODULES = ("ef_add", "ef_concat")  # where a fork's two branches meet: ports a and b
 
 
 # ---- the network --------------------------------------------------------------------------------
@@ -78,10 +80,12 @@ def layer_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> tuple
             stage = dense.stage(model, p, node, x, plan.layers[node.name])
         elif is_residual(model, node):
             stage = add.stage(model, p, node, x, source(node.input[1]))
+        elif node.op_type == "Concat":
+            stage = concat.stage(model, p, node, x, source(node.input[1]))
         else:
             raise ValueError(f"{node.name} ({node.op_type}): no RTL module for this layer")
         ins = [alias.get(t, t) for t in node.input if alias.get(t, t) in streams]
-        stage.inputs = [("in", ins[0])] if stage.module != "ef_add" else [("a", ins[0]), ("b", ins[1])]
+        stage.inputs = [("a", ins[0]), ("b", ins[1])] if stage.module in JOIN_MODULES else [("in", ins[0])]
         out = stage.output
         streams[out] = stream_of(model, out, stage.out_channels, stage.out_bits)
         if stage.module == "ef_dense":
@@ -98,15 +102,16 @@ def readers_of(stages: list[Stage], stream: str) -> list[tuple[Stage, str]]:
 
 
 def branch_need(stages: list[Stage], start: str) -> tuple[Stage, np.ndarray]:
-    """Follow one branch of a fork from stream ``start`` to the ef_add that joins it; return the
-    join and, for each of its output pixels, the last pixel of ``start`` that branch needs."""
+    """Follow one branch of a fork from stream ``start`` to the join (ef_add, ef_concat) that ends
+    it; return the join and, for each of its output pixels, the last pixel of ``start`` that branch
+    needs."""
     chain, stream = [], start
     for _ in range(len(stages) + 1):
         readers = readers_of(stages, stream)
         if len(readers) != 1:
-            raise ValueError(f"the branch from {start} does not lead to one residual Add")
+            raise ValueError(f"the branch from {start} does not lead to one join (Add or Concat)")
         reader = readers[0][0]
-        if reader.module == "ef_add":
+        if reader.module in JOIN_MODULES:
             need = np.arange(len(reader.need))
             for stage in reversed(chain):
                 need = stage.need[need]
@@ -117,8 +122,8 @@ def branch_need(stages: list[Stage], start: str) -> tuple[Stage, np.ndarray]:
 
 
 def insert_forks(stages: list[Stage], streams: dict[str, StreamInfo]) -> list[Stage]:
-    """A stream read by two stages (a residual block) gets an ef_fork, and the branch that runs
-    ahead an ef_fifo deep enough for the other branch's lag: when the join waits for pixel j of
+    """A stream read by two stages (a residual block, a channel join) gets an ef_fork, and the
+    branch that runs ahead an ef_fifo deep enough for the other branch's lag: when the join waits for pixel j of
     the slow branch, the fast branch has taken every input pixel up to what the slow one needs
     for j, and must hold those the fast one's own stages cannot yet use. So backpressure never
     deadlocks the block (the RTL check runs it with random stalls)."""
@@ -135,7 +140,7 @@ def insert_forks(stages: list[Stage], streams: dict[str, StreamInfo]) -> list[St
             streams[branch] = StreamInfo(branch, info.channels, info.bits, info.h, info.w)
         joins, needs = zip(*(branch_need(result, f"{stream}_{suffix}") for suffix in "ab"))
         if joins[0] is not joins[1]:
-            raise ValueError(f"the two branches of {stream} end at different Adds")
+            raise ValueError(f"the two branches of {stream} end at different joins")
         fork = Stage(f"fork_{joins[0].name}", "ef_fork", {"BITS": info.width}, {}, [("in", stream)],
                      [("a", f"{stream}_a"), ("b", f"{stream}_b")], info.channels, info.bits)
         result.insert(first, fork)
@@ -207,7 +212,7 @@ LANE_MODULES = ("ef_conv2d", "ef_dense", "ef_gpool", "ef_pool2d", "ef_resize")
 
 def fixed_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> list[tuple[str, dict]]:
     """(module, params) of every stage the planner does not size (input affine, activations,
-    residual adds, forks, FIFOs) and of the two stream ends, as write_rtl builds them."""
+    residual adds, channel joins, forks, FIFOs) and of the two stream ends, as write_rtl builds them."""
     stages, streams = network_stages(model, p, plan)
     inp = model.graph.input[0].name
     _, channels, height, width = model.get_tensor_shape(inp)

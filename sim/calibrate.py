@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefpga.hw.layers.base import CALIBRATION_DIR
-from edgefpga.hw.layers.conv import line_buffer_word_reg
+from edgefpga.hw.layers.conv import line_buffer_regs
 from edgefpga.hw.layers.stage import exact_divider
 from edgefpga.hw.rtlgen import INCLUDE_FILES, RTL_DIR
 from edgefpga.progress import progress_bar
@@ -39,7 +39,7 @@ from edgefpga.progress import progress_bar
 from .resources import CACHE_VERSION, TOOL, adapter_unit, stage_unit, synthesize_unit, yosys_version
 
 MODULES = ("ef_axis_in", "ef_axis_out", "ef_fork", "ef_fifo", "ef_add", "ef_act", "ef_affine", "ef_conv2d",
-           "ef_dense", "ef_pool2d", "ef_gpool", "ef_resize")
+           "ef_dense", "ef_pool2d", "ef_gpool", "ef_concat", "ef_resize")
 ADAPTERS = ("ef_axis_in", "ef_axis_out")
 TIMEOUT_S = 1200  # per unit; a unit past it is left out of the fit (logged), not the run
 
@@ -59,7 +59,7 @@ def conv(h, w, c, oc, k, ci, po, kp=1, *, s=1, p=None, dw=0, xw=8, ww=8, accw=24
                   **relu_cast(ow))
     if not dsp:
         params["USE_DSP"] = 0
-    params["LB_WORD_REG"] = line_buffer_word_reg(params)  # as hw/layers/conv.py's stage() sets it
+    params.update(line_buffer_regs(params))  # as hw/layers/conv.py's stage() sets them
     return params
 
 
@@ -121,6 +121,15 @@ def add(c, aw, bw, ow, *, align_a=0, align_b=0, shift=None, bsigned=1):
     shift = max(0, frac + max(aw, bw) - ow) if shift is None else shift
     return dict(C=c, AW_=aw, ASIGNED=1, ALIGN_A=align_a, BW_=bw, BSIGNED=bsigned, ALIGN_B=align_b,
                 SHIFT=shift, OW=ow, **relu_cast(ow))
+
+
+def concat(ca, aw, cb, bw, *, asigned=0, bsigned=0, align_a=0, align_b=0):
+    """ef_concat parameters as hw/layers/concat.py sets them: the output type holds both branches
+    (the finer grid, an unsigned branch one bit more next to a signed one)."""
+    signed = asigned or bsigned
+    ow = max(aw + align_a + int(signed and not asigned), bw + align_b + int(signed and not bsigned))
+    return dict(C_A=ca, AW_=aw, ASIGNED=asigned, ALIGN_A=align_a, C_B=cb, BW_=bw, BSIGNED=bsigned,
+                ALIGN_B=align_b, OW=ow)
 
 
 def divisors(n: int) -> list[int]:
@@ -276,7 +285,11 @@ def grid(module: str) -> list[dict]:
                 add(16, 12, 12, 12, align_a=1, shift=0, bsigned=0), add(32, 11, 10, 10, align_b=1, shift=0),
                 add(64, 9, 9, 9, align_a=1, shift=0), add(24, 13, 12, 12, align_b=2, shift=0),
                 add(48, 8, 8, 9, shift=0)]
-    if module == "ef_resize":  # (W, C, XW, KH, KW): the row buffer in registers, LUT RAM, block RAM; no buffer
+    if module == "ef_concat":  # fire modules' expands (ReLU: unsigned), one signed branch, Inception widths
+        return [concat(8, 8, 8, 8), concat(16, 7, 16, 9, align_a=2), concat(32, 10, 32, 10),
+                concat(4, 8, 12, 12, bsigned=1, align_a=3), concat(64, 8, 64, 8, asigned=1, bsigned=1),
+                concat(24, 12, 8, 6, align_b=4)]
+    if module == "ef_resize":  # (W, C, XW, KH, KW): the row buffer in LUT RAM, in block RAM, none at KH 1
         return [dict(W=w, C=c, XW=xw, KH=kh, KW=kw) for w, c, xw, kh, kw in (
             (8, 8, 8, 2, 2), (16, 16, 10, 2, 2), (32, 4, 8, 3, 3), (96, 8, 13, 2, 1), (16, 8, 8, 1, 2),
             (64, 64, 8, 2, 2))]
@@ -350,6 +363,10 @@ def stage_ports(module: str, params: dict) -> list[dict]:
     if module == "ef_add":
         return [{"port": "a", "dir": "in", "bits": p["C"] * p["AW_"]}, {"port": "b", "dir": "in", "bits": p["C"] * p["BW_"]},
                 {"port": "out", "dir": "out", "bits": p["C"] * p["OW"]}]
+    if module == "ef_concat":
+        return [{"port": "a", "dir": "in", "bits": p["C_A"] * p["AW_"]},
+                {"port": "b", "dir": "in", "bits": p["C_B"] * p["BW_"]},
+                {"port": "out", "dir": "out", "bits": (p["C_A"] + p["C_B"]) * p["OW"]}]
     if module == "ef_fork":
         return [{"port": "in", "dir": "in", "bits": p["BITS"]}, {"port": "a", "dir": "out", "bits": p["BITS"]},
                 {"port": "b", "dir": "out", "bits": p["BITS"]}]

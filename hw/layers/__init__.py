@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import act, add, affine, conv, dense, gpool, pool, resize
+from . import act, add, affine, concat, conv, dense, gpool, pool, resize
 from .base import Resources, total
 
 LANE_KINDS: dict[str, ModuleType] = {kind: m for m in (conv, dense, gpool, pool, resize) for kind in m.KINDS}
 # the kind computing each op of the canonical graph (its ``OPS``; gpool's ops become pool windows there)
-OP_KINDS: dict[str, ModuleType] = {op: m for m in (act, add, affine, conv, dense, pool, resize)
+OP_KINDS: dict[str, ModuleType] = {op: m for m in (act, add, affine, concat, conv, dense, pool, resize)
                                  for op in m.OPS}
 
 

@@ -58,6 +58,15 @@ def resources(module: str, params: dict) -> Resources:
 
 # ---- the RTL instance ------------------------------------------------------------------------
 
+def clip_params(lo: int, hi: int, x_t) -> dict:
+    """CLO, CHI: the clip's bounds on the input's grid, drawn in to the input's own range where
+    they lie beyond it (the same clip: a bound no input reaches clips nothing). Verilator
+    mis-compares a parameter given as an unsized decimal wider than 32 bits (a ReLU's open bound,
+    2^62, made every output 0), so the bounds must stay small."""
+    xlo, xhi = grid_range(x_t)
+    return dict(CLO=min(max(lo, xlo), hi), CHI=max(min(hi, xhi), lo))
+
+
 def stage(model, p, node, x: StreamInfo) -> Stage:
     """ef_act: a LeakyRelu, a HardSwish, or a Relu / Clip with nothing before it to fuse into."""
     x_t, out_t = p.tensors[node.input[0]], p.tensors[node.output[0]]
@@ -76,7 +85,7 @@ def stage(model, p, node, x: StreamInfo) -> Stage:
     else:
         lo, hi = (0, 1 << 62) if node.op_type == "Relu" else clip_limits(model, node, x_t.frac)
         params = dict(MODE=0, AF=max(0, out_t.frac - x_t.frac), SHIFT=max(0, x_t.frac - out_t.frac),
-                      CLO=max(lo, -(1 << 62)), CHI=min(hi, 1 << 62))
+                      **clip_params(lo, hi, x_t))
     params.update(C=x.channels, XW=x_t.width, XSIGNED=int(x_t.signed), OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_act", params, {}, [], [("out", node.output[0])], x.channels, out_t.width,
                  x.h * x.w, 0, node.name, np.arange(x.h * x.w))

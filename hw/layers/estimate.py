@@ -262,9 +262,9 @@ def fit_module(module: str, points: list[dict]) -> dict:
 # ---- dispatch -------------------------------------------------------------------------------------
 
 def _kind_modules():
-    from . import act, add, affine, conv, dense, gpool, pool, resize, stream
+    from . import act, add, affine, concat, conv, dense, gpool, pool, resize, stream
 
-    return (affine, conv, dense, pool, gpool, act, add, resize, stream)
+    return (affine, conv, dense, pool, gpool, act, add, concat, resize, stream)
 
 
 def _module_table() -> dict:

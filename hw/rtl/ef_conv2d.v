@@ -26,6 +26,7 @@ module ef_conv2d #(
     parameter XW = 8, XSIGNED = 1,
     parameter USE_DSP = 1,                     // 0: multipliers as shift-and-add logic (LUTs), not DSP48s
     parameter LB_WORD_REG = 1,                 // 0: line buffer in distributed RAM: the address registered, not the word
+    parameter LB_OUT_REG = 0,                  // 1 (with LB_WORD_REG): the block RAM's word registered again (stage B2)
     parameter WW = 8, ACCW = 32,
     parameter SHIFT = 8, OW = 8,
     parameter signed [63:0] OMIN = 0,
@@ -97,7 +98,9 @@ module ef_conv2d #(
 
     // ---- engine ----------------------------------------------------------------------------
     // A issues a step (counters; the line-buffer and weight-ROM reads, synchronous, clocked by
-    // issue) -> B (the words read) -> C (the step's channel slice selected and masked, the weights
+    // issue) -> B (the words read) [-> B2 (with LB_OUT_REG: the block RAM's word registered again,
+    // the RAM's output register, so that its read and the slice multiplexer are not one cycle;
+    // the step's flags, slice select and weights wait with it)] -> C (the step's channel slice selected and masked, the weights
     // registered again) -> D (the products: a DSP multiplier's, or each shift-and-add multiplier's
     // parts of PB weight bits) -> T (each lane's adder tree, a register after every LPS adder levels)
     // -> E (the accumulator, the only loop: the bias or itself plus the tree's sum) -> F (a group's
@@ -157,6 +160,14 @@ module ef_conv2d #(
     reg [SB-1:0] b_sel;                        // the chunk (or, depthwise, the group) of stage B's step
     reg [PO*KP*CI*WW-1:0] b_w, c_w;
     reg [FW-1:0] c_flags;
+    localparam B2 = LB_WORD_REG && LB_OUT_REG; // stage B2 is built
+    reg [FW-1:0] b2_flags;
+    reg [SB-1:0] b2_sel;
+    reg [PO*KP*CI*WW-1:0] b2_w;
+    wire [FW-1:0] b_flags = {b_valid, b_first, b_last, b_gfirst, b_pixel_end, b_group};
+    wire [FW-1:0] s_flags = B2 ? b2_flags : b_flags;   // the step entering C, its slice select and weights
+    wire [SB-1:0] s_sel = B2 ? b2_sel : b_sel;
+    wire [PO*KP*CI*WW-1:0] s_w = B2 ? b2_w : b_w;
     reg [FW*(TS+1)-1:0] t_flags;               // D's flags low, then each tree stage's: the top is E's input
     wire [FW*(TS+2)-1:0] chain = {t_flags, c_flags};
     wire [FW-1:0] pre_flags = chain[FW*(TS+1) +: FW];    // the step entering E
@@ -172,7 +183,10 @@ module ef_conv2d #(
     // stage B's reads move on !stall, like every stage past A (b_valid says whether they hold a
     // step): the issue then enables only A's counters, a small fan-out
     always @(posedge clk) begin
-        if (!stall) b_w <= wrom[waddr];
+        if (!stall) begin
+            b_w <= wrom[waddr];
+            b2_w <= b_w; b2_sel <= b_sel;
+        end
     end
 
     // KP line-buffer reads per step; a position in the padding reads as zero (masked in stage C)
@@ -184,15 +198,19 @@ module ef_conv2d #(
             wire signed [NB-1:0] ixj = ix + gj;
             wire in_map = (iy >= 0) && (iy < H) && (ixj >= 0) && (ixj < W);
             wire [C*XW-1:0] rd;
-            reg rd_inside;
-            always @(posedge clk) if (!stall) rd_inside <= in_map;
+            reg rd_inside, rd_inside2;
+            always @(posedge clk) if (!stall) begin rd_inside <= in_map; rd_inside2 <= rd_inside; end
+            wire in_map_read = B2 ? rd_inside2 : rd_inside;
             // the step's slice: an indexed part-select (a balanced multiplexer tree), zero in the padding
-            wire [XL*XW-1:0] part = rd_inside ? rd[b_sel * SLICE +: SLICE] : {SLICE{1'b0}};
+            wire [XL*XW-1:0] part = in_map_read ? rd[s_sel * SLICE +: SLICE] : {SLICE{1'b0}};
             if (LB_WORD_REG) begin : word_reg
                 // the whole word registered (a block RAM's own output register)
-                reg [C*XW-1:0] word;
-                always @(posedge clk) if (!stall) word <= lb[{iy[RB-1:0], ixj[WB-1:0]}];
-                assign rd = word;
+                reg [C*XW-1:0] word, word2;
+                always @(posedge clk) if (!stall) begin
+                    word <= lb[{iy[RB-1:0], ixj[WB-1:0]}];
+                    word2 <= word;
+                end
+                assign rd = B2 ? word2 : word;
                 assign x_step[gj * XL * XW +: XL * XW] = part;
             end else begin : addr_reg
                 // the address registered and the word read asynchronously (distributed RAM), so
@@ -250,7 +268,7 @@ module ef_conv2d #(
     end
     always @(posedge clk) begin
         if (!stall) begin
-            c_x <= x_step; c_w <= b_w;
+            c_x <= x_step; c_w <= s_w;
             d_terms <= terms;
         end
     end
@@ -375,7 +393,7 @@ module ef_conv2d #(
             need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1; arrived <= 1'b0;
             need_row_next <= NEED_ROW1; need_col_next <= NEED_COL1;
             out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
-            c_flags <= 0; t_flags <= 0; e_valid <= 1'b0; f_valid <= 1'b0;
+            b2_flags <= 0; c_flags <= 0; t_flags <= 0; e_valid <= 1'b0; f_valid <= 1'b0;
         end else begin
             in_ok <= in_ok_next;
             if (accept) begin
@@ -398,7 +416,8 @@ module ef_conv2d #(
                 b_pixel_end <= a_last && a_group_last;
                 b_group <= group;
                 b_sel <= DW ? group : chunk;
-                c_flags <= {b_valid, b_first, b_last, b_gfirst, b_pixel_end, b_group};
+                b2_flags <= b_flags;
+                c_flags <= s_flags;
                 t_flags <= (t_flags << FW) | c_flags;
                 e_valid <= pre_flags[FV]; e_last <= pre_flags[FL];
                 e_gfirst <= pre_flags[FG]; e_pixel_end <= pre_flags[FP];

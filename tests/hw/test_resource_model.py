@@ -80,7 +80,7 @@ def test_dsp_count_is_the_multipliers():
 def test_a_distributed_line_buffer_holds_only_the_steps_slice():
     """Where the line buffer is distributed RAM the RTL registers its address, not its C*XW-bit
     word (LB_WORD_REG=0), and holds only the step's slice: that many fewer flip-flops; block RAM
-    keeps its own read register (LB_WORD_REG=1)."""
+    keeps its own read register (LB_WORD_REG=1) and its output register (LB_OUT_REG=1)."""
     from edgefpga.hw.layers.conv import line_buffer, line_buffer_word_reg
 
     small = conv(6, 6, 128, 128, 3, 1, 1, dw=1)  # MobileNet's late depthwise layers: 4 rows x 8 x 1024 bits
@@ -90,6 +90,7 @@ def test_a_distributed_line_buffer_holds_only_the_steps_slice():
     assert registered.ff - held.ff == pytest.approx(128 * 8 - (8 + 1))
     wide = conv(96, 96, 8, 16, 3, 8, 8)  # ELPV's first layers: block RAM
     assert line_buffer(wide).kind == "block" and line_buffer_word_reg(wide) == 1 == wide["LB_WORD_REG"]
+    assert wide["LB_OUT_REG"] == 1 and small["LB_OUT_REG"] == 0  # stage B2 only behind block RAM
 
 
 def test_block_ram_of_known_geometries():

@@ -32,14 +32,15 @@ def stage_params(build, name: str) -> dict:
 @pytest.mark.parametrize("stage, params", [("Conv_2", {}),                 # 3x3 stride 2, 20x20x16 map
                                            ("Conv_1", {}),                 # 1x1
                                            ("Conv_2", {"USE_DSP": 0}),     # multipliers as LUT logic
-                                           # the line buffer's read word registered (block RAM) or its
-                                           # address (distributed RAM): the build's own choice is the
-                                           # first case, this one is the other
+                                           # the line buffer's read word registered, and again (block
+                                           # RAM), or its address (distributed RAM): the build's own
+                                           # choice is the first case, this one is the other
                                            ("Conv_2", {"LB_WORD_REG": OTHER}),
                                            ("AveragePool_1", {})])         # the global average pool
 def test_foreign_stages(foreign_build, foreign_dir, tmp_path, stage, params):
     if params.get("LB_WORD_REG") is OTHER:
-        params = dict(params, LB_WORD_REG=1 - stage_params(foreign_build, stage)["LB_WORD_REG"])
+        other = 1 - stage_params(foreign_build, stage)["LB_WORD_REG"]  # block RAM's form with its stage B2
+        params = dict(params, LB_WORD_REG=other, LB_OUT_REG=other)
     result = check_stage(foreign_build, stage, images(foreign_build, str(foreign_dir / "test.npz")),
                          tmp_path / stage, params=params)
     assert result["frames"] == 2 and result["mismatches"] == []

@@ -297,7 +297,7 @@ def emulator_gap(model, node: onnx.NodeProto) -> str | None:
     if node.op_type == "Concat":
         return f"{node.name}: Concat (qonnx's channels-last conversion has none)"
     if node.op_type == "Resize":
-        return f"{node.name}: Resize ({resize.EMULATOR_GAP})"
+        return resize.emulator_gap(model, node)
     return None
 
 

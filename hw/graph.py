@@ -786,7 +786,11 @@ def node_of_output(model: ModelWrapper) -> dict[str, str]:
 def channels_last(model: ModelWrapper) -> ModelWrapper:
     """The NHWC graph hls4ml's ONNX frontend converts with io_stream; node names are kept and the
     input itself is NHWC, so the accelerator's stream is pixels with their channels interleaved."""
+    from .layers.resize import to_channels_last
+
     cl = cleanup_model(model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True)))
+    while any(to_channels_last(cl, node) for node in cl.get_nodes_by_op_type("Resize")):  # qonnx has no Resize
+        cl = cleanup_model(cl.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True)))
     for pool in cl.get_nodes_by_op_type("AveragePool"):
         make_pool_channels_last(cl, pool)
     stream_map_output(cl)

@@ -305,9 +305,49 @@ def repeat(q: np.ndarray, kh: int, kw: int) -> np.ndarray:
 
 # ---- hls4ml (hw/hls.py) ----------------------------------------------------------------------
 
-EMULATOR_GAP = ("hls4ml 1.3 has a nearest Resize layer (nnet::resize_nearest), but its ONNX reader takes scales only "
-                "and reads a channels-last map's height and width from swapped axes, and qonnx's channels-last pass has "
-                "no Resize (it would leave Transposes around it)")
+EMULATOR_GAP = ("yes on a square map with equal factors (nnet::resize_nearest); otherwise hls4ml 1.3's ONNX Resize "
+                "reads a channels-last map's height and width from swapped axes: the integer model stands in")
+
+
+def emulator_gap(model, node: onnx.NodeProto) -> str | None:
+    """Why hls4ml 1.3 cannot emulate this (canonical) Resize, or None. Its ONNX reader takes a
+    channels-last map's height from the width's axis and the width from the height's (and the
+    factors likewise), which is right only when both are equal: a square map, kh == kw."""
+    _, _, h, w = model.get_tensor_shape(node.input[0])
+    kh, kw = factors_of(model, node)
+    if h == w and kh == kw:
+        return None
+    return (f"{node.name}: Resize of a {h}x{w} map by {kh}x{kw} (hls4ml 1.3's ONNX Resize swaps a channels-last map's "
+            "height and width: only a square map with equal factors is read right)")
+
+
+def to_channels_last(model, node: onnx.NodeProto) -> bool:
+    """In the channels-last graph for hls4ml (graph.channels_last): qonnx's layout pass has no
+    Resize and leaves it between Transpose(0, 3, 1, 2) and the next node. The Resize reads the
+    NHWC map instead (scales [1, kh, kw, 1]) and the transpose moves after it, where qonnx's pass
+    (run again) cancels or absorbs it. Its optional roi becomes a one-element constant: hls4ml
+    1.3's ResizeRemoveConstants removes a constant roi, and finds no shape for an empty name.
+    True when the node was moved."""
+    from onnx import helper as onnx_helper
+
+    from ..graph import transpose_perm
+
+    before = model.find_producer(node.input[0])
+    if transpose_perm(before) != [0, 3, 1, 2]:
+        return False
+    nhwc, out = before.input[0], node.output[0]
+    scales = model.get_initializer(node.input[2]).reshape(-1)
+    model.set_initializer(node.input[2], scales[[0, 2, 3, 1]].astype(np.float32))
+    model.set_initializer(node.name + "_roi", np.zeros(1, np.float32))
+    node.input[0], node.input[1], node.output[0] = nhwc, node.name + "_roi", out + "_nhwc"
+    n, c, h, w = model.get_tensor_shape(out)
+    model.set_tensor_shape(out + "_nhwc", [n, h, w, c])
+    index = model.get_node_index(node)
+    model.graph.node.insert(index + 1, onnx_helper.make_node("Transpose", [out + "_nhwc"], [out], perm=[0, 3, 1, 2],
+                                                             name=node.name + "_to_nchw"))
+    if not model.find_consumers(before.output[0]):
+        model.graph.node.remove(before)
+    return True
 
 
 def hls_precision(cl, node, p) -> dict[str, dict[str, str]]:
@@ -325,5 +365,5 @@ CAPABILITIES: tuple[Capability, ...] = (
                f"factors 1..{MAX_FACTOR} (H and W may differ); coordinate_transformation_mode / nearest_mode that "
                "repeat pixels at those factors (asymmetric + floor as PyTorch writes, half_pixel + "
                "round_prefer_floor, ...); linear / cubic, fractional or shrinking factors, a roi, antialias refused",
-               check_resize, "ef_resize", TESTS, emulator=EMULATOR_GAP + ": the integer model stands in"),
+               check_resize, "ef_resize", TESTS, emulator=EMULATOR_GAP),
 )

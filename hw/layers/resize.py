@@ -39,6 +39,7 @@ MAX_FACTOR = 16  # per axis; the row buffer holds one row whatever the factor, t
 
 TESTS = ("tests/hw/test_resize.py::test_resize_is_bit_exact",
          "tests/hw/test_resize.py::test_upsampled_map_output_is_bit_exact",
+         "tests/hw/test_resize.py::test_unet_skip_join_is_bit_exact",
          "tests/sim/test_rtl_resize.py::test_resize_module_repeats_pixels_and_rows",
          "tests/hw/test_resize.py::test_exports_give_one_canonical_graph",
          "tests/hw/test_resize.py::test_repetition_modes_agree_with_onnxruntime",

@@ -204,6 +204,46 @@ def test_upsampled_map_output_is_bit_exact(cells, tmp_path):  # noqa: F811
     assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 2 and result["failed"] == []
 
 
+class SkipJoin(nn.Module):
+    """A U-Net level: the stem's map joined channel-wise (Concat) with itself downsampled by a
+    stride-2 conv and upsampled x2, then a conv, a global pool and a dense layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.up = nn.Upsample(scale_factor=2)
+        self.head = nn.Sequential(nn.Conv2d(8, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.stem(x / 255.0)
+        x = self.head(torch.cat([x, self.up(self.down(x))], 1))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_unet_skip_join_is_bit_exact(cells, tmp_path):  # noqa: F811
+    """An upsampled branch joined with the map it came from (a U-Net skip): the join's FIFO on the
+    identity branch is sized from ef_resize's window (each output pixel needs input pixel
+    (y // kh, x // kw)), and the RTL is bit-exact with random stalls (no deadlock)."""
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.sim.verify import verify
+
+    pixels, labels, _, calib_raw, test_raw = cells
+    trained = train_briefly(SkipJoin, torch.from_numpy(pixels.astype(np.float32)), torch.from_numpy(labels).long())
+    path = export(trained, tmp_path / "skip.onnx", nhwc=False, **WAYS["opset13"])
+    np.savez(tmp_path / "calib.npz", images=calib_raw)
+    np.savez(tmp_path / "test.npz", images=test_raw)
+    convert(str(path), tmp_path / "build", ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64,
+                                                         emulator_images=8, progress=False, agreement=0.9),
+            log=lambda _m: None)
+    stages = onnx_free_manifest(tmp_path / "build")["stages"]
+    fifo = next(s for s in stages if s["module"] == "ef_fifo")
+    assert fifo["params"]["DEPTH"] > 8 and [s["module"] for s in stages].count("ef_resize") == 1
+    result = verify(tmp_path / "build", images=str(tmp_path / "test.npz"), sample=2, progress=False, agreement=0.9)
+    assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 2 and result["failed"] == []
+
+
 MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "asymmetric", "align_corners")
 ROUNDINGS = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 

@@ -38,8 +38,7 @@ PASS_THROUGH = ("Resize",)  # copies values: its result has its input's type
 MAX_FACTOR = 16  # per axis; the row buffer holds one row whatever the factor, this only bounds the counters
 
 TESTS = ("tests/hw/test_resize.py::test_resize_is_bit_exact",
-         "tests/hw/test_resize.py::test_upsampled_map_output_is_bit_exact",
-         "tests/hw/test_resize.py::test_unet_skip_join_is_bit_exact",
+         "tests/hw/test_resize.py::test_upsampled_skip_map_is_bit_exact",
          "tests/sim/test_rtl_resize.py::test_resize_module_repeats_pixels_and_rows",
          "tests/hw/test_resize.py::test_exports_give_one_canonical_graph",
          "tests/hw/test_resize.py::test_repetition_modes_agree_with_onnxruntime",

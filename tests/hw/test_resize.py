@@ -164,83 +164,51 @@ def onnx_free_manifest(build) -> dict:
     return json.loads((build / "rtl" / "manifest.json").read_text())
 
 
-class Segmenter(nn.Module):
-    """A segmentation head's shape: a stride-2 conv, 1x1 class scores, upsampled x2 to the input's
-    16x16 as the output (the map streams out of ef_resize, cell by cell)."""
+class SkipSegmenter(nn.Module):
+    """A small segmentation net: a stride-2 stem (8x8), a U-Net-style skip (the map downsampled by
+    a stride-2 conv and upsampled x2, added back to it), 1x1 class scores, upsampled x2 to the
+    input's 16x16 as the output (the map streams out of ef_resize, cell by cell)."""
 
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
         self.up = nn.Upsample(scale_factor=2)
+        self.classes = nn.Conv2d(8, 2, 1)
 
     def forward(self, x):
-        return self.up(self.body(x / 255.0))
+        x = self.stem(x / 255.0)
+        return self.up(self.classes(x + self.up(self.down(x))))
 
 
-def test_upsampled_map_output_is_bit_exact(cells, tmp_path):  # noqa: F811
-    """A net whose output is the upsampled map (per-pixel classes: brighter than the cell's mean,
-    trained briefly): the RTL streams the 16x16x2 map out of ef_resize bit-exact to the integer
-    model, and so does hls4ml's emulator (a square map upsampled 2x2, which hls4ml 1.3 reads right). Its cells near the class boundary are near ties, so the float agreement is only checked
-    against a loose bar (about 3 in 4 agree); bit-exactness is the point."""
+def test_upsampled_skip_map_is_bit_exact(cells, tmp_path):  # noqa: F811
+    """The segmentation net trained briefly on per-pixel classes (brighter than the cell's mean):
+    the skip's FIFO on the identity branch is sized from ef_resize's window (output pixel (y, x)
+    needs input pixel (y // kh, x // kw)); the RTL streams the 16x16x2 map out of the last
+    ef_resize bit-exact to the integer model with random stalls, and hls4ml's emulator equals it
+    too (square maps upsampled 2x2, which hls4ml 1.3 reads right). Cells near the class boundary
+    are near ties, so the float agreement has a loose bar; bit-exactness is the point."""
     from edgefpga.hw.convert import ConvertConfig, convert
     from edgefpga.sim.verify import verify
 
     pixels, _, _, calib_raw, test_raw = cells
     x = torch.from_numpy(pixels.astype(np.float32))
-    trained = train_briefly(Segmenter, x, (x.mean(1) > x.mean((1, 2, 3))[:, None, None]).long())
+    trained = train_briefly(SkipSegmenter, x, (x.mean(1) > x.mean((1, 2, 3))[:, None, None]).long())
     path = export(trained, tmp_path / "segment.onnx", nhwc=False)
     np.savez(tmp_path / "calib.npz", images=calib_raw)
     np.savez(tmp_path / "test.npz", images=test_raw)
-    report = convert(str(path), tmp_path / "build", ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64,
-                                                         emulator_images=8, progress=False, agreement=0.5),
-            log=lambda _m: None)
-    assert report["hls"]["project"] == "hls"  # a square map upsampled 2x2: hls4ml's resize_nearest reads it right
+    report = convert(str(path), tmp_path / "build", ConvertConfig(
+        calibration=str(tmp_path / "calib.npz"), calibration_images=32, emulator_images=8, progress=False,
+        agreement=0.5), log=lambda _m: None)
+    assert report["hls"]["project"] == "hls"
     assert report["emulator_on_calibration"]["integer_model_mismatched_images"] == 0
     manifest = onnx_free_manifest(tmp_path / "build")
-    assert manifest["stages"][-1]["module"] == "ef_resize"
+    modules = [s["module"] for s in manifest["stages"]]
+    assert modules.count("ef_resize") == 2 and modules[-1] == "ef_resize"
+    assert next(s for s in manifest["stages"] if s["module"] == "ef_fifo")["params"]["DEPTH"] > 8
     assert {k: manifest["output"]["map"][k] for k in ("height", "width", "classes")} == \
         {"height": 16, "width": 16, "classes": 2}
     result = verify(tmp_path / "build", images=str(tmp_path / "test.npz"), sample=2, progress=False, agreement=0.5)
-    assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 2 and result["failed"] == []
-
-
-class SkipJoin(nn.Module):
-    """A U-Net level: the stem's map joined channel-wise (Concat) with itself downsampled by a
-    stride-2 conv and upsampled x2, then a conv, a global pool and a dense layer."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-        self.down = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU())
-        self.up = nn.Upsample(scale_factor=2)
-        self.head = nn.Sequential(nn.Conv2d(8, 4, 3, padding=1), nn.ReLU())
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        x = self.stem(x / 255.0)
-        x = self.head(torch.cat([x, self.up(self.down(x))], 1))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-def test_unet_skip_join_is_bit_exact(cells, tmp_path):  # noqa: F811
-    """An upsampled branch joined with the map it came from (a U-Net skip): the join's FIFO on the
-    identity branch is sized from ef_resize's window (each output pixel needs input pixel
-    (y // kh, x // kw)), and the RTL is bit-exact with random stalls (no deadlock)."""
-    from edgefpga.hw.convert import ConvertConfig, convert
-    from edgefpga.sim.verify import verify
-
-    pixels, labels, _, calib_raw, test_raw = cells
-    trained = train_briefly(SkipJoin, torch.from_numpy(pixels.astype(np.float32)), torch.from_numpy(labels).long())
-    path = export(trained, tmp_path / "skip.onnx", nhwc=False, **WAYS["opset13"])
-    np.savez(tmp_path / "calib.npz", images=calib_raw)
-    np.savez(tmp_path / "test.npz", images=test_raw)
-    convert(str(path), tmp_path / "build", ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64,
-                                                         emulator_images=8, progress=False, agreement=0.9),
-            log=lambda _m: None)
-    stages = onnx_free_manifest(tmp_path / "build")["stages"]
-    fifo = next(s for s in stages if s["module"] == "ef_fifo")
-    assert fifo["params"]["DEPTH"] > 8 and [s["module"] for s in stages].count("ef_resize") == 1
-    result = verify(tmp_path / "build", images=str(tmp_path / "test.npz"), sample=2, progress=False, agreement=0.9)
     assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 2 and result["failed"] == []
 
 

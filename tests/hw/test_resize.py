@@ -4,12 +4,14 @@
 ``torch.onnx.export`` writes ``nn.Upsample(scale_factor=k)`` as ``Resize`` with mode nearest,
 asymmetric coordinates, floor and constant scales [1, 1, kh, kw] at opset 13 and 17 (TorchScript),
 and the default torch.export-based exporter (opset 20) the same plus its spelled-out defaults
-(antialias 0, keep_aspect_ratio_policy stretch, exclude_outside 0, extrapolation_value 0); it writes
-``F.interpolate(size=...)`` as constant sizes. One small net with a factor-2 upsample and a
-height-only one, trained briefly on 16x16 false-color ELPV cells, gives one canonical graph from
-all three exports and an RTL bit-exact to the integer model. Resize has no hls4ml emulator here
-(the integer model stands in), so each conversion takes seconds; the three builds have the same
-RTL, so Verilator builds it once."""
+(antialias 0, keep_aspect_ratio_policy stretch, exclude_outside 0, extrapolation_value 0);
+``F.interpolate(size=...)`` as constant sizes (default) or sizes computed from the map's Shape
+(TorchScript). One small net with a 2x2 upsample and a height-only one, trained briefly on 16x16
+false-color ELPV cells, gives one canonical graph from all three exports and an RTL bit-exact to
+the integer model; hls4ml 1.3 misreads the 2x1 factors, so the integer model stands in for its
+emulator and each conversion takes seconds; the three builds have the same RTL, so Verilator
+builds it once. A segmentation net (a skip through a 2x2 upsample, its 16x16 class map upsampled
+as the output) checks the FIFO sizing, the map output and hls4ml's emulator where it is right."""
 
 from __future__ import annotations
 

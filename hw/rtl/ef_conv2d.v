@@ -72,7 +72,11 @@ module ef_conv2d #(
     localparam NEED_COL0 = (KW - 1 - PL < 0) ? 0 : (KW - 1 - PL > W - 1) ? W - 1 : KW - 1 - PL;
 
     // ---- line buffer ---------------------------------------------------------------------
-    reg [C*XW-1:0] lb [0:R*(1<<WB)-1];
+    // distributed RAM where the hardware model maps it there (LB_WORD_REG=0, as Yosys does for the
+    // xc7), said to every synthesis tool: Yosys for the ECP5 would make it block RAM, whose read
+    // (no output register inferred) then shares a cycle with the slice multiplexer
+    localparam LB_STYLE = LB_WORD_REG ? "auto" : "distributed";
+    (* ram_style = LB_STYLE *) reg [C*XW-1:0] lb [0:R*(1<<WB)-1];
     reg signed [NB-1:0] in_row, in_col;        // next input pixel of the current input frame
     reg signed [NB-1:0] row0, col0;            // window origin of the output pixel (oy*S-PAD, ox*S-PAD)
     reg [HB-1:0] need_row;                     // the window's last needed pixel, clamped into the map

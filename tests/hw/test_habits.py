@@ -16,7 +16,6 @@ seconds; the three builds have the same RTL, so Verilator builds it once (edgefp
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,14 @@ import torch
 from brief_training import train_briefly
 from conftest import false_color
 from test_default_exporter import constants, form
+from three_ways import REFERENCE, SPEC, WAYS, assert_one_design, convert_every_way, export, export_every_way
 from torch import nn
 
 from edgefpga.hw.graph import canonical_graph, onnx_session
 from edgefpga.hw.onnx_check import ConversionError, check_onnx
-from edgefpga.models.card import InputSpec
 from edgefpga.models.preprocess import resize_batch
 
 pytestmark = [pytest.mark.xdist_group("habits"), pytest.mark.timeout(300)]  # the trained net is made once
-
-SPEC = InputSpec(3, 16, 16, "bgr", "area", 1.0, 0.0, 1.0)  # raw pixels in: the net normalizes itself
 
 
 class Habits(nn.Module):
@@ -58,20 +55,6 @@ class Habits(nn.Module):
         x = (x - self.mean) / self.std
         x = self.pool2(self.conv2(self.pool1(self.conv1(x))))
         return self.fc(torch.flatten(x, 1))
-
-
-WAYS = {"opset13": dict(opset_version=13, dynamo=False), "opset17": dict(opset_version=17, dynamo=False),
-        "default": {}}
-
-
-def export(model: nn.Module, path: Path, nhwc: bool = True, **how) -> Path:
-    """``torch.onnx.export`` as a user calls it (``how`` empty: PyTorch's default)."""
-    shape = (1, SPEC.height, SPEC.width, SPEC.channels) if nhwc else (1, SPEC.channels, SPEC.height, SPEC.width)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(shape),), str(path), verbose=False, **how)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +84,7 @@ def trained(cells):
 def exports(trained, tmp_path_factory) -> dict[str, Path]:
     """way -> the trained net exported that way (each in its own folder, all named habits.onnx:
     the same model name, so the same RTL)."""
-    folder = tmp_path_factory.mktemp("habits")
-    return {way: export(trained, folder / way / "habits.onnx", **how) for way, how in WAYS.items()}
+    return export_every_way(trained, tmp_path_factory.mktemp("habits"), "habits.onnx", nhwc=True)
 
 
 def canonical(path: Path):
@@ -143,32 +125,21 @@ def test_habits_fold_away(trained, cells, exports):
 
 @pytest.mark.slow
 def test_habits_are_bit_exact(trained, cells, exports, tmp_path):
-    """The three exports convert to the same precisions and integer model; the RTL of each is bit-exact
-    to it on held-out cells (one Verilator build: the RTL is the same). The runtime's ``onnx``
-    backend feeds the user's NHWC file channels-last and gets PyTorch's scores."""
-    from edgefpga.hw.convert import ConvertConfig, convert
-    from edgefpga.sim.verify import integer_scores, verify
-
-    _, _, test, calib_raw, test_raw = cells
-    np.savez(tmp_path / "calib.npz", images=calib_raw)
-    np.savez(tmp_path / "test.npz", images=test_raw)
-    cfg = ConvertConfig(calibration=str(tmp_path / "calib.npz"), calibration_images=64, emulator_images=8,
-                        progress=False, agreement=0.9)
-    scores = {}
-    for way, path in exports.items():
-        build = tmp_path / f"build_{way}"
-        report = convert(str(path), build, cfg, log=lambda _m: None)
-        assert report["hls"]["project"] is None  # padded pools: the integer model stands in (seconds, not a minute)
-        scores[way] = integer_scores(build, test)
-        result = verify(build, images=str(tmp_path / "test.npz"), sample=4, progress=False, agreement=0.9)
-        assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 4, way
-        assert result["failed"] == [], way
-        assert (build / "precisions.json").read_text() == (tmp_path / "build_opset13" / "precisions.json").read_text()
-    for way in ("opset17", "default"):
-        assert scores[way][1] == scores["opset13"][1] and np.array_equal(scores[way][0], scores["opset13"][0]), way
+    """The three exports convert to the same precisions, integer model and RTL (file for file); the
+    RTL is bit-exact to the integer model on held-out cells (one verify stands for the three). The
+    runtime's ``onnx`` backend feeds the user's NHWC file channels-last and gets PyTorch's scores."""
     from edgefpga import runtime
+    from edgefpga.sim.verify import verify
 
-    with runtime.open(tmp_path / "build_opset13", backend="onnx") as engine:  # the user's NHWC file, fed NHWC
+    *_, test_raw = cells
+    for way, report in convert_every_way(exports, cells, tmp_path).items():
+        assert report["hls"]["project"] is None, way  # padded pools: the integer model stands in (seconds)
+    result = verify(tmp_path / f"build_{REFERENCE}", images=str(tmp_path / "test.npz"), sample=4, progress=False,
+                    agreement=0.9)
+    assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 4
+    assert result["failed"] == []
+    assert_one_design(cells, tmp_path)
+    with runtime.open(tmp_path / f"build_{REFERENCE}", backend="onnx") as engine:  # the user's NHWC file, fed NHWC
         results = engine.infer(list(test_raw))
     with torch.no_grad():
         pixels = resize_batch(test_raw, SPEC).transpose(0, 2, 3, 1).astype(np.float32)

@@ -567,7 +567,9 @@ __all__ = ["ConvertConfig", "convert", "load_report", "STEPS", "ModelCardError",
 
 def stale_reason(build: Path, model_dir: Path) -> str | None:
     """Why ``build`` must be (re)converted from ``model_dir``: missing, or converted from other
-    weights of the same model (after an update of the zoo). A build of another model is kept."""
+    weights of the same model (after an update of the zoo), or with other Verilog than this
+    version's hw/rtl (a benchmark would otherwise place, count or simulate the old RTL and record
+    this commit). A build of another model is kept."""
     report = Path(build) / "report.json"
     if not report.is_file():
         return "no build folder"
@@ -575,10 +577,21 @@ def stale_reason(build: Path, model_dir: Path) -> str | None:
         name = json.loads(report.read_text())["model"].get("name")
     except (json.JSONDecodeError, KeyError, AttributeError):
         return None
+    if name != load_card(model_dir).name:
+        return None
     source, model = Path(build) / "model" / "source.onnx", Path(model_dir) / MODEL_FILE
-    if name == load_card(model_dir).name and source.is_file() and source.read_bytes() != model.read_bytes():
+    if source.is_file() and source.read_bytes() != model.read_bytes():
         return f"built from other weights than {model}"
-    return None
+    changed = changed_rtl(Path(build) / "rtl" / "src")
+    return f"built with other Verilog than hw/rtl ({', '.join(changed)})" if changed else None
+
+
+def changed_rtl(src: Path) -> list[str]:
+    """The module files in a build's ``rtl/src`` that differ from this version's hw/rtl."""
+    from .rtlgen import RTL_DIR
+
+    return sorted(f.name for f in src.glob("*.v*") if (RTL_DIR / f.name).is_file()
+                  and f.read_bytes() != (RTL_DIR / f.name).read_bytes())
 
 
 def ensure_converted(build: str | Path, model_dir: str | Path, progress: bool = True) -> Path:

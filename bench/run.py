@@ -83,13 +83,23 @@ def bench_timing() -> dict:
     return placed_and_routed(shipped_build())
 
 
-def bench_timing_resnet8() -> dict:
-    """ResNet-8 (`resnet8_ref`) as `reference_models` converts it for a PYNQ-Z2, its stages placed
-    and routed (``placed_and_routed``; 23 units, about 20 minutes cold)."""
+def reference_placed_and_routed(name: str) -> dict:
+    """The reference shape ``name`` as `reference_models` converts it for a PYNQ-Z2 (the same build
+    folder), its stages placed and routed (``placed_and_routed``)."""
     from edgefpga.hw.convert import ensure_converted
     from edgefpga.models.card import ZOO
 
-    return placed_and_routed(ensure_converted(ROOT / "build" / "resnet8_ref_pynq-z2", ZOO / "resnet8_ref"))
+    return placed_and_routed(ensure_converted(ROOT / "build" / f"{name}_pynq-z2", ZOO / name))
+
+
+def bench_timing_resnet8() -> dict:
+    """ResNet-8's stages placed and routed (22 units, about 5-20 minutes cold)."""
+    return reference_placed_and_routed("resnet8_ref")
+
+
+def bench_timing_mobilenet() -> dict:
+    """MobileNet-V1 0.25's stages placed and routed (about 30 units, an hour cold on one core)."""
+    return reference_placed_and_routed("mobilenet_v1_025_ref")
 
 
 def bench_ros_soak() -> dict:
@@ -171,7 +181,8 @@ def bench_qat() -> dict:
     return run()
 
 
-BENCHES = {"fit": bench_fit, "qat": bench_qat, "timing": bench_timing, "timing_resnet8": bench_timing_resnet8, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
+BENCHES = {"fit": bench_fit, "qat": bench_qat, "timing": bench_timing, "timing_resnet8": bench_timing_resnet8,
+           "timing_mobilenet": bench_timing_mobilenet, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,
            "federated_secagg": bench_federated_secagg, "detector": bench_detector}

@@ -24,30 +24,56 @@ def fits_cell(row: dict) -> str:
     return f"{text}; **over the 80 % bar**: {over}; fits {', '.join(boards) or 'none of the larger boards'}"
 
 
-def reference_row(name: str, row: dict) -> str:
+# the placed-and-routed stages of each reference shape's PYNQ-Z2 build (bench/run.py timing_<...>)
+TIMING_RESULTS = {"resnet8_ref": "timing_resnet8.json", "mobilenet_v1_025_ref": "timing_mobilenet.json"}
+
+
+def placed_clock(name: str, row: dict) -> tuple[str, str, str]:
+    """(slowest stage's fmax cell, frames/s cell at min(that fmax, the board clock), the timing
+    result's commit) from the shape's timing bench, or "not placed" cells when there is none for
+    this board's build: a rate is only quoted at a clock place and route has shown."""
+    path = RESULTS / TIMING_RESULTS.get(name, "-")
+    timing = json.loads(path.read_text()) if path.is_file() else None
+    if timing is None or not timing.get("build", "").endswith(f"{name}_{row['board']}"):
+        return "not placed", "", ""
+    fmax = timing["min_fmax_mhz"]
+    clock = min(fmax, row["clock_mhz"])
+    fps = clock * 1e6 / row["ii_cycles"]
+    return (f"{fmax:.1f} ({timing['slowest_stage']})", f"{fps:,.0f} at {clock:.1f} MHz",
+            f"{path.name} {timing.get('commit', '?')}")
+
+
+def reference_row(name: str, row: dict, sources: list[str]) -> str:
     if "refused" in row:
         reason = row["refused"].split(" does not fit ", 1)[-1]
-        return f"| {name} | refused by convert: does not fit {reason} | | | | | | | |"
+        return f"| {name} | refused by convert: does not fit {reason} | | | | | | | | | |"
     fits = row["resources"]["fits_within_80_percent"]
     rate = f"{row['fps_at_clock']:,.0f}" if fits else "(does not fit: no rate quoted)"
+    fmax, placed_rate, source = placed_clock(name, row)
+    if source:
+        sources.append(source)
+    placed_rate = placed_rate if fits else ""
     errors = ", ".join(f"{k} {v:+.0%}" for k, v in row.get("predicted", {}).get("error_vs_yosys", {}).items()
                        if v is not None)
     return (f"| {name} | {row['rtl_bit_exact_frames']} of {row['frames']} | {row['emulator_bit_exact_frames']} of "
             f"{row['frames']} | {row['ii_cycles']:,} | {row['ii_over_roofline']} | {row['latency_cycles']:,} | "
-            f"{rate} | {fits_cell(row)} | {errors} |")
+            f"{rate} | {fmax} | {placed_rate} | {fits_cell(row)} | {errors} |")
 
 
 def reference_models() -> str:
     data = json.loads((RESULTS / "reference_models.json").read_text())
     lines = ["| shape | RTL bit-exact | emulator = integer model | II (cycles) | x roofline | latency (cycles) | "
-             "frames/s at the nominal 100 MHz (not placed) | Yosys, share of the board | predicted - Yosys |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "frames/s at the nominal clock (not placed) | slowest stage placed on the ECP5, MHz | frames/s at the "
+             "placed clock (capped at the nominal) | Yosys, share of the board | predicted - Yosys |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    sources: list[str] = []
     for name, row in data["models"].items():
-        lines.append(reference_row(name, row))
+        lines.append(reference_row(name, row, sources))
         alt = row.get("on_smallest_board_that_holds_it")
         if alt:
-            lines.append(reference_row(f"{name} on {alt['board']}", alt))
-    return "\n".join(lines) + f"\n\n(bench/results/reference_models.json, commit {data.get('commit', '?')})"
+            lines.append(reference_row(f"{name} on {alt['board']}", alt, sources))
+    return "\n".join(lines) + (f"\n\n(bench/results/reference_models.json, commit {data.get('commit', '?')}"
+                               + "".join(f"; {s}" for s in sources) + ")")
 
 
 TABLES = {"reference_models": reference_models}

@@ -28,8 +28,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from .boards import BOARDS, Board
-from .graph import attr
-from .layers import kind_model
+from .layers import kind_model, op_kind
 from .layers.base import Resources, divisors, total
 from .onnx_check import ConversionError
 
@@ -215,53 +214,11 @@ def format_fit(fit: dict) -> str:
 
 # ---- the network's layers ---------------------------------------------------------------------
 
-def dense_input(model: ModelWrapper, matmul) -> tuple[int, int, tuple[int, int]]:
-    """(channels per pixel, pixels, map shape) of the stream a dense layer reads: the map it was
-    flattened from, or one vector."""
-    producer = model.find_producer(matmul.input[0])
-    if producer is not None and producer.op_type == "Flatten":
-        shape = model.get_tensor_shape(producer.input[0])
-        if len(shape) == 4:
-            return shape[1], shape[2] * shape[3], (shape[2], shape[3])
-    return model.get_tensor_shape(matmul.input[0])[-1], 1, (1, 1)
-
-
-def window_geometry(node, kernel) -> dict:
-    strides = attr(node, "strides", [1, 1])
-    pads = attr(node, "pads", [0, 0, 0, 0])
-    return {"kernel": tuple(kernel), "stride": (strides[0], strides[1]), "pads": (pads[0], pads[1])}
-
-
 def layer_sizes(model: ModelWrapper) -> list[LayerPlan]:
-    """Every layer whose cost depends on its lanes (conv, dense, global pool) or is fixed (window pool)."""
-    layers = []
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            weight = model.get_initializer(node.input[1])
-            _, c, h, w = model.get_tensor_shape(node.input[0])
-            _, oc, oh, ow = model.get_tensor_shape(node.output[0])
-            kind = "depthwise" if attr(node, "group", 1) != 1 else "conv"
-            layers.append(LayerPlan(node.name, kind, oh, oh * ow, c, oc, in_pixels=h * w,
-                                    macs=oh * ow * int(weight.size), params=int(weight.size) + oc, op=node.op_type,
-                                    in_shape=(h, w), out_shape=(oh, ow),
-                                    **window_geometry(node, weight.shape[2:])))
-        elif node.op_type == "MatMul":
-            weight = model.get_initializer(node.input[1])
-            c, npix, shape = dense_input(model, node)
-            layers.append(LayerPlan(node.name, "dense", 1, 1, c, weight.shape[1], (1, 1), npix, int(weight.size),
-                                    int(weight.size) + weight.shape[1], op=node.op_type, in_shape=shape))
-        elif node.op_type in ("MaxPool", "AveragePool"):
-            _, c, h, w = model.get_tensor_shape(node.input[0])
-            _, _, oh, ow = model.get_tensor_shape(node.output[0])
-            kernel = tuple(attr(node, "kernel_shape"))
-            kind = "gpool" if kernel == (h, w) and not any(attr(node, "pads", [0])) else "fixed"
-            layers.append(LayerPlan(node.name, kind, oh, oh * ow, c, c, in_pixels=h * w, op=node.op_type,
-                                    in_shape=(h, w), out_shape=(oh, ow), **window_geometry(node, kernel)))
-        elif node.op_type == "Resize":
-            from .layers.resize import layer_plan
-
-            layers.append(layer_plan(model, node))
-    return layers
+    """Every layer whose cost depends on its lanes (conv, dense, global pool) or is fixed (window
+    pool, resize): the row its kind's hardware model gives (``layer_plan``), in graph order."""
+    kinds = [(node, op_kind(node.op_type)) for node in model.graph.node]
+    return [kind.layer_plan(model, node) for node, kind in kinds if hasattr(kind, "layer_plan")]
 
 
 # ---- lanes ----------------------------------------------------------------------------------------

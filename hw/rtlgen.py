@@ -24,9 +24,9 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from .graph import is_residual
-from .layers import act, add, affine, concat, conv, dense, gpool, pool, resize
+from .layers import op_kind
 from .layers.stage import Stage, StreamInfo, hex_word, saturation
-from .plan import LayerPlan, NetworkPlan, Widths
+from .plan import NetworkPlan, Widths
 from .precision import Precisions, fused_activation, sole_consumer
 
 RTL_DIR = Path(__file__).resolve().parent / "rtl"
@@ -55,36 +55,17 @@ def layer_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> tuple
     fused = {fused_activation(model, n).name for n in model.graph.node if fused_activation(model, n) is not None}
     stages: list[Stage] = []
 
-    def source(tensor: str) -> StreamInfo:
-        return streams[alias.get(tensor, tensor)]
-
     for node in model.graph.node:
         if node.op_type == "Flatten":
             alias[node.output[0]] = alias.get(node.input[0], node.input[0])
             continue
         if node.name in fused or (node.op_type == "Add" and not is_residual(model, node)):
             continue  # computed by the stage before it, whose stream carries this node's output
-        x = source(node.input[0])
-        if node.op_type == "Conv":
-            stage = conv.stage(model, p, node, x, plan.layers[node.name])
-        elif node.op_type == "BatchNormalization":
-            stage = affine.stage(model, p, node, x)
-        elif node.op_type in ("MaxPool", "AveragePool"):
-            kind = gpool if gpool.is_global(node, x) else pool
-            stage = kind.stage(model, p, node, x, plan.layers.get(node.name, LayerPlan(node.name)))
-        elif node.op_type in ("Relu", "Clip", "LeakyRelu", "HardSwish"):
-            stage = act.stage(model, p, node, x)
-        elif node.op_type == "Resize":
-            stage = resize.stage(model, p, node, x)
-        elif node.op_type == "MatMul":
-            stage = dense.stage(model, p, node, x, plan.layers[node.name])
-        elif is_residual(model, node):
-            stage = add.stage(model, p, node, x, source(node.input[1]))
-        elif node.op_type == "Concat":
-            stage = concat.stage(model, p, node, x, source(node.input[1]))
-        else:
+        kind = op_kind(node.op_type)
+        if kind is None:
             raise ValueError(f"{node.name} ({node.op_type}): no RTL module for this layer")
         ins = [alias.get(t, t) for t in node.input if alias.get(t, t) in streams]
+        stage = kind.stage(model, p, node, [streams[t] for t in ins], plan.layers.get(node.name))
         stage.inputs = [("a", ins[0]), ("b", ins[1])] if stage.module in JOIN_MODULES else [("in", ins[0])]
         out = stage.output
         streams[out] = stream_of(model, out, stage.out_channels, stage.out_bits)

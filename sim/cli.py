@@ -48,6 +48,9 @@ def verify_lines(result: dict) -> list[str]:
                      f"latency {rtl['latency_cycles']:,} cycles, II {rtl['ii_cycles']:,} cycles "
                      f"({rtl['ii_over_roofline']}x roofline, planned {rtl['planned_ii_cycles']:,}), "
                      f"{rtl['fps_at_clock']:,} frames/s at the board's nominal clock (not placed and routed)")
+        if "fps_at_placed_clock" in rtl:
+            lines.append(f"  {rtl['fps_at_placed_clock']:,} frames/s at {rtl['placed_clock_mhz']:g} MHz, the clock "
+                         f"place and route has shown ({rtl['placed_clock_source']}; capped at the nominal clock)")
     fit = result.get("fit")
     if fit:
         from edgefpga.hw.plan import format_fit

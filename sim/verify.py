@@ -274,6 +274,18 @@ def default_images(build_dir: Path, report: dict) -> str | None:
     return "elpv:test" if report["model"].get("dataset") == "ELPV" else None
 
 
+def rate_at_placed_clock(rtl: dict, timing: dict) -> dict:
+    """The frame rate at the clock place and route has shown: the slowest stage's fmax, capped at
+    the board's nominal clock (issue 29 item 5: never a clock the router has not shown). Empty
+    when the RTL run failed or a stage could not be placed."""
+    fmax = timing.get("min_fmax_mhz")
+    if "ii_cycles" not in rtl or fmax is None or timing.get("unmeasured"):
+        return {}
+    clock = min(fmax, timing["target_mhz"])
+    return {"placed_clock_mhz": clock, "placed_clock_source": f"slowest stage {timing['slowest_stage']} on the "
+            f"{timing['device']}", "fps_at_placed_clock": round(clock * 1e6 / rtl["ii_cycles"], 1)}
+
+
 def verify(build_dir: str | Path, images: str | None = None, limit: int | None = None,
            emulator_only: bool = False, progress: bool = True, resources: bool = False, jobs: int = 1,
            accept_edits: bool = False, agreement: float | None = None, sample: int | None = None,
@@ -321,6 +333,7 @@ def verify(build_dir: str | Path, images: str | None = None, limit: int | None =
 
             result["timing"] = timing_report(build_dir / "rtl", report["board"]["clock_mhz"], jobs=jobs,
                                              progress=progress)
+            result["rtl"].update(rate_at_placed_clock(result["rtl"], result["timing"]))
     bar = agreement if agreement is not None else report["precision_search"]["criterion"]["agreement"]
     result["agreement_bar"] = bar
     result["failed"] = judge(result, bar)

@@ -1,8 +1,9 @@
 """One hardware model per layer kind (DESIGN.md contract 8): each Verilog module of ``hw/rtl``
 has one Python module here that owns its capability rule (its rows of the table and their
 checks: ``CAPABILITIES``, on ``rule.py``), its lanes, cycles per frame, planning parameters,
-resources (fitted on Yosys: ``sim/calibrate.py``), its RTL instance (``stage()``, on
-``stage.py``), its precision (``OPS``, the canonical graph's ops it computes; ``knobs()``, the
+resources (fitted on Yosys: ``sim/calibrate.py``), its planner row where the planner prices it
+(``layer_plan(model, node)``), its RTL instance (``stage(model, p, node, inputs, lanes)``, on
+``stage.py``: ``inputs`` the streams it reads, ``lanes`` its planner row or None), its precision (``OPS``, the canonical graph's ops it computes; ``knobs()``, the
 types the search sets; ``derive_types()``, the types that follow from them) and its hls4ml
 configuration (``hls_precision()``; where hls4ml 1.3 needs a workaround, ``hls_graph()`` before
 and ``patch_hls_model()`` after its conversion). The capability check (hw/capabilities.py

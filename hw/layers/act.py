@@ -67,8 +67,9 @@ def clip_params(lo: int, hi: int, x_t) -> dict:
     return dict(CLO=min(max(lo, xlo), hi), CHI=max(min(hi, xhi), lo))
 
 
-def stage(model, p, node, x: StreamInfo) -> Stage:
+def stage(model, p, node, inputs: list[StreamInfo], lanes=None) -> Stage:
     """ef_act: a LeakyRelu, a HardSwish, or a Relu / Clip with nothing before it to fuse into."""
+    x = inputs[0]
     x_t, out_t = p.tensors[node.input[0]], p.tensors[node.output[0]]
     omin, omax = grid_range(out_t)
     if node.op_type == "LeakyRelu":

@@ -56,8 +56,9 @@ def resources(module: str, params: dict) -> Resources:
 
 # ---- the RTL instance ------------------------------------------------------------------------
 
-def stage(model, p, node, a: StreamInfo, b: StreamInfo) -> Stage:
+def stage(model, p, node, inputs: list[StreamInfo], lanes=None) -> Stage:
     """ef_add: both branches shifted to common fractional bits, one rounding cast."""
+    a, b = inputs
     a_t, b_t = p.tensors[node.input[0]], p.tensors[node.input[1]]
     tensor, out_t, omin, omax = saturation(model, p, node)
     frac = max(a_t.frac, b_t.frac, out_t.frac)

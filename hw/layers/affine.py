@@ -42,8 +42,9 @@ def resources(module: str, params: dict) -> Resources:
 
 # ---- the RTL instance ------------------------------------------------------------------------
 
-def stage(model, p, node, x: StreamInfo) -> Stage:
+def stage(model, p, node, inputs: list[StreamInfo], lanes=None) -> Stage:
     """ef_affine: a BatchNormalization (the input normalization, or any per-channel scale and shift)."""
+    x = inputs[0]
     x_t = p.tensors[node.input[0]]
     s_t, b_t = p.layers[node.name]["scale"], p.layers[node.name]["bias"]
     tensor, out_t, omin, omax = saturation(model, p, node)

@@ -65,8 +65,9 @@ def derive_types(model, node, p, by_tensor: dict) -> None:
 
 # ---- the RTL instance ------------------------------------------------------------------------
 
-def stage(model, p, node, a: StreamInfo, b: StreamInfo) -> Stage:
+def stage(model, p, node, inputs: list[StreamInfo], lanes=None) -> Stage:
     """ef_concat: a's channels then b's, each aligned to the output's fractional bits."""
+    a, b = inputs
     a_t, b_t, out_t = p.tensors[node.input[0]], p.tensors[node.input[1]], p.tensors[node.output[0]]
     params = dict(C_A=a.channels, AW_=a_t.width, ASIGNED=int(a_t.signed), ALIGN_A=out_t.frac - a_t.frac,
                   C_B=b.channels, BW_=b_t.width, BSIGNED=int(b_t.signed), ALIGN_B=out_t.frac - b_t.frac,

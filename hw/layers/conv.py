@@ -15,7 +15,7 @@ from ..precision import drop_unused_fraction, exact_accumulator, fused_result, p
 from .base import Resources, clog2, divisors, hls_entries
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
 from .rule import MAX_KERNEL, MAX_STRIDE, Capability, GraphView, Refusal, attribute, check_spatial
-from .stage import (Stage, StreamInfo, Window, align, aligned_weights, hex_word, saturation, to_int,
+from .stage import (Stage, StreamInfo, Window, align, aligned_weights, hex_word, saturation, to_int, window_geometry,
                     window_need, window_params)
 
 MODULES = ("ef_conv2d",)
@@ -180,10 +180,24 @@ def resources(module: str, params: dict) -> Resources:
     return predict(module, model(module, params))
 
 
+def layer_plan(model, node):
+    """The planner's row of a convolution (``kind`` conv or depthwise; the planner gives it lanes)."""
+    from ..plan import LayerPlan
+
+    weight = model.get_initializer(node.input[1])
+    _, c, h, w = model.get_tensor_shape(node.input[0])
+    _, oc, oh, ow = model.get_tensor_shape(node.output[0])
+    kind = "depthwise" if attr(node, "group", 1) != 1 else "conv"
+    return LayerPlan(node.name, kind, oh, oh * ow, c, oc, in_pixels=h * w, macs=oh * ow * int(weight.size),
+                     params=int(weight.size) + oc, op=node.op_type, in_shape=(h, w), out_shape=(oh, ow),
+                     **window_geometry(node, weight.shape[2:]))
+
+
 # ---- the RTL instance ------------------------------------------------------------------------
 
-def stage(model, p, node, x: StreamInfo, lanes) -> Stage:
+def stage(model, p, node, inputs: list[StreamInfo], lanes) -> Stage:
     """ef_conv2d: ROM words in the engine's step order; depthwise lanes take one channel each."""
+    x = inputs[0]
     x_t = p.tensors[node.input[0]]
     w_t, b_t, acc_t = (p.layers[node.name][k] for k in ("weight", "bias", "accum"))
     weight, ww = aligned_weights(model, node.input[1], x_t, w_t, acc_t)  # (OC, C/group, KH, KW)

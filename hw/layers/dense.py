@@ -87,9 +87,31 @@ def resources(module: str, params: dict) -> Resources:
     return predict(module, model(module, params))
 
 
-def stage(model, p, matmul, x: StreamInfo, lanes) -> Stage:
+def dense_input(model, matmul) -> tuple[int, int, tuple[int, int]]:
+    """(channels per pixel, pixels, map shape) of the stream a dense layer reads: the map it was
+    flattened from, or one vector."""
+    producer = model.find_producer(matmul.input[0])
+    if producer is not None and producer.op_type == "Flatten":
+        shape = model.get_tensor_shape(producer.input[0])
+        if len(shape) == 4:
+            return shape[1], shape[2] * shape[3], (shape[2], shape[3])
+    return model.get_tensor_shape(matmul.input[0])[-1], 1, (1, 1)
+
+
+def layer_plan(model, matmul):
+    """The planner's row of a dense layer (MatMul; its bias Add is no layer of its own)."""
+    from ..plan import LayerPlan
+
+    weight = model.get_initializer(matmul.input[1])
+    c, npix, shape = dense_input(model, matmul)
+    return LayerPlan(matmul.name, "dense", 1, 1, c, weight.shape[1], (1, 1), npix, int(weight.size),
+                     int(weight.size) + weight.shape[1], op=matmul.op_type, in_shape=shape)
+
+
+def stage(model, p, matmul, inputs: list[StreamInfo], lanes) -> Stage:
     """ef_dense reading the (C, H, W) map it was flattened from as a pixel stream: its weight
     rows, in NCHW flatten order in the graph, are visited in stream (NHWC) order."""
+    x = inputs[0]
     add = sole_consumer(model, matmul.output[0])
     x_t = p.tensors[matmul.input[0]] or p.tensors[model.find_producer(matmul.input[0]).input[0]]
     w_t, b_t, acc_t = (p.layers[matmul.name][k] for k in ("weight", "bias", "accum"))

@@ -81,9 +81,10 @@ def is_global(node, x: StreamInfo) -> bool:
     return window.kernel == (x.h, x.w) and not any(window.pads)
 
 
-def stage(model, p, node, x: StreamInfo, lanes) -> Stage:
+def stage(model, p, node, inputs: list[StreamInfo], lanes) -> Stage:
     """ef_gpool: a max or average over the whole map (a pool whose window is the map), CI channels
     folded per cycle; its output waits for the frame's last pixel."""
+    x = inputs[0]
     x_t = p.tensors[node.input[0]]
     if node.op_type == "MaxPool":
         params, out_t = dict(MODE=0, OW=x_t.width, OMIN=grid_range(x_t)[0], OMAX=grid_range(x_t)[1]), x_t

@@ -14,7 +14,8 @@ from .base import Resources, clog2, hls_entries
 from .conv import line_buffer_rows
 from .estimate import Model, dsp_per_product, map_memory, predict
 from .rule import Capability, GraphView, Refusal, attribute, check_ceil_mode, check_spatial, text
-from .stage import Stage, StreamInfo, Window, average_params, grid_range, window_need, window_params
+from .stage import (Stage, StreamInfo, Window, average_params, grid_range, window_geometry, window_need,
+                    window_params)
 
 MODULES = ("ef_pool2d",)
 KINDS = ("fixed",)
@@ -108,9 +109,27 @@ def resources(module: str, params: dict) -> Resources:
     return predict(module, model(module, params))
 
 
-def stage(model, p, node, x: StreamInfo, lanes=None) -> Stage:
+def layer_plan(model, node):
+    """The planner's row of a pool: ``gpool`` (a window over the whole unpadded map, which takes
+    lanes) or ``fixed`` (one window position per cycle)."""
+    from ..plan import LayerPlan
+
+    _, c, h, w = model.get_tensor_shape(node.input[0])
+    _, _, oh, ow = model.get_tensor_shape(node.output[0])
+    kernel = tuple(attr(node, "kernel_shape"))
+    kind = "gpool" if kernel == (h, w) and not any(attr(node, "pads", [0])) else "fixed"
+    return LayerPlan(node.name, kind, oh, oh * ow, c, c, in_pixels=h * w, op=node.op_type, in_shape=(h, w),
+                     out_shape=(oh, ow), **window_geometry(node, kernel))
+
+
+def stage(model, p, node, inputs: list[StreamInfo], lanes=None) -> Stage:
     """ef_pool2d: a max or average over each window (an average divides exactly, ef_average.vh);
-    no lanes (one window position per cycle)."""
+    no lanes (one window position per cycle). A window over the whole map is gpool's kind."""
+    from . import gpool  # builds on this module's average model
+
+    x = inputs[0]
+    if gpool.is_global(node, x):
+        return gpool.stage(model, p, node, inputs, lanes)
     x_t = p.tensors[node.input[0]]
     window = Window.of(node)
     count = window.kernel[0] * window.kernel[1]

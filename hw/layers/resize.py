@@ -264,9 +264,11 @@ def is_canonical(model, node: onnx.NodeProto) -> bool:
 
 # ---- the RTL instance ------------------------------------------------------------------------
 
-def stage(model, p, node, x, lanes=None):
+def stage(model, p, node, inputs, lanes=None):
     """ef_resize: each pixel KW times, each row KH times (a row buffer replays it)."""
     from .stage import Stage
+
+    x = inputs[0]
 
     kh, kw = factors_of(model, node)
     x_t = p.tensors[node.input[0]]

@@ -130,3 +130,12 @@ def average_params(p: Precisions, node, x_t: FixedType, count: int) -> tuple[dic
     # the sum's width (with sign): wider accumulators cost registers and adders per channel
     return dict(MODE=1, OW=out_t.width, ALIGN=align_bits, SHIFT=acc_t.frac - out_t.frac,
                 SUMW=window_sum.bit_length() + 1, DIV_M=m, DIV_SH=sh, OMIN=omin, OMAX=omax), out_t
+
+
+def window_geometry(node: onnx.NodeProto, kernel) -> dict:
+    """The planner's window fields of a Conv or pool node (kernel, strides, leading pads)."""
+    from ..graph import attr
+
+    strides = attr(node, "strides", [1, 1])
+    pads = attr(node, "pads", [0, 0, 0, 0])
+    return {"kernel": tuple(kernel), "stride": (strides[0], strides[1]), "pads": (pads[0], pads[1])}

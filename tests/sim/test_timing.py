@@ -10,7 +10,7 @@ import pytest
 
 from edgefpga.hw.rtlgen import RTL_DIR
 from edgefpga.sim import timing
-from edgefpga.sim.verify import judge
+from edgefpga.sim.verify import judge, rate_at_placed_clock
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +101,17 @@ def test_a_stage_beyond_the_part_is_reported_not_crashed():
                                       {"fmax_mhz": 120.0, "fits_part": True}], 100.0, 1.0)
     assert result["stages"] == {"Conv_9": None, "Conv_8": 120.0} and result["min_fmax_mhz"] == 120.0
     assert not result["meets_target"] and "Conv_9" in result["unmeasured"]
+
+
+def test_the_rate_is_quoted_at_the_clock_place_and_route_has_shown():
+    rtl = {"ii_cycles": 40_000}
+    slow = rate_at_placed_clock(rtl, measured({"Conv_0": 180.0, "Conv_1": 83.4}))
+    assert slow["placed_clock_mhz"] == 83.4 and slow["fps_at_placed_clock"] == 2085.0
+    assert "Conv_1" in slow["placed_clock_source"] and timing.DEVICE in slow["placed_clock_source"]
+    fast = rate_at_placed_clock(rtl, measured({"Conv_0": 180.0}))
+    assert fast["placed_clock_mhz"] == 100.0 and fast["fps_at_placed_clock"] == 2500.0  # never above the nominal
+    units = [timing.Unit("Conv_9", "ef_conv2d", {}, ""), timing.Unit("Conv_8", "ef_conv2d", {}, "")]
+    unplaced = timing.summarize(units, [{"fits_part": False, "detail": "does not fit the LFE5UM-85F"},
+                                        {"fmax_mhz": 120.0, "fits_part": True}], 100.0, 1.0)
+    assert rate_at_placed_clock(rtl, unplaced) == {}  # a stage not placed: no clock shown
+    assert rate_at_placed_clock({"error": "harness failed"}, measured({"Conv_0": 180.0})) == {}

@@ -17,3 +17,23 @@ def test_reference_cards_have_mlperf_sizes():
     assert 75_000 <= resnet["params"] <= 80_000 and 12_000_000 <= resnet["macs"] <= 13_000_000
     mobilenet = json.loads((ZOO / "mobilenet_v1_025_ref" / "card.json").read_text())
     assert 200_000 <= mobilenet["params"] <= 230_000 and mobilenet["input"]["shape"] == [1, 3, 96, 96]
+
+
+def test_mobilenet_shape_is_trained_on_elpv_by_the_recorded_recipe():
+    """MobileNet's shape carries ELPV-trained weights (random ones left near-tie logits that made
+    its searched widths, and its PYNQ-Z2 fit, swing between machines): its card names the recipe
+    it was built with and the one score on the 654 test cells, above the majority class's 0.688;
+    ResNet-8 stays a random shape with no test metrics."""
+    from dataclasses import asdict
+
+    from edgefpga.models import elpv
+    from edgefpga.models.card import load_card
+    from edgefpga.models.reference import REFERENCES, TRAINING
+
+    mobilenet = load_card(ZOO / "mobilenet_v1_025_ref")
+    assert REFERENCES["mobilenet_v1_025_ref"].trained and mobilenet.classes == elpv.CLASSES
+    assert mobilenet.raw["dataset"]["name"] == "ELPV" and mobilenet.raw["dataset"]["training"] == asdict(TRAINING)
+    test = mobilenet.raw["metrics"]["test"]
+    assert test["n"] == 654 and test["accuracy"] > 0.75 and test["balanced_accuracy"] > 0.6
+    resnet = load_card(ZOO / "resnet8_ref")
+    assert not REFERENCES["resnet8_ref"].trained and resnet.raw["metrics"]["test"] is None

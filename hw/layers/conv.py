@@ -105,7 +105,7 @@ def read_regs(params: dict) -> dict[str, int]:
     return {"LB_WORD_REG": word_reg, "LB_OUT_REG": word_reg, "WROM_OUT_REG": int(weight_rom(params).kind == "block")}
 
 
-LUT_PART_BITS = 3  # weight bits per part of a shift-and-add multiplier (hw/rtl/ef_conv2d.v PB)
+LUT_PART_BITS = 2  # weight bits per part of a shift-and-add multiplier (hw/rtl/ef_conv2d.v PB)
 
 
 def adder_tree(terms: int, pw: int, accw: int, per_stage: int = 2) -> tuple[int, int, int]:
@@ -128,7 +128,7 @@ def model(module: str, params: dict) -> Model:
     read ports; its word registered, and again (LB_OUT_REG), or outside block RAM its address: LB_WORD_REG), the weight ROM (one word of PO*KP*CI weights per step,
     registered again where it is block RAM: WROM_OUT_REG) and bias ROM (one word of PO biases per group);
     either second register builds stage B2, where the whole step waits one cycle; PO*KP*CI multipliers (DSP48s, or shift-and-add logic with USE_DSP=0, in
-    parts of LUT_PART_BITS weight bits), the pipeline: the read slice and the weights registered,
+    parts of LUT_PART_BITS weight bits, one adder level each), the pipeline: the read slice and the weights registered,
     the products (or parts) registered, each lane's adder tree registered after every level (DSP products) or every two (LUT), PO
     accumulators, the requantization in two registered steps, and one output register of OC
     channels (the groups shifted into it)."""

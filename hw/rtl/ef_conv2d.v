@@ -151,7 +151,7 @@ module ef_conv2d #(
     wire a_group_last = (group == GROUPS - 1);
 
     localparam PW = XW + 1 + WW;               // a product of a widened input and a weight
-    localparam PB = 3;                         // weight bits per part of a LUT multiplier (2 adder levels)
+    localparam PB = 2;                         // weight bits per part of a LUT multiplier (one adder level)
     localparam NPART = USE_DSP ? 1 : (WW + PB - 1) / PB;   // terms per product
     localparam NT = KP * CI * NPART;           // terms a lane's tree adds
     localparam TL = (NT > 1) ? $clog2(NT) : 0; // adder levels

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefpga.hw.layers.base import CALIBRATION_DIR
-from edgefpga.hw.layers.conv import line_buffer_regs
+from edgefpga.hw.layers.conv import read_regs
 from edgefpga.hw.layers.stage import exact_divider
 from edgefpga.hw.rtlgen import INCLUDE_FILES, RTL_DIR
 from edgefpga.progress import progress_bar
@@ -59,7 +59,7 @@ def conv(h, w, c, oc, k, ci, po, kp=1, *, s=1, p=None, dw=0, xw=8, ww=8, accw=24
                   **relu_cast(ow))
     if not dsp:
         params["USE_DSP"] = 0
-    params.update(line_buffer_regs(params))  # as hw/layers/conv.py's stage() sets them
+    params.update(read_regs(params))  # as hw/layers/conv.py's stage() sets them
     return params
 
 

@@ -53,7 +53,7 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
                 CI=layer.ci, PO=layer.po, KP=layer.kp, DW=int(layer.kind == "depthwise"), XW=widths.xw,
                 XSIGNED=int(widths.x_signed), WW=widths.ww, ACCW=widths.accw, OW=widths.ow,
                 USE_DSP=int(use_dsp))
-    params.update(line_buffer_regs(params))
+    params.update(read_regs(params))
     return params
 
 
@@ -78,17 +78,34 @@ def line_buffer_word_reg(params: dict) -> int:
     return int(line_buffer(params).kind == "block")
 
 
-def line_buffer_regs(params: dict) -> dict[str, int]:
-    """The line buffer's read registers as the RTL parameters say them: LB_WORD_REG (above) and,
-    where the word is block RAM's, LB_OUT_REG: the word registered again (the RAM's output
+def steps_per_pixel(params: dict) -> int:
+    """Engine steps per output pixel: the weight ROM's depth (one word per step)."""
+    p = params
+    groups = p["OC"] // p.get("PO", 1)
+    chunks = 1 if p.get("DW", 0) else p["C"] // p.get("CI", 1)
+    return groups * p["KH"] * (p["KW"] // p.get("KP", 1)) * chunks
+
+
+def weight_rom(params: dict):
+    """Where the weight ROM goes (one word of PO*KP*CI weights per step)."""
+    lanes = params.get("PO", 1) * params.get("KP", 1) * params.get("CI", 1)
+    return map_memory(steps_per_pixel(params), lanes * params.get("WW", 8), rom=True)
+
+
+def read_regs(params: dict) -> dict[str, int]:
+    """The memory read registers as the RTL parameters say them: LB_WORD_REG (above); where the
+    line buffer's word is block RAM's, LB_OUT_REG: the word registered again (the RAM's output
     register, DOA_REG/DOB_REG on the xc7), so that the RAM's clock-to-out and the multiplexers
-    between its blocks are not in one cycle with the channel-slice multiplexer. On the ECP5 that
-    cycle limited ResNet-8's Conv_4 and Conv_6 to 92 and 102 MHz (113 and 111 MHz with it: docs/rtl.md)."""
+    between its blocks are not in one cycle with the channel-slice multiplexer (on the ECP5 that
+    cycle limited ResNet-8's Conv_4 and Conv_6 to 92 and 102 MHz, 113 and 111 MHz with it); and
+    where the weight ROM is block RAM, WROM_OUT_REG: its word registered again, so that the RAM's
+    clock-to-out and the route to the multipliers are not one cycle (ResNet-8's Conv_8, whose line
+    buffer is distributed RAM, 98.3 MHz on the ECP5 without it). Either builds stage B2 (docs/rtl.md)."""
     word_reg = line_buffer_word_reg(params)
-    return {"LB_WORD_REG": word_reg, "LB_OUT_REG": word_reg}
+    return {"LB_WORD_REG": word_reg, "LB_OUT_REG": word_reg, "WROM_OUT_REG": int(weight_rom(params).kind == "block")}
 
 
-LUT_PART_BITS = 3  # weight bits per part of a shift-and-add multiplier (hw/rtl/ef_conv2d.v PB)
+LUT_PART_BITS = 2  # weight bits per part of a shift-and-add multiplier (hw/rtl/ef_conv2d.v PB)
 
 
 def adder_tree(terms: int, pw: int, accw: int, per_stage: int = 2) -> tuple[int, int, int]:
@@ -108,9 +125,10 @@ def adder_tree(terms: int, pw: int, accw: int, per_stage: int = 2) -> tuple[int,
 
 def model(module: str, params: dict) -> Model:
     """The instance as structure: the line buffer (R rows x 2**clog2(W) columns of C*XW bits, KP
-    read ports; its word registered, and again (LB_OUT_REG), or outside block RAM its address: LB_WORD_REG), the weight ROM (one word of PO*KP*CI weights per step) and bias ROM (one word of
-    PO biases per group), PO*KP*CI multipliers (DSP48s, or shift-and-add logic with USE_DSP=0, in
-    parts of LUT_PART_BITS weight bits), the pipeline: the read slice and the weights registered,
+    read ports; its word registered, and again (LB_OUT_REG), or outside block RAM its address: LB_WORD_REG), the weight ROM (one word of PO*KP*CI weights per step,
+    registered again where it is block RAM: WROM_OUT_REG) and bias ROM (one word of PO biases per group);
+    either second register builds stage B2, where the whole step waits one cycle; PO*KP*CI multipliers (DSP48s, or shift-and-add logic with USE_DSP=0, in
+    parts of LUT_PART_BITS weight bits, one adder level each), the pipeline: the read slice and the weights registered,
     the products (or parts) registered, each lane's adder tree registered after every level (DSP products) or every two (LUT), PO
     accumulators, the requantization in two registered steps, and one output register of OC
     channels (the groups shifted into it)."""
@@ -125,15 +143,17 @@ def model(module: str, params: dict) -> Model:
     chunks = 1 if dw else c // ci
     xl = po if dw else ci
     sels = groups if dw else chunks
-    steps = groups * kh * (kw // kp) * chunks
+    steps = steps_per_pixel(p)
     pw = xw + 1 + ww
     parts = 1 if use_dsp else -(-ww // LUT_PART_BITS)
     nt = kp * ci * parts
     tw, adders, tree_words = adder_tree(nt, pw, accw, 1 if use_dsp else 2)
     lb = line_buffer(p)
     word_reg = p.get("LB_WORD_REG", 1)
-    out_reg = word_reg and p.get("LB_OUT_REG", 0)  # stage B2: the word, weights and step flags again
-    wrom = map_memory(steps, lanes * ww, rom=True)
+    # stage B2: the line buffer's word (or, where its address is registered, the step's slice), the
+    # weights and the step's flags again
+    b2 = bool((word_reg and p.get("LB_OUT_REG", 0)) or p.get("WROM_OUT_REG", 0))
+    wrom = weight_rom(p)
     brom = map_memory(groups, po * accw, rom=True)
     m = Model()
     m.exact = Resources(dsp=lanes * dsp_per_product(xw + 1, ww) if use_dsp else 0,
@@ -164,9 +184,9 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "weights_lut", (not use_dsp) * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
     m.add("ff", "weights_dsp", use_dsp * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
     m.add("ff", "operands", kp * xl * xw + lanes * ww)  # the step's slice and weights, registered again
-    m.add("ff", "b2_words", out_reg * kp * c * xw)
-    m.add("ff", "b2_weights", out_reg * lanes * ww)
-    m.add("ff", "b2_flags", out_reg * (5 + clog2(groups) + clog2(sels) + kp))
+    m.add("ff", "b2_words", b2 * kp * (c if word_reg else xl) * xw)
+    m.add("ff", "b2_weights", b2 * lanes * ww)
+    m.add("ff", "b2_flags", b2 * (5 + clog2(groups) + clog2(sels) + kp * word_reg))
     m.add("ff", "terms_lut", (not use_dsp) * po * nt * pw)
     m.add("ff", "terms_dsp", use_dsp * po * nt * pw)
     m.add("ff", "tree", po * tree_words * tw)
@@ -220,7 +240,7 @@ def stage(model, p, node, inputs: list[StreamInfo], lanes) -> Stage:
     params = dict(window_params(window, x.h, x.w), C=c, OC=oc, CI=ci, PO=po, KP=kp, DW=int(depthwise),
                   XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww, ACCW=acc_t.width, SHIFT=shift,
                   OW=out_t.width, OMIN=omin, OMAX=omax)
-    params.update(line_buffer_regs(params))
+    params.update(read_regs(params))
     return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
                  out_t.width, lanes.cycles, lanes.multipliers, node.name, window_need(window, x.h, x.w))
 

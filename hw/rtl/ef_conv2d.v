@@ -27,6 +27,7 @@ module ef_conv2d #(
     parameter USE_DSP = 1,                     // 0: multipliers as shift-and-add logic (LUTs), not DSP48s
     parameter LB_WORD_REG = 1,                 // 0: line buffer in distributed RAM: the address registered, not the word
     parameter LB_OUT_REG = 0,                  // 1 (with LB_WORD_REG): the block RAM's word registered again (stage B2)
+    parameter WROM_OUT_REG = 0,                // 1: the weight ROM's word registered again (stage B2, either line buffer form)
     parameter WW = 8, ACCW = 32,
     parameter SHIFT = 8, OW = 8,
     parameter signed [63:0] OMIN = 0,
@@ -104,7 +105,10 @@ module ef_conv2d #(
     // A issues a step (counters; the line-buffer and weight-ROM reads, synchronous, clocked by
     // issue) -> B (the words read) [-> B2 (with LB_OUT_REG: the block RAM's word registered again,
     // the RAM's output register, so that its read and the slice multiplexer are not one cycle;
-    // the step's flags, slice select and weights wait with it)] -> C (the step's channel slice selected and masked, the weights
+    // with WROM_OUT_REG: the weight ROM's word registered again, so that a block RAM's
+    // clock-to-out and the route to the multipliers are not one cycle; either way the whole step
+    // waits: its flags, slice select and weights, and the line buffer's word (or, where its
+    // address is registered, the step's slice already selected))] -> C (the step's channel slice selected and masked, the weights
     // registered again) -> D (the products: a DSP multiplier's, or each shift-and-add multiplier's
     // parts of PB weight bits) -> T (each lane's adder tree, a register after every LPS adder levels)
     // -> E (the accumulator, the only loop: the bias or itself plus the tree's sum) -> F (a group's
@@ -147,7 +151,7 @@ module ef_conv2d #(
     wire a_group_last = (group == GROUPS - 1);
 
     localparam PW = XW + 1 + WW;               // a product of a widened input and a weight
-    localparam PB = 3;                         // weight bits per part of a LUT multiplier (2 adder levels)
+    localparam PB = 2;                         // weight bits per part of a LUT multiplier (one adder level)
     localparam NPART = USE_DSP ? 1 : (WW + PB - 1) / PB;   // terms per product
     localparam NT = KP * CI * NPART;           // terms a lane's tree adds
     localparam TL = (NT > 1) ? $clog2(NT) : 0; // adder levels
@@ -164,13 +168,16 @@ module ef_conv2d #(
     reg [SB-1:0] b_sel;                        // the chunk (or, depthwise, the group) of stage B's step
     reg [PO*KP*CI*WW-1:0] b_w, c_w;
     reg [FW-1:0] c_flags;
-    localparam B2 = LB_WORD_REG && LB_OUT_REG; // stage B2 is built
+    localparam B2 = (LB_WORD_REG && LB_OUT_REG) || WROM_OUT_REG;   // stage B2 is built
     reg [FW-1:0] b2_flags;
     reg [SB-1:0] b2_sel;
     reg [PO*KP*CI*WW-1:0] b2_w;
     wire [FW-1:0] b_flags = {b_valid, b_first, b_last, b_gfirst, b_pixel_end, b_group};
-    wire [FW-1:0] s_flags = B2 ? b2_flags : b_flags;   // the step entering C, its slice select and weights
-    wire [SB-1:0] s_sel = B2 ? b2_sel : b_sel;
+    wire [FW-1:0] s_flags = B2 ? b2_flags : b_flags;   // the step entering C and its weights
+    // the stage whose line-buffer word the slice is selected from: B2 where the word is registered
+    // and B2 is built, else B (the address form selects in B; its slice then waits in B2)
+    localparam B2_WORD = B2 && LB_WORD_REG;
+    wire [SB-1:0] rd_sel = B2_WORD ? b2_sel : b_sel;
     wire [PO*KP*CI*WW-1:0] s_w = B2 ? b2_w : b_w;
     reg [FW*(TS+1)-1:0] t_flags;               // D's flags low, then each tree stage's: the top is E's input
     wire [FW*(TS+2)-1:0] chain = {t_flags, c_flags};
@@ -204,9 +211,9 @@ module ef_conv2d #(
             wire [C*XW-1:0] rd;
             reg rd_inside, rd_inside2;
             always @(posedge clk) if (!stall) begin rd_inside <= in_map; rd_inside2 <= rd_inside; end
-            wire in_map_read = B2 ? rd_inside2 : rd_inside;
+            wire in_map_read = B2_WORD ? rd_inside2 : rd_inside;
             // the step's slice: an indexed part-select (a balanced multiplexer tree), zero in the padding
-            wire [XL*XW-1:0] part = in_map_read ? rd[s_sel * SLICE +: SLICE] : {SLICE{1'b0}};
+            wire [XL*XW-1:0] part = in_map_read ? rd[rd_sel * SLICE +: SLICE] : {SLICE{1'b0}};
             if (LB_WORD_REG) begin : word_reg
                 // the whole word registered (a block RAM's own output register)
                 reg [C*XW-1:0] word, word2;
@@ -214,23 +221,25 @@ module ef_conv2d #(
                     word <= lb[{iy[RB-1:0], ixj[WB-1:0]}];
                     word2 <= word;
                 end
-                assign rd = B2 ? word2 : word;
+                assign rd = B2_WORD ? word2 : word;
                 assign x_step[gj * XL * XW +: XL * XW] = part;
             end else begin : addr_reg
                 // the address registered and the word read asynchronously (distributed RAM), so
                 // that only the step's slice is held: XL*XW flip-flops instead of C*XW. The slice
                 // is caught the cycle after the issue, as the row may be overwritten while the
                 // pipeline stalls (the data-register form caught the whole word at the issue).
+                // With stage B2 the slice (selected in B) waits one stage in a register.
                 reg [RB+WB-1:0] addr;
                 reg fresh;
-                reg [XL*XW-1:0] held;
+                reg [XL*XW-1:0] held, slice2;
+                wire [XL*XW-1:0] slice = fresh ? part : held;
                 always @(posedge clk) begin
-                    if (!stall) addr <= {iy[RB-1:0], ixj[WB-1:0]};
+                    if (!stall) begin addr <= {iy[RB-1:0], ixj[WB-1:0]}; slice2 <= slice; end
                     fresh <= !stall;
                     if (fresh) held <= part;
                 end
                 assign rd = lb[addr];
-                assign x_step[gj * XL * XW +: XL * XW] = fresh ? part : held;
+                assign x_step[gj * XL * XW +: XL * XW] = B2 ? slice2 : slice;
             end
         end
     endgenerate

@@ -85,12 +85,26 @@ def test_a_distributed_line_buffer_holds_only_the_steps_slice():
 
     small = conv(6, 6, 128, 128, 3, 1, 1, dw=1)  # MobileNet's late depthwise layers: 4 rows x 8 x 1024 bits
     assert line_buffer(small).kind == "distributed" and small["LB_WORD_REG"] == 0
-    registered = stage_resources("ef_conv2d", dict(small, LB_WORD_REG=1))
-    held = stage_resources("ef_conv2d", small)
+    # stage B2 off in both (its weight ROM is block RAM): stage B's registers alone
+    registered = stage_resources("ef_conv2d", dict(small, LB_WORD_REG=1, WROM_OUT_REG=0))
+    held = stage_resources("ef_conv2d", dict(small, WROM_OUT_REG=0))
     assert registered.ff - held.ff == pytest.approx(128 * 8 - (8 + 1))
     wide = conv(96, 96, 8, 16, 3, 8, 8)  # ELPV's first layers: block RAM
     assert line_buffer(wide).kind == "block" and line_buffer_word_reg(wide) == 1 == wide["LB_WORD_REG"]
     assert wide["LB_OUT_REG"] == 1 and small["LB_OUT_REG"] == 0  # stage B2 only behind block RAM
+
+
+def test_a_block_ram_weight_rom_is_registered_again():
+    """Where the weight ROM is block RAM the RTL registers its word again (WROM_OUT_REG=1, stage
+    B2) whatever the line buffer's form, and the model counts the stage's flip-flops (with a
+    distributed line buffer the step's slice, not the word, waits); a ROM in logic has no B2 of its own."""
+    from edgefpga.hw.layers.conv import weight_rom
+
+    conv8 = conv(8, 8, 64, 64, 3, 32, 1, xw=11, ww=11)  # ResNet-8's Conv_8: 1152 steps of 32 weights
+    assert weight_rom(conv8).kind == "block" and conv8["WROM_OUT_REG"] == 1 and conv8["LB_WORD_REG"] == 0
+    assert stage_resources("ef_conv2d", conv8).ff > stage_resources("ef_conv2d", dict(conv8, WROM_OUT_REG=0)).ff
+    first = conv(32, 32, 3, 16, 3, 3, 8)  # 9 steps: the weights in logic
+    assert weight_rom(first).kind == "logic" and first["WROM_OUT_REG"] == 0
 
 
 def test_block_ram_of_known_geometries():

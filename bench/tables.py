@@ -29,17 +29,21 @@ TIMING_RESULTS = {"resnet8_ref": "timing_resnet8.json", "mobilenet_v1_025_ref": 
 
 
 def placed_clock(name: str, row: dict) -> tuple[str, str, str]:
-    """(slowest stage's fmax cell, frames/s cell at min(that fmax, the board clock), the timing
-    result's commit) from the shape's timing bench, or "not placed" cells when there is none for
-    this board's build: a rate is only quoted at a clock place and route has shown."""
+    """(slowest stage's fmax cell, frames/s cell at the placed clock, the timing result's commit)
+    from the shape's timing bench, by the rule `verify --timing` uses (rate_at_placed_clock), or
+    "not placed" cells when there is none for this board's build or a stage is unmeasured: a rate
+    is only quoted at a clock place and route has shown."""
+    from edgefpga.sim.verify import rate_at_placed_clock
+
     path = RESULTS / TIMING_RESULTS.get(name, "-")
     timing = json.loads(path.read_text()) if path.is_file() else None
     if timing is None or not timing.get("build", "").endswith(f"{name}_{row['board']}"):
         return "not placed", "", ""
-    fmax = timing["min_fmax_mhz"]
-    clock = min(fmax, row["clock_mhz"])
-    fps = clock * 1e6 / row["ii_cycles"]
-    return (f"{fmax:.1f} ({timing['slowest_stage']})", f"{fps:,.0f} at {clock:.1f} MHz",
+    placed = rate_at_placed_clock(row, timing)
+    if not placed:
+        return "not placed", "", ""
+    return (f"{timing['min_fmax_mhz']:.1f} ({timing['slowest_stage']})",
+            f"{placed['fps_at_placed_clock']:,.0f} at {placed['placed_clock_mhz']:.1f} MHz",
             f"{path.name} {timing.get('commit', '?')}")
 
 

@@ -194,6 +194,11 @@ def grid(module: str) -> list[dict]:
             conv(6, 6, 128, 128, 1, 16, 4, 1),
             conv(3, 3, 256, 256, 1, 32, 2, 1),
             conv(3, 3, 256, 256, 3, 1, 16, 3, dw=1),
+            # depthwise stages of one or two lanes (their line buffer sliced: LB_SLICED)
+            conv(12, 12, 64, 64, 3, 1, 2, 1, dw=1, xw=9, ww=7, accw=20, ow=9),
+            conv(6, 6, 128, 128, 3, 1, 1, 1, dw=1, xw=11, ww=8, accw=23, ow=10),
+            conv(6, 6, 128, 128, 3, 1, 1, 1, s=2, dw=1, xw=11, ww=10, accw=25, ow=9),
+            conv(3, 3, 256, 256, 3, 1, 1, 1, dw=1, xw=9, ww=9, accw=22, ow=10),
             # one factor at a time around a 16x16x16 -> 16 3x3 layer
             conv(16, 16, 16, 16, 3, 1, 1, 1),
             conv(16, 16, 16, 16, 3, 1, 1, 1, dsp=0),

@@ -64,11 +64,46 @@ def line_buffer_rows(kh: int, sh: int) -> int:
     return max(2, 1 << clog2(kh + sh))
 
 
-def line_buffer(params: dict):
-    """Where the line buffer goes (R rows x 2**clog2(W) columns of C*XW bits, KP read ports)."""
+def slices_per_pixel(params: dict) -> int:
+    """SELS: the channel slices of an input pixel, one per engine step (the input chunks of CI
+    channels; depthwise, the groups of PO channels)."""
     p = params
-    return map_memory(line_buffer_rows(p["KH"], p.get("SH", 1)) * (1 << max(1, clog2(p["W"]))), p["C"] * p["XW"],
-                      reads=p.get("KP", 1))
+    return p["OC"] // p.get("PO", 1) if p.get("DW", 0) else p["C"] // p.get("CI", 1)
+
+
+def line_buffer(params: dict):
+    """Where the line buffer goes: R rows x 2**clog2(W) columns of C*XW bits, KP read ports; with
+    LB_SLICED, R x 2**clog2(W) x 2**clog2(SELS) words of one slice each, in block RAM."""
+    p = params
+    cells = line_buffer_rows(p["KH"], p.get("SH", 1)) * (1 << max(1, clog2(p["W"])))
+    if p.get("LB_SLICED", 0):
+        xl = p.get("PO", 1) if p.get("DW", 0) else p.get("CI", 1)
+        return map_memory(cells * (1 << clog2(slices_per_pixel(p))), xl * p["XW"], reads=p.get("KP", 1), block=True)
+    return map_memory(cells, p["C"] * p["XW"], reads=p.get("KP", 1))
+
+
+SLICE_MUX_WAYS = 16  # the most ways of a slice multiplexer after a pixel-wide distributed RAM (see below)
+
+
+def line_buffer_sliced(params: dict) -> int:
+    """LB_SLICED: 1 where the whole-pixel line buffer would be distributed RAM read through a slice
+    multiplexer of more than SLICE_MUX_WAYS ways, or through several read ports (KP > 1) with a
+    multiplexer at all, and the engine spends at least twice the cycles a frame's pixels take to
+    write one slice per cycle (SELS + 1 cycles a pixel, so the rate never depends on it). The line
+    buffer then holds one slice per word in block RAM, the slice in the read address: no
+    multiplexer, no pixel-wide RAM whose address fans out to every bit of it. Placed on the ECP5
+    (bench/results/timing*.json at a38fcb3 and fdde260), the distributed form reached 100-126 MHz
+    with 2-16 ways and one port, 65-87 MHz with 32-256 ways (MobileNet's depthwise stages), and
+    92 MHz with 2 ways and 3 ports of 448 bits (ELPV's Conv_3); the sliced form costs block RAM,
+    so it is kept to those."""
+    p = params
+    sels = slices_per_pixel(p)
+    if sels <= 1 or (sels <= SLICE_MUX_WAYS and p.get("KP", 1) == 1):
+        return 0
+    if line_buffer(dict(p, LB_SLICED=0)).kind == "block":
+        return 0
+    engine = p["OH"] * p["OWD"] * steps_per_pixel(p)
+    return int(engine >= 2 * p["H"] * p["W"] * (sels + 1))
 
 
 def line_buffer_word_reg(params: dict) -> int:
@@ -93,7 +128,8 @@ def weight_rom(params: dict):
 
 
 def read_regs(params: dict) -> dict[str, int]:
-    """The memory read registers as the RTL parameters say them: LB_WORD_REG (above); where the
+    """The line buffer's layout and the memory read registers as the RTL parameters say them:
+    LB_SLICED and LB_WORD_REG (above; a sliced line buffer is block RAM); where the
     line buffer's word is block RAM's, LB_OUT_REG: the word registered again (the RAM's output
     register, DOA_REG/DOB_REG on the xc7), so that the RAM's clock-to-out and the multiplexers
     between its blocks are not in one cycle with the channel-slice multiplexer (on the ECP5 that
@@ -101,8 +137,10 @@ def read_regs(params: dict) -> dict[str, int]:
     where the weight ROM is block RAM, WROM_OUT_REG: its word registered again, so that the RAM's
     clock-to-out and the route to the multipliers are not one cycle (ResNet-8's Conv_8, whose line
     buffer is distributed RAM, 98.3 MHz on the ECP5 without it). Either builds stage B2 (docs/rtl.md)."""
-    word_reg = line_buffer_word_reg(params)
-    return {"LB_WORD_REG": word_reg, "LB_OUT_REG": word_reg, "WROM_OUT_REG": int(weight_rom(params).kind == "block")}
+    sliced = line_buffer_sliced(params)
+    word_reg = line_buffer_word_reg(dict(params, LB_SLICED=sliced))
+    return {"LB_SLICED": sliced, "LB_WORD_REG": word_reg, "LB_OUT_REG": word_reg,
+            "WROM_OUT_REG": int(weight_rom(params).kind == "block")}
 
 
 LUT_PART_BITS = 2  # weight bits per part of a shift-and-add multiplier (hw/rtl/ef_conv2d.v PB)
@@ -125,13 +163,18 @@ def adder_tree(terms: int, pw: int, accw: int, per_stage: int = 2) -> tuple[int,
 
 def model(module: str, params: dict) -> Model:
     """The instance as structure: the line buffer (R rows x 2**clog2(W) columns of C*XW bits, KP
-    read ports; its word registered, and again (LB_OUT_REG), or outside block RAM its address: LB_WORD_REG), the weight ROM (one word of PO*KP*CI weights per step,
-    registered again where it is block RAM: WROM_OUT_REG) and bias ROM (one word of PO biases per group);
-    either second register builds stage B2, where the whole step waits one cycle; PO*KP*CI multipliers (DSP48s, or shift-and-add logic with USE_DSP=0, in
-    parts of LUT_PART_BITS weight bits, one adder level each), the pipeline: the read slice and the weights registered,
-    the products (or parts) registered, each lane's adder tree registered after every level (DSP products) or every two (LUT), PO
-    accumulators, the requantization in two registered steps, and one output register of OC
-    channels (the groups shifted into it)."""
+    read ports; its word registered, and again (LB_OUT_REG), or outside block RAM its address:
+    LB_WORD_REG; or, LB_SLICED, one slice per word in block RAM, written from a pixel register one
+    slice per cycle, read without a slice multiplexer), the weight ROM (one word of PO*KP*CI
+    weights per step, registered again where it is block RAM: WROM_OUT_REG) and the bias ROM (one
+    word of PO biases per group, read two stages before the accumulator and registered again);
+    either second register builds stage B2, where the whole step waits one cycle; PO*KP*CI
+    multipliers (DSP48s, or shift-and-add logic with USE_DSP=0, in parts of LUT_PART_BITS weight
+    bits, one adder level each); the pipeline: the read slice (one copy per lane where PO DSP
+    lanes share it) and the weights registered, the products (or parts) registered, each lane's
+    adder tree registered after every level (DSP products) or every two (LUT), PO accumulators,
+    the requantization in two registered steps, and one output register of OC channels (the
+    groups shifted into it)."""
     p = params
     h, w, c, oc = p["H"], p["W"], p["C"], p["OC"]
     kh, kw, sh = p["KH"], p["KW"], p.get("SH", 1)
@@ -149,7 +192,9 @@ def model(module: str, params: dict) -> Model:
     nt = kp * ci * parts
     tw, adders, tree_words = adder_tree(nt, pw, accw, 1 if use_dsp else 2)
     lb = line_buffer(p)
-    word_reg = p.get("LB_WORD_REG", 1)
+    sliced = int(bool(p.get("LB_SLICED", 0)) and sels > 1)
+    word_reg = p.get("LB_WORD_REG", 1) or sliced
+    x_copies = po if use_dsp and not dw and po > 1 else 1  # stage C's slice, one per lane sharing it
     # stage B2: the line buffer's word (or, where its address is registered, the step's slice), the
     # weights and the step's flags again
     b2 = bool((word_reg and p.get("LB_OUT_REG", 0)) or p.get("WROM_OUT_REG", 0))
@@ -170,7 +215,8 @@ def model(module: str, params: dict) -> Model:
     m.add("lut", "lane", po * accw)
     m.add("lut", "round", po * accw * (p.get("SHIFT", 1) > 0))
     m.add("lut", "out", po * ow)
-    m.add("lut", "select", kp * xl * xw * (sels - 1))
+    m.add("lut", "select", kp * xl * xw * (sels - 1) * (not sliced))
+    m.add("lut", "pending", sliced * c * xw)  # the accepted pixel, loaded or shifted by a slice
     m.add("lut", "pixel", kp * xl * xw)
     m.add("lut", "positions", kp)  # each read position's address and inside-the-map test
     m.add("lut", "wrom", rom_columns(steps, wrom.width) * rom_luts_per_bit(steps) * (wrom.kind == "logic"))
@@ -184,7 +230,10 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "weights_lut", (not use_dsp) * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
     m.add("ff", "weights_dsp", use_dsp * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
     m.add("ff", "operands", kp * xl * xw + lanes * ww)  # the step's slice and weights, registered again
-    m.add("ff", "b2_words", b2 * kp * (c if word_reg else xl) * xw)
+    m.add("ff", "x_copies", (x_copies - 1) * kp * xl * xw)
+    m.add("ff", "pending", sliced * (c * xw + clog2(sels) + 1))
+    m.add("ff", "bias_again", po * accw)  # the bias ROM's word registered again before the accumulator
+    m.add("ff", "b2_words", b2 * kp * (c if word_reg and not sliced else xl) * xw)
     m.add("ff", "b2_weights", b2 * lanes * ww)
     m.add("ff", "b2_flags", b2 * (5 + clog2(groups) + clog2(sels) + kp * word_reg))
     m.add("ff", "terms_lut", (not use_dsp) * po * nt * pw)

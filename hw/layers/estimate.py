@@ -92,15 +92,16 @@ def _geometry(depth: int, width: int, abits: int, unit_width: int, index: int, r
 
 
 @lru_cache(maxsize=4096)
-def map_memory(depth: int, width: int, reads: int = 1, rom: bool = False) -> MemoryMap:
+def map_memory(depth: int, width: int, reads: int = 1, rom: bool = False, block: bool = False) -> MemoryMap:
     """Where ``synth_xilinx -family xc7`` puts a memory of ``depth`` words of ``width`` bits with
     ``reads`` synchronous read ports (and one write port unless ``rom``), by the costs its
-    ``memory_libmap`` compares (a memory of one word, or constant, is no memory at all)."""
+    ``memory_libmap`` compares (a memory of one word, or constant, is no memory at all). With
+    ``block`` (the RTL says ``ram_style = "block"``), block RAM's geometries only."""
     if depth <= 1 or width <= 0:
         return MemoryMap("logic", logic_bits=depth * width, out_ff=reads * width if not rom else 0,
                          depth=depth, width=width)
     logic_cost = depth * width * (LOGIC_COST_ROM if rom else LOGIC_COST_RAM)
-    best = ("logic", logic_cost, None)
+    best = ("logic", math.inf if block else logic_cost, None)
     emu = 2.0 * reads  # one emulation point per read port not shared with a write port (a tie breaker)
     for name, abits, widths, cost, halves, ports in _BLOCK:
         repl_port = _read_replicas(ports, reads, rom)
@@ -112,7 +113,7 @@ def map_memory(depth: int, width: int, reads: int = 1, rom: bool = False) -> Mem
                 c += FACTOR_DEMUX * blocks
             if c < best[1]:
                 best = ("block", c, (units * repl_port * halves, blocks))
-    if not rom:  # the distributed RAM libraries have ``prune_rom``
+    if not rom and not block:  # the distributed RAM libraries have ``prune_rom``
         for abits, unit_width, cost, scale, ports in _DISTRIBUTED:
             repl_port = _read_replicas(ports, reads, rom)
             blocks, units = _geometry(depth, width, abits, unit_width, 0, rom, 0)

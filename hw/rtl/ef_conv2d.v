@@ -12,7 +12,10 @@
 // PL columns left; the output size OH x OWD (given) sets the padding below and right.
 //
 // Frames follow each other; the next frame's pixels are accepted once the engine has finished
-// the previous frame's last output pixel.
+// the previous frame's last output pixel. With LB_SLICED the line buffer holds one step's channel
+// slice per word (the slice in the address, block RAM): a pixel is accepted into a register and
+// written one slice per cycle, SELS + 1 cycles a pixel, where the engine spends more (the hardware
+// model chooses it only then), and no slice multiplexer follows the read.
 //
 // Written for small synthesis results (docs/rtl.md, Resources): no multiplication outside the
 // multipliers themselves (window positions and ROM addresses are counters, the line buffer's
@@ -26,6 +29,7 @@ module ef_conv2d #(
     parameter XW = 8, XSIGNED = 1,
     parameter USE_DSP = 1,                     // 0: multipliers as shift-and-add logic (LUTs), not DSP48s
     parameter LB_WORD_REG = 1,                 // 0: line buffer in distributed RAM: the address registered, not the word
+    parameter LB_SLICED = 0,                   // 1 (with LB_WORD_REG): one channel slice per line-buffer word, in block RAM
     parameter LB_OUT_REG = 0,                  // 1 (with LB_WORD_REG): the block RAM's word registered again (stage B2)
     parameter WROM_OUT_REG = 0,                // 1: the weight ROM's word registered again (stage B2, either line buffer form)
     parameter WW = 8, ACCW = 32,
@@ -71,13 +75,17 @@ module ef_conv2d #(
     // the last input pixel the first window of a row / frame needs, inside the map
     localparam NEED_ROW0 = (KH - 1 - PT < 0) ? 0 : (KH - 1 - PT > H - 1) ? H - 1 : KH - 1 - PT;
     localparam NEED_COL0 = (KW - 1 - PL < 0) ? 0 : (KW - 1 - PL > W - 1) ? W - 1 : KW - 1 - PL;
+    localparam SLICED = LB_SLICED && (SELS > 1);
+    localparam WORD_REG = LB_WORD_REG || SLICED;   // a sliced line buffer's word is registered (block RAM)
+    localparam LB_BITS = SLICED ? SLICE : C * XW;
+    localparam LB_ADDR = RB + WB + (SLICED ? SB : 0);
 
     // ---- line buffer ---------------------------------------------------------------------
     // distributed RAM where the hardware model maps it there (LB_WORD_REG=0, as Yosys does for the
     // xc7), said to every synthesis tool: Yosys for the ECP5 would make it block RAM, whose read
     // (no output register inferred) then shares a cycle with the slice multiplexer
-    localparam LB_STYLE = LB_WORD_REG ? "auto" : "distributed";
-    (* ram_style = LB_STYLE *) reg [C*XW-1:0] lb [0:R*(1<<WB)-1];
+    localparam LB_STYLE = SLICED ? "block" : LB_WORD_REG ? "auto" : "distributed";
+    (* ram_style = LB_STYLE *) reg [LB_BITS-1:0] lb [0:(1<<LB_ADDR)-1];
     reg signed [NB-1:0] in_row, in_col;        // next input pixel of the current input frame
     reg signed [NB-1:0] row0, col0;            // window origin of the output pixel (oy*S-PAD, ox*S-PAD)
     reg [HB-1:0] need_row;                     // the window's last needed pixel, clamped into the map
@@ -89,9 +97,24 @@ module ef_conv2d #(
     reg        in_ok;                          // in_ready, registered
 
     // rows past the last window (the stride leaves them unused) are still read, so frames stay aligned
-    assign in_ready = in_ok;
-    wire accept = in_valid && in_ok;
-    always @(posedge clk) if (accept) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
+    reg pending;                               // LB_SLICED: the accepted pixel's slices are being written
+    reg [SB-1:0] wsel;                         // the slice written this cycle
+    reg [C*XW-1:0] pend;                       // the pixel, its next slice in the low bits
+    assign in_ready = in_ok && !pending;
+    wire accept = in_valid && in_ready;
+    // the input position moves once the pixel is whole in the line buffer
+    wire commit = SLICED ? (pending && wsel == SELS - 1) : accept;
+    generate
+        if (SLICED) begin : write_slices
+            always @(posedge clk) begin
+                if (pending) lb[{in_row[RB-1:0], in_col[WB-1:0], wsel}] <= pend[SLICE-1:0];
+                if (accept) pend <= in_data;
+                else if (pending) pend <= pend >> SLICE;
+            end
+        end else begin : write_pixel
+            always @(posedge clk) if (accept) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
+        end
+    endgenerate
     wire restart = frame_done && (in_row >= H);
     // next cycle's in_ready from this cycle's row0 and frame_done: row0 only grows within a frame
     // and wraps to -PT only as frame_done rises, so the row it frees is never taken early. Both
@@ -99,7 +122,7 @@ module ef_conv2d #(
     wire signed [NB-1:0] lead = in_row - row0;
     wire ok_same = (in_row < H) && (frame_done || (lead < R));
     wire ok_next_row = (in_row < H - 1) && (frame_done || (lead < R - 1));
-    wire in_ok_next = restart ? (PT < R) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
+    wire in_ok_next = restart ? (PT < R) : (commit && in_col == W - 1) ? ok_next_row : ok_same;
 
     // ---- engine ----------------------------------------------------------------------------
     // A issues a step (counters; the line-buffer and weight-ROM reads, synchronous, clocked by
@@ -168,7 +191,7 @@ module ef_conv2d #(
     reg [SB-1:0] b_sel;                        // the chunk (or, depthwise, the group) of stage B's step
     reg [PO*KP*CI*WW-1:0] b_w, c_w;
     reg [FW-1:0] c_flags;
-    localparam B2 = (LB_WORD_REG && LB_OUT_REG) || WROM_OUT_REG;   // stage B2 is built
+    localparam B2 = (WORD_REG && LB_OUT_REG) || WROM_OUT_REG;   // stage B2 is built
     reg [FW-1:0] b2_flags;
     reg [SB-1:0] b2_sel;
     reg [PO*KP*CI*WW-1:0] b2_w;
@@ -176,13 +199,16 @@ module ef_conv2d #(
     wire [FW-1:0] s_flags = B2 ? b2_flags : b_flags;   // the step entering C and its weights
     // the stage whose line-buffer word the slice is selected from: B2 where the word is registered
     // and B2 is built, else B (the address form selects in B; its slice then waits in B2)
-    localparam B2_WORD = B2 && LB_WORD_REG;
+    localparam B2_WORD = B2 && WORD_REG;
     wire [SB-1:0] rd_sel = B2_WORD ? b2_sel : b_sel;
     wire [PO*KP*CI*WW-1:0] s_w = B2 ? b2_w : b_w;
     reg [FW*(TS+1)-1:0] t_flags;               // D's flags low, then each tree stage's: the top is E's input
     wire [FW*(TS+2)-1:0] chain = {t_flags, c_flags};
     wire [FW-1:0] pre_flags = chain[FW*(TS+1) +: FW];    // the step entering E
-    wire [FW-1:0] bias_flags = chain[FW*TS +: FW];       // the step entering E's input register
+    // the step two stages before E, whose group's bias is read from the ROM (a block RAM's read,
+    // registered again, so that the RAM's clock-to-out is not in the accumulator's cycle)
+    localparam BI = (TS > 0) ? TS - 1 : 0;
+    wire [FW-1:0] bias_flags = (TS > 0) ? chain[FW*BI +: FW] : s_flags;
     reg e_valid, e_last, e_gfirst, e_pixel_end;
     reg f_valid, f_gfirst, f_pixel_end;
     // a pixel's first group waits while the output register holds the previous pixel unsent
@@ -202,23 +228,43 @@ module ef_conv2d #(
 
     // KP line-buffer reads per step; a position in the padding reads as zero (masked in stage C)
     wire [KP*XL*XW-1:0] x_step;                // the step's XL-channel slice at each position
-    reg [KP*XL*XW-1:0] c_x;
+    // stage C's slice, one copy per output lane where DSP multipliers share it (PO > 1), each kept
+    // apart from synthesis' register merging, so that each copy sits by its lane's multipliers
+    // rather than one register driving all of them across the die (ELPV's Conv_0: 24 MULT18s,
+    // 99.7 MHz on the ECP5 with one)
+    localparam XCOPIES = (USE_DSP && !DW && PO > 1) ? PO : 1;
+    localparam XBITS = KP * XL * XW;
+    wire [XCOPIES*XBITS-1:0] c_x;
     genvar gj;
     generate
         for (gj = 0; gj < KP; gj = gj + 1) begin : pos
             wire signed [NB-1:0] ixj = ix + gj;
             wire in_map = (iy >= 0) && (iy < H) && (ixj >= 0) && (ixj < W);
-            wire [C*XW-1:0] rd;
+            wire [LB_BITS-1:0] rd;
             reg rd_inside, rd_inside2;
             always @(posedge clk) if (!stall) begin rd_inside <= in_map; rd_inside2 <= rd_inside; end
             wire in_map_read = B2_WORD ? rd_inside2 : rd_inside;
-            // the step's slice: an indexed part-select (a balanced multiplexer tree), zero in the padding
-            wire [XL*XW-1:0] part = in_map_read ? rd[rd_sel * SLICE +: SLICE] : {SLICE{1'b0}};
-            if (LB_WORD_REG) begin : word_reg
-                // the whole word registered (a block RAM's own output register)
-                reg [C*XW-1:0] word, word2;
+            // the step's slice: an indexed part-select (a balanced multiplexer tree), zero in the padding;
+            // a sliced line buffer's word is the slice
+            wire [XL*XW-1:0] part;
+            if (SLICED) begin : whole_word
+                assign part = in_map_read ? rd : {SLICE{1'b0}};
+            end else begin : part_select
+                assign part = in_map_read ? rd[rd_sel * SLICE +: SLICE] : {SLICE{1'b0}};
+            end
+            if (WORD_REG) begin : word_reg
+                // the word registered (a block RAM's own output register); sliced, the step's slice
+                // (the chunk or, depthwise, the group) is in the address
+                wire [SB-1:0] a_sel = DW ? group : chunk;
+                wire [LB_ADDR-1:0] raddr;
+                if (SLICED) begin : slice_addr
+                    assign raddr = {iy[RB-1:0], ixj[WB-1:0], a_sel};
+                end else begin : pixel_addr
+                    assign raddr = {iy[RB-1:0], ixj[WB-1:0]};
+                end
+                reg [LB_BITS-1:0] word, word2;
                 always @(posedge clk) if (!stall) begin
-                    word <= lb[{iy[RB-1:0], ixj[WB-1:0]}];
+                    word <= lb[raddr];
                     word2 <= word;
                 end
                 assign rd = B2_WORD ? word2 : word;
@@ -241,6 +287,15 @@ module ef_conv2d #(
                 assign rd = lb[addr];
                 assign x_step[gj * XL * XW +: XL * XW] = B2 ? slice2 : slice;
             end
+        end
+    endgenerate
+
+    genvar gx;
+    generate
+        for (gx = 0; gx < XCOPIES; gx = gx + 1) begin : x_copy
+            (* keep *) reg [XBITS-1:0] x;      // keep: on the register for Vivado, on its process for Yosys
+            (* keep *) always @(posedge clk) if (!stall) x <= x_step;
+            assign c_x[gx * XBITS +: XBITS] = x;
         end
     endgenerate
 
@@ -271,6 +326,7 @@ module ef_conv2d #(
                 for (i = 0; i < CI; i = i + 1) begin
                     // depthwise: lane p reads channel p of the group's slice; else chunk channel i
                     xi = DW ? (j * XL + p) : (j * XL + i);
+                    xi = xi + ((XCOPIES > 1) ? p * KP * XL : 0);   // lane p's copy
                     xv = XSIGNED ? $signed({c_x[xi * XW + XW - 1], c_x[xi * XW +: XW]})
                                  : $signed({1'b0, c_x[xi * XW +: XW]});
                     wv = $signed(c_w[((p * KP + j) * CI + i) * WW +: WW]);
@@ -281,7 +337,7 @@ module ef_conv2d #(
     end
     always @(posedge clk) begin
         if (!stall) begin
-            c_x <= x_step; c_w <= s_w;
+            c_w <= s_w;
             d_terms <= terms;
         end
     end
@@ -365,9 +421,9 @@ module ef_conv2d #(
         requant_pick = part[OW+1] ? OMAX[OW-1:0] : part[OW] ? OMIN[OW-1:0] : part[OW-1:0];
     endfunction
 
-    // stage E: the accumulators (the bias read from its ROM as the step enters E's input
-    // register); stage F: the group's sums rounded
-    reg [PO*ACCW-1:0] acc, e_bias;
+    // stage E: the accumulators (the bias read from its ROM two stages before, and registered
+    // again); stage F: the group's sums rounded
+    reg [PO*ACCW-1:0] acc, bias_read, e_bias;
     reg [PO*ACCW-1:0] total;
     reg [PO*(OW+2)-1:0] rounded_next, rounded;
     reg [PO*OW-1:0] q_group;                   // the group's requantized outputs
@@ -382,7 +438,8 @@ module ef_conv2d #(
     end
     always @(posedge clk) begin
         if (!stall) begin
-            e_bias <= brom[bias_flags[GB-1:0]];
+            bias_read <= brom[bias_flags[GB-1:0]];
+            e_bias <= bias_read;
             if (pre_flags[FV]) acc <= total;
             if (e_valid && e_last) rounded <= rounded_next;
         end
@@ -406,10 +463,18 @@ module ef_conv2d #(
             need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1; arrived <= 1'b0;
             need_row_next <= NEED_ROW1; need_col_next <= NEED_COL1;
             out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
+            pending <= 1'b0; wsel <= 0;
             b2_flags <= 0; c_flags <= 0; t_flags <= 0; e_valid <= 1'b0; f_valid <= 1'b0;
         end else begin
             in_ok <= in_ok_next;
-            if (accept) begin
+            if (SLICED) begin
+                if (accept) pending <= 1'b1;
+                if (pending) begin
+                    wsel <= (wsel == SELS - 1) ? 0 : wsel + 1;
+                    if (wsel == SELS - 1) pending <= 1'b0;
+                end
+            end
+            if (commit) begin
                 if (in_col == W - 1) begin in_col <= 0; in_row <= in_row + 1; end
                 else in_col <= in_col + 1;
             end

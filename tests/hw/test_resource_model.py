@@ -83,15 +83,36 @@ def test_a_distributed_line_buffer_holds_only_the_steps_slice():
     keeps its own read register (LB_WORD_REG=1) and its output register (LB_OUT_REG=1)."""
     from edgefpga.hw.layers.conv import line_buffer, line_buffer_word_reg
 
-    small = conv(6, 6, 128, 128, 3, 1, 1, dw=1)  # MobileNet's late depthwise layers: 4 rows x 8 x 1024 bits
-    assert line_buffer(small).kind == "distributed" and small["LB_WORD_REG"] == 0
-    # stage B2 off in both (its weight ROM is block RAM): stage B's registers alone
+    small = conv(6, 6, 128, 128, 3, 1, 8, dw=1)  # a late depthwise layer of 8 lanes: 4 rows x 8 x 1024 bits
+    assert line_buffer(small).kind == "distributed" and small["LB_WORD_REG"] == 0 == small["LB_SLICED"]
+    # stage B2 off in both: stage B's registers alone (the step's slice: 8 lanes' channels)
     registered = stage_resources("ef_conv2d", dict(small, LB_WORD_REG=1, WROM_OUT_REG=0))
     held = stage_resources("ef_conv2d", dict(small, WROM_OUT_REG=0))
-    assert registered.ff - held.ff == pytest.approx(128 * 8 - (8 + 1))
+    assert registered.ff - held.ff == pytest.approx(128 * 8 - (8 * 8 + 1))
     wide = conv(96, 96, 8, 16, 3, 8, 8)  # ELPV's first layers: block RAM
     assert line_buffer(wide).kind == "block" and line_buffer_word_reg(wide) == 1 == wide["LB_WORD_REG"]
     assert wide["LB_OUT_REG"] == 1 and small["LB_OUT_REG"] == 0  # stage B2 only behind block RAM
+
+
+def test_a_wide_slice_multiplexer_becomes_a_sliced_block_ram_line_buffer():
+    """Where a pixel-wide distributed line buffer would be read through a slice multiplexer of more
+    than 16 ways, or through several read ports, the line buffer holds one slice per word in block
+    RAM (LB_SLICED, its word registered twice), when the engine has the cycles to write a pixel's
+    slices one per cycle; the multiplexer and the LUT RAM go, block RAM comes."""
+    from edgefpga.hw.layers.conv import SLICE_MUX_WAYS, line_buffer
+
+    depthwise = conv(6, 6, 128, 128, 3, 1, 1, dw=1)  # MobileNet's late depthwise layers: 128 ways
+    assert depthwise["LB_SLICED"] == depthwise["LB_WORD_REG"] == depthwise["LB_OUT_REG"] == 1
+    lb = line_buffer(depthwise)
+    assert lb.kind == "block" and lb.lutram == 0 and lb.width == 8 and lb.depth == 4 * 8 * 128
+    whole = dict(depthwise, LB_SLICED=0, LB_WORD_REG=0, LB_OUT_REG=0)
+    assert line_buffer(whole).kind == "distributed"
+    assert stage_resources("ef_conv2d", depthwise).lut < stage_resources("ef_conv2d", whole).lut
+    assert conv(6, 6, 128, 128, 3, 1, 128 // SLICE_MUX_WAYS, dw=1)["LB_SLICED"] == 0  # 16 ways stay
+    # three read ports of a two-way multiplexer (ELPV's Conv_3): sliced as well
+    assert conv(12, 12, 32, 48, 3, 16, 1, 3, xw=14, ww=9, accw=32, ow=12, dsp=0)["LB_SLICED"] == 1
+    # one output group: 33 cycles to write a pixel against the engine's 32 steps, so not sliced
+    assert conv(6, 6, 128, 8, 1, 4, 8)["LB_SLICED"] == 0
 
 
 def test_a_block_ram_weight_rom_is_registered_again():

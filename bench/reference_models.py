@@ -17,6 +17,8 @@ import re
 import time
 from pathlib import Path
 
+from edgefpga.hw.layers.estimate import PREDICTION_TOLERANCE, prediction_error, prediction_misses
+
 # MLPerf Tiny inference v1.0 (closed division), PYNQ-Z2 at 100 MHz: the published throughput of
 # the same shapes by the tools users compare us with
 MLPERF_TINY_V1_0 = {
@@ -73,12 +75,6 @@ def on_larger_boards(used: dict) -> dict:
     return out
 
 
-PREDICTION_TOLERANCE = 0.10  # predicted vs Yosys, per resource (issue 28)
-
-
-def prediction_error(predicted: dict, counted: dict) -> dict:
-    """(predicted - counted) / counted per resource; None where Yosys counts none."""
-    return {k: round((predicted[k] - v) / v, 3) if v else None for k, v in counted.items()}
 
 
 def summary(name: str, board: str, run: dict) -> dict:
@@ -88,7 +84,7 @@ def summary(name: str, board: str, run: dict) -> dict:
     report, result = run["report"], run["verify"]
     rtl, emu, res = result["rtl"], result["emulator"], result["resources"]
     errors = prediction_error(result["fit"]["used"], res["used"])
-    off = {k: e for k, e in errors.items() if e is not None and abs(e) > PREDICTION_TOLERANCE}
+    off = prediction_misses(result["fit"]["used"], res["used"])
     if off:
         result["failed"] = result["failed"] + [{"check": "prediction", "detail": f"predicted vs Yosys beyond "
                                                 f"+-{PREDICTION_TOLERANCE:.0%}: {off}"}]

@@ -77,6 +77,14 @@ def placed_and_routed(build: Path) -> dict:
     return dict(result, build=str(build.relative_to(ROOT)), passed=bool(result["meets_target"]))
 
 
+def bench_estimates() -> dict:
+    """The hardware models' prediction against Yosys on the detector and the feature nets
+    (bench/estimates.py)."""
+    from estimates import bench_estimates as run
+
+    return run()
+
+
 def bench_timing() -> dict:
     """The shipped build's stages placed and routed (``placed_and_routed``); about 15-30 minutes
     cold, seconds cached."""
@@ -181,7 +189,7 @@ def bench_qat() -> dict:
     return run()
 
 
-BENCHES = {"fit": bench_fit, "qat": bench_qat, "timing": bench_timing, "timing_resnet8": bench_timing_resnet8,
+BENCHES = {"fit": bench_fit, "estimates": bench_estimates, "qat": bench_qat, "timing": bench_timing, "timing_resnet8": bench_timing_resnet8,
            "timing_mobilenet": bench_timing_mobilenet, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,

@@ -148,3 +148,32 @@ def export_feature_net(name: str, images: np.ndarray, path: Path, seed: int = 0)
         torch.onnx.export(model, torch.zeros(1, *shape), str(path), opset_version=13, dynamo=False,
                           input_names=["image"], output_names=["scores"])
     return path
+
+
+FEATURE_NORM = dict(scale=1 / 255, mean=0.5, std=0.25)  # the feature nets' input normalization
+
+
+def feature_cells(name: str, gray_cells: np.ndarray) -> np.ndarray:
+    """ELPV cells as ``name`` takes them: gray, or false colour for an RGB net."""
+    from foreign_cnn import false_color
+
+    return gray_cells if FEATURE_NETS[name][1][0] == 1 else false_color(gray_cells)
+
+
+def convert_feature_net(name: str, calib_cells: np.ndarray, folder: Path, **overrides) -> Path:
+    """``name`` calibrated on ``calib_cells`` (gray ELPV cells, uint8), exported, and converted
+    into ``folder/build`` (the calibration images in ``folder/calib.npz``): the test suite's and
+    bench/estimates.py's one way to build a feature net. Returns the build folder."""
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.models.card import InputSpec
+    from edgefpga.models.preprocess import normalize, resize_batch
+
+    shape = FEATURE_NETS[name][1]
+    images = feature_cells(name, calib_cells)
+    np.savez(folder / "calib.npz", images=images)
+    spec = InputSpec(shape[0], shape[1], shape[2], "gray" if shape[0] == 1 else "bgr", "area", **FEATURE_NORM)
+    path = export_feature_net(name, normalize(resize_batch(images, spec), spec), folder / f"{name}.onnx")
+    cfg = ConvertConfig(calibration=str(folder / "calib.npz"), calibration_images=200, progress=False,
+                        **{**FEATURE_NORM, **overrides})
+    convert(str(path), folder / "build", cfg, log=lambda _m: None)
+    return folder / "build"

@@ -89,9 +89,10 @@ def line_buffer_sliced(params: dict) -> int:
     """LB_SLICED: 1 where the whole-pixel line buffer would be distributed RAM read through a slice
     multiplexer of more than SLICE_MUX_WAYS ways, or through several read ports (KP > 1) with a
     multiplexer at all, and the engine spends at least twice the cycles a frame's pixels take to
-    write one slice per cycle (SELS + 1 cycles a pixel, so the rate never depends on it). The line
-    buffer then holds one slice per word in block RAM, the slice in the read address: no
-    multiplexer, no pixel-wide RAM whose address fans out to every bit of it. Placed on the ECP5
+    write one slice per cycle (SELS cycles a pixel, so the rate never depends on it). The line
+    buffer then holds one slice per word in block RAM, the slice in the read address: no pixel-wide
+    RAM whose address fans out to every bit of it, and the slice multiplexer moves before the
+    write, from the held input pixel (a register) with a cycle of its own. Placed on the ECP5
     (bench/results/timing*.json at a38fcb3 and fdde260), the distributed form reached 100-126 MHz
     with 2-16 ways and one port, 65-87 MHz with 32-256 ways (MobileNet's depthwise stages), and
     92 MHz with 2 ways and 3 ports of 448 bits (ELPV's Conv_3); the sliced form costs block RAM,
@@ -103,7 +104,7 @@ def line_buffer_sliced(params: dict) -> int:
     if line_buffer(dict(p, LB_SLICED=0)).kind == "block":
         return 0
     engine = p["OH"] * p["OWD"] * steps_per_pixel(p)
-    return int(engine >= 2 * p["H"] * p["W"] * (sels + 1))
+    return int(engine >= 2 * p["H"] * p["W"] * sels)
 
 
 def line_buffer_word_reg(params: dict) -> int:
@@ -164,8 +165,8 @@ def adder_tree(terms: int, pw: int, accw: int, per_stage: int = 2) -> tuple[int,
 def model(module: str, params: dict) -> Model:
     """The instance as structure: the line buffer (R rows x 2**clog2(W) columns of C*XW bits, KP
     read ports; its word registered, and again (LB_OUT_REG), or outside block RAM its address:
-    LB_WORD_REG; or, LB_SLICED, one slice per word in block RAM, written from a pixel register one
-    slice per cycle, read without a slice multiplexer), the weight ROM (one word of PO*KP*CI
+    LB_WORD_REG; or, LB_SLICED, one slice per word in block RAM, written one slice per cycle from
+    the offered pixel, read without a slice multiplexer), the weight ROM (one word of PO*KP*CI
     weights per step, registered again where it is block RAM: WROM_OUT_REG) and the bias ROM (one
     word of PO biases per group, read two stages before the accumulator and registered again);
     either second register builds stage B2, where the whole step waits one cycle; PO*KP*CI
@@ -205,7 +206,7 @@ def model(module: str, params: dict) -> Model:
                         bram18=lb.bram18 + wrom.bram18 + brom.bram18, lutram=lb.lutram,
                         # a registered word (sync read) outside block RAM; else the held slice and its flag
                         ff=lb.out_ff if word_reg else kp * (xl * xw + 1))
-    counters = clog2(groups) + clog2(steps) + clog2(chunks) + 2 * clog2(max(kh, kw) + 1)
+    counters = clog2(groups) + clog2(steps) + clog2(chunks) + 2 * clog2(max(kh, kw) + 1) + sliced * clog2(sels)
     m.add("lut", "const", 1)
     m.add("lut", "counters", counters)
     m.add("lut", "mul_lut", (not use_dsp) * lanes * (xw + 1) * ww)
@@ -215,8 +216,7 @@ def model(module: str, params: dict) -> Model:
     m.add("lut", "lane", po * accw)
     m.add("lut", "round", po * accw * (p.get("SHIFT", 1) > 0))
     m.add("lut", "out", po * ow)
-    m.add("lut", "select", kp * xl * xw * (sels - 1) * (not sliced))
-    m.add("lut", "pending", sliced * c * xw)  # the accepted pixel, loaded or shifted by a slice
+    m.add("lut", "select", (1 if sliced else kp) * xl * xw * (sels - 1))  # sliced: before the write
     m.add("lut", "pixel", kp * xl * xw)
     m.add("lut", "positions", kp)  # each read position's address and inside-the-map test
     m.add("lut", "wrom", rom_columns(steps, wrom.width) * rom_luts_per_bit(steps) * (wrom.kind == "logic"))
@@ -231,7 +231,6 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "weights_dsp", use_dsp * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
     m.add("ff", "operands", kp * xl * xw + lanes * ww)  # the step's slice and weights, registered again
     m.add("ff", "x_copies", (x_copies - 1) * kp * xl * xw)
-    m.add("ff", "pending", sliced * (c * xw + clog2(sels) + 1))
     m.add("ff", "bias_again", po * accw)  # the bias ROM's word registered again before the accumulator
     m.add("ff", "b2_words", b2 * kp * (c if word_reg and not sliced else xl) * xw)
     m.add("ff", "b2_weights", b2 * lanes * ww)

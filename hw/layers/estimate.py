@@ -305,6 +305,29 @@ def design_parts(manifest: dict) -> dict[str, Resources]:
     return parts
 
 
+PREDICTION_TOLERANCE = 0.10  # a whole design's prediction against Yosys's count, per resource (issue 28)
+# a whole design's count under which a percentage says nothing, and the absolute error allowed there
+DESIGN_SMALL = {"LUT": (50, 5), "FF": (50, 5), "DSP": (4, 1), "BRAM36": (4, 1)}
+
+
+def prediction_misses(predicted: dict, counted: dict, tolerance: float = PREDICTION_TOLERANCE) -> dict[str, str]:
+    """The board budgets (``Resources.board_use`` keys) whose prediction is off Yosys's count by
+    more than ``tolerance`` of it, or, under DESIGN_SMALL's count, by more than its absolute
+    error: name -> 'predicted P, Yosys C'. Empty when the prediction holds."""
+    misses = {}
+    for key, count in counted.items():
+        small, absolute = DESIGN_SMALL.get(key, (0, 0))
+        allowed = absolute if count < small else tolerance * count
+        if abs(predicted[key] - count) > allowed:
+            misses[key] = f"predicted {predicted[key]}, Yosys {count}"
+    return misses
+
+
+def prediction_error(predicted: dict, counted: dict) -> dict:
+    """(predicted - counted) / counted per resource; None where Yosys counts none."""
+    return {k: round((predicted[k] - v) / v, 3) if v else None for k, v in counted.items()}
+
+
 def design_resources(manifest: dict) -> Resources:
     """Predicted resources of a whole generated design (rtl/manifest.json): every stage plus the
     two AXI-Stream adapters, the sum ``edgefpga verify --resources`` counts with Yosys."""

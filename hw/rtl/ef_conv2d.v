@@ -13,9 +13,10 @@
 //
 // Frames follow each other; the next frame's pixels are accepted once the engine has finished
 // the previous frame's last output pixel. With LB_SLICED the line buffer holds one step's channel
-// slice per word (the slice in the address, block RAM): a pixel is accepted into a register and
-// written one slice per cycle, SELS + 1 cycles a pixel, where the engine spends more (the hardware
-// model chooses it only then), and no slice multiplexer follows the read.
+// slice per word (the slice in the address, block RAM): a pixel is written one slice per cycle
+// while its source holds it (valid/ready), and taken with the last, SELS cycles a pixel, where the
+// engine spends more (the hardware model chooses it only then); no slice multiplexer follows the
+// read, where it would sit behind a pixel-wide RAM in one cycle, only one before the write.
 //
 // Written for small synthesis results (docs/rtl.md, Resources): no multiplication outside the
 // multipliers themselves (window positions and ROM addresses are counters, the line buffer's
@@ -97,20 +98,14 @@ module ef_conv2d #(
     reg        in_ok;                          // in_ready, registered
 
     // rows past the last window (the stride leaves them unused) are still read, so frames stay aligned
-    reg pending;                               // LB_SLICED: the accepted pixel's slices are being written
-    reg [SB-1:0] wsel;                         // the slice written this cycle
-    reg [C*XW-1:0] pend;                       // the pixel, its next slice in the low bits
-    assign in_ready = in_ok && !pending;
+    reg [SB-1:0] wsel;                         // LB_SLICED: the slice of the offered pixel written this cycle
+    wire last_slice = !SLICED || (wsel == SELS - 1);
+    assign in_ready = in_ok && last_slice;
     wire accept = in_valid && in_ready;
-    // the input position moves once the pixel is whole in the line buffer
-    wire commit = SLICED ? (pending && wsel == SELS - 1) : accept;
     generate
         if (SLICED) begin : write_slices
-            always @(posedge clk) begin
-                if (pending) lb[{in_row[RB-1:0], in_col[WB-1:0], wsel}] <= pend[SLICE-1:0];
-                if (accept) pend <= in_data;
-                else if (pending) pend <= pend >> SLICE;
-            end
+            // in_ok only rises while a pixel is offered (the row it needs is freed, never taken back)
+            always @(posedge clk) if (in_valid && in_ok) lb[{in_row[RB-1:0], in_col[WB-1:0], wsel}] <= in_data[wsel * SLICE +: SLICE];
         end else begin : write_pixel
             always @(posedge clk) if (accept) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
         end
@@ -122,7 +117,7 @@ module ef_conv2d #(
     wire signed [NB-1:0] lead = in_row - row0;
     wire ok_same = (in_row < H) && (frame_done || (lead < R));
     wire ok_next_row = (in_row < H - 1) && (frame_done || (lead < R - 1));
-    wire in_ok_next = restart ? (PT < R) : (commit && in_col == W - 1) ? ok_next_row : ok_same;
+    wire in_ok_next = restart ? (PT < R) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
 
     // ---- engine ----------------------------------------------------------------------------
     // A issues a step (counters; the line-buffer and weight-ROM reads, synchronous, clocked by
@@ -463,18 +458,12 @@ module ef_conv2d #(
             need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1; arrived <= 1'b0;
             need_row_next <= NEED_ROW1; need_col_next <= NEED_COL1;
             out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
-            pending <= 1'b0; wsel <= 0;
+            wsel <= 0;
             b2_flags <= 0; c_flags <= 0; t_flags <= 0; e_valid <= 1'b0; f_valid <= 1'b0;
         end else begin
             in_ok <= in_ok_next;
-            if (SLICED) begin
-                if (accept) pending <= 1'b1;
-                if (pending) begin
-                    wsel <= (wsel == SELS - 1) ? 0 : wsel + 1;
-                    if (wsel == SELS - 1) pending <= 1'b0;
-                end
-            end
-            if (commit) begin
+            if (SLICED && in_valid && in_ok) wsel <= last_slice ? 0 : wsel + 1;
+            if (accept) begin
                 if (in_col == W - 1) begin in_col <= 0; in_row <= in_row + 1; end
                 else in_col <= in_col + 1;
             end

@@ -55,6 +55,8 @@ def test_elpv_conv_layer_with_signed_input(elpv_build, tmp_path):
 
     manifest = json.loads((elpv_build / "rtl" / "manifest.json").read_text())
     conv = next(st for st in manifest["stages"] if st["name"] == "Conv_3")
+    # three read ports of a two-chunk pixel: its line buffer is sliced (LB_SLICED), block RAM
+    assert conv["params"]["LB_SLICED"] == 1 and conv["params"]["KP"] == 3
     result = check_stage(elpv_build, "Conv_3", images(elpv_build, "elpv:test"), tmp_path / "c3", idle=0.3, stall=0.3,
                          seed=7)
     assert result["mismatches"] == []

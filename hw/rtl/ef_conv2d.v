@@ -114,9 +114,11 @@ module ef_conv2d #(
     // next cycle's in_ready from this cycle's row0 and frame_done: row0 only grows within a frame
     // and wraps to -PT only as frame_done rises, so the row it frees is never taken early. Both
     // outcomes (this cycle ends the input row or not) from registers, then one multiplexer.
-    wire signed [NB-1:0] lead = in_row - row0;
-    wire ok_same = (in_row < H) && (frame_done || (lead < R));
-    wire ok_next_row = (in_row < H - 1) && (frame_done || (lead < R - 1));
+    // (in_row - row0 < R, the row is free, as one comparison with a register: row_end = row0 + R,
+    // moved with row0; a subtraction before the comparison limited MobileNet's Conv_5 to 99.9 MHz)
+    reg signed [NB-1:0] row_end, row_end1;     // row0 + R, row0 + R - 1
+    wire ok_same = (in_row < H) && (frame_done || (in_row < row_end));
+    wire ok_next_row = (in_row < H - 1) && (frame_done || (in_row < row_end1));
     wire in_ok_next = restart ? (PT < R) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
 
     // ---- engine ----------------------------------------------------------------------------
@@ -455,6 +457,7 @@ module ef_conv2d #(
     always @(posedge clk) begin
         if (!rst_n) begin
             group <= 0; ky <= 0; kx <= 0; chunk <= 0; waddr <= 0; row0 <= -PT; col0 <= -PL;
+            row_end <= R - PT; row_end1 <= R - 1 - PT;
             need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1; arrived <= 1'b0;
             need_row_next <= NEED_ROW1; need_col_next <= NEED_COL1;
             out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
@@ -497,8 +500,10 @@ module ef_conv2d #(
                         col0 <= -PL; need_col <= NEED_COL0; need_col_next <= NEED_COL1;
                         if (row0 == LAST_ROW0) begin
                             row0 <= -PT; need_row <= NEED_ROW0; need_row_next <= NEED_ROW1; frame_done <= 1'b1;
+                            row_end <= R - PT; row_end1 <= R - 1 - PT;
                         end else begin
                             row0 <= row0 + SH; need_row <= need_row_next;
+                            row_end <= row_end + SH; row_end1 <= row_end1 + SH;
                             need_row_next <= clamp_row(row0 + 2 * SH + KH - 1);
                         end
                     end else begin

@@ -97,6 +97,7 @@ def verify_summary(result: dict) -> dict:
 
 def bench_board(jobs: int = 2) -> dict:
     from edgefpga.hw.convert import ensure_converted, load_report
+    from edgefpga.hw.layers.estimate import prediction_error, prediction_misses
     from edgefpga.models import elpv
     from edgefpga.models.card import ZOO, load_card
     from edgefpga.models.preprocess import normalize, resize_batch
@@ -113,14 +114,18 @@ def bench_board(jobs: int = 2) -> dict:
     except VerifyFailed as failed:
         checked = failed.result
     resources = checked["resources"]
+    predicted = checked["fit"]["used"]  # the hardware models' (hw/layers), against Yosys's count
+    misses = prediction_misses(predicted, resources["used"])
     projection = project_board(build, pixels[:6])
     cpu = onnx_rates(card.model_path, normalize(pixels, card.input))
     best_cpu = max(max(v for k, v in row.items() if k.endswith("images_per_s")) for row in cpu.values())
     a9 = a9_estimate(card.raw["macs"])
     return {
         "model": card.name, "board": report["board"]["name"], "verify": verify_summary(checked),
-        "passed": not checked["failed"], "projection": projection,
+        "passed": not checked["failed"] and not misses, "projection": projection,
         "resources": {k: resources[k] for k in ("used", "share", "fits", "limit_share", "method")},
+        "predicted": {"used": predicted, "error_vs_yosys": prediction_error(predicted, resources["used"]),
+                      "misses": misses},
         "cpu_this_machine": cpu, "cpu_board_a9_estimate": a9,
         "ratios": {"board_vs_onnxruntime_1_thread_one_per_call": round(
                        projection["fps"] / cpu["onnxruntime_1_thread"]["one_per_call_images_per_s"], 2),

@@ -194,6 +194,23 @@ def grid(module: str) -> list[dict]:
             conv(6, 6, 128, 128, 1, 16, 4, 1),
             conv(3, 3, 256, 256, 1, 32, 2, 1),
             conv(3, 3, 256, 256, 3, 1, 16, 3, dw=1),
+            # the shipped module detector's convolutions (models/zoo/elpv_modules_detect)
+            conv(160, 160, 1, 12, 3, 1, 6, 3, s=2, xw=12, ww=12, accw=27, ow=11, xsigned=1),
+            conv(40, 40, 12, 24, 3, 12, 3, 3, xw=11, ww=11, accw=29, ow=11),
+            conv(20, 20, 24, 32, 3, 24, 1, 3, xw=11, ww=10, accw=29, ow=12, dsp=0),
+            conv(20, 20, 32, 2, 1, 1, 1, 1, xw=12, ww=8, accw=26, ow=15),
+            # products too narrow for a DSP48 (under 9 bits: Yosys builds them in LUTs), as the
+            # test suite's `convs` net has them
+            conv(24, 20, 8, 8, 3, 1, 4, 3, s=2, dw=1, xw=4, ww=3, accw=11, ow=4),
+            conv(12, 10, 8, 16, 1, 8, 2, 1, xw=4, ww=2, accw=10, ow=6),
+            conv(16, 16, 1, 8, 3, 1, 8, 3, xw=4, ww=3, accw=12, ow=6, xsigned=1),
+            conv(12, 12, 8, 8, 3, 1, 4, 3, dw=1, xw=4, ww=3, accw=12, ow=6),
+            conv(12, 12, 8, 16, 1, 8, 2, 1, xw=4, ww=2, accw=12, ow=6),
+            # MobileNet's 1x1 stages of one output lane (distributed line buffers, 8-16-way slices)
+            conv(24, 24, 32, 32, 1, 8, 1, 1, xw=10, ww=9, accw=25, ow=9),
+            conv(12, 12, 64, 64, 1, 8, 1, 1, xw=9, ww=9, accw=25, ow=8),
+            conv(6, 6, 128, 128, 1, 8, 1, 1, xw=10, ww=8, accw=26, ow=9),
+            conv(3, 3, 256, 256, 1, 16, 1, 1, xw=10, ww=8, accw=26, ow=8),
             # depthwise stages of one or two lanes (their line buffer sliced: LB_SLICED)
             conv(12, 12, 64, 64, 3, 1, 2, 1, dw=1, xw=9, ww=7, accw=20, ow=9),
             conv(6, 6, 128, 128, 3, 1, 1, 1, dw=1, xw=11, ww=8, accw=23, ow=10),

@@ -212,11 +212,14 @@ def model(module: str, params: dict) -> Model:
     m.add("lut", "mul_lut", (not use_dsp) * lanes * (xw + 1) * ww)
     m.add("lut", "tree_lut", (not use_dsp) * po * adders * tw)
     m.add("lut", "tree_dsp", use_dsp * po * adders * tw)
-    m.add("lut", "split_dsp", use_dsp * lanes * (dsp_per_product(xw + 1, ww) - 1) * accw)  # partial products
+    dsps = dsp_per_product(xw + 1, ww)
+    m.add("lut", "split_dsp", use_dsp * lanes * max(0, dsps - 1) * accw)  # partial products
+    m.add("lut", "soft_mul", use_dsp * (dsps == 0) * lanes * (xw + 1) * ww)  # too narrow for a DSP48: LUTs
     m.add("lut", "lane", po * accw)
     m.add("lut", "round", po * accw * (p.get("SHIFT", 1) > 0))
     m.add("lut", "out", po * ow)
-    m.add("lut", "select", (1 if sliced else kp) * xl * xw * (sels - 1))  # sliced: before the write
+    m.add("lut", "select", (not sliced) * kp * xl * xw * (sels - 1))
+    m.add("lut", "write_select", sliced * xl * xw * (sels - 1))  # from the held input pixel, a register
     m.add("lut", "pixel", kp * xl * xw)
     m.add("lut", "positions", kp)  # each read position's address and inside-the-map test
     m.add("lut", "wrom", rom_columns(steps, wrom.width) * rom_luts_per_bit(steps) * (wrom.kind == "logic"))
@@ -235,7 +238,9 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "b2_words", b2 * kp * (c if word_reg and not sliced else xl) * xw)
     m.add("ff", "b2_weights", b2 * lanes * ww)
     m.add("ff", "b2_flags", b2 * (5 + clog2(groups) + clog2(sels) + kp * word_reg))
-    m.add("ff", "terms_lut", (not use_dsp) * po * nt * pw)
+    # a part's register holds its product of PB weight bits: the bits below its shift are zero and
+    # those above are copies of its sign, which Yosys removes and merges
+    m.add("ff", "terms_lut", (not use_dsp) * po * nt * min(pw, xw + 2 + LUT_PART_BITS))
     m.add("ff", "terms_dsp", use_dsp * po * nt * pw)
     m.add("ff", "tree", po * tree_words * tw)
     m.add("ff", "round", po * (ow + 2))

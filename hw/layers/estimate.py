@@ -155,12 +155,19 @@ def rom_columns(depth: int, width: int) -> int:
 # ---- multipliers ----------------------------------------------------------------------------------
 
 DSP_A, DSP_B, DSP_A_PARTIAL = 25, 18, 18  # mul2dsp's DSP_A_MAXWIDTH, DSP_B_MAXWIDTH, DSP_A_MAXWIDTH_PARTIAL
+# mul2dsp's DSP_Y_MINWIDTH for the xc7: a product narrower than this is built in LUTs, not a DSP48
+# (synth_xilinx here: 5 x 3 bits, 19 LUTs; 5 x 4, one DSP48E1)
+DSP_Y_MIN = 9
 
 
 def dsp_per_product(a_bits: int, b_bits: int) -> int:
     """DSP48E1 slices of one signed ``a_bits`` x ``b_bits`` product (Yosys mul2dsp: the wider
     operand on A (25 bits), the other on B (18); past that an operand is cut into 17-bit unsigned
-    pieces below a signed top piece, one DSP per pair of pieces)."""
+    pieces below a signed top piece, one DSP per pair of pieces); none for a product narrower than
+    DSP_Y_MIN bits, which Yosys builds in LUTs (a net quantized to 4-bit activations and 3-bit
+    weights had 70 products predicted on DSPs where Yosys used 2 DSPs in all)."""
+    if a_bits + b_bits < DSP_Y_MIN:
+        return 0
     a, b = max(a_bits, b_bits), min(a_bits, b_bits)
     if a <= DSP_A and b <= DSP_B:
         return 1

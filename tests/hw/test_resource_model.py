@@ -74,6 +74,8 @@ def test_dsp_count_is_the_multipliers():
         assert stage_resources("ef_conv2d", conv(12, 12, 48, 16, 3, ci, po, kp, xw=16, ww=16)).dsp == ci * po * kp
     assert stage_resources("ef_dense", dense(1, 64, 10, 8, 2, xw=12, ww=14)).dsp == 16
     assert dsp_per_product(17, 20) == 1 and dsp_per_product(25, 18) == 1
+    # a product under 9 bits is built in LUTs (synth_xilinx: 5 x 3 bits, 19 LUTs; 5 x 4, a DSP48E1)
+    assert dsp_per_product(5, 3) == 0 and dsp_per_product(5, 4) == 1
     assert dsp_per_product(27, 20) > 1 and dsp_per_product(19, 19) > 1
 
 

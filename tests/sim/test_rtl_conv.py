@@ -36,10 +36,10 @@ def stage_params(build, name: str) -> dict:
                                            # RAM), or its address (distributed RAM): the build's own
                                            # choice is the first case, this one is the other
                                            ("Conv_2", {"LB_WORD_REG": OTHER}),
-                                           # stage B2 for the weight ROM alone (WROM_OUT_REG) in both
-                                           # forms: the address form's selected slice waits in B2
+                                           # stage B2 for the weight ROM alone (WROM_OUT_REG) in the
+                                           # address form: the selected slice waits in B2 (in the word
+                                           # form it builds the RTL of LB_OUT_REG=1, checked above)
                                            ("Conv_2", {"LB_WORD_REG": 0, "LB_OUT_REG": 0, "WROM_OUT_REG": 1}),
-                                           ("Conv_2", {"LB_WORD_REG": 1, "LB_OUT_REG": 0, "WROM_OUT_REG": 1}),
                                            ("AveragePool_1", {})])         # the global average pool
 def test_foreign_stages(foreign_build, foreign_dir, tmp_path, stage, params):
     if params.get("LB_WORD_REG") is OTHER:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefpga.hw.layers.base import CALIBRATION_DIR
-from edgefpga.hw.layers.conv import read_regs
+from edgefpga.hw.layers.conv import fold_rom, read_regs
 from edgefpga.hw.layers.stage import exact_divider
 from edgefpga.hw.rtlgen import INCLUDE_FILES, RTL_DIR
 from edgefpga.progress import progress_bar
@@ -364,7 +364,10 @@ def rom_files(module: str, params: dict) -> dict[str, list[str]]:
         ww, accw = p["WW"], p["ACCW"]
         weights = signed_words(rng, depth * lanes, ww, ww - 1 - np.log2(6))
         biases = signed_words(rng, groups * p["PO"], accw, max(1, accw - 12))
-        return {"WFILE": pack(weights, ww, lanes), "BFILE": pack(biases, accw, p["PO"])}
+        words = pack(weights, ww, lanes)
+        if module == "ef_conv2d":
+            words = fold_rom(words, p.get("WFOLD", 1), lanes * ww)
+        return {"WFILE": words, "BFILE": pack(biases, accw, p["PO"])}
     if module == "ef_affine":
         # a normalization as rtlgen builds it: the input range maps onto the output type's
         # (a scale that would saturate every pixel lets Yosys fold the whole stage away)

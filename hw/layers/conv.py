@@ -122,10 +122,56 @@ def steps_per_pixel(params: dict) -> int:
     return groups * p["KH"] * (p["KW"] // p.get("KP", 1)) * chunks
 
 
+def weight_word_bits(params: dict) -> int:
+    """WWORD: the weight ROM's word, PO*KP*CI weights (one step's)."""
+    return params.get("PO", 1) * params.get("KP", 1) * params.get("CI", 1) * params.get("WW", 8)
+
+
+def weight_rom_rows(steps: int, fold: int) -> int:
+    """WROWS: the weight ROM's rows, each of ``fold`` words (a power of two where fold > 1)."""
+    return steps if fold <= 1 else 1 << clog2(-(-steps // fold))
+
+
 def weight_rom(params: dict):
-    """Where the weight ROM goes (one word of PO*KP*CI weights per step)."""
-    lanes = params.get("PO", 1) * params.get("KP", 1) * params.get("CI", 1)
-    return map_memory(steps_per_pixel(params), lanes * params.get("WW", 8), rom=True)
+    """Where the weight ROM goes: one word per step, or WFOLD words per row."""
+    fold = params.get("WFOLD", 1)
+    return map_memory(weight_rom_rows(steps_per_pixel(params), fold), fold * weight_word_bits(params), rom=True)
+
+
+WROM_BANK_ROWS = 512  # a block RAM's depth at 36 bits: the ECP5's DP16KD (18 kbit); the xc7's RAMB36 at 72
+WROM_MUX_WAYS = 4  # the most banks a weight ROM's word is chosen from in the cycle of the RAM's read
+
+
+def weight_rom_fold(params: dict) -> int:
+    """WFOLD: the words a weight ROM row holds side by side. A block-RAM ROM deeper than
+    WROM_MUX_WAYS banks of WROM_BANK_ROWS words (mapped in banks by depth, a multiplexer joining
+    their outputs after the RAM's clock-to-out, in one cycle) is folded into one bank of that many
+    words per row, each registered in stage B2, the step's chosen after the register. Placed on the
+    ECP5 (bench/results/timing.json at 9a48719), three banks reached 107.7 MHz (ELPV's Conv_4) and
+    115.8 (ResNet-8's Conv_6), five 97.0 (ELPV's Conv_5): a 4-way multiplexer is one LUT6 on the
+    xc7 (two LUT4s and a PFUMX on the ECP5), more is another level. It costs (WFOLD-1) words of
+    flip-flops, so it is kept to those."""
+    if weight_rom(dict(params, WFOLD=1)).kind != "block":
+        return 1
+    banks = -(-steps_per_pixel(params) // WROM_BANK_ROWS)
+    return banks if banks > WROM_MUX_WAYS else 1
+
+
+def fold_rom(words: list[str], fold: int, bits: int) -> list[str]:
+    """The weight ROM's lines with ``fold`` words of ``bits`` bits side by side, as the RTL reads
+    them (step s in row s mod WROWS, at position s // WROWS, the first in the low bits)."""
+    if fold <= 1:
+        return words
+    rows = weight_rom_rows(len(words), fold)
+    lines = []
+    for row in range(rows):
+        packed = 0
+        for position in range(fold):
+            step = position * rows + row
+            if step < len(words):
+                packed |= int(words[step], 16) << (position * bits)
+        lines.append(format(packed, "x"))
+    return lines
 
 
 def read_regs(params: dict) -> dict[str, int]:
@@ -140,8 +186,33 @@ def read_regs(params: dict) -> dict[str, int]:
     buffer is distributed RAM, 98.3 MHz on the ECP5 without it). Either builds stage B2 (docs/rtl.md)."""
     sliced = line_buffer_sliced(params)
     word_reg = line_buffer_word_reg(dict(params, LB_SLICED=sliced))
-    return {"LB_SLICED": sliced, "LB_WORD_REG": word_reg, "LB_OUT_REG": word_reg,
-            "WROM_OUT_REG": int(weight_rom(params).kind == "block")}
+    regs = {"LB_SLICED": sliced, "LB_WORD_REG": word_reg, "LB_OUT_REG": word_reg,
+            "WROM_OUT_REG": int(weight_rom(dict(params, WFOLD=1)).kind == "block"), "WFOLD": weight_rom_fold(params)}
+    regs["OUT_CREDIT"] = out_credit(dict(params, **regs))
+    return regs
+
+
+# the registers past stage A that one stall would enable: the model's flip-flop features of them
+STALL_ENABLED = ("operands", "x_copies", "b2_words", "b2_weights", "terms_lut", "terms_dsp", "terms_soft", "tree",
+                 "acc")
+CREDIT_MIN_ENABLES = 4096  # a stall net's fan-out past which the RTL's flow control is by credit
+CREDIT_MIN_STEPS = 32  # a pixel's steps: more than twice the stages of any pipeline here, so no cycle lost
+
+
+def stall_enables(params: dict) -> int:
+    """The registers past stage A that a stall would enable (features of ``model``, uncalibrated)."""
+    features = model("ef_conv2d", dict(params, OUT_CREDIT=0)).features["ff"]
+    return round(sum(features.get(name, 0.0) for name in STALL_ENABLED))
+
+
+def out_credit(params: dict) -> int:
+    """OUT_CREDIT: 1 where a stall would enable more than CREDIT_MIN_ENABLES registers and a pixel
+    takes at least CREDIT_MIN_STEPS steps. The RTL then has no enable past stage A (flow control by
+    credit, an output register more, hw/rtl/ef_conv2d.v): ELPV's Conv_3, about 10 k registers on one
+    stall net, 95.0 MHz on the ECP5 with 9.3 of its 10.5 ns in routing. Where a pixel takes fewer
+    steps than the pipeline has stages, credits would cost cycles (two pixels begun at most); where
+    the net is small, the output register would cost flip-flops for nothing."""
+    return int(steps_per_pixel(params) >= CREDIT_MIN_STEPS and stall_enables(params) > CREDIT_MIN_ENABLES)
 
 
 LUT_PART_BITS = 2  # weight bits per part of a shift-and-add multiplier (hw/rtl/ef_conv2d.v PB)
@@ -150,16 +221,20 @@ LUT_PART_BITS = 2  # weight bits per part of a shift-and-add multiplier (hw/rtl/
 def adder_tree(terms: int, pw: int, accw: int, per_stage: int = 2) -> tuple[int, int, int]:
     """A lane's adder tree in hw/rtl/ef_conv2d.v (``terms`` words of ``pw`` bits added in pairs,
     a register after every ``per_stage`` levels (LPS: 1 after DSP products, 2 after shift-and-add
-    parts) and after the last): its word width, its adders and the words its registers hold."""
+    parts) and after the last): its word width, its adders and the bits its registers hold. The
+    RTL's words are all TW bits wide, but a sum at level l has pw + l bits that differ: Yosys
+    narrows the adders (wreduce) and merges the registers' copies of the sign (opt_merge), so a
+    register at level l keeps pw + l bits (the detector's 360-term tree: about 3,000 where TW
+    bits a word would be 3,800)."""
     levels = (terms - 1).bit_length() if terms > 1 else 0
     tw = min(pw + levels, accw)
-    words, adders, registered = terms, 0, 0
+    words, adders, registered_bits = terms, 0, 0
     for level in range(1, levels + 1):
         adders += words // 2
         words = (words + 1) // 2
         if level % per_stage == 0 or level == levels:
-            registered += words
-    return tw, adders, registered
+            registered_bits += words * min(pw + level, accw)
+    return tw, adders, registered_bits
 
 
 def model(module: str, params: dict) -> Model:
@@ -191,7 +266,7 @@ def model(module: str, params: dict) -> Model:
     pw = xw + 1 + ww
     parts = 1 if use_dsp else -(-ww // LUT_PART_BITS)
     nt = kp * ci * parts
-    tw, adders, tree_words = adder_tree(nt, pw, accw, 1 if use_dsp else 2)
+    tw, adders, tree_bits = adder_tree(nt, pw, accw, 1 if use_dsp else 2)
     lb = line_buffer(p)
     sliced = int(bool(p.get("LB_SLICED", 0)) and sels > 1)
     word_reg = p.get("LB_WORD_REG", 1) or sliced
@@ -200,6 +275,7 @@ def model(module: str, params: dict) -> Model:
     # weights and the step's flags again
     b2 = bool((word_reg and p.get("LB_OUT_REG", 0)) or p.get("WROM_OUT_REG", 0))
     wrom = weight_rom(p)
+    fold = p.get("WFOLD", 1)
     brom = map_memory(groups, po * accw, rom=True)
     m = Model()
     m.exact = Resources(dsp=lanes * dsp_per_product(xw + 1, ww) if use_dsp else 0,
@@ -225,7 +301,7 @@ def model(module: str, params: dict) -> Model:
     m.add("lut", "wrom", rom_columns(steps, wrom.width) * rom_luts_per_bit(steps) * (wrom.kind == "logic"))
     m.add("lut", "wrom_words", rom_columns(steps, wrom.width) * steps / 32 * (wrom.kind == "logic"))
     m.add("lut", "brom", rom_columns(groups, brom.width) * rom_luts_per_bit(groups) * (brom.kind == "logic"))
-    m.add("lut", "mem_mux", lb.mux_bits + wrom.mux_bits + brom.mux_bits)
+    m.add("lut", "mem_mux", lb.mux_bits + wrom.mux_bits + brom.mux_bits + (fold - 1) * lanes * ww)  # + the fold's
     m.add("ff", "const", 1)
     m.add("ff", "counters", counters)
     m.add("ff", "acc", po * accw)
@@ -236,15 +312,20 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "x_copies", (x_copies - 1) * kp * xl * xw)
     m.add("ff", "bias_again", po * accw)  # the bias ROM's word registered again before the accumulator
     m.add("ff", "b2_words", b2 * kp * (c if word_reg and not sliced else xl) * xw)
-    m.add("ff", "b2_weights", b2 * lanes * ww)
+    m.add("ff", "b2_weights", b2 * fold * lanes * ww)  # every word of a folded row
     m.add("ff", "b2_flags", b2 * (5 + clog2(groups) + clog2(sels) + kp * word_reg))
     # a part's register holds its product of PB weight bits: the bits below its shift are zero and
     # those above are copies of its sign, which Yosys removes and merges
     m.add("ff", "terms_lut", (not use_dsp) * po * nt * min(pw, xw + 2 + LUT_PART_BITS))
-    m.add("ff", "terms_dsp", use_dsp * po * nt * pw)
-    m.add("ff", "tree", po * tree_words * tw)
+    m.add("ff", "terms_dsp", use_dsp * (dsps > 0) * po * nt * pw)
+    # products too narrow for a DSP48 are LUTs, so their operands and product registers are the
+    # fabric's (a DSP48 holds them in its own A, B and M registers): `convs`' 4-bit stages
+    soft = use_dsp * (dsps == 0)
+    m.add("ff", "terms_soft", soft * po * nt * pw)
+    m.add("ff", "operands_soft", soft * (x_copies * kp * xl * xw + lanes * ww))
+    m.add("ff", "tree", po * tree_bits)
     m.add("ff", "round", po * (ow + 2))
-    m.add("ff", "out", oc * ow)
+    m.add("ff", "out", oc * ow * (1 + p.get("OUT_CREDIT", 0)))  # OUT_CREDIT: the result and the output register
     return m
 
 
@@ -294,6 +375,7 @@ def stage(model, p, node, inputs: list[StreamInfo], lanes) -> Stage:
                   XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww, ACCW=acc_t.width, SHIFT=shift,
                   OW=out_t.width, OMIN=omin, OMAX=omax)
     params.update(read_regs(params))
+    words = fold_rom(words, params["WFOLD"], weight_word_bits(params))
     return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,
                  out_t.width, lanes.cycles, lanes.multipliers, node.name, window_need(window, x.h, x.w))
 

@@ -33,6 +33,8 @@ module ef_conv2d #(
     parameter LB_SLICED = 0,                   // 1 (with LB_WORD_REG): one channel slice per line-buffer word, in block RAM
     parameter LB_OUT_REG = 0,                  // 1 (with LB_WORD_REG): the block RAM's word registered again (stage B2)
     parameter WROM_OUT_REG = 0,                // 1: the weight ROM's word registered again (stage B2, either line buffer form)
+    parameter WFOLD = 1,                       // (with WROM_OUT_REG) the weight ROM's words read WFOLD side by side
+    parameter OUT_CREDIT = 0,                  // 1: flow control by credit, nothing past A waits (an output register more)
     parameter WW = 8, ACCW = 32,
     parameter SHIFT = 8, OW = 8,
     parameter signed [63:0] OMIN = 0,
@@ -139,7 +141,16 @@ module ef_conv2d #(
     reg [KB-1:0] ky, kx;
     reg [CB-1:0] chunk;
     reg [AB-1:0] waddr;                        // = ((group*KH + ky)*KSTEPS + kx/KP)*CHUNKS + chunk
-    reg [PO*KP*CI*WW-1:0] wrom [0:WDEPTH-1];  // synthesis picks block RAM, LUT RAM or logic by size
+    // the weight ROM: one word of WWORD bits per step. With WFOLD > 1 a row holds WFOLD words side by
+    // side, step s in row s mod WROWS, position s / WROWS (WROWS a power of two): a deep ROM is then
+    // one bank of block RAM, not WFOLD banks whose outputs a multiplexer joins in the cycle of the
+    // RAM's clock-to-out; every word of the row is registered in B2 and the step's is chosen after
+    // (ELPV's Conv_5, 2304 steps in five banks of 512 words on the ECP5: 97.0 MHz, that cycle)
+    localparam WWORD = PO * KP * CI * WW;
+    localparam WRB = (WFOLD > 1) ? $clog2((WDEPTH + WFOLD - 1) / WFOLD) : AB;   // row address bits
+    localparam WROWS = (WFOLD > 1) ? (1 << WRB) : WDEPTH;
+    localparam FB = (WFOLD > 1) ? $clog2(WFOLD) : 1;
+    reg [WFOLD*WWORD-1:0] wrom [0:WROWS-1];   // synthesis picks block RAM, LUT RAM or logic by size
     reg [PO*ACCW-1:0] brom [0:GROUPS-1];
     initial begin
         $readmemh(WFILE, wrom);
@@ -186,19 +197,28 @@ module ef_conv2d #(
     reg b_valid, b_first, b_last, b_gfirst, b_pixel_end;
     reg [GB-1:0] b_group;
     reg [SB-1:0] b_sel;                        // the chunk (or, depthwise, the group) of stage B's step
-    reg [PO*KP*CI*WW-1:0] b_w, c_w;
+    reg [WFOLD*WWORD-1:0] b_w;
+    reg [WWORD-1:0] c_w;
+    reg [FB-1:0] b_fold, b2_fold;              // WFOLD > 1: the step's word in the row read
     reg [FW-1:0] c_flags;
     localparam B2 = (WORD_REG && LB_OUT_REG) || WROM_OUT_REG;   // stage B2 is built
     reg [FW-1:0] b2_flags;
     reg [SB-1:0] b2_sel;
-    reg [PO*KP*CI*WW-1:0] b2_w;
+    reg [WFOLD*WWORD-1:0] b2_w;
     wire [FW-1:0] b_flags = {b_valid, b_first, b_last, b_gfirst, b_pixel_end, b_group};
     wire [FW-1:0] s_flags = B2 ? b2_flags : b_flags;   // the step entering C and its weights
     // the stage whose line-buffer word the slice is selected from: B2 where the word is registered
     // and B2 is built, else B (the address form selects in B; its slice then waits in B2)
     localparam B2_WORD = B2 && WORD_REG;
     wire [SB-1:0] rd_sel = B2_WORD ? b2_sel : b_sel;
-    wire [PO*KP*CI*WW-1:0] s_w = B2 ? b2_w : b_w;
+    wire [WWORD-1:0] s_w;
+    generate
+        if (WFOLD > 1) begin : fold_pick
+            assign s_w = b2_w[b2_fold * WWORD +: WWORD];   // (WFOLD > 1 only with stage B2)
+        end else begin : whole_word
+            assign s_w = B2 ? b2_w : b_w;
+        end
+    endgenerate
     reg [FW*(TS+1)-1:0] t_flags;               // D's flags low, then each tree stage's: the top is E's input
     wire [FW*(TS+2)-1:0] chain = {t_flags, c_flags};
     wire [FW-1:0] pre_flags = chain[FW*(TS+1) +: FW];    // the step entering E
@@ -210,16 +230,29 @@ module ef_conv2d #(
     reg f_valid, f_gfirst, f_pixel_end;
     // a pixel's first group waits while the output register holds the previous pixel unsent
     wire out_busy = (GSTEPS == 1) ? (out_valid && !out_ready) : out_valid;
-    wire stall = f_valid && f_gfirst && out_busy;
-    wire issue = !stall && !frame_done && arrived;
+    // With OUT_CREDIT nothing past A ever waits, so no register past A has an enable: a finished
+    // pixel waits in the result register (pending) until the output register is free, and the
+    // issue begins a pixel only while fewer than two are begun and unsent. So when a pixel's first
+    // group reaches F the previous pixel has left the result register, since the one before it
+    // was sent before this pixel began. One stall enabling every register past A (ELPV's Conv_3:
+    // about 10 k) limited it to 95.0 MHz on the ECP5 (9.3 of 10.5 ns routing on that net); it
+    // costs an output register, and no cycles where a pixel takes more steps than the pipeline has
+    // stages (the hardware model chooses it only there).
+    wire stall = !OUT_CREDIT && f_valid && f_gfirst && out_busy;
+    reg [1:0] credits;                         // OUT_CREDIT: pixels begun (first step issued), not yet sent
+    reg at_start;                              // the next step is a pixel's first
+    reg pending;                               // OUT_CREDIT: the result register holds a whole pixel
+    wire credit_ok = !OUT_CREDIT || !at_start || !credits[1];
+    wire issue = !stall && !frame_done && arrived && credit_ok;
     assign busy = issue;
 
     // stage B's reads move on !stall, like every stage past A (b_valid says whether they hold a
     // step): the issue then enables only A's counters, a small fan-out
     always @(posedge clk) begin
         if (!stall) begin
-            b_w <= wrom[waddr];
-            b2_w <= b_w; b2_sel <= b_sel;
+            b_w <= wrom[waddr[WRB-1:0]];
+            b_fold <= waddr >> WRB;
+            b2_w <= b_w; b2_sel <= b_sel; b2_fold <= b_fold;
         end
     end
 
@@ -442,8 +475,9 @@ module ef_conv2d #(
         end
     end
 
-    // the output register: each finished group is shifted in from the top, so after the last
-    // group the first one sits in the low bits; it is out_data itself (one register, not two)
+    // the result register: each finished group is shifted in from the top, so after the last
+    // group the first one sits in the low bits; it is out_data itself (one register, not two),
+    // except with OUT_CREDIT
     reg [OC*OW-1:0] result;
     wire [OC*OW-1:0] next_result;
     generate
@@ -463,6 +497,7 @@ module ef_conv2d #(
             out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
             wsel <= 0;
             b2_flags <= 0; c_flags <= 0; t_flags <= 0; e_valid <= 1'b0; f_valid <= 1'b0;
+            credits <= 0; at_start <= 1'b1; pending <= 1'b0;
         end else begin
             in_ok <= in_ok_next;
             if (SLICED && in_valid && in_ok) wsel <= last_slice ? 0 : wsel + 1;
@@ -477,8 +512,14 @@ module ef_conv2d #(
             // the output: stage F's group shifted into the result; a pixel's last makes it valid
             if (f_valid && !stall) begin
                 result <= next_result;
-                if (f_pixel_end) out_valid <= 1'b1;
+                if (f_pixel_end && !OUT_CREDIT) out_valid <= 1'b1;
             end
+            if (OUT_CREDIT) begin
+                if (pending && (!out_valid || out_ready)) begin out_valid <= 1'b1; pending <= 1'b0; end
+                if (f_valid && f_pixel_end) pending <= 1'b1;
+                credits <= credits + {1'b0, issue && at_start} - {1'b0, out_valid && out_ready};
+            end
+            if (issue) at_start <= a_last && a_group_last;
             // stages B to F
             if (!stall) begin
                 b_valid <= issue;
@@ -524,5 +565,8 @@ module ef_conv2d #(
             end
         end
     end
-    assign out_data = result;
+    // OUT_CREDIT: the output register, the pixel moved from the result register when it is free
+    reg [OC*OW-1:0] out_reg;
+    always @(posedge clk) if (OUT_CREDIT && pending && (!out_valid || out_ready)) out_reg <= result;
+    assign out_data = OUT_CREDIT ? out_reg : result;
 endmodule

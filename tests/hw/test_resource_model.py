@@ -40,18 +40,17 @@ def test_conv_grows_with_its_lanes():
     every lane (input channels CI, outputs PO, window positions KP); with DSPs, LUTs and FFs with
     the output lanes PO (requantization, accumulators). More CI with DSPs may take fewer LUTs: the
     chunk multiplexer in front of the multipliers shrinks (C/CI inputs)."""
-    base = conv(24, 24, 16, 32, 3, 1, 1, 1)
     lut_lanes = [(1, 1, 1), (2, 1, 1), (2, 2, 1), (2, 2, 3), (4, 2, 3), (4, 4, 3), (8, 4, 3)]
     previous = None
-    for ci, po, kp in lut_lanes:
-        r = stage_resources("ef_conv2d", dict(base, CI=ci, PO=po, KP=kp, USE_DSP=0))
+    for ci, po, kp in lut_lanes:  # each with its own memory layout (read_regs), as a build sets it
+        r = stage_resources("ef_conv2d", conv(24, 24, 16, 32, 3, ci, po, kp, dsp=0))
         if previous is not None:
             assert r.lut > previous.lut and r.dsp == 0
         previous = r
     for ci in (1, 4, 16):
         previous = None
         for po in (1, 2, 4, 8):
-            r = stage_resources("ef_conv2d", dict(base, CI=ci, PO=po))
+            r = stage_resources("ef_conv2d", conv(24, 24, 16, 32, 3, ci, po))
             assert r.dsp == ci * po
             if previous is not None:
                 assert r.ff > previous.ff
@@ -128,6 +127,38 @@ def test_a_block_ram_weight_rom_is_registered_again():
     assert stage_resources("ef_conv2d", conv8).ff > stage_resources("ef_conv2d", dict(conv8, WROM_OUT_REG=0)).ff
     first = conv(32, 32, 3, 16, 3, 3, 8)  # 9 steps: the weights in logic
     assert weight_rom(first).kind == "logic" and first["WROM_OUT_REG"] == 0
+
+
+def test_a_deep_weight_rom_is_folded():
+    """A block-RAM weight ROM deeper than WROM_MUX_WAYS banks is read as WFOLD words side by side
+    (one bank, no multiplexer after the RAM's read), its lines packed as the RTL reads them: step s
+    in row s mod WROWS at position s // WROWS; three banks stay as they are."""
+    from edgefpga.hw.layers.conv import WROM_BANK_ROWS, fold_rom, weight_rom
+
+    conv5 = conv(3, 3, 64, 80, 3, 4, 5, xw=13, ww=7, accw=30)  # ELPV's Conv_5: 2304 steps of 20 weights
+    assert conv5["WROM_OUT_REG"] == 1 and conv5["WFOLD"] == 5
+    rom = weight_rom(conv5)
+    assert rom.kind == "block" and (rom.depth, rom.width) == (WROM_BANK_ROWS, 5 * 140) and rom.mux_bits == 0
+    assert weight_rom(dict(conv5, WFOLD=1)).mux_bits > 0  # five banks by depth, multiplexed
+    assert conv(8, 8, 64, 64, 3, 32, 1, xw=11, ww=11)["WFOLD"] == 1  # 1152 steps: three banks
+    assert conv(32, 32, 3, 16, 3, 3, 8)["WFOLD"] == 1  # 9 steps in logic
+    words = [format(step, "x") for step in range(9)]
+    assert fold_rom(words, 3, 8) == ["80400", "501", "602", "703"]  # 4 rows: 0|4|8, 1|5, 2|6, 3|7
+    assert fold_rom(words, 1, 8) == words
+
+
+def test_flow_control_by_credit_where_a_stall_would_enable_thousands():
+    """OUT_CREDIT where one stall would enable more than CREDIT_MIN_ENABLES registers and a pixel
+    takes CREDIT_MIN_STEPS steps or more; it costs the output register (OC*OW flip-flops)."""
+    from edgefpga.hw.layers.conv import CREDIT_MIN_ENABLES, stall_enables
+
+    conv3 = conv(12, 12, 32, 48, 3, 16, 1, 3, xw=14, ww=9, accw=32, ow=12, dsp=0)  # ELPV's Conv_3
+    assert conv3["OUT_CREDIT"] == 1 and stall_enables(conv3) > CREDIT_MIN_ENABLES
+    extra = stage_resources("ef_conv2d", conv3).ff - stage_resources("ef_conv2d", dict(conv3, OUT_CREDIT=0)).ff
+    assert 0.9 * 48 * 12 < extra < 1.1 * 48 * 12
+    assert conv(16, 16, 16, 16, 3, 4, 4)["OUT_CREDIT"] == 0  # a small net
+    wide_and_fast = conv(40, 40, 12, 24, 3, 12, 3, 3, xw=11, ww=11, accw=29, ow=11)  # 24 steps a pixel
+    assert stall_enables(wide_and_fast) > CREDIT_MIN_ENABLES and wide_and_fast["OUT_CREDIT"] == 0
 
 
 def test_block_ram_of_known_geometries():

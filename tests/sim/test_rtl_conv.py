@@ -40,11 +40,16 @@ def stage_params(build, name: str) -> dict:
                                            # address form: the selected slice waits in B2 (in the word
                                            # form it builds the RTL of LB_OUT_REG=1, checked above)
                                            ("Conv_2", {"LB_WORD_REG": 0, "LB_OUT_REG": 0, "WROM_OUT_REG": 1}),
+                                           # flow control by credit (OUT_CREDIT) or by one stall: the
+                                           # form the build did not choose
+                                           ("Conv_2", {"OUT_CREDIT": OTHER}),
                                            ("AveragePool_1", {})])         # the global average pool
 def test_foreign_stages(foreign_build, foreign_dir, tmp_path, stage, params):
     if params.get("LB_WORD_REG") is OTHER:
         other = 1 - stage_params(foreign_build, stage)["LB_WORD_REG"]  # block RAM's form with its stage B2
         params = dict(params, LB_WORD_REG=other, LB_OUT_REG=other)
+    if params.get("OUT_CREDIT") is OTHER:
+        params = dict(params, OUT_CREDIT=1 - stage_params(foreign_build, stage)["OUT_CREDIT"])
     result = check_stage(foreign_build, stage, images(foreign_build, str(foreign_dir / "test.npz")),
                          tmp_path / stage, params=params)
     assert result["frames"] == 2 and result["mismatches"] == []
@@ -55,13 +60,23 @@ def test_elpv_conv_layer_with_signed_input(elpv_build, tmp_path):
 
     manifest = json.loads((elpv_build / "rtl" / "manifest.json").read_text())
     conv = next(st for st in manifest["stages"] if st["name"] == "Conv_3")
-    # three read ports of a two-chunk pixel: its line buffer is sliced (LB_SLICED), block RAM
-    assert conv["params"]["LB_SLICED"] == 1 and conv["params"]["KP"] == 3
+    # three read ports of a two-chunk pixel: its line buffer is sliced (LB_SLICED), block RAM;
+    # about 9 k registers past the issue: flow control by credit (OUT_CREDIT), no stall
+    assert conv["params"]["LB_SLICED"] == 1 and conv["params"]["KP"] == 3 and conv["params"]["OUT_CREDIT"] == 1
     result = check_stage(elpv_build, "Conv_3", images(elpv_build, "elpv:test"), tmp_path / "c3", idle=0.3, stall=0.3,
                          seed=7)
     assert result["mismatches"] == []
     gap = result["last_output_cycle"][1] - result["last_output_cycle"][0]
     assert gap >= conv["cycles_per_frame"]  # one engine step per cycle at most
+
+
+def test_elpv_folded_weight_rom(elpv_build, tmp_path):
+    """ELPV's Conv_5 reads its 2304-step weight ROM folded (WFOLD words a row, the step's word
+    chosen after stage B2's register), by the build's own choice, bit-exact under backpressure."""
+    assert stage_params(elpv_build, "Conv_5")["WFOLD"] == 5
+    result = check_stage(elpv_build, "Conv_5", images(elpv_build, "elpv:test"), tmp_path / "c5", idle=0.3, stall=0.3,
+                         seed=3)
+    assert result["frames"] == 2 and result["mismatches"] == []
 
 
 def test_the_check_can_fail(foreign_build, foreign_dir, tmp_path):

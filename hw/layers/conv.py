@@ -193,7 +193,7 @@ def read_regs(params: dict) -> dict[str, int]:
 
 
 # the registers past stage A that one stall would enable: the model's flip-flop features of them
-STALL_ENABLED = ("operands", "x_copies", "b2_words", "b2_weights", "terms_lut", "terms_dsp", "terms_soft", "tree",
+STALL_ENABLED = ("operands", "operands_fabric", "x_copies", "b2_words", "b2_weights", "terms_lut", "terms_dsp", "terms_soft", "tree",
                  "acc")
 CREDIT_MIN_ENABLES = 4096  # a stall net's fan-out past which the RTL's flow control is by credit
 CREDIT_MIN_STEPS = 32  # a pixel's steps: more than twice the stages of any pipeline here, so no cycle lost
@@ -275,6 +275,11 @@ def model(module: str, params: dict) -> Model:
     # weights and the step's flags again
     b2 = bool((word_reg and p.get("LB_OUT_REG", 0)) or p.get("WROM_OUT_REG", 0))
     wrom = weight_rom(p)
+    # a weight ROM in logic behind three registers (B, B2, C) keeps none of its words: Yosys
+    # registers its address instead (FFs counted by name: the detector's Conv_2 has 4,679 part,
+    # 3,356 tree, 792 slice and 792 line-buffer bits and not one weight bit; a 36-step ROM of 192
+    # bits has 179 in B and 179 in C without B2, none with it)
+    rom_in_address = wrom.kind == "logic" and b2
     fold = p.get("WFOLD", 1)
     brom = map_memory(groups, po * accw, rom=True)
     m = Model()
@@ -306,23 +311,29 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "counters", counters)
     m.add("ff", "acc", po * accw)
     m.add("ff", "bias", rom_columns(groups, po * accw) * (brom.kind == "logic") * (groups > 1))
-    m.add("ff", "weights_lut", (not use_dsp) * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
-    m.add("ff", "weights_dsp", use_dsp * rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
-    m.add("ff", "operands", kp * xl * xw + lanes * ww)  # the step's slice and weights, registered again
+    rom_word_regs = rom_columns(steps, wrom.width) * (wrom.kind == "logic" and not b2) * (steps > 1)
+    m.add("ff", "weights_lut", (not use_dsp) * rom_word_regs)
+    m.add("ff", "weights_dsp", use_dsp * rom_word_regs)
+    # the step's slice and weights, registered again: a DSP48's A and B registers where the products
+    # are DSPs, the fabric's where they are LUTs (shift-and-add, or too narrow for a DSP48)
+    fabric_products = (not use_dsp) or dsp_per_product(xw + 1, ww) == 0
+    m.add("ff", "operands", (not fabric_products) * (kp * xl * xw + lanes * ww))
+    m.add("ff", "operands_fabric", fabric_products * (x_copies * kp * xl * xw + (not rom_in_address) * lanes * ww))
     m.add("ff", "x_copies", (x_copies - 1) * kp * xl * xw)
     m.add("ff", "bias_again", po * accw)  # the bias ROM's word registered again before the accumulator
     m.add("ff", "b2_words", b2 * kp * (c if word_reg and not sliced else xl) * xw)
-    m.add("ff", "b2_weights", b2 * fold * lanes * ww)  # every word of a folded row
+    m.add("ff", "b2_weights", b2 * (not rom_in_address) * fold * lanes * ww)  # every word of a folded row
     m.add("ff", "b2_flags", b2 * (5 + clog2(groups) + clog2(sels) + kp * word_reg))
     # a part's register holds its product of PB weight bits: the bits below its shift are zero and
-    # those above are copies of its sign, which Yosys removes and merges
-    m.add("ff", "terms_lut", (not use_dsp) * po * nt * min(pw, xw + 2 + LUT_PART_BITS))
+    # those above are copies of its sign, which Yosys removes and merges; an unsigned input's part
+    # is xw + PB bits (no sign), a signed one's two more (the detector's 360 parts of 11-bit
+    # unsigned inputs: about 13 bits each)
+    part_bits = min(pw, xw + LUT_PART_BITS + 2 * bool(p.get("XSIGNED", 1)))
+    m.add("ff", "terms_lut", (not use_dsp) * po * nt * part_bits)
     m.add("ff", "terms_dsp", use_dsp * (dsps > 0) * po * nt * pw)
-    # products too narrow for a DSP48 are LUTs, so their operands and product registers are the
-    # fabric's (a DSP48 holds them in its own A, B and M registers): `convs`' 4-bit stages
-    soft = use_dsp * (dsps == 0)
-    m.add("ff", "terms_soft", soft * po * nt * pw)
-    m.add("ff", "operands_soft", soft * (x_copies * kp * xl * xw + lanes * ww))
+    # products too narrow for a DSP48 are LUTs, so their product registers are the fabric's (a
+    # DSP48 holds them in its own M register): `convs`' 4-bit stages
+    m.add("ff", "terms_soft", use_dsp * (dsps == 0) * po * nt * pw)
     m.add("ff", "tree", po * tree_bits)
     m.add("ff", "round", po * (ow + 2))
     m.add("ff", "out", oc * ow * (1 + p.get("OUT_CREDIT", 0)))  # OUT_CREDIT: the result and the output register

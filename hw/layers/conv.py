@@ -193,8 +193,8 @@ def read_regs(params: dict) -> dict[str, int]:
 
 
 # the registers past stage A that one stall would enable: the model's flip-flop features of them
-STALL_ENABLED = ("operands", "operands_fabric", "x_copies", "b2_words", "b2_weights", "terms_lut", "terms_dsp", "terms_soft", "tree",
-                 "acc")
+STALL_ENABLED = ("operands", "operands_fabric", "x_copies", "b2_words", "b2_weights", "terms_lut", "terms_dsp",
+                 "terms_soft", "tree", "acc")
 CREDIT_MIN_ENABLES = 4096  # a stall net's fan-out past which the RTL's flow control is by credit
 CREDIT_MIN_STEPS = 32  # a pixel's steps: more than twice the stages of any pipeline here, so no cycle lost
 
@@ -250,7 +250,8 @@ def model(module: str, params: dict) -> Model:
     lanes share it) and the weights registered, the products (or parts) registered, each lane's
     adder tree registered after every level (DSP products) or every two (LUT), PO accumulators,
     the requantization in two registered steps, and one output register of OC channels (the
-    groups shifted into it)."""
+    groups shifted into it; with OUT_CREDIT a second one). WFOLD: the weight ROM read as WFOLD
+    words a row, all registered in B2."""
     p = params
     h, w, c, oc = p["H"], p["W"], p["C"], p["OC"]
     kh, kw, sh = p["KH"], p["KW"], p.get("SH", 1)

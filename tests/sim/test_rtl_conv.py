@@ -38,11 +38,11 @@ def stage_params(build, name: str) -> dict:
                                            ("Conv_2", {"LB_WORD_REG": OTHER}),
                                            # stage B2 for the weight ROM alone (WROM_OUT_REG) in the
                                            # address form: the selected slice waits in B2 (in the word
-                                           # form it builds the RTL of LB_OUT_REG=1, checked above)
-                                           ("Conv_2", {"LB_WORD_REG": 0, "LB_OUT_REG": 0, "WROM_OUT_REG": 1}),
-                                           # flow control by credit (OUT_CREDIT) or by one stall: the
-                                           # form the build did not choose
-                                           ("Conv_2", {"OUT_CREDIT": OTHER}),
+                                           # form it builds the RTL of LB_OUT_REG=1, checked above);
+                                           # with it, flow control by credit or by one stall, the
+                                           # form the build did not choose (OUT_CREDIT)
+                                           ("Conv_2", {"LB_WORD_REG": 0, "LB_OUT_REG": 0, "WROM_OUT_REG": 1,
+                                                       "OUT_CREDIT": OTHER}),
                                            ("AveragePool_1", {})])         # the global average pool
 def test_foreign_stages(foreign_build, foreign_dir, tmp_path, stage, params):
     if params.get("LB_WORD_REG") is OTHER:

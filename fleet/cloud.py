@@ -601,7 +601,9 @@ def main(argv: list[str] | None = None) -> int:
             stop.wait()
         except KeyboardInterrupt:
             pass
-        print(f"edgefpga-cloud: stopped; {dict(service.counts)}", flush=True)
+    # counted once the service is closed: its worker counts an answer after sending it, so a count
+    # taken at the signal could miss the last one (a client answered, then the service stopped)
+    print(f"edgefpga-cloud: stopped; {dict(service.counts)}", flush=True)
     return 0
 
 

@@ -299,9 +299,11 @@ class CloudService:
                 body = {"request_id": p.request["request_id"], "classes": self.model.classes,
                         "probabilities": [float(v) for v in prob], "label": self.model.classes[int(prob.argmax())],
                         "model_id": self.model.model_id, "service_s": done - p.arrived, "batch": len(batch)}
+                # counted before it is sent: a client that has its answer never sees a count without it
+                # (the console script prints the counts at SIGTERM)
+                self.counts["answered"] += 1
                 p.query.reply(f"{self.prefix}/infer", json.dumps(self.signer.sign(body) if self.signer else body))
                 p.query.drop()  # finalize: the reply stream ends here, not when Python collects it
-                self.counts["answered"] += 1
 
     def close(self) -> None:
         self._infer.undeclare()
@@ -601,9 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             stop.wait()
         except KeyboardInterrupt:
             pass
-    # counted once the service is closed: its worker counts an answer after sending it, so a count
-    # taken at the signal could miss the last one (a client answered, then the service stopped)
-    print(f"edgefpga-cloud: stopped; {dict(service.counts)}", flush=True)
+        print(f"edgefpga-cloud: stopped; {dict(service.counts)}", flush=True)
     return 0
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefpga.hw.layers.base import CALIBRATION_DIR
-from edgefpga.hw.layers.conv import fold_rom, read_regs
+from edgefpga.hw.layers.conv import fold_rom, read_regs, steps_per_pixel, weight_word_bits
 from edgefpga.hw.layers.stage import exact_divider
 from edgefpga.hw.rtlgen import INCLUDE_FILES, RTL_DIR
 from edgefpga.progress import progress_bar
@@ -354,10 +354,9 @@ def rom_files(module: str, params: dict) -> dict[str, list[str]]:
     p = params
     if module in ("ef_conv2d", "ef_dense"):
         groups = p["OC"] // p["PO"]
-        if module == "ef_conv2d":
-            chunks = 1 if p["DW"] else p["C"] // p["CI"]
-            depth = groups * p["KH"] * (p["KW"] // p["KP"]) * chunks
-            lanes = p["PO"] * p["KP"] * p["CI"]
+        if module == "ef_conv2d":  # the ROM's shape as the hardware model and rtlgen give it
+            depth = steps_per_pixel(p)
+            lanes = weight_word_bits(p) // p["WW"]
         else:
             depth = p["NPIX"] * groups * (p["C"] // p["CI"])
             lanes = p["PO"] * p["CI"]

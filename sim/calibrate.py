@@ -32,7 +32,7 @@ import numpy as np
 
 from edgefpga.hw.layers.base import CALIBRATION_DIR
 from edgefpga.hw.layers.conv import fold_rom, read_regs, steps_per_pixel, weight_word_bits
-from edgefpga.hw.layers.stage import exact_divider
+from edgefpga.hw.layers.stage import exact_divider, frame_overlap
 from edgefpga.hw.rtlgen import INCLUDE_FILES, RTL_DIR
 from edgefpga.progress import progress_bar
 
@@ -56,7 +56,7 @@ def conv(h, w, c, oc, k, ci, po, kp=1, *, s=1, p=None, dw=0, xw=8, ww=8, accw=24
     oh, owd = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     params = dict(H=h, W=w, KH=k, KW=k, SH=s, SW=s, PT=p, PL=p, OH=oh, OWD=owd, C=c, OC=oc, CI=ci, PO=po, KP=kp,
                   DW=dw, XW=xw, XSIGNED=xsigned, WW=ww, ACCW=accw, SHIFT=max(0, accw - ow - 8), OW=ow,
-                  **relu_cast(ow))
+                  FRAME_OVERLAP=frame_overlap(h, oh, s), **relu_cast(ow))
     if not dsp:
         params["USE_DSP"] = 0
     params.update(read_regs(params))  # as hw/layers/conv.py's stage() sets them
@@ -79,7 +79,8 @@ def average(count: int, xw: int, xsigned: int, ow: int, align: int = 8) -> dict:
 
 def pool(h, w, c, k, s, *, p=0, mode=0, xw=8, xsigned=0, ow=None):
     oh, owd = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    base = dict(H=h, W=w, C=c, KH=k, KW=k, SH=s, SW=s, PT=p, PL=p, OH=oh, OWD=owd, XW=xw, XSIGNED=xsigned)
+    base = dict(H=h, W=w, C=c, KH=k, KW=k, SH=s, SW=s, PT=p, PL=p, OH=oh, OWD=owd, XW=xw, XSIGNED=xsigned,
+                FRAME_OVERLAP=frame_overlap(h, oh, s))
     if mode == 0:
         return dict(base, MODE=0, OW=xw, OMIN=-(1 << (xw - 1)) if xsigned else 0,
                     OMAX=(1 << (xw - 1)) - 1 if xsigned else (1 << xw) - 1)

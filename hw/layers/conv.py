@@ -15,8 +15,8 @@ from ..precision import drop_unused_fraction, exact_accumulator, fused_result, p
 from .base import Resources, clog2, divisors, hls_entries
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
 from .rule import MAX_KERNEL, MAX_STRIDE, Capability, GraphView, Refusal, attribute, check_spatial
-from .stage import (Stage, StreamInfo, Window, align, aligned_weights, hex_word, saturation, to_int, window_geometry,
-                    window_need, window_params)
+from .stage import (Stage, StreamInfo, Window, align, aligned_weights, frame_overlap, hex_word, overlap_registers,
+                    saturation, to_int, window_geometry, window_need, window_params)
 
 MODULES = ("ef_conv2d",)
 KINDS = ("conv", "depthwise")
@@ -52,7 +52,7 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
                 SW=layer.stride[1], PT=layer.pads[0], PL=layer.pads[1], OH=oh, OWD=ow, OC=layer.outputs,
                 CI=layer.ci, PO=layer.po, KP=layer.kp, DW=int(layer.kind == "depthwise"), XW=widths.xw,
                 XSIGNED=int(widths.x_signed), WW=widths.ww, ACCW=widths.accw, OW=widths.ow,
-                USE_DSP=int(use_dsp))
+                USE_DSP=int(use_dsp), FRAME_OVERLAP=frame_overlap(h, oh, layer.stride[0]))
     params.update(read_regs(params))
     return params
 
@@ -251,7 +251,7 @@ def model(module: str, params: dict) -> Model:
     adder tree registered after every level (DSP products) or every two (LUT), PO accumulators,
     the requantization in two registered steps, and one output register of OC channels (the
     groups shifted into it; with OUT_CREDIT a second one). WFOLD: the weight ROM read as WFOLD
-    words a row, all registered in B2."""
+    words a row, all registered in B2. FRAME_OVERLAP: a few registers (``overlap_registers``)."""
     p = params
     h, w, c, oc = p["H"], p["W"], p["C"], p["OC"]
     kh, kw, sh = p["KH"], p["KW"], p.get("SH", 1)
@@ -338,6 +338,8 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "tree", po * tree_bits)
     m.add("ff", "round", po * (ow + 2))
     m.add("ff", "out", oc * ow * (1 + p.get("OUT_CREDIT", 0)))  # OUT_CREDIT: the result and the output register
+    m.add("ff", "overlap", overlap_registers(p))  # FRAME_OVERLAP: the ahead flag, row bounds, row slots
+    m.add("lut", "overlap", overlap_registers(p))  # their comparisons and adders, about a LUT a bit
     return m
 
 

@@ -14,8 +14,8 @@ from .base import Resources, clog2, hls_entries
 from .conv import line_buffer_rows
 from .estimate import Model, dsp_per_product, map_memory, predict
 from .rule import Capability, GraphView, Refusal, attribute, check_ceil_mode, check_spatial, text
-from .stage import (Stage, StreamInfo, Window, average_params, grid_range, window_geometry, window_need,
-                    window_params)
+from .stage import (Stage, StreamInfo, Window, average_params, frame_overlap, grid_range, overlap_registers,
+                    window_geometry, window_need, window_params)
 
 MODULES = ("ef_pool2d",)
 KINDS = ("fixed",)
@@ -42,7 +42,7 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
     return dict(H=h, W=w, C=layer.channels, KH=layer.kernel[0], KW=layer.kernel[1], SH=layer.stride[0],
                 SW=layer.stride[1], PT=layer.pads[0], PL=layer.pads[1], OH=oh, OWD=ow,
                 MODE=int(layer.op == "AveragePool"), XW=widths.xw, XSIGNED=int(widths.x_signed), OW=widths.ow,
-                SUMW=sumw)
+                SUMW=sumw, FRAME_OVERLAP=frame_overlap(h, oh, layer.stride[0]))
 
 
 # ---- resources (structure from hw/rtl/ef_pool2d.v; coefficients fitted on Yosys: sim/calibrate.py) ----
@@ -96,6 +96,7 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "const", 1)
     m.add("ff", "counters", counters)
     m.add("ff", "out", c * ow)
+    m.add("ff", "overlap", overlap_registers(p, bounds=False))  # FRAME_OVERLAP: the ahead flag, row slots
     if p.get("MODE", 0) == 0:
         m.add("lut", "max", c * (xw + 1))
         m.add("ff", "max", c * (xw + 1))

@@ -11,8 +11,10 @@
 // to even and saturation to [OMIN, OMAX] (a fused ReLU or Clip). Zero padding: PT rows above,
 // PL columns left; the output size OH x OWD (given) sets the padding below and right.
 //
-// Frames follow each other; the next frame's pixels are accepted once the engine has finished
-// the previous frame's last output pixel. With LB_SLICED the line buffer holds one step's channel
+// Frames follow each other. Without FRAME_OVERLAP the next frame's pixels are accepted once the
+// engine has finished the previous frame's last output pixel; with it, the next frame's rows enter
+// the rows the engine has freed while it computes the frame's last outputs (the input at most one
+// frame ahead), so that a frame's boundary costs no stage's tail. With LB_SLICED the line buffer holds one step's channel
 // slice per word (the slice in the address, block RAM): a pixel is written one slice per cycle
 // while its source holds it (valid/ready), and taken with the last, SELS cycles a pixel, where the
 // engine spends more (the hardware model chooses it only then); no slice multiplexer follows the
@@ -35,6 +37,8 @@ module ef_conv2d #(
     parameter WROM_OUT_REG = 0,                // 1: the weight ROM's word registered again (stage B2, either line buffer form)
     parameter WFOLD = 1,                       // (with WROM_OUT_REG) the weight ROM's words read WFOLD side by side
     parameter OUT_CREDIT = 0,                  // 1: flow control by credit, nothing past A waits (an output register more)
+    parameter FRAME_OVERLAP = 0,               // 1: the next frame's rows enter while the engine ends a frame
+                                               // (built only where (OH-1)*SH <= H, see OVL)
     parameter WW = 8, ACCW = 32,
     parameter SHIFT = 8, OW = 8,
     parameter signed [63:0] OMIN = 0,
@@ -82,6 +86,14 @@ module ef_conv2d #(
     localparam WORD_REG = LB_WORD_REG || SLICED;   // a sliced line buffer's word is registered (block RAM)
     localparam LB_BITS = SLICED ? SLICE : C * XW;
     localparam LB_ADDR = RB + WB + (SLICED ? SB : 0);
+    // Frame overlap: while the engine computes frame f's last windows (origin row row0) the input
+    // may write frame f+1's row r where r + H < row0 + R: that row's slot is then none of the rows
+    // row0.. of frame f. Built only where the bound grows as the engine starts frame f+1 (R - PT
+    // >= LAST_ROW0 + R - H, that is (OH-1)*SH <= H), so that in_ready, computed a cycle ahead, is
+    // never early. Where R does not divide H, a frame's rows start at another slot: the rows are
+    // then counted in slots across frames (in_slot, fbase, row0_slot), not as row mod R.
+    localparam OVL = FRAME_OVERLAP && ((OH - 1) * SH <= H);
+    localparam SLOTS = OVL && (H % R != 0);
 
     // ---- line buffer ---------------------------------------------------------------------
     // distributed RAM where the hardware model maps it there (LB_WORD_REG=0, as Yosys does for the
@@ -97,6 +109,10 @@ module ef_conv2d #(
     reg [WB-1:0] need_col_next;                // registers so that the issue decision reads no adder
     reg        arrived;                        // the window's last needed pixel is in the line buffer
     reg        frame_done;                     // engine finished the frame; input may start the next
+    reg        ahead;                          // OVL: the input is in the frame after the engine's
+    reg [RB-1:0] in_slot, fbase, row0_slot;    // SLOTS: the input row's slot, the engine frame's row 0's
+                                               // and its window origin's, each mod R
+    wire [RB-1:0] wr_row = SLOTS ? in_slot : in_row[RB-1:0];
     reg        in_ok;                          // in_ready, registered
 
     // rows past the last window (the stride leaves them unused) are still read, so frames stay aligned
@@ -107,21 +123,28 @@ module ef_conv2d #(
     generate
         if (SLICED) begin : write_slices
             // in_ok only rises while a pixel is offered (the row it needs is freed, never taken back)
-            always @(posedge clk) if (in_valid && in_ok) lb[{in_row[RB-1:0], in_col[WB-1:0], wsel}] <= in_data[wsel * SLICE +: SLICE];
+            always @(posedge clk) if (in_valid && in_ok) lb[{wr_row, in_col[WB-1:0], wsel}] <= in_data[wsel * SLICE +: SLICE];
         end else begin : write_pixel
-            always @(posedge clk) if (accept) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
+            always @(posedge clk) if (accept) lb[{wr_row, in_col[WB-1:0]}] <= in_data;
         end
     endgenerate
-    wire restart = frame_done && (in_row >= H);
+    // the input's frame is complete: it starts the next where the engine waits for it (restart)
+    // or, with OVL, while the engine ends its frame (the input then goes ahead), never two ahead
+    wire wrap = (in_row >= H) && (OVL ? !ahead : frame_done);
+    wire restart = wrap && frame_done;
     // next cycle's in_ready from this cycle's row0 and frame_done: row0 only grows within a frame
     // and wraps to -PT only as frame_done rises, so the row it frees is never taken early. Both
     // outcomes (this cycle ends the input row or not) from registers, then one multiplexer.
     // (in_row - row0 < R, the row is free, as one comparison with a register: row_end = row0 + R,
     // moved with row0; a subtraction before the comparison limited MobileNet's Conv_5 to 99.9 MHz)
+    // (OVL, ahead: row_endh = row0 + R - H bounds the next frame's rows in the same way)
     reg signed [NB-1:0] row_end, row_end1;     // row0 + R, row0 + R - 1
-    wire ok_same = (in_row < H) && (frame_done || (in_row < row_end));
-    wire ok_next_row = (in_row < H - 1) && (frame_done || (in_row < row_end1));
-    wire in_ok_next = restart ? (PT < R) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
+    reg signed [NB-1:0] row_endh, row_endh1;   // OVL: row0 + R - H, row0 + R - 1 - H
+    wire free_same = OVL && ahead ? (in_row < row_endh) : (in_row < row_end);
+    wire free_next = OVL && ahead ? (in_row < row_endh1) : (in_row < row_end1);
+    wire ok_same = (in_row < H) && (frame_done || free_same);
+    wire ok_next_row = (in_row < H - 1) && (frame_done || free_next);
+    wire in_ok_next = restart ? (PT < R) : wrap ? (row_endh > 0) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
 
     // ---- engine ----------------------------------------------------------------------------
     // A issues a step (counters; the line-buffer and weight-ROM reads, synchronous, clocked by
@@ -159,6 +182,8 @@ module ef_conv2d #(
 
     wire signed [NB-1:0] iy = row0 + $signed({1'b0, ky});
     wire signed [NB-1:0] ix = col0 + $signed({1'b0, kx});  // first of the KP positions
+    wire [RB-1:0] slot_y = row0_slot + ky;     // SLOTS: the window row's slot
+    wire [RB-1:0] rd_row = SLOTS ? slot_y : iy[RB-1:0];
     // `arrived` is registered: next cycle's value compares this cycle's input position (one cycle
     // late, so never early: the position only grows within a frame) with next cycle's need, which
     // is the next window's where this cycle issues a pixel's last step. Both outcomes come from
@@ -245,6 +270,7 @@ module ef_conv2d #(
     wire credit_ok = !OUT_CREDIT || !at_start || !credits[1];
     wire issue = !stall && !frame_done && arrived && credit_ok;
     assign busy = issue;
+    wire frame_end = issue && a_last && a_group_last && col_last && (row0 == LAST_ROW0);   // the frame's last step
 
     // stage B's reads move on !stall, like every stage past A (b_valid says whether they hold a
     // step): the issue then enables only A's counters, a small fan-out
@@ -288,9 +314,9 @@ module ef_conv2d #(
                 wire [SB-1:0] a_sel = DW ? group : chunk;
                 wire [LB_ADDR-1:0] raddr;
                 if (SLICED) begin : slice_addr
-                    assign raddr = {iy[RB-1:0], ixj[WB-1:0], a_sel};
+                    assign raddr = {rd_row, ixj[WB-1:0], a_sel};
                 end else begin : pixel_addr
-                    assign raddr = {iy[RB-1:0], ixj[WB-1:0]};
+                    assign raddr = {rd_row, ixj[WB-1:0]};
                 end
                 reg [LB_BITS-1:0] word, word2;
                 always @(posedge clk) if (!stall) begin
@@ -310,7 +336,7 @@ module ef_conv2d #(
                 reg [XL*XW-1:0] held, slice2;
                 wire [XL*XW-1:0] slice = fresh ? part : held;
                 always @(posedge clk) begin
-                    if (!stall) begin addr <= {iy[RB-1:0], ixj[WB-1:0]}; slice2 <= slice; end
+                    if (!stall) begin addr <= {rd_row, ixj[WB-1:0]}; slice2 <= slice; end
                     fresh <= !stall;
                     if (fresh) held <= part;
                 end
@@ -492,6 +518,8 @@ module ef_conv2d #(
         if (!rst_n) begin
             group <= 0; ky <= 0; kx <= 0; chunk <= 0; waddr <= 0; row0 <= -PT; col0 <= -PL;
             row_end <= R - PT; row_end1 <= R - 1 - PT;
+            row_endh <= R - PT - H; row_endh1 <= R - 1 - PT - H;
+            ahead <= 1'b0; in_slot <= 0; fbase <= 0; row0_slot <= -PT;
             need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1; arrived <= 1'b0;
             need_row_next <= NEED_ROW1; need_col_next <= NEED_COL1;
             out_valid <= 1'b0; frame_done <= 1'b0; in_row <= 0; in_col <= 0; b_valid <= 1'b0;
@@ -506,9 +534,14 @@ module ef_conv2d #(
                 else in_col <= in_col + 1;
             end
             if (out_valid && out_ready) out_valid <= 1'b0;
-            if (restart) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
-            // a frame's first window waits for the first position compared after the restart
-            arrived <= restart ? 1'b0 : (issue && a_last && a_group_last) ? arrived_next : arrived_same;
+            if (wrap) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
+            if (SLOTS && accept && in_col == W - 1) in_slot <= in_slot + 1;   // never reset: slots run on
+            // a frame's first window waits for the first position compared after the restart (OVL:
+            // after the engine's start of its next frame); while the input is ahead, every pixel of
+            // the engine's frame is in
+            arrived <= (restart || (OVL && frame_end)) ? 1'b0 : (OVL && ahead) ? 1'b1
+                       : (issue && a_last && a_group_last) ? arrived_next : arrived_same;
+            if (OVL) ahead <= frame_end ? 1'b0 : (wrap && !frame_done) ? 1'b1 : ahead;
             // the output: stage F's group shifted into the result; a pixel's last makes it valid
             if (f_valid && !stall) begin
                 result <= next_result;
@@ -540,11 +573,17 @@ module ef_conv2d #(
                     if (col_last) begin
                         col0 <= -PL; need_col <= NEED_COL0; need_col_next <= NEED_COL1;
                         if (row0 == LAST_ROW0) begin
-                            row0 <= -PT; need_row <= NEED_ROW0; need_row_next <= NEED_ROW1; frame_done <= 1'b1;
+                            row0 <= -PT; need_row <= NEED_ROW0; need_row_next <= NEED_ROW1;
+                            // OVL: the engine goes on at once where the input is (or goes) ahead
+                            frame_done <= !(OVL && (ahead || wrap));
                             row_end <= R - PT; row_end1 <= R - 1 - PT;
+                            row_endh <= R - PT - H; row_endh1 <= R - 1 - PT - H;
+                            fbase <= fbase + H; row0_slot <= fbase + H - PT;
                         end else begin
                             row0 <= row0 + SH; need_row <= need_row_next;
                             row_end <= row_end + SH; row_end1 <= row_end1 + SH;
+                            row_endh <= row_endh + SH; row_endh1 <= row_endh1 + SH;
+                            row0_slot <= row0_slot + SH;
                             need_row_next <= clamp_row(row0 + 2 * SH + KH - 1);
                         end
                     end else begin

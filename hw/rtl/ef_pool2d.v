@@ -9,7 +9,8 @@
 // to even by SHIFT bits and saturated to [OMIN, OMAX]. The division is a multiplication by DIV_M and a right shift by
 // DIV_SH, exact for every sum the input type allows (the generator checks that); one divider
 // serves the channels in turn (C cycles per output pixel) instead of C wide multipliers.
-// One window position per cycle; pixel streams as in ef_conv2d.
+// One window position per cycle; pixel streams as in ef_conv2d, and with FRAME_OVERLAP the next
+// frame's rows enter while the last windows of a frame are read, as there.
 //
 // Written for small synthesis results (docs/rtl.md, Resources): the line buffer is read
 // synchronously (block or distributed RAM, not registers and a wide multiplexer) at address
@@ -34,6 +35,7 @@ module ef_pool2d #(
     parameter OW = 8,
     parameter ALIGN = 0, SHIFT = 0, SUMW = 32,
     parameter DIV_M = 1, DIV_SH = 0,
+    parameter FRAME_OVERLAP = 0,               // 1: the next frame's rows enter while a frame ends (ef_conv2d)
     parameter signed [63:0] OMIN = 0,
     parameter signed [63:0] OMAX = 255
 ) (
@@ -65,7 +67,12 @@ module ef_pool2d #(
     localparam NEED_ROW0 = (KH - 1 - PT < 0) ? 0 : (KH - 1 - PT > H - 1) ? H - 1 : KH - 1 - PT;
     localparam NEED_COL0 = (KW - 1 - PL < 0) ? 0 : (KW - 1 - PL > W - 1) ? W - 1 : KW - 1 - PL;
 
+    // frame overlap as in ef_conv2d: frame f+1's row r enters where r + H < row0 + R
+    localparam OVL = FRAME_OVERLAP && ((OH - 1) * SH <= H);
+    localparam SLOTS = OVL && (H % R != 0);
     reg [C*XW-1:0] lb [0:R*(1<<WB)-1];
+    reg ahead;                                 // OVL: the input is in the frame after the windows'
+    reg [RB-1:0] in_slot, fbase, row0_slot;    // SLOTS: rows counted in slots across frames, mod R
     reg signed [NB-1:0] in_row, in_col, row0, col0;   // next input pixel; window origin (oy*SH-PT, ox*SW-PL)
     reg [HB-1:0] need_row;                     // the window's last needed pixel, clamped into the map
     reg [WB-1:0] need_col;
@@ -76,21 +83,27 @@ module ef_pool2d #(
     // rows past the last window (the stride leaves them unused) are still read, so frames stay aligned
     assign in_ready = in_ok;
     wire accept = in_valid && in_ok;
-    always @(posedge clk) if (accept) lb[{in_row[RB-1:0], in_col[WB-1:0]}] <= in_data;
-    wire restart = frame_done && (in_row >= H);
+    wire [RB-1:0] wr_row = SLOTS ? in_slot : in_row[RB-1:0];
+    always @(posedge clk) if (accept) lb[{wr_row, in_col[WB-1:0]}] <= in_data;
+    wire wrap = (in_row >= H) && (OVL ? !ahead : frame_done);   // the input starts its next frame
+    wire restart = wrap && frame_done;
     // next cycle's in_ready from this cycle's row0 and frame_done: row0 only grows within a frame
     // and wraps to -PT only as frame_done rises, so the row it frees is never taken early. Both
     // outcomes (this cycle ends the input row or not) from registers, then one multiplexer.
     wire signed [NB-1:0] lead = in_row - row0;
-    wire ok_same = (in_row < H) && (frame_done || (lead < R));
-    wire ok_next_row = (in_row < H - 1) && (frame_done || (lead < R - 1));
-    wire in_ok_next = restart ? (PT < R) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
+    wire ahead_ovl = OVL && ahead;
+    wire ok_same = (in_row < H) && (frame_done || (ahead_ovl ? lead < R - H : lead < R));
+    wire ok_next_row = (in_row < H - 1) && (frame_done || (ahead_ovl ? lead < R - 1 - H : lead < R - 1));
+    wire in_ok_next = restart ? (PT < R) : wrap ? (row0 + R - H > 0) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
 
-    wire arrived = {in_row[HB-1:0], in_col[WB-1:0]} > {need_row, need_col};
+    // while the input is ahead, every pixel of the windows' frame is in
+    wire arrived = ahead_ovl || ({in_row[HB-1:0], in_col[WB-1:0]} > {need_row, need_col});
     wire a_last = (ky == KH - 1) && (kx == KW - 1);
     wire a_first = (ky == 0) && (kx == 0);
     wire signed [NB-1:0] ry = row0 + $signed({1'b0, ky});
     wire signed [NB-1:0] rx = col0 + $signed({1'b0, kx});
+    wire [RB-1:0] slot_y = row0_slot + ky;     // SLOTS: the window row's slot
+    wire [RB-1:0] rd_row = SLOTS ? slot_y : ry[RB-1:0];
     // need_row / need_col of the next window origin (col0 + SW, row0 + SH), clamped into the map
     wire signed [NB-1:0] next_col = col0 + SW + KW - 1;
     wire signed [NB-1:0] next_row = row0 + SH + KH - 1;
@@ -107,6 +120,7 @@ module ef_pool2d #(
     wire stall = b_valid && ((MODE == 1) ? reading : (b_last && out_valid));
     wire issue = !stall && !frame_done && arrived;
     assign busy = issue;
+    wire frame_end = issue && a_last && (col0 == LAST_COL0) && (row0 == LAST_ROW0);   // the frame's last position
     wire in_map = (ry >= 0) && (ry < H) && (rx >= 0) && (rx < W);   // not padding
     reg [C*(XW+1)-1:0] r_x;
     reg signed [XW:0] pv, xv;
@@ -121,7 +135,7 @@ module ef_pool2d #(
         end
     end
     always @(posedge clk) if (!stall) begin
-        r_pix <= lb[{ry[RB-1:0], rx[WB-1:0]}];
+        r_pix <= lb[{rd_row, rx[WB-1:0]}];
         r_inside <= in_map;
         b_x <= r_x;
     end
@@ -209,6 +223,7 @@ module ef_pool2d #(
         if (!rst_n) begin
             in_row <= 0; in_col <= 0; row0 <= -PT; col0 <= -PL; ky <= 0; kx <= 0;
             need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1;
+            ahead <= 1'b0; in_slot <= 0; fbase <= 0; row0_slot <= -PT;
             out_valid <= 1'b0; frame_done <= 1'b0; reading <= 1'b0; dc <= 0; r_valid <= 1'b0; b_valid <= 1'b0;
             d1_valid <= 1'b0; d2_valid <= 1'b0; d3_valid <= 1'b0; d4_valid <= 1'b0;
         end else begin
@@ -218,7 +233,9 @@ module ef_pool2d #(
                 else in_col <= in_col + 1;
             end
             if (out_valid && out_ready) out_valid <= 1'b0;
-            if (restart) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
+            if (wrap) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
+            if (SLOTS && accept && in_col == W - 1) in_slot <= in_slot + 1;   // never reset: slots run on
+            if (OVL) ahead <= frame_end ? 1'b0 : (wrap && !frame_done) ? 1'b1 : ahead;
             if (MODE == 1 && !hold) begin
                 d1_valid <= reading; d1_last <= (dc == C - 1);
                 d1_neg <= $signed(acc[AW-1:0]) < 0;
@@ -262,8 +279,13 @@ module ef_pool2d #(
                     ky <= 0; kx <= 0;
                     if (col0 == LAST_COL0) begin
                         col0 <= -PL; need_col <= NEED_COL0;
-                        if (row0 == LAST_ROW0) begin row0 <= -PT; need_row <= NEED_ROW0; frame_done <= 1'b1; end
-                        else begin row0 <= row0 + SH; need_row <= need_row_next; end
+                        if (row0 == LAST_ROW0) begin
+                            row0 <= -PT; need_row <= NEED_ROW0;
+                            frame_done <= !(OVL && (ahead || wrap));   // OVL: on at once where the input is ahead
+                            fbase <= fbase + H; row0_slot <= fbase + H - PT;
+                        end else begin
+                            row0 <= row0 + SH; need_row <= need_row_next; row0_slot <= row0_slot + SH;
+                        end
                     end else begin col0 <= col0 + SW; need_col <= need_col_next; end
                 end else if (kx == KW - 1) begin kx <= 0; ky <= ky + 1; end
                 else kx <= kx + 1;

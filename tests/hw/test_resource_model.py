@@ -161,6 +161,21 @@ def test_flow_control_by_credit_where_a_stall_would_enable_thousands():
     assert stall_enables(wide_and_fast) > CREDIT_MIN_ENABLES and wide_and_fast["OUT_CREDIT"] == 0
 
 
+def test_frames_overlap_where_the_freed_rows_only_grow():
+    """FRAME_OVERLAP (the next frame's rows enter while a window stage ends a frame) wherever
+    (OH-1)*SH <= H, so every stage of an ordinary net; its few registers are in the model: the
+    ahead flag and two row bounds, and three row slots where R (here 4) does not divide H."""
+    from edgefpga.hw.layers.stage import frame_overlap, overlap_registers
+    from edgefpga.sim.calibrate import pool
+
+    assert conv(8, 8, 64, 64, 3, 32, 1)["FRAME_OVERLAP"] == 1 and pool(6, 6, 8, 2, 2)["FRAME_OVERLAP"] == 1
+    assert frame_overlap(4, 6, 1) == 0  # a 3x3 window, pads of 2 on a 4-row map: 6 rows out
+    conv10, conv12 = conv(10, 10, 8, 8, 3, 8, 1), conv(12, 12, 8, 8, 3, 8, 1)  # both 7-bit positions
+    assert overlap_registers(conv10) == overlap_registers(conv12) + 3 * 2 == 1 + 2 * 7 + 3 * 2
+    assert overlap_registers(pool(8, 8, 8, 2, 2), bounds=False) == 1
+    assert overlap_registers(dict(conv12, FRAME_OVERLAP=0)) == 0
+
+
 def test_block_ram_of_known_geometries():
     """memory_libmap's choices for xc7, as Yosys made them in the calibration (ef_fifo)."""
     assert map_memory(4000, 8).bram18 == 2  # one RAMB36 as 4K x 9

@@ -75,11 +75,45 @@ def test_elpv_conv_layer_with_signed_input(elpv_build, tmp_path):
 
 def test_elpv_folded_weight_rom(elpv_build, tmp_path):
     """ELPV's Conv_5 reads its 2304-step weight ROM folded (WFOLD words a row, the step's word
-    chosen after stage B2's register), by the build's own choice, bit-exact under backpressure."""
-    assert stage_params(elpv_build, "Conv_5")["WFOLD"] == 5
-    result = check_stage(elpv_build, "Conv_5", images(elpv_build, "elpv:test"), tmp_path / "c5", idle=0.3, stall=0.3,
-                         seed=3)
-    assert result["frames"] == 2 and result["mismatches"] == []
+    chosen after stage B2's register), by the build's own choice, bit-exact under backpressure.
+    Its 3-row map in a line buffer of 4 rows overlaps frames with rows counted in slots across
+    frames (R does not divide H, and R > H): four frames go through."""
+    params = stage_params(elpv_build, "Conv_5")
+    assert params["WFOLD"] == 5 and params["FRAME_OVERLAP"] == 1 and params["H"] == 3
+    result = check_stage(elpv_build, "Conv_5", images(elpv_build, "elpv:test", 4), tmp_path / "c5", idle=0.3,
+                         stall=0.3, seed=3)
+    assert result["frames"] == 4 and result["mismatches"] == []
+
+
+def test_elpv_pool_overlaps_frames(elpv_build, tmp_path):
+    """ELPV's MaxPool_4 (a 6-row map, a line buffer of 4 rows: row slots across frames) with
+    frames overlapping, four frames under random idle input and backpressure."""
+    assert stage_params(elpv_build, "MaxPool_4")["FRAME_OVERLAP"] == 1
+    result = check_stage(elpv_build, "MaxPool_4", images(elpv_build, "elpv:test", 4), tmp_path / "p4", idle=0.3,
+                         stall=0.3, seed=5)
+    assert result["frames"] == 4 and result["mismatches"] == []
+
+
+@pytest.mark.parametrize("overlap", [1, 0])
+def test_frames_overlap_at_full_rate(foreign_build, foreign_dir, tmp_path, overlap):
+    """Input as fast as the stage takes it and no backpressure: with FRAME_OVERLAP (the build's
+    choice) a frame follows the last one's engine at once, one cycle between them, so frames leave
+    cycles_per_frame + 1 apart; without it (the control) the stage's tail after the frame's last
+    input pixel is added. The foreign Conv_2: a 3x3 stride-2 window on a 20-row map, R = 8 rows
+    that do not divide it (slots)."""
+    import json
+
+    stage = next(st for st in json.loads((foreign_build / "rtl" / "manifest.json").read_text())["stages"]
+                 if st["name"] == "Conv_2")
+    assert stage["params"]["FRAME_OVERLAP"] == 1 and stage["params"]["H"] % 8 != 0
+    result = check_stage(foreign_build, "Conv_2", images(foreign_build, str(foreign_dir / "test.npz"), 2),
+                         tmp_path / "full", idle=0.0, stall=0.0, params={"FRAME_OVERLAP": overlap})
+    assert result["mismatches"] == []
+    first, second = result["last_output_cycle"]
+    if overlap:
+        assert second - first == stage["cycles_per_frame"] + 1
+    else:
+        assert second - first > stage["cycles_per_frame"] + 1
 
 
 def test_the_check_can_fail(foreign_build, foreign_dir, tmp_path):

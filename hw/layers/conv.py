@@ -15,8 +15,8 @@ from ..precision import drop_unused_fraction, exact_accumulator, fused_result, p
 from .base import Resources, clog2, divisors, hls_entries
 from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
 from .rule import MAX_KERNEL, MAX_STRIDE, Capability, GraphView, Refusal, attribute, check_spatial
-from .stage import (Stage, StreamInfo, Window, align, aligned_weights, frame_overlap, hex_word, overlap_registers,
-                    saturation, to_int, window_geometry, window_need, window_params)
+from .stage import (Stage, StreamInfo, Window, align, aligned_weights, frame_overlap, hex_word, line_buffer_rows,
+                    overlap_registers, saturation, to_int, window_geometry, window_need, window_params)
 
 MODULES = ("ef_conv2d",)
 KINDS = ("conv", "depthwise")
@@ -58,11 +58,6 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
 
 
 # ---- resources (structure from hw/rtl/ef_conv2d.v; coefficients fitted on Yosys: sim/calibrate.py) ----
-
-def line_buffer_rows(kh: int, sh: int) -> int:
-    """R: rows the line buffer keeps (KH + SH rounded up to a power of two, at least 2)."""
-    return max(2, 1 << clog2(kh + sh))
-
 
 def slices_per_pixel(params: dict) -> int:
     """SELS: the channel slices of an input pixel, one per engine step (the input chunks of CI

@@ -11,11 +11,10 @@ from ..fixed import FixedType
 from ..graph import attr
 from ..precision import pass_through, result_knob
 from .base import Resources, clog2, hls_entries
-from .conv import line_buffer_rows
 from .estimate import Model, dsp_per_product, map_memory, predict
 from .rule import Capability, GraphView, Refusal, attribute, check_ceil_mode, check_spatial, text
-from .stage import (Stage, StreamInfo, Window, average_params, frame_overlap, grid_range, overlap_registers,
-                    window_geometry, window_need, window_params)
+from .stage import (Stage, StreamInfo, Window, average_params, frame_overlap, grid_range, line_buffer_rows,
+                    overlap_registers, position_bits, window_geometry, window_need, window_params)
 
 MODULES = ("ef_pool2d",)
 KINDS = ("fixed",)
@@ -96,7 +95,8 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "const", 1)
     m.add("ff", "counters", counters)
     m.add("ff", "out", c * ow)
-    m.add("ff", "overlap", overlap_registers(p, bounds=False))  # FRAME_OVERLAP: the ahead flag, row slots
+    m.add("ff", "row_bounds", 2 * position_bits(p))  # row0 + R and row0 + R - 1: where the input may write
+    m.add("ff", "overlap", overlap_registers(p))  # FRAME_OVERLAP: the ahead flag, its row bounds, row slots
     if p.get("MODE", 0) == 0:
         m.add("lut", "max", c * (xw + 1))
         m.add("ff", "max", c * (xw + 1))

@@ -113,18 +113,28 @@ def frame_overlap(h: int, oh: int, sh: int) -> int:
     return int((oh - 1) * sh <= h)
 
 
-def overlap_registers(params: dict, bounds: bool = True) -> int:
-    """The flip-flops FRAME_OVERLAP adds to a window stage: the ``ahead`` flag, (``bounds``,
-    ef_conv2d) two row bounds of NB bits (the RTL's signed positions) and, where R does not divide
-    H, three row slots of clog2(R) bits (the rows counted across frames)."""
+def line_buffer_rows(kh: int, sh: int) -> int:
+    """R: the rows a window stage's line buffer keeps (KH + SH rounded up to a power of two, at least 2)."""
+    return max(2, 1 << clog2(kh + sh))
+
+
+def position_bits(params: dict) -> int:
+    """NB: the bits of a window stage's signed row and column positions (the RTL's MAXD)."""
     p = params
-    if not p.get("FRAME_OVERLAP", 0):
-        return 0
-    r = max(2, 1 << clog2(p["KH"] + p.get("SH", 1)))
+    r = line_buffer_rows(p["KH"], p.get("SH", 1))
     maxd = max(p["H"], p["W"]) + max(p["KH"], p["KW"]) + max(p.get("SH", 1), p.get("SW", 1)) + \
         max(p.get("PT", 0), p.get("PL", 0)) + r
-    nb = clog2(2 * maxd + 1) + 1
-    return 1 + 2 * nb * bounds + 3 * clog2(r) * (p["H"] % r != 0)
+    return clog2(2 * maxd + 1) + 1
+
+
+def overlap_registers(params: dict) -> int:
+    """The flip-flops FRAME_OVERLAP adds to a window stage: the ``ahead`` flag, two bounds of the
+    next frame's rows (NB bits each) and, where R does not divide H, three row slots of clog2(R)
+    bits (the rows counted across frames)."""
+    if not params.get("FRAME_OVERLAP", 0):
+        return 0
+    r = line_buffer_rows(params["KH"], params.get("SH", 1))
+    return 1 + 2 * position_bits(params) + 3 * clog2(r) * (params["H"] % r != 0)
 
 
 def aligned_weights(model: ModelWrapper, tensor: str, x_t: FixedType, w_t: FixedType,

@@ -197,11 +197,19 @@ module ef_conv2d #(
     endfunction
     localparam [HB-1:0] NEED_ROW1 = (OH > 1) ? clamp_row(SH - PT + KH - 1) : NEED_ROW0;
     localparam [WB-1:0] NEED_COL1 = (OWD > 1) ? clamp_col(SW - PL + KW - 1) : NEED_COL0;
-    wire [HB+WB-1:0] in_pos = {in_row[HB-1:0], in_col[WB-1:0]};
+    // (OVL) while the input is ahead, every pixel of the engine's frame is in: `ahead` is the top
+    // bit of the input's position, one bit more of the same comparison; after the frame's last
+    // window the next frame's first is compared without it (the input's position is then the next
+    // frame's). No flag that depends on the issue reaches `arrived` but the issue's own selection.
+    wire [HB+WB:0] in_pos = {OVL && ahead, in_row[HB-1:0], in_col[WB-1:0]};
     wire col_last = (col0 == LAST_COL0);
-    wire arrived_same = in_pos > {need_row, need_col};
+    wire row_last = (row0 == LAST_ROW0);
+    wire arrived_same = in_pos > {1'b0, need_row, need_col};
     localparam [WB-1:0] FIRST_COL_NEED = NEED_COL0;   // sized, for the concatenation
-    wire arrived_next = col_last ? (in_pos > {need_row_next, FIRST_COL_NEED}) : (in_pos > {need_row, need_col_next});
+    localparam [HB-1:0] FIRST_ROW_NEED = NEED_ROW0;
+    wire arrived_first = in_pos[HB+WB-1:0] > {FIRST_ROW_NEED, FIRST_COL_NEED};
+    wire arrived_next = !col_last ? (in_pos > {1'b0, need_row, need_col_next})
+                      : row_last ? arrived_first : (in_pos > {1'b0, need_row_next, FIRST_COL_NEED});
     wire a_last = (chunk == CHUNKS - 1) && (ky == KH - 1) && (kx == KW - KP);
     wire a_first = (chunk == 0) && (ky == 0) && (kx == 0);
     wire a_group_last = (group == GROUPS - 1);
@@ -270,7 +278,7 @@ module ef_conv2d #(
     wire credit_ok = !OUT_CREDIT || !at_start || !credits[1];
     wire issue = !stall && !frame_done && arrived && credit_ok;
     assign busy = issue;
-    wire frame_end = issue && a_last && a_group_last && col_last && (row0 == LAST_ROW0);   // the frame's last step
+    wire frame_end = issue && a_last && a_group_last && col_last && row_last;   // the frame's last step
 
     // stage B's reads move on !stall, like every stage past A (b_valid says whether they hold a
     // step): the issue then enables only A's counters, a small fan-out
@@ -536,11 +544,9 @@ module ef_conv2d #(
             if (out_valid && out_ready) out_valid <= 1'b0;
             if (wrap) begin frame_done <= 1'b0; in_row <= 0; in_col <= 0; end
             if (SLOTS && accept && in_col == W - 1) in_slot <= in_slot + 1;   // never reset: slots run on
-            // a frame's first window waits for the first position compared after the restart (OVL:
-            // after the engine's start of its next frame); while the input is ahead, every pixel of
-            // the engine's frame is in
-            arrived <= (restart || (OVL && frame_end)) ? 1'b0 : (OVL && ahead) ? 1'b1
-                       : (issue && a_last && a_group_last) ? arrived_next : arrived_same;
+            // a frame's first window waits for the first position compared after the input's
+            // restart (OVL: after it goes ahead, a cycle in which the engine may lose a step)
+            arrived <= wrap ? 1'b0 : (issue && a_last && a_group_last) ? arrived_next : arrived_same;
             if (OVL) ahead <= frame_end ? 1'b0 : (wrap && !frame_done) ? 1'b1 : ahead;
             // the output: stage F's group shifted into the result; a pixel's last makes it valid
             if (f_valid && !stall) begin

@@ -89,15 +89,20 @@ module ef_pool2d #(
     wire restart = wrap && frame_done;
     // next cycle's in_ready from this cycle's row0 and frame_done: row0 only grows within a frame
     // and wraps to -PT only as frame_done rises, so the row it frees is never taken early. Both
-    // outcomes (this cycle ends the input row or not) from registers, then one multiplexer.
-    wire signed [NB-1:0] lead = in_row - row0;
+    // outcomes (this cycle ends the input row or not) from registers, then one multiplexer. The
+    // row is free (in_row - row0 < R) as one comparison with a register moved with row0, as in
+    // ef_conv2d (OVL, ahead: in_row + H - row0 < R, the next frame's row)
+    reg signed [NB-1:0] row_end, row_end1, row_endh, row_endh1;   // row0 + R, + R - 1, + R - H, + R - 1 - H
     wire ahead_ovl = OVL && ahead;
-    wire ok_same = (in_row < H) && (frame_done || (ahead_ovl ? lead < R - H : lead < R));
-    wire ok_next_row = (in_row < H - 1) && (frame_done || (ahead_ovl ? lead < R - 1 - H : lead < R - 1));
-    wire in_ok_next = restart ? (PT < R) : wrap ? (row0 + R - H > 0) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
+    wire free_same = ahead_ovl ? (in_row < row_endh) : (in_row < row_end);
+    wire free_next = ahead_ovl ? (in_row < row_endh1) : (in_row < row_end1);
+    wire ok_same = (in_row < H) && (frame_done || free_same);
+    wire ok_next_row = (in_row < H - 1) && (frame_done || free_next);
+    wire in_ok_next = restart ? (PT < R) : wrap ? (row_endh > 0) : (accept && in_col == W - 1) ? ok_next_row : ok_same;
 
-    // while the input is ahead, every pixel of the windows' frame is in
-    wire arrived = ahead_ovl || ({in_row[HB-1:0], in_col[WB-1:0]} > {need_row, need_col});
+    // while the input is ahead, every pixel of the windows' frame is in: `ahead` is the top bit of
+    // the input's position (one bit more of the same comparison)
+    wire arrived = {ahead_ovl, in_row[HB-1:0], in_col[WB-1:0]} > {1'b0, need_row, need_col};
     wire a_last = (ky == KH - 1) && (kx == KW - 1);
     wire a_first = (ky == 0) && (kx == 0);
     wire signed [NB-1:0] ry = row0 + $signed({1'b0, ky});
@@ -224,6 +229,7 @@ module ef_pool2d #(
             in_row <= 0; in_col <= 0; row0 <= -PT; col0 <= -PL; ky <= 0; kx <= 0;
             need_row <= NEED_ROW0; need_col <= NEED_COL0; in_ok <= 1'b1;
             ahead <= 1'b0; in_slot <= 0; fbase <= 0; row0_slot <= -PT;
+            row_end <= R - PT; row_end1 <= R - 1 - PT; row_endh <= R - PT - H; row_endh1 <= R - 1 - PT - H;
             out_valid <= 1'b0; frame_done <= 1'b0; reading <= 1'b0; dc <= 0; r_valid <= 1'b0; b_valid <= 1'b0;
             d1_valid <= 1'b0; d2_valid <= 1'b0; d3_valid <= 1'b0; d4_valid <= 1'b0;
         end else begin
@@ -283,8 +289,11 @@ module ef_pool2d #(
                             row0 <= -PT; need_row <= NEED_ROW0;
                             frame_done <= !(OVL && (ahead || wrap));   // OVL: on at once where the input is ahead
                             fbase <= fbase + H; row0_slot <= fbase + H - PT;
+                            row_end <= R - PT; row_end1 <= R - 1 - PT; row_endh <= R - PT - H; row_endh1 <= R - 1 - PT - H;
                         end else begin
                             row0 <= row0 + SH; need_row <= need_row_next; row0_slot <= row0_slot + SH;
+                            row_end <= row_end + SH; row_end1 <= row_end1 + SH;
+                            row_endh <= row_endh + SH; row_endh1 <= row_endh1 + SH;
                         end
                     end else begin col0 <= col0 + SW; need_col <= need_col_next; end
                 end else if (kx == KW - 1) begin kx <= 0; ky <= ky + 1; end

@@ -172,7 +172,7 @@ def test_frames_overlap_where_the_freed_rows_only_grow():
     assert frame_overlap(4, 6, 1) == 0  # a 3x3 window, pads of 2 on a 4-row map: 6 rows out
     conv10, conv12 = conv(10, 10, 8, 8, 3, 8, 1), conv(12, 12, 8, 8, 3, 8, 1)  # both 7-bit positions
     assert overlap_registers(conv10) == overlap_registers(conv12) + 3 * 2 == 1 + 2 * 7 + 3 * 2
-    assert overlap_registers(pool(8, 8, 8, 2, 2), bounds=False) == 1
+    assert overlap_registers(pool(8, 8, 8, 2, 2)) == overlap_registers(pool(12, 12, 8, 2, 2)) == 1 + 2 * 7
     assert overlap_registers(dict(conv12, FRAME_OVERLAP=0)) == 0
 
 

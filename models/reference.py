@@ -8,6 +8,9 @@ resnet8_ref``) and compare with hls4ml's and FINN's published results on the sam
 - ``mobilenet_v1_025_ref``: MLPerf Tiny visual wake words (person detection): MobileNet-V1 with
   width 0.25 at 3x96x96, thirteen depthwise-separable blocks, a global average pool and a 2-way
   dense layer; 208k parameters, 7.5M MACs.
+- ``dense_head_ref``: not an MLPerf shape but the other common one on inspection lines, a small
+  conv trunk (3x32x32, two Conv-BN-ReLU + max-pool blocks to 16x8x8) with a dense head of
+  1,024 -> 128 -> 64 -> 2; 141k parameters, 0.66M MACs, a fifth of them the first dense layer's.
 
 No CIFAR-10 or COCO can be installed here, so these are *shapes*, not the MLPerf models. What they
 test is what matters for the hardware: the layer shapes, realistic value ranges, and bit-exactness.
@@ -19,7 +22,8 @@ test is what matters for the hardware: the layer shapes, realistic value ranges,
   two classes of the visual-wake-words shape standing for functional/defective. Random weights
   left its two logits near a tie on many cells, so the widths the precision search needed swung
   with the float arithmetic's last bits between machines, and with them whether the design fits a
-  PYNQ-Z2; trained logits are apart on all but the cells the experts themselves doubt.
+  PYNQ-Z2; trained logits are apart on all but the cells the experts themselves doubt. The
+  dense-head net is trained by the same recipe.
 """
 
 from __future__ import annotations
@@ -93,6 +97,22 @@ class MobileNetV1(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class DenseHead(nn.Module):
+    """A conv trunk with a 1,024-wide dense head: two Conv-BN-ReLU + 2x2 max-pool blocks (8 and 16
+    channels) to 16x8x8, then 1,024 -> 128 -> 64 -> classes with ReLUs. A fifth of its MACs are
+    the first dense layer's, read from a stream of 64 pixels: the shape that showed a dense layer
+    planned far faster than the network (issue 29)."""
+
+    def __init__(self, classes: int = 2):
+        super().__init__()
+        self.trunk = nn.Sequential(*conv_bn(3, 8), nn.MaxPool2d(2), *conv_bn(8, 16), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Linear(16 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU())
+        self.classifier = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head(torch.flatten(self.trunk(x), 1)))
+
+
 class ResNet18(nn.Module):
     """ResNet-18 at 224x224 in torchvision's layout (7x7/2 stem, 3x3/2 max-pool, four stages of two
     basic blocks, 64-512 channels, 7x7 average pool, 1000 classes): 11.7 M parameters, about
@@ -146,6 +166,9 @@ REFERENCES = {r.name: r for r in (
               "MLPerf Tiny image classification (ResNet-8, CIFAR-10 shape)"),
     Reference("mobilenet_v1_025_ref", MobileNetV1, (3, 96, 96), ["functional", "defective"],
               "MLPerf Tiny visual wake words (MobileNet-V1 0.25, 96x96)", trained=True),
+    Reference("dense_head_ref", DenseHead, (3, 32, 32), ["functional", "defective"],
+              "not an MLPerf Tiny shape: a conv trunk with a 1,024-wide dense head (16x8x8 -> 128 -> 64)",
+              trained=True),
 )}
 
 SCALE, MEAN, STD = 1 / 255, 0.5, 0.25  # the card's normalization: x = (pixel/255 - 0.5) / 0.25

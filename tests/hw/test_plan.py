@@ -46,6 +46,23 @@ def test_elpv_plan_reaches_the_roofline_within_the_board(elpv_canonical):
             assert lp.reuse in valid_reuse_factors(lp.n_in, lp.outputs)
 
 
+def test_a_dense_head_takes_the_whole_interval():
+    """Frames overlap in every stage, so a layer with one output row (a dense layer) gets the
+    whole interval, not a share of it: the multipliers go where the MACs are. The dense-head
+    reference shape (a fifth of its MACs in a 1,024 -> 128 dense layer) is planned at its
+    roofline; when a dense layer got a sixth of the interval it took 128 multipliers for a
+    quarter of the conv trunk's interval and the trunk ran at twice it."""
+    from edgefpga.models.card import ZOO
+
+    model = canonical_graph(onnx.load(str(ZOO / "dense_head_ref" / "model.onnx")), "dense_head", 1 / 255,
+                            [0.5], [0.25])
+    plan = plan_network(model, PYNQ)
+    dense = [lp for lp in plan.layers.values() if lp.kind == "dense"]
+    assert [lp.channels * lp.in_pixels for lp in dense[:1]] == [1024]
+    assert plan.ii_cycles <= 1.1 * plan.roofline and plan.fits
+    assert all(lp.cycles > plan.ii_cycles // 6 for lp in dense[:2])  # not sized for a sixth of the interval
+
+
 def test_a_small_board_relaxes_the_interval_to_fit(elpv_canonical):
     roomy = plan_network(elpv_canonical, PYNQ)
     used = roomy.fit()["used"]

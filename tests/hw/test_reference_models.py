@@ -17,6 +17,8 @@ def test_reference_cards_have_mlperf_sizes():
     assert 75_000 <= resnet["params"] <= 80_000 and 12_000_000 <= resnet["macs"] <= 13_000_000
     mobilenet = json.loads((ZOO / "mobilenet_v1_025_ref" / "card.json").read_text())
     assert 200_000 <= mobilenet["params"] <= 230_000 and mobilenet["input"]["shape"] == [1, 3, 96, 96]
+    head = json.loads((ZOO / "dense_head_ref" / "card.json").read_text())  # 16x8x8 -> 128 -> 64 -> 2
+    assert (head["params"], head["macs"]) == (140_978, 655_488) and head["input"]["shape"] == [1, 3, 32, 32]
 
 
 def test_mobilenet_shape_is_trained_on_elpv_by_the_recorded_recipe():
@@ -30,8 +32,11 @@ def test_mobilenet_shape_is_trained_on_elpv_by_the_recorded_recipe():
     from edgefpga.models.card import load_card
     from edgefpga.models.reference import REFERENCES, TRAINING
 
+    for name in ("mobilenet_v1_025_ref", "dense_head_ref"):
+        trained = load_card(ZOO / name)
+        assert REFERENCES[name].trained and trained.classes == elpv.CLASSES
+        assert trained.raw["dataset"]["training"] == asdict(TRAINING) and trained.raw["metrics"]["test"]["n"] == 654
     mobilenet = load_card(ZOO / "mobilenet_v1_025_ref")
-    assert REFERENCES["mobilenet_v1_025_ref"].trained and mobilenet.classes == elpv.CLASSES
     assert mobilenet.raw["dataset"]["name"] == "ELPV" and mobilenet.raw["dataset"]["training"] == asdict(TRAINING)
     test = mobilenet.raw["metrics"]["test"]
     assert test["n"] == 654 and test["accuracy"] > 0.75 and test["balanced_accuracy"] > 0.6

@@ -4,6 +4,9 @@ cloud model is trained with `make train-cloud` and not kept in git (9.6 MB)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+
 import torch
 
 from edgefpga.fleet.cloud_model import CloudArchConfig
@@ -26,3 +29,17 @@ def tiny_model(folder, classes=("functional", "defective"), seed: int = 0, size:
                         "dataset": {"name": "random"}, "params": 0, "macs": 0,
                         "metrics": {"test": {"accuracy": 0, "balanced_accuracy": 0, "f1_defective": 0, "n": 0}}})
     return folder
+
+
+def stop_service(proc: subprocess.Popen, timeout_s: float = 10.0) -> str:
+    """SIGTERM to an ``edgefpga-cloud`` process, and its output once it exits. One that does not
+    exit within ``timeout_s`` is killed (never left running past the test) and the test fails
+    with what it printed."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=timeout_s)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+        raise AssertionError(f"edgefpga-cloud did not exit within {timeout_s:g} s of SIGTERM; it printed:\n"
+                             f"{out[-2000:]}") from None

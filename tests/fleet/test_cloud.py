@@ -9,7 +9,6 @@ is slow or absent, replies for other requests are ignored and counted, other cla
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from edgefpga.fleet.cloud import (  # noqa: E402
     zenoh_config,
 )
 
-from cloud_models import tiny_model  # noqa: E402
+from cloud_models import stop_service, tiny_model  # noqa: E402
 
 
 def free_port() -> int:
@@ -213,6 +212,5 @@ def test_console_script_serves(tmp_path, endpoint):
             answer = client.ask(images(1)[0])
         assert answer.answered and answer.model_id.startswith("cloud@")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
+        out = stop_service(proc)
     assert proc.returncode == 0 and "stopped" in out

@@ -11,7 +11,6 @@ an answer altered or signed outside the site is refused; plain endpoints off loo
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import stat
 import subprocess
@@ -32,7 +31,7 @@ from edgefpga.fleet.trust import (  # noqa: E402
     Credentials, Signer, TrustError, check_endpoints, make_site, read_site, verify_answer,
 )
 
-from cloud_models import tiny_model  # noqa: E402
+from cloud_models import stop_service, tiny_model  # noqa: E402
 
 CLASSES = ["functional", "defective"]
 pytestmark = pytest.mark.timeout(60)
@@ -246,8 +245,7 @@ def test_console_script_serves_over_tls(tmp_path, sites):
         answer, _ = ask_once(endpoint, creds(sites, "a", "cell-1"), deadline_s=5.0)
         assert answer.answered and answer.service_identity == "O=site a,CN=edgefpga-cloud"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
+        out = stop_service(proc)
     assert proc.returncode == 0 and "'answered': 1" in out
 
 

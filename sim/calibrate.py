@@ -275,6 +275,9 @@ def grid(module: str) -> list[dict]:
             dense(16, 4, 2, 4, 1, xw=7, ww=6, accw=20, ow=8),
             dense(4, 8, 2, 8, 1, xw=6, ww=5, accw=16, ow=8),
             dense(16, 8, 4, 4, 2),
+            dense(16, 4, 2, 1, 1, xw=7, ww=6, accw=20, ow=8),  # a whole-interval head: one lane, C/CI steps
+            dense(64, 16, 2, 1, 1, xw=8, ww=7, accw=22, ow=8),
+            dense(9, 32, 10, 2, 1),
             dense(1, 16, 2, 16, 2, ww=6, accw=18, ow=8),
         ]
     if module == "ef_pool2d":

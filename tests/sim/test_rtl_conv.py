@@ -79,7 +79,7 @@ def test_elpv_folded_weight_rom(elpv_build, tmp_path):
     Its 3-row map in a line buffer of 4 rows overlaps frames with rows counted in slots across
     frames (R does not divide H, and R > H): four frames go through."""
     params = stage_params(elpv_build, "Conv_5")
-    assert params["WFOLD"] == 5 and params["FRAME_OVERLAP"] == 1 and params["H"] == 3
+    assert params["WFOLD"] > 1 and params["FRAME_OVERLAP"] == 1 and params["H"] == 3
     result = check_stage(elpv_build, "Conv_5", images(elpv_build, "elpv:test", 4), tmp_path / "c5", idle=0.3,
                          stall=0.3, seed=3)
     assert result["frames"] == 4 and result["mismatches"] == []

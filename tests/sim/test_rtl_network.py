@@ -21,7 +21,10 @@ def test_elpv_rtl_is_bit_exact_and_near_the_roofline(elpv_verify, elpv_build):
     assert rtl["ii_cycles"] <= 1.25 * rtl["roofline_cycles"]
     intervals = rtl["interval_cycles_per_frame"]  # frame to frame; the II is the largest of them
     assert len(intervals) == rtl["timing_frames"] - 1 and max(intervals) == rtl["ii_cycles"]
-    assert rtl["latency_cycles"] <= 2 * rtl["roofline_cycles"]
+    # a frame's first pixel in to its last score out: the first layer takes the frame's pixels over
+    # one interval, and the planner lets the small last layers take a whole interval each (fewer
+    # multipliers, docs/rtl.md): latency is a little over two intervals, never a frame per layer
+    assert rtl["latency_cycles"] <= 2.5 * rtl["roofline_cycles"]
     manifest = json.loads((elpv_build / "rtl" / "manifest.json").read_text())
     assert manifest["input"] == {"prefix": "s_axis", "tdata_bits": 8, "height": 96, "width": 96, "channels": 1}
     assert manifest["reset"] == {"name": "rst_n", "active_low": True}

@@ -255,6 +255,11 @@ def grid(module: str) -> list[dict]:
             conv(8, 8, 4, 4, 3, 4, 4, 1, xw=6, ww=5, accw=14, ow=6),
             conv(32, 32, 1, 2, 3, 1, 1, 3, ww=4, accw=14),
             conv(8, 8, 8, 8, 3, 2, 2, 1, xw=7, ww=6, accw=18, ow=7, dsp=0),
+            # shift-and-add products from a ROM of few steps: many of the weights' bits are constants
+            conv(32, 32, 3, 8, 3, 3, 8, 3, xw=7, ww=6, accw=17, ow=5, dsp=0, xsigned=1),
+            conv(16, 16, 4, 4, 3, 4, 4, 3, xw=6, ww=5, accw=16, ow=6, dsp=0),
+            conv(16, 16, 4, 8, 1, 4, 4, 1, xw=7, ww=6, accw=16, ow=6, dsp=0),
+            conv(8, 8, 4, 4, 1, 4, 4, 1, xw=6, ww=5, accw=14, ow=6, dsp=0),
         ]
     if module == "ef_dense":
         return [

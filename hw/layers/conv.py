@@ -117,6 +117,12 @@ def steps_per_pixel(params: dict) -> int:
     return groups * p["KH"] * (p["KW"] // p.get("KP", 1)) * chunks
 
 
+def constant_weight_share(steps: int) -> float:
+    """The expected share of a weight ROM's bits that are the same in all ``steps`` words, for
+    bits that are independent and even: 2**(1-steps). One step: every weight is a constant."""
+    return 2.0 ** (1 - steps) if steps < 30 else 0.0
+
+
 def weight_word_bits(params: dict) -> int:
     """WWORD: the weight ROM's word, PO*KP*CI weights (one step's)."""
     return params.get("PO", 1) * params.get("KP", 1) * params.get("CI", 1) * params.get("WW", 8)
@@ -286,7 +292,11 @@ def model(module: str, params: dict) -> Model:
     counters = clog2(groups) + clog2(steps) + clog2(chunks) + 2 * clog2(max(kh, kw) + 1) + sliced * clog2(sels)
     m.add("lut", "const", 1)
     m.add("lut", "counters", counters)
-    m.add("lut", "mul_lut", (not use_dsp) * lanes * (xw + 1) * ww)
+    # a weight bit equal in every step of the ROM is a constant, and Yosys folds what it feeds: of
+    # S steps' random bits a share 2**(1-S) are (dense_head_ref's 3-step stem: a quarter)
+    constant = constant_weight_share(steps)
+    m.add("lut", "mul_lut", (not use_dsp) * lanes * (xw + 1) * ww * (1 - constant))
+    m.add("lut", "mul_lut_constant", (not use_dsp) * lanes * (xw + 1) * ww * constant)
     m.add("lut", "tree_lut", (not use_dsp) * po * adders * tw)
     m.add("lut", "tree_dsp", use_dsp * po * adders * tw)
     dsps = dsp_per_product(xw + 1, ww)
@@ -325,7 +335,8 @@ def model(module: str, params: dict) -> Model:
     # is xw + PB bits (no sign), a signed one's two more (the detector's 360 parts of 11-bit
     # unsigned inputs: about 13 bits each)
     part_bits = min(pw, xw + LUT_PART_BITS + 2 * bool(p.get("XSIGNED", 1)))
-    m.add("ff", "terms_lut", (not use_dsp) * po * nt * part_bits)
+    m.add("ff", "terms_lut", (not use_dsp) * po * nt * part_bits * (1 - constant))
+    m.add("ff", "terms_lut_constant", (not use_dsp) * po * nt * part_bits * constant)
     m.add("ff", "terms_dsp", use_dsp * (dsps > 0) * po * nt * pw)
     # products too narrow for a DSP48 are LUTs, so their product registers are the fabric's (a
     # DSP48 holds them in its own M register): `convs`' 4-bit stages

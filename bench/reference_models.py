@@ -26,6 +26,14 @@ MLPERF_TINY_V1_0 = {
     "mobilenet_v1_025_ref": {"system": "FINN CNV-W1A1 (image classification), PYNQ-Z2; no visual wake words "
                                        "entry on this board", "inferences_per_s": 661.0},
 }
+# the field's best measured rates on the PYNQ-Z2's own chip (xc7z020): fpgaConvNet in MLPerf Tiny
+# inference v1.1 (closed division, INT8, 100-143 MHz) on a ZedBoard; issue 29's anchors
+MLPERF_TINY_V1_1_XC7Z020 = {
+    "resnet8_ref": {"system": "fpgaConvNet ResNet-8 (image classification, top-1 86.0 %), ZedBoard (xc7z020)",
+                    "inferences_per_s": 2431.0},
+    "mobilenet_v1_025_ref": {"system": "fpgaConvNet MobileNet-V1 0.25 (visual wake words), ZedBoard (xc7z020)",
+                             "inferences_per_s": 105.0},
+}
 LARGER_BOARDS = ("kv260", "zcu104")
 
 

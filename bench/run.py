@@ -110,6 +110,11 @@ def bench_timing_mobilenet() -> dict:
     return reference_placed_and_routed("mobilenet_v1_025_ref")
 
 
+def bench_timing_dense_head() -> dict:
+    """dense_head_ref's stages placed and routed (a conv trunk and three dense layers)."""
+    return reference_placed_and_routed("dense_head_ref")
+
+
 def bench_ros_soak() -> dict:
     """Ten minutes at 30 Hz through the inspection node (bench/ros_soak.py)."""
     from ros_soak import soak
@@ -190,7 +195,7 @@ def bench_qat() -> dict:
 
 
 BENCHES = {"fit": bench_fit, "estimates": bench_estimates, "qat": bench_qat, "timing": bench_timing, "timing_resnet8": bench_timing_resnet8,
-           "timing_mobilenet": bench_timing_mobilenet, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
+           "timing_mobilenet": bench_timing_mobilenet, "timing_dense_head": bench_timing_dense_head, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,
            "federated_secagg": bench_federated_secagg, "detector": bench_detector}

@@ -25,7 +25,8 @@ def fits_cell(row: dict) -> str:
 
 
 # the placed-and-routed stages of each reference shape's PYNQ-Z2 build (bench/run.py timing_<...>)
-TIMING_RESULTS = {"resnet8_ref": "timing_resnet8.json", "mobilenet_v1_025_ref": "timing_mobilenet.json"}
+TIMING_RESULTS = {"resnet8_ref": "timing_resnet8.json", "mobilenet_v1_025_ref": "timing_mobilenet.json",
+                  "dense_head_ref": "timing_dense_head.json"}
 
 
 def placed_clock(name: str, row: dict) -> tuple[str, str, str]:
@@ -80,7 +81,33 @@ def reference_models() -> str:
                                + "".join(f"; {s}" for s in sources) + ")")
 
 
-TABLES = {"reference_models": reference_models}
+def anchors() -> str:
+    """Our reference shapes' rates beside the published ones they are judged against, each
+    labelled for what it measures: ours the accelerator's interval at the board's nominal clock
+    (a projection; fits by Yosys; the slowest stage's placed clock), theirs end to end on a board."""
+    from reference_models import MLPERF_TINY_V1_0, MLPERF_TINY_V1_1_XC7Z020
+
+    data = json.loads((RESULTS / "reference_models.json").read_text())
+    lines = ["| shape | edgefpga on a PYNQ-Z2: frames/s, the accelerator's interval at 100 MHz (a projection) | "
+             "fits by Yosys (80 % of each resource) | slowest stage placed on the ECP5 | published, measured end "
+             "to end on a board |", "|---|---|---|---|---|"]
+    for name, row in data["models"].items():
+        if "refused" in row:
+            continue
+        fits = row["resources"]["fits_within_80_percent"]
+        rate = f"{row['fps_at_clock']:,.0f}" if fits else "(does not fit: no rate quoted)"
+        fmax = placed_clock(name, row)[0]
+        published = [f"{a['inferences_per_s']:,g}/s: {a['system']} ({label})"
+                     for table, label in ((MLPERF_TINY_V1_1_XC7Z020, "MLPerf Tiny v1.1"),
+                                          (MLPERF_TINY_V1_0, "MLPerf Tiny v1.0"))
+                     for a in [table.get(name)] if a]
+        lines.append(f"| {name} | {rate} | {'yes' if fits else 'no'}, at most "
+                     f"{max(row['resources']['share'].values()):.0%} | {fmax} | "
+                     f"{'; '.join(published) or 'none (a shape of our own)'} |")
+    return "\n".join(lines) + f"\n\n(bench/results/reference_models.json, commit {data.get('commit', '?')})"
+
+
+TABLES = {"reference_models": reference_models, "anchors": anchors}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or list(TABLES):

@@ -89,20 +89,20 @@ def anchors() -> str:
 
     data = json.loads((RESULTS / "reference_models.json").read_text())
     lines = ["| shape | edgefpga on a PYNQ-Z2: frames/s, the accelerator's interval at 100 MHz (a projection) | "
-             "fits by Yosys (80 % of each resource) | slowest stage placed on the ECP5 | published, measured end "
-             "to end on a board |", "|---|---|---|---|---|"]
+             "fits by Yosys (80 % of each resource) | slowest stage placed on the ECP5, MHz | frames/s at that clock "
+             "(capped at 100 MHz) | published, measured end to end on a board |", "|---|---|---|---|---|---|"]
     for name, row in data["models"].items():
         if "refused" in row:
             continue
         fits = row["resources"]["fits_within_80_percent"]
         rate = f"{row['fps_at_clock']:,.0f}" if fits else "(does not fit: no rate quoted)"
-        fmax = placed_clock(name, row)[0]
+        fmax, placed_rate, _ = placed_clock(name, row)
         published = [f"{a['inferences_per_s']:,g}/s: {a['system']} ({label})"
                      for table, label in ((MLPERF_TINY_V1_1_XC7Z020, "MLPerf Tiny v1.1"),
                                           (MLPERF_TINY_V1_0, "MLPerf Tiny v1.0"))
                      for a in [table.get(name)] if a]
         lines.append(f"| {name} | {rate} | {'yes' if fits else 'no'}, at most "
-                     f"{max(row['resources']['share'].values()):.0%} | {fmax} | "
+                     f"{max(row['resources']['share'].values()):.0%} | {fmax} | {placed_rate if fits else ''} | "
                      f"{'; '.join(published) or 'none (a shape of our own)'} |")
     return "\n".join(lines) + f"\n\n(bench/results/reference_models.json, commit {data.get('commit', '?')})"
 

@@ -29,8 +29,9 @@ def stage_params(build, name: str) -> dict:
     return next(st for st in manifest["stages"] if st["name"] == name)["params"]
 
 
-@pytest.mark.parametrize("stage, params", [("Conv_2", {}),                 # 3x3 stride 2, 20x20x16 map
-                                           ("Conv_1", {}),                 # 1x1
+# the foreign Conv_2 (3x3 stride 2, 20x20x16 map) in the build's own form over two frames is
+# test_frames_overlap_at_full_rate[1]'s; here the forms it did not choose
+@pytest.mark.parametrize("stage, params", [("Conv_1", {}),                 # 1x1
                                            ("Conv_2", {"USE_DSP": 0}),     # multipliers as LUT logic
                                            # the line buffer's read word registered, and again (block
                                            # RAM), or its address (distributed RAM): the build's own

@@ -48,12 +48,18 @@ def placed_clock(name: str, row: dict) -> tuple[str, str, str]:
             f"{path.name} {timing.get('commit', '?')}")
 
 
+def nominal_rate(row: dict) -> str:
+    """Frames/s at the board's nominal clock, quoted only for a design that fits."""
+    return f"{row['fps_at_clock']:,.0f}" if row["resources"]["fits_within_80_percent"] else \
+        "(does not fit: no rate quoted)"
+
+
 def reference_row(name: str, row: dict, sources: list[str]) -> str:
     if "refused" in row:
         reason = row["refused"].split(" does not fit ", 1)[-1]
         return f"| {name} | refused by convert: does not fit {reason} | | | | | | | | | |"
     fits = row["resources"]["fits_within_80_percent"]
-    rate = f"{row['fps_at_clock']:,.0f}" if fits else "(does not fit: no rate quoted)"
+    rate = nominal_rate(row)
     fmax, placed_rate, source = placed_clock(name, row)
     if source:
         sources.append(source)
@@ -95,7 +101,7 @@ def anchors() -> str:
         if "refused" in row:
             continue
         fits = row["resources"]["fits_within_80_percent"]
-        rate = f"{row['fps_at_clock']:,.0f}" if fits else "(does not fit: no rate quoted)"
+        rate = nominal_rate(row)
         fmax, placed_rate, _ = placed_clock(name, row)
         published = [f"{a['inferences_per_s']:,g}/s: {a['system']} ({label})"
                      for table, label in ((MLPERF_TINY_V1_1_XC7Z020, "MLPerf Tiny v1.1"),

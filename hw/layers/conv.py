@@ -120,7 +120,7 @@ def steps_per_pixel(params: dict) -> int:
 def constant_weight_share(steps: int) -> float:
     """The expected share of a weight ROM's bits that are the same in all ``steps`` words, for
     bits that are independent and even: 2**(1-steps). One step: every weight is a constant."""
-    return 2.0 ** (1 - steps) if steps < 30 else 0.0
+    return 2.0 ** (1 - steps)
 
 
 def weight_word_bits(params: dict) -> int:

@@ -12,7 +12,9 @@ LUT, FF, DSP and block RAM come from its hardware model (fitted on Yosys), plus 
 without lanes (input affine, activations, residual adds, forks and FIFOs, the stream ends); the
 design fits when each resource is within the budget, 80 % of the board by default (room for
 the PS side of the chip and for timing closure). While it does not, the interval is relaxed
-(fewer multipliers: fit first, then speed). When even one multiplier per layer does not fit
+(fewer multipliers: fit first, then speed). The roofline counts DSP48s only, and a layer's
+multipliers may be LUTs: so without ``--fps`` the layouts faster than the roofline's are tried
+too (``faster_layout``), and the fastest that fits is built. When even one multiplier per layer does not fit
 (weights that need more block RAM than the board has), the plan is refused with the resource,
 the need and the board, and the smallest preset board that would hold it.
 """
@@ -40,6 +42,8 @@ PLANNING_MARGIN = {"LUT": 0.03, "FF": 0.03}
 RESOURCES = ("LUT", "FF", "DSP", "BRAM36")
 RELAX = 1.02  # interval growth per step while the design does not fit (fine: the highest rate that fits)
 MAX_RELAX_STEPS = 400
+FASTER_MISSES = 3  # layouts below the roofline tried in a row without one that fits before the search stops
+FASTER_GIVE_UP = 1.5  # ... or a resource at this many times its budget
 
 
 class PlanError(ConversionError):
@@ -143,6 +147,7 @@ class NetworkPlan:
     budget_share: float = BUDGET_SHARE
     relaxed: int = 0  # times the interval was relaxed to fit
     target_interval: int = 0  # the roofline or the user's frame rate, before relaxing
+    below_roofline: bool = False  # a faster layout than the DSP roofline's fits (LUT multipliers)
 
     @property
     def dsp_budget(self) -> int:
@@ -180,6 +185,7 @@ class NetworkPlan:
                 "ii_cycles": self.ii_cycles, "roofline_cycles": self.roofline, "input_beats": self.input_beats,
                 "dsp_budget": self.dsp_budget, "multipliers": self.multipliers,
                 "dsp_multipliers": self.dsp_multipliers, "relaxed": self.relaxed,
+                "below_roofline": self.below_roofline,
                 "fps_at_clock": round(self.fps(), 1), "clock_mhz": self.board.clock_mhz,
                 "fit": self.fit(), "overhead": self.overhead.to_dict(),
                 "layers": [lp.to_dict() for lp in self.layers.values()]}
@@ -271,8 +277,10 @@ def assign_dsps(layers: list[LayerPlan], dsp_budget: int) -> None:
     for lp in layers:
         lp.dsp = True
     movable = [lp for lp in layers if lp.lut_multipliers_possible]
-    in_dsp = {id(lp): lp.estimate(use_dsp=True) for lp in layers if lp.multipliers}
-    budget = dsp_budget - sum(in_dsp[id(lp)].dsp for lp in layers if lp.multipliers and lp not in movable)
+    in_dsp = {id(lp): lp.estimate(use_dsp=True) for lp in layers}
+    # what the other layers take whatever the choice: dense lanes, and a global pool's divider
+    # (no lanes, one DSP48; left out, MobileNet-V1 0.25 was laid out at 177 of 176)
+    budget = dsp_budget - sum(in_dsp[id(lp)].dsp for lp in layers if lp not in movable)
     if sum(in_dsp[id(lp)].dsp for lp in movable) <= budget:
         return
     in_lut = {id(lp): lp.estimate(use_dsp=False) for lp in movable}
@@ -375,20 +383,54 @@ def plan_layers(layers: list[LayerPlan], beats: int, board: Board, widths: dict[
     target = interval or (max(roofline, fps_interval(board, fps)) if fps else roofline)
     plan = NetworkPlan(target, roofline, beats, board, {lp.node: lp for lp in layers}, overhead, budget_share,
                        target_interval=target)
+    dsp_budget = plan.dsp_budget - int(overhead.dsp)
+    faster = faster_layout(plan, dsp_budget) if interval is None and fps is None else None
     for _ in range(MAX_RELAX_STEPS):
-        layout_at(layers, plan.interval, plan.dsp_budget - int(overhead.dsp))
+        layout_at(layers, plan.interval, dsp_budget)
         if plan.fits:
-            return plan
+            break
         if plan.interval >= smallest.interval:
+            restore(layers, smallest.layers.values())  # the smallest design fits: take it
+            plan.interval = smallest.interval
             break
         plan.interval = min(smallest.interval, math.ceil(plan.interval * RELAX))
         plan.relaxed += 1
-    for lp in layers:  # the smallest design fits: take it
-        src = smallest.layers[lp.node]
+    if faster is not None and faster[0] < plan.ii_cycles:
+        plan.interval, plan.relaxed, plan.below_roofline = faster[0], 0, True
+        restore(layers, faster[1])
+    return plan
+
+
+def faster_layout(plan: NetworkPlan, dsp_budget: int) -> tuple[int, list[LayerPlan]] | None:
+    """The fastest layout below the DSP roofline that fits (its interval and a copy of its
+    layers), or None. Past the roofline the extra products are LUT multipliers, so a faster
+    layout costs LUTs, but not always more of them: the lanes are divisors of the channels, and a
+    faster layout may fit where a slower one does not (ResNet-8: the 55,296-cycle layout over
+    the LUT budget, the 49,152 one within it). So every distinct layout below the roofline is
+    laid out in turn, fastest last, until FASTER_MISSES in a row do not fit or one is far over."""
+    layers = list(plan.layers.values())
+    best, misses, interval = None, 0, plan.interval
+    while misses < FASTER_MISSES and interval >= plan.input_beats:
+        layout_at(layers, interval, dsp_budget)
+        if plan.ii_cycles > interval:
+            break  # a pinned layer, or one at its most parallel, sets the pace
+        if plan.fits:
+            best, misses = (plan.ii_cycles, [replace(lp) for lp in layers]), 0
+        else:
+            misses += 1
+            if max(plan.fit()["share"].values()) > FASTER_GIVE_UP * plan.budget_share:
+                break
+        interval = plan.ii_cycles - 1
+    return best
+
+
+def restore(layers: list[LayerPlan], source) -> None:
+    """Each layer's lanes, multipliers and resources as in ``source`` (copies of the same layers)."""
+    by_node = {lp.node: lp for lp in source}
+    for lp in layers:
+        src = by_node[lp.node]
         lp.ci, lp.po, lp.kp, lp.cycles, lp.multipliers, lp.reuse, lp.dsp, lp.resources = (
             src.ci, src.po, src.kp, src.cycles, src.multipliers, src.reuse, src.dsp, src.resources)
-    plan.interval = smallest.interval
-    return plan
 
 
 def plan_network(model: ModelWrapper, board: Board, widths: dict[str, Widths] | Widths | None = None,

@@ -63,6 +63,40 @@ def test_a_dense_head_takes_the_whole_interval():
     assert all(lp.cycles > plan.ii_cycles // 6 for lp in dense[:2])  # not sized for a sixth of the interval
 
 
+def zoo_canonical(name: str):
+    from edgefpga.models.card import ZOO
+
+    return canonical_graph(onnx.load(str(ZOO / name / "model.onnx")), name, 1 / 255, [0.5], [0.25])
+
+
+def test_past_the_dsp_roofline_with_lut_multipliers():
+    """The roofline counts DSP48s; with LUT multipliers the planner builds a faster layout when it
+    fits (ResNet-8 at 8-bit operands: the 55,296-cycle layout at the roofline, the 49,152 one
+    below it, both within the budget). With ``--fps`` it builds the rate asked, not a faster one."""
+    model = zoo_canonical("resnet8_ref")
+    plan = plan_network(model, PYNQ)
+    assert plan.below_roofline and plan.ii_cycles < plan.roofline and plan.fits
+    assert any(lp.multipliers and not lp.dsp for lp in plan.layers.values())  # the products past the DSPs
+    assert plan.to_dict()["below_roofline"] is True
+    asked = plan_network(model, PYNQ, fps=PYNQ.clock_mhz * 1e6 / plan.roofline)
+    assert not asked.below_roofline and plan.ii_cycles < asked.ii_cycles <= plan.roofline
+    assert asked.multipliers < plan.multipliers
+
+
+def test_lane_less_dsps_count_in_the_dsp_budget():
+    """A global average pool has no lanes but divides in a DSP48: the knapsack that gives the
+    conv layers their DSPs leaves it one (MobileNet-V1 0.25 was laid out at 177 DSPs of 176, and
+    so relaxed to a layout 1.8x slower than one that fits)."""
+    from edgefpga.hw.plan import layout_at
+
+    plan = plan_network(zoo_canonical("mobilenet_v1_025_ref"), PYNQ)
+    layers = list(plan.layers.values())
+    assert any(lp.kind == "gpool" and lp.resources.dsp for lp in layers)
+    for interval in (73_728, 41_472, 36_864):
+        layout_at(layers, interval, plan.dsp_budget)
+        assert plan.total().dsp <= plan.dsp_budget
+
+
 def test_a_small_board_relaxes_the_interval_to_fit(elpv_canonical):
     roomy = plan_network(elpv_canonical, PYNQ)
     used = roomy.fit()["used"]

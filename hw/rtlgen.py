@@ -66,6 +66,8 @@ def layer_stages(model: ModelWrapper, p: Precisions, plan: NetworkPlan) -> tuple
             raise ValueError(f"{node.name} ({node.op_type}): no RTL module for this layer")
         ins = [alias.get(t, t) for t in node.input if alias.get(t, t) in streams]
         stage = kind.stage(model, p, node, [streams[t] for t in ins], plan.layers.get(node.name))
+        if hasattr(kind, "pace"):  # a stage without lanes that may take several cycles a pixel
+            kind.pace(stage, plan.ii_cycles)
         stage.inputs = [("a", ins[0]), ("b", ins[1])] if stage.module in JOIN_MODULES else [("in", ins[0])]
         out = stage.output
         streams[out] = stream_of(model, out, stage.out_channels, stage.out_bits)

@@ -115,13 +115,14 @@ def act(c, xw, ow, *, mode=0, alpha_bits=7):
                 C=c, XW=xw, XSIGNED=1, OW=ow, OMIN=-(1 << (ow - 1)), OMAX=(1 << (ow - 1)) - 1)
 
 
-def add(c, aw, bw, ow, *, align_a=0, align_b=0, shift=None, bsigned=1):
+def add(c, aw, bw, ow, *, align_a=0, align_b=0, shift=None, bsigned=1, cp=None):
     """ef_add parameters (a residual join with a ReLU after it); SHIFT: the sum's extra
-    fractional bits over the output's (rtlgen: usually 0, the output keeps the finer grid)."""
+    fractional bits over the output's (rtlgen: usually 0, the output keeps the finer grid);
+    CP: channels a cycle (C, or fewer where the join is paced: hw/layers/add.py)."""
     frac = max(align_a, align_b)
     shift = max(0, frac + max(aw, bw) - ow) if shift is None else shift
-    return dict(C=c, AW_=aw, ASIGNED=1, ALIGN_A=align_a, BW_=bw, BSIGNED=bsigned, ALIGN_B=align_b,
-                SHIFT=shift, OW=ow, **relu_cast(ow))
+    return dict(C=c, CP=c if cp is None else cp, AW_=aw, ASIGNED=1, ALIGN_A=align_a, BW_=bw, BSIGNED=bsigned,
+                ALIGN_B=align_b, SHIFT=shift, OW=ow, **relu_cast(ow))
 
 
 def concat(ca, aw, cb, bw, *, asigned=0, bsigned=0, align_a=0, align_b=0):
@@ -315,7 +316,11 @@ def grid(module: str) -> list[dict]:
                 # as rtlgen joins ResNet-8's blocks: no rounding, the aligned sum saturated to the output
                 add(16, 12, 12, 12, align_a=1, shift=0, bsigned=0), add(32, 11, 10, 10, align_b=1, shift=0),
                 add(64, 9, 9, 9, align_a=1, shift=0), add(24, 13, 12, 12, align_b=2, shift=0),
-                add(48, 8, 8, 9, shift=0)]
+                add(48, 8, 8, 9, shift=0),
+                # paced joins, a few channels a cycle (ResNet-8's three at CP 1)
+                add(16, 13, 12, 12, shift=0, bsigned=0, cp=1), add(32, 11, 14, 10, align_a=4, shift=4, cp=1),
+                add(64, 13, 10, 12, align_b=2, shift=0, cp=1), add(64, 8, 8, 8, cp=4), add(32, 8, 10, 8, align_a=1, cp=2),
+                add(48, 9, 9, 9, shift=0, cp=3), add(24, 12, 12, 12, align_a=1, shift=0, cp=8), add(16, 8, 8, 8, cp=8)]
     if module == "ef_concat":  # fire modules' expands (ReLU: unsigned), one signed branch, Inception widths
         return [concat(8, 8, 8, 8), concat(16, 7, 16, 9, align_a=2), concat(32, 10, 32, 10),
                 concat(4, 8, 12, 12, bsigned=1, align_a=3), concat(64, 8, 64, 8, asigned=1, bsigned=1),

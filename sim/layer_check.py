@@ -45,28 +45,45 @@ def check_stage(build_dir: Path, stage_name: str, pixels: np.ndarray, work: Path
         raise SimulatorError(f"{build_dir}: no stage {stage_name!r}; stages: {[s['name'] for s in manifest['stages']]}")
     ins = [p for p in stage["ports"] if p["dir"] == "in"]
     outs = [p for p in stage["ports"] if p["dir"] == "out"]
-    if len(ins) != 1 or len(outs) != 1:
-        raise SimulatorError(f"{stage_name} ({stage['module']}): only single-input, single-output stages are checked alone")
+    if len(ins) not in (1, 2) or len(outs) != 1:
+        raise SimulatorError(f"{stage_name} ({stage['module']}): only stages with one output and one or two inputs "
+                             "are checked alone")
     model, precisions = load_design(build_dir)
     values = IntegerModel(model, precisions).run_all(pixels)
-    x_bits = ins[0]["bits"] // max(1, values_channels(values[ins[0]["stream"]].q))
-    inputs = stage_words(values[ins[0]["stream"]].q, x_bits)
+    words, bits = {}, {}
+    for port in ins:  # a branch's stream (after its fork or FIFO) carries the tensor it was forked from
+        q = values[tensor_of(port["stream"], values)].q
+        bits[port["port"]] = port["bits"] // max(1, values_channels(q))
+        words[port["port"]] = stage_words(q, bits[port["port"]])
+    inputs, x_bits = words[ins[0]["port"]], bits[ins[0]["port"]]
     expected = stage_words(values[outs[0]["stream"]].q, stage["params"].get("OW", x_bits))
     if corrupt:
         expected[0][len(expected[0]) // 2] ^= 1
     work.mkdir(parents=True, exist_ok=True)
     src = build_dir / "rtl" / "src"
     roms = {k: f'"{(src / name).resolve()}"' for k, name in stage["roms"].items()}
-    np.savez(work / "tb.npz", inputs=np.array(inputs, dtype=object), expected=np.array(expected, dtype=object))
+    others = {f"inputs_{port}": np.array(w, dtype=object) for port, w in words.items() if port != ins[0]["port"]}
+    np.savez(work / "tb.npz", inputs=np.array(inputs, dtype=object), expected=np.array(expected, dtype=object), **others)
     result_file = work / "result.json"
     result_file.unlink(missing_ok=True)
     build_and_test([RTL_DIR / f"{stage['module']}.v"], stage["module"], {**stage["params"], **roms, **(params or {})},
                    work / "sim", "edgefpga.sim.tb_stream_layer",
                    {"EF_TB_DATA": str(work / "tb.npz"), "EF_TB_RESULT": str(result_file),
-                    "EF_TB_IDLE": str(idle), "EF_TB_STALL": str(stall), "EF_TB_SEED": str(seed)}, [RTL_DIR])
+                    "EF_TB_PORTS": ",".join(p["port"] for p in ins), "EF_TB_IDLE": str(idle), "EF_TB_STALL": str(stall), "EF_TB_SEED": str(seed)}, [RTL_DIR])
     if not result_file.is_file():
         raise SimulatorError(f"{stage_name}: the testbench wrote no result; see {work / 'sim' / 'test.log'}")
     return json.loads(result_file.read_text())
+
+
+def tensor_of(stream: str, values: dict) -> str:
+    """The integer model's tensor a stream carries: its own name, or for a fork's branch
+    (``<tensor>_a``, ``<tensor>_b``, then ``_fifo``) the tensor forked."""
+    name = stream
+    while name not in values and name.rsplit("_", 1)[-1] in ("a", "b", "fifo"):
+        name = name.rsplit("_", 1)[0]
+    if name not in values:
+        raise SimulatorError(f"stream {stream!r}: no tensor of the integer model carries it")
+    return name
 
 
 def values_channels(q: np.ndarray) -> int:

@@ -1,6 +1,6 @@
 """cocotb testbench for one streaming layer (valid/ready pixel streams): feeds the pixel words in
-``EF_TB_DATA`` (an .npz with ``inputs`` and ``expected``, frames back to back) with random idle
-cycles, applies random backpressure on the output, and checks every output word; the cycle of
+``EF_TB_DATA`` (an .npz with ``inputs`` and ``expected``, frames back to back; a join's second
+input as ``inputs_b``) with random idle cycles on each input, applies random backpressure on the output, and checks every output word; the cycle of
 each frame's first input and last output goes to ``EF_TB_RESULT`` (JSON)."""
 
 from __future__ import annotations
@@ -15,25 +15,26 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 
-async def drive_inputs(dut, frames: list[list[int]], idle: float, starts: list[int], cycle: list[int]):
+async def drive_inputs(dut, frames: list[list[int]], idle: float, starts: list[int], cycle: list[int], port: str = "in"):
+    valid, data, ready = (getattr(dut, f"{port}_{s}") for s in ("valid", "data", "ready"))
     for frame in frames:
         first = True
         for word in frame:
             while random.random() < idle:
-                dut.in_valid.value = 0
+                valid.value = 0
                 await RisingEdge(dut.clk)
-            dut.in_valid.value = 1
-            dut.in_data.value = word
+            valid.value = 1
+            data.value = word
             while True:
                 await ReadOnly()
-                accepted = dut.in_ready.value == 1  # the transfer happens at the coming edge
+                accepted = ready.value == 1  # the transfer happens at the coming edge
                 if accepted and first:
                     starts.append(cycle[0])
                     first = False
                 await RisingEdge(dut.clk)
                 if accepted:
                     break
-    dut.in_valid.value = 0
+    valid.value = 0
 
 
 @cocotb.test()
@@ -46,7 +47,9 @@ async def stream_layer(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     cycle = [0]
     dut.rst_n.value = 0
-    dut.in_valid.value = 0
+    ports = os.environ.get("EF_TB_PORTS", "in").split(",")  # a join's two inputs: "a,b", each with its own idles
+    for port in ports:
+        getattr(dut, f"{port}_valid").value = 0
     dut.out_ready.value = 0
     for _ in range(3):
         await RisingEdge(dut.clk)
@@ -58,7 +61,10 @@ async def stream_layer(dut):
             cycle[0] += 1
     cocotb.start_soon(count())
     starts: list[int] = []
-    cocotb.start_soon(drive_inputs(dut, frames, idle, starts, cycle))
+    cocotb.start_soon(drive_inputs(dut, frames, idle, starts, cycle, ports[0]))
+    for port in ports[1:]:
+        others = [list(map(int, f)) for f in data[f"inputs_{port}"]]
+        cocotb.start_soon(drive_inputs(dut, others, idle, [], cycle, port))
     ends, mismatches = [], []
     for f, frame in enumerate(expected):
         for i, want in enumerate(frame):

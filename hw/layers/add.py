@@ -9,7 +9,7 @@ import numpy as np
 from ..graph import is_residual
 from ..onnx_check import ConversionError
 from ..precision import fused_result, param_knob, result_knob
-from .base import Resources, clog2, hls_entries
+from .base import Resources, clog2, divisors, hls_entries
 from .estimate import Model, map_memory, predict
 from .rule import Capability, GraphView, Refusal, broadcast_refusal, per_channel
 from .stage import Stage, StreamInfo, saturation
@@ -17,6 +17,7 @@ from .stage import Stage, StreamInfo, saturation
 MODULES = ("ef_add", "ef_fork", "ef_fifo")
 OPS = ("Add",)  # of the canonical graph: a residual join, or the bias of the MatMul before it
 FUSES_ACTIVATION = True  # ends in a rounding cast: a Relu / Clip after it is its saturation
+PACE_SHARE = 0.5  # the share of the interval a residual join may take (channels_per_step)
 
 
 def model(module: str, params: dict) -> Model:
@@ -35,18 +36,26 @@ def model(module: str, params: dict) -> Model:
         m.add("ff", "counters", clog2(depth) + 1)
         return m
     c, ow = params.get("C", 1), params.get("OW", 8)
-    widths = [(params.get("AW_", 8), params.get("ASIGNED", 1), params.get("ALIGN_A", 0)),
-              (params.get("BW_", 8), params.get("BSIGNED", 1), params.get("ALIGN_B", 0))]
+    cp = min(c, params.get("CP", c))  # the lane's channels
+    steps = c // cp
+    aw, bw = params.get("AW_", 8), params.get("BW_", 8)
+    widths = [(aw, params.get("ASIGNED", 1), params.get("ALIGN_A", 0)),
+              (bw, params.get("BSIGNED", 1), params.get("ALIGN_B", 0))]
     width = max(w + a for w, _, a in widths) + 1
     # the sum's range against the output's: a bound the sum can pass costs a comparison
     top = sum(((1 << (w - 1)) - 1 if sg else (1 << w) - 1) << a for w, sg, a in widths)
     bottom = sum(-(1 << (w - 1)) << a if sg else 0 for w, sg, a in widths)
-    m.add("lut", "sum", c * width)
-    m.add("lut", "round", c * width * (params.get("SHIFT", 0) > 0))
-    m.add("lut", "clamp_high", c * width * (top >> max(0, params.get("SHIFT", 0)) > params.get("OMAX", (1 << ow) - 1)))
-    m.add("lut", "clamp_low", c * width * (bottom < params.get("OMIN", 0)))
+    m.add("lut", "sum", cp * width)
+    m.add("lut", "round", cp * width * (params.get("SHIFT", 0) > 0))
+    m.add("lut", "clamp_high", cp * width * (top >> max(0, params.get("SHIFT", 0)) > params.get("OMAX", (1 << ow) - 1)))
+    m.add("lut", "clamp_low", cp * width * (bottom < params.get("OMIN", 0)))
     m.add("lut", "out", c * ow)
+    # serial (CP < C): the pickers (a STEPS:1 multiplexer per lane bit) and the step counter;
+    # registers: the pixel held, the lane's operands, the results gathered, the counter
+    m.add("lut", "pick", cp * (aw + bw) * -(-steps // 4) * (steps > 1))  # a LUT6 selects among 4
+    m.add("lut", "steps", clog2(steps) * (steps > 1))
     m.add("ff", "out", c * ow)
+    m.add("ff", "serial", ((c + cp) * (aw + bw) + (c - cp) * ow + clog2(steps) + 3) * (steps > 1))
     return m
 
 
@@ -62,11 +71,30 @@ def stage(model, p, node, inputs: list[StreamInfo], lanes=None) -> Stage:
     a_t, b_t = p.tensors[node.input[0]], p.tensors[node.input[1]]
     tensor, out_t, omin, omax = saturation(model, p, node)
     frac = max(a_t.frac, b_t.frac, out_t.frac)
-    params = dict(C=a.channels, AW_=a_t.width, ASIGNED=int(a_t.signed), ALIGN_A=frac - a_t.frac,
+    params = dict(C=a.channels, CP=a.channels, AW_=a_t.width, ASIGNED=int(a_t.signed), ALIGN_A=frac - a_t.frac,
                   BW_=b_t.width, BSIGNED=int(b_t.signed), ALIGN_B=frac - b_t.frac,
                   SHIFT=frac - out_t.frac, OW=out_t.width, OMIN=omin, OMAX=omax)
     return Stage(node.name, "ef_add", params, {}, [], [("out", tensor)], a.channels, out_t.width, a.h * a.w, 0,
                  node.name, np.arange(a.h * a.w))
+
+
+def channels_per_step(channels: int, pixels: int, interval: int) -> int:
+    """The fewest channels a cycle (a divisor of ``channels``) that add a frame's ``pixels`` in at
+    most a PACE_SHARE of the interval: the join then never sets the pace of the stages around it
+    (a conv's output pixels come in bursts), and costs one lane of adders where ``channels`` lanes
+    would idle most of the frame."""
+    for cp in divisors(channels):
+        if pixels * (channels // cp) <= interval * PACE_SHARE:
+            return cp
+    return channels
+
+
+def pace(stage: Stage, interval: int) -> None:
+    """The join's channels a cycle for the design's interval (hw/rtlgen.py calls it once the plan is made)."""
+    c = stage.params["C"]
+    cp = channels_per_step(c, stage.steps_per_frame, interval)
+    stage.params["CP"] = cp
+    stage.steps_per_frame *= c // cp
 
 
 # ---- precision (the knobs the search sets, the types that follow; hw/precision.py) ----------

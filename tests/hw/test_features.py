@@ -92,6 +92,8 @@ def check_post_add_bn(build, canonical, report):
     # two residual joins, each with a FIFO on the branch that runs ahead; the second's shortcut is a
     # 1x1 stride-2 conv (ResNet-8's downsampling block; bench/reference_models.py runs ResNet-8 itself)
     assert len(modules["ef_add"]) == 2 and len(modules["ef_fork"]) == 2 and len(modules["ef_fifo"]) == 2
+    # the joins are paced (a few channels a cycle, hw/layers/add.py): the RTL check below runs them so
+    assert all(s["params"]["CP"] < s["params"]["C"] for s in modules["ef_add"])
     shortcut = [n for n in canonical.graph.node if n.op_type == "Conv" and attrs(n)["kernel_shape"] == [1, 1]]
     assert len(shortcut) == 1 and attrs(shortcut[0])["strides"] == [2, 2]
     assert len(modules["ef_affine"]) == 2  # the input normalization and the BatchNorm after the first Add
@@ -160,4 +162,23 @@ def test_depthwise_stage_with_a_sliced_line_buffer_is_bit_exact(feature_builds, 
                             report["model"]["classes"]).take(2).pixels
     result = check_stage(build, stage["name"], pixels, tmp_path / "dw",
                          params={"LB_SLICED": 1, "LB_WORD_REG": 1, "LB_OUT_REG": 1})
+    assert result["frames"] == 2 and result["mismatches"] == []
+
+
+@pytest.mark.xdist_group(on_its_worker("post_add_bn"))
+@pytest.mark.timeout(300)
+def test_a_join_adds_every_channel_at_once_too(feature_builds, tmp_path):
+    """The join's other form, every channel in one cycle (CP = C: where a design's interval is
+    short), alone in cocotb + Verilator: both branches' streams from the integer model on held-out
+    images, each with its own random idle cycles, the output under backpressure, two frames back
+    to back. (The paced form the build chose runs in the whole network above.)"""
+    from edgefpga.hw.images import load_image_set
+    from edgefpga.models.card import InputSpec
+    from edgefpga.sim.layer_check import check_stage
+
+    build, images, _ = feature_builds("post_add_bn")
+    join = stages(build)["ef_add"][0]
+    model = json.loads((build / "report.json").read_text())["model"]
+    pixels = load_image_set(str(images), InputSpec.from_dict(model["input"], "report"), model["classes"]).take(2).pixels
+    result = check_stage(build, join["name"], pixels, tmp_path / "join", params={"CP": join["params"]["C"]})
     assert result["frames"] == 2 and result["mismatches"] == []

@@ -51,11 +51,12 @@ def model(module: str, params: dict) -> Model:
     m.add("lut", "clamp_low", cp * width * (bottom < params.get("OMIN", 0)))
     m.add("lut", "out", c * ow)
     # serial (CP < C): the pickers (a STEPS:1 multiplexer per lane bit) and the step counter;
-    # registers: the pixel held, the lane's operands, the results gathered, the counter
+    # registers: the pixel held, the lane's operands and sums, the results gathered, the counter
     m.add("lut", "pick", cp * (aw + bw) * -(-steps // 4) * (steps > 1))  # a LUT6 selects among 4
     m.add("lut", "steps", clog2(steps) * (steps > 1))
     m.add("ff", "out", c * ow)
-    m.add("ff", "serial", ((c + cp) * (aw + bw) + (c - cp) * ow + clog2(steps) + 3) * (steps > 1))
+    sum_bits = max(aw + widths[0][2], bw + widths[1][2]) + 2
+    m.add("ff", "serial", ((c + cp) * (aw + bw) + cp * sum_bits + (c - cp) * ow + clog2(steps) + 5) * (steps > 1))
     return m
 
 
@@ -93,6 +94,7 @@ def pace(stage: Stage, interval: int) -> None:
     """The join's channels a cycle for the design's interval (hw/rtlgen.py calls it once the plan is made)."""
     c = stage.params["C"]
     cp = channels_per_step(c, stage.steps_per_frame, interval)
+    assert c % cp == 0, (c, cp)  # the RTL's C / CP steps a pixel
     stage.params["CP"] = cp
     stage.steps_per_frame *= c // cp
 

@@ -51,6 +51,7 @@ from .qonnx_in import is_lowered_qonnx, model_precisions, qonnx_outputs, referen
 REPORT_FILE = "report.json"
 DEFAULT_AGREEMENT = 0.995
 PRECISIONS_FILE = "precisions.json"  # every type of the design, keyed by canonical graph names
+PLAN_ROUNDS = 4  # plans with the lane-less stages priced at the previous plan's interval (step_plan_parallelism)
 REFERENCE_FILE = "reference.onnx"  # a quantized model's own arithmetic (QONNX), raw pixels in: verify's reference
 
 
@@ -309,9 +310,17 @@ def step_plan_parallelism(ctx: BuildContext) -> None:
     widths = layer_widths(ctx.canonical, ctx.precisions)
     options = dict(pins=pins_of(ctx), fps=ctx.cfg.fps, budget_share=ctx.cfg.budget_share,
                    what=str(ctx.source.onnx_path))
-    first = plan_network(ctx.canonical, ctx.board, widths, **options)
-    overhead = total(stage_resources(m, prm) for m, prm in fixed_stages(ctx.canonical, ctx.precisions, first))
-    ctx.plan = plan = plan_network(ctx.canonical, ctx.board, widths, overhead, **options)
+    # the stages without lanes are priced as the RTL builds them for the plan's interval (a residual
+    # join adds fewer channels a cycle where the interval is long): planned again until the interval
+    # they were priced at is the one planned
+    plan = plan_network(ctx.canonical, ctx.board, widths, **options)
+    for _ in range(PLAN_ROUNDS):
+        overhead = total(stage_resources(m, prm) for m, prm in fixed_stages(ctx.canonical, ctx.precisions, plan))
+        again = plan_network(ctx.canonical, ctx.board, widths, overhead, **options)
+        settled, plan = again.ii_cycles == plan.ii_cycles, again
+        if settled:
+            break
+    ctx.plan = plan
     ii = plan.ii_cycles
     fit = plan.fit()
     ctx.report["estimate"] = {

@@ -395,6 +395,9 @@ def plan_layers(layers: list[LayerPlan], beats: int, board: Board, widths: dict[
             break
         plan.interval = min(smallest.interval, math.ceil(plan.interval * RELAX))
         plan.relaxed += 1
+    else:  # relaxed MAX_RELAX_STEPS times without a fit: the smallest design fits, take it
+        restore(layers, smallest.layers.values())
+        plan.interval = smallest.interval
     if faster is not None and faster[0] < plan.ii_cycles:
         plan.interval, plan.relaxed, plan.below_roofline = faster[0], 0, True
         restore(layers, faster[1])
@@ -405,8 +408,8 @@ def faster_layout(plan: NetworkPlan, dsp_budget: int) -> tuple[int, list[LayerPl
     """The fastest layout below the DSP roofline that fits (its interval and a copy of its
     layers), or None. Past the roofline the extra products are LUT multipliers, so a faster
     layout costs LUTs, but not always more of them: the lanes are divisors of the channels, and a
-    faster layout may fit where a slower one does not (ResNet-8: the 55,296-cycle layout over
-    the LUT budget, the 49,152 one within it). So every distinct layout below the roofline is
+    faster layout may fit where a slower one does not (ResNet-8 with its searched widths: the
+    55,296-cycle layout over the LUT budget, the 49,152 one within it). So every distinct layout below the roofline is
     laid out in turn, fastest last, until FASTER_MISSES in a row do not fit or one is far over."""
     layers = list(plan.layers.values())
     best, misses, interval = None, 0, plan.interval

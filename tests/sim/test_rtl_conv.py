@@ -32,11 +32,12 @@ def stage_params(build, name: str) -> dict:
 # the foreign Conv_2 (3x3 stride 2, 20x20x16 map) in the build's own form over two frames is
 # test_frames_overlap_at_full_rate[1]'s; here the forms it did not choose
 @pytest.mark.parametrize("stage, params", [("Conv_1", {}),                 # 1x1
-                                           ("Conv_2", {"USE_DSP": 0}),     # multipliers as LUT logic
-                                           # the line buffer's read word registered, and again (block
-                                           # RAM), or its address (distributed RAM): the build's own
-                                           # choice is the first case, this one is the other
-                                           ("Conv_2", {"LB_WORD_REG": OTHER}),
+                                           # multipliers as LUT logic; and the line buffer's read word
+                                           # registered, and again (block RAM), or its address
+                                           # (distributed RAM): the build's own choice is the first
+                                           # case, this one is the other (two independent parts of
+                                           # the datapath in one Verilator build: 40 s of the suite)
+                                           ("Conv_2", {"USE_DSP": 0, "LB_WORD_REG": OTHER}),
                                            # stage B2 for the weight ROM alone (WROM_OUT_REG) in the
                                            # address form: the selected slice waits in B2 (in the word
                                            # form it builds the RTL of LB_OUT_REG=1, checked above);

@@ -12,11 +12,14 @@
 //
 // Pipelined for the clock (docs/rtl.md, Timing): the ROM words read in stage B are registered
 // again (stage C: no path from a block RAM's output through a multiplier), the PO*CI products
-// are registered (stage D), and stage E adds them to the bias or the ring. The requantization of
+// are registered (stage D, and again in the fabric: D2), each lane's CI products are added in
+// pairs, a register after every adder level (stages T, clog2(CI) of them: summed as a chain into the ring in one cycle, 16
+// products placed at 69.5 MHz on the ECP5), and stage E adds the lane's sum to the bias or the ring. The requantization of
 // the OC sums is two registered steps (each sum rounded, with flags saying whether it saturates,
 // compared before the rounding's carry; then the choice of OMAX, OMIN or the rounded value), and
 // out_ready reaches no counter or enable (the steps wait on out_valid, a register). The
-// arithmetic and the steps per frame are unchanged; the output comes 3 cycles later.
+// arithmetic and the steps per frame are unchanged; the output comes 3 cycles later (CI = 1) or
+// 4 + clog2(CI) (a tree).
 module ef_dense #(
     parameter NPIX = 1, C = 8, OC = 2, CI = 8, PO = 1,
     parameter XW = 8, XSIGNED = 0, WW = 8, ACCW = 32,
@@ -65,7 +68,8 @@ module ef_dense #(
     reg d_valid, d_first, d_group_end, d_frame_end;
     reg finishing;                             // the frame's sums are complete: requantize and send
     reg rounded_valid;                         // the frame's rounded sums wait for the output register
-    wire stall = d_valid && finishing;
+    wire e_valid, e_first, e_group_end, e_frame_end;   // the step entering stage E
+    wire stall = e_valid && finishing;
     wire issue = have_x && !stall;
     assign busy = issue;
     assign in_ready = !have_x;
@@ -113,6 +117,77 @@ module ef_dense #(
         end
     end
 
+    // ---- stages T: each lane's CI products added in pairs, a register after every level -------
+    localparam TL = (CI > 1) ? $clog2(CI) : 0; // adder levels
+    localparam TW = (PW + TL < ACCW) ? PW + TL : ACCW;   // tree words: exact (or, wider, mod 2^ACCW)
+    localparam FW = 4;                         // a step's flags: valid, first, group end, frame end
+    function integer words_at(input integer level);
+        integer l;
+        begin
+            words_at = CI;
+            for (l = 0; l < level; l = l + 1) words_at = (words_at + 1) / 2;
+        end
+    endfunction
+    function integer level_at(input integer level);   // the first word of a level in a lane's vector
+        integer l;
+        begin
+            level_at = 0;
+            for (l = 0; l < level; l = l + 1) level_at = level_at + words_at(l);
+        end
+    endfunction
+    localparam TOTAL = level_at(TL + 1);
+    // with a tree, the products are registered once more in the fabric first (stage D2): Yosys
+    // takes stage D's register into the MULT18, and a MULT18 and an adder in one cycle placed at
+    // 83.6 MHz
+    localparam TS = (TL > 0) ? TL + 1 : 0;     // registered steps between D and E
+    reg [PO*CI*PW-1:0] d2_prod;
+    always @(posedge clk) if (!stall) d2_prod <= d_prod;
+    wire [PO*CI*PW-1:0] terms = (TL > 0) ? d2_prod : d_prod;
+    wire [PO*ACCW-1:0] tree_sum, e_bias;
+    wire [FW-1:0] d_flags = {d_valid, d_first, d_group_end, d_frame_end};
+    wire [FW-1:0] e_flags;
+    assign {e_valid, e_first, e_group_end, e_frame_end} = e_flags;
+    genvar gp, gl, gk;
+    generate
+        for (gp = 0; gp < PO; gp = gp + 1) begin : lane
+            /* verilator lint_off UNOPTFLAT */
+            wire [TOTAL*TW-1:0] tv;             // every level's words, level 0 (the products) first
+            /* verilator lint_on UNOPTFLAT */
+            for (gk = 0; gk < CI; gk = gk + 1) begin : term
+                assign tv[gk * TW +: TW] = $signed(terms[(gp * CI + gk) * PW +: PW]);
+            end
+            for (gl = 1; gl <= TL; gl = gl + 1) begin : level
+                for (gk = 0; gk < words_at(gl); gk = gk + 1) begin : word
+                    localparam SRC = level_at(gl - 1) + 2 * gk;
+                    reg [TW-1:0] r;
+                    if (2 * gk + 1 < words_at(gl - 1)) begin : add
+                        always @(posedge clk) if (!stall) r <= tv[SRC * TW +: TW] + tv[(SRC + 1) * TW +: TW];
+                    end else begin : pass
+                        always @(posedge clk) if (!stall) r <= tv[SRC * TW +: TW];
+                    end
+                    assign tv[(level_at(gl) + gk) * TW +: TW] = r;
+                end
+            end
+            assign tree_sum[gp * ACCW +: ACCW] = $signed(tv[level_at(TL) * TW +: TW]);
+        end
+        if (TS > 0) begin : tree_steps      // the step's flags and bias alongside its sums
+            reg [FW*TS-1:0] t_flags;
+            reg [PO*ACCW*TS-1:0] t_bias;
+            wire [FW*(TS+1)-1:0] fchain = {t_flags, d_flags};
+            wire [PO*ACCW*(TS+1)-1:0] bchain = {t_bias, d_bias};
+            always @(posedge clk) begin
+                if (!rst_n) t_flags <= 0;
+                else if (!stall) t_flags <= fchain[FW*TS-1:0];
+                if (!stall) t_bias <= bchain[PO*ACCW*TS-1:0];
+            end
+            assign e_flags = t_flags[FW*TS-1 -: FW];
+            assign e_bias = t_bias[PO*ACCW*TS-1 -: PO*ACCW];
+        end else begin : no_tree
+            assign e_flags = d_flags;
+            assign e_bias = d_bias;
+        end
+    endgenerate
+
     // ---- stage E: accumulate into the ring; entry 0 is the group being computed --------------
     reg [OC*ACCW-1:0] ring;
     reg [PO*ACCW-1:0] total;
@@ -150,10 +225,8 @@ module ef_dense #(
     endfunction
     always @* begin
         for (p = 0; p < PO; p = p + 1) begin
-            sum = d_first ? $signed(d_bias[p * ACCW +: ACCW]) : $signed(ring[p * ACCW +: ACCW]);
-            for (i = 0; i < CI; i = i + 1)
-                sum = sum + $signed(d_prod[(p * CI + i) * PW +: PW]);
-            total[p * ACCW +: ACCW] = sum;
+            sum = e_first ? $signed(e_bias[p * ACCW +: ACCW]) : $signed(ring[p * ACCW +: ACCW]);
+            total[p * ACCW +: ACCW] = sum + $signed(tree_sum[p * ACCW +: ACCW]);
         end
         for (o = 0; o < OC; o = o + 1) begin
             rounded_next[o * (OW + 2) +: OW + 2] = requant_part($signed(ring[o * ACCW +: ACCW]));
@@ -180,10 +253,10 @@ module ef_dense #(
                 rounded <= rounded_next; rounded_valid <= 1'b1; finishing <= 1'b0;
             end else if (rounded_valid && !out_valid) rounded_valid <= 1'b0;
             // stage E
-            if (d_valid && !stall) begin
-                if (d_group_end) ring <= ring_next;
+            if (e_valid && !stall) begin
+                if (e_group_end) ring <= ring_next;
                 else ring[PO*ACCW-1:0] <= total;
-                if (d_frame_end) finishing <= 1'b1;
+                if (e_frame_end) finishing <= 1'b1;
             end
             // stages A to D
             if (!stall) begin

@@ -42,7 +42,8 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
 
 def model(module: str, params: dict) -> Model:
     """The instance as structure: the weight ROM (one word of PO*CI weights per step), the bias
-    ROM (PO biases per group), PO*CI DSP multipliers summed into PO lanes, the ring of OC
+    ROM (PO biases per group), PO*CI DSP multipliers summed into PO lanes (a registered adder tree
+    each), the ring of OC
     accumulators, the requantization of all OC outputs at once, the latched pixel rotating by CI
     channels per step, and the registers around them."""
     p = params
@@ -79,6 +80,15 @@ def model(module: str, params: dict) -> Model:
     m.add("ff", "bias", rom_columns(groups, po * accw) * (brom.kind == "logic") * (groups > 1))
     m.add("ff", "weights", rom_columns(steps, wrom.width) * (wrom.kind == "logic") * (steps > 1))
     m.add("ff", "out", oc * ow)
+    # a tree (CI > 1): the products registered again (D2), each adder level registered, and the
+    # step's flags and biases alongside
+    levels = clog2(ci) if ci > 1 else 0
+    words, tree_bits = ci, 0
+    for _ in range(levels):
+        words = (words + 1) // 2
+        tree_bits += words * min(xw + 1 + ww + levels, accw)
+    m.add("ff", "tree", (po * tree_bits + lanes * (xw + 1 + ww)) * (ci > 1))
+    m.add("ff", "tree_steps", (levels + 1) * (4 + po * accw) * (ci > 1))
     return m
 
 

@@ -77,6 +77,7 @@ def check_vgg_rgb(build, canonical, report):
     assert ops[-5:] == ["MatMul", "Add", "Relu", "MatMul", "Add"]  # Dense -> ReLU -> Dense
     dense = stages(build)["ef_dense"]
     assert len(dense) == 2 and dense[0]["params"]["OMIN"] == 0  # the ReLU fused into the first
+    assert dense[0]["params"]["CI"] > 1  # its products summed in ef_dense's registered tree
 
 
 def check_gray_48x80(build, canonical, report):

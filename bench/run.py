@@ -194,7 +194,16 @@ def bench_qat() -> dict:
     return run()
 
 
-BENCHES = {"fit": bench_fit, "estimates": bench_estimates, "qat": bench_qat, "timing": bench_timing, "timing_resnet8": bench_timing_resnet8,
+def bench_qdq() -> dict:
+    """The shipped ELPV model quantized by ONNX Runtime's quantize_static (QDQ; per tensor and per
+    channel), converted with its own scales and verified on the 654 test cells, RTL included
+    (bench/qdq.py); about 15 minutes."""
+    from qdq import bench_qdq as run
+
+    return run()
+
+
+BENCHES = {"fit": bench_fit, "qdq": bench_qdq, "estimates": bench_estimates, "qat": bench_qat, "timing": bench_timing, "timing_resnet8": bench_timing_resnet8,
            "timing_mobilenet": bench_timing_mobilenet, "timing_dense_head": bench_timing_dense_head, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,

@@ -155,6 +155,10 @@ QONNX_TESTS = ("tests/hw/test_qonnx.py::test_qonnx_converts_with_its_own_types",
                "tests/hw/test_qonnx.py::test_other_quantizers_are_refused_by_name",
                "tests/hw/test_qonnx.py::test_bipolar_weights_convert_exactly")
 
+QDQ_TESTS = ("tests/hw/test_qdq.py::test_qdq_converts_and_matches_onnxruntime",
+             "tests/hw/test_qdq.py::test_qdq_rtl_is_bit_exact_and_scores_are_onnxruntimes",
+             "tests/hw/test_qdq.py::test_what_is_not_built_is_refused_by_name")
+
 FLATTEN: tuple[Capability, ...] = (
     Capability("Flatten", "the dense layer reads the map in stream order", "axis=1", check_flatten, "(wiring)",
                ("tests/hw/test_features.py::test_feature_is_bit_exact[vgg_rgb]",)),
@@ -195,6 +199,22 @@ WIRING: tuple[Capability, ...] = (
                "(power-of-two scale); on an activation refused", accepted, "(types)", QONNX_TESTS),
     Capability("Trunc", "refused", "Brevitas' truncating average pool: use AvgPool2d / AdaptiveAvgPool2d and a "
                "quantizer after it", accepted, "-", QONNX_TESTS, emulator="-", built=False),
+    Capability("QuantizeLinear", "ONNX QDQ (ONNX Runtime's quantize_static): with its DequantizeLinear, the "
+               "tensor travels as the integer q - zero point, in units of its scale; the layer before it rounds and "
+               "saturates to it with the requantization multiplier s_x * s_w / s_y folded into its weights (17 bits: "
+               "8-bit weight x multiplier = 25 bits, one DSP48E1 product); a pool or ReLU whose output has a scale "
+               "of its own gets it as a 1x1 depthwise Conv after it; on the input, the normalization fitted to ONNX "
+               "Runtime's own rounding of all 256 pixel values; on the output, the integers q, with scale and zero "
+               "point in report.json for the runtime. No precision search runs (hw/qdq_in.py)",
+               "int8 / uint8 activations, one scale per tensor; zero points whose range is a type's (0..255 after a "
+               "ReLU, or symmetric), other zero points refused on a tensor that feeds another layer; ONNX Runtime's "
+               "scores matched to one step (the multiplier's 17 bits against float's 24)", accepted, "(types)",
+               QDQ_TESTS, emulator="no: the integer model stands in where the input needs a clamp"),
+    Capability("DequantizeLinear", "ONNX QDQ: on a weight or bias (int8, int32), folded into the layer's weights "
+               "with its scale (per tensor or per output channel); on an activation, the pair of QuantizeLinear",
+               "weights with zero point 0 (int8, symmetric: quantize_static's default); uint8 weights refused",
+               accepted, "(types)", QDQ_TESTS, emulator="no: the integer model stands in where the input needs a "
+               "clamp"),
 )
 
 # in the order docs/onnx-support.md lists them: each layer kind's rows, then the wiring's
@@ -255,7 +275,9 @@ def markdown() -> str:
         "",
         "A quantized model in QONNX form (Brevitas' `export_qonnx`: `Quant` nodes) is read first: its quantizers",
         "become the design's fixed-point types and leave a float graph that this table then checks like any other",
-        "(rows `Quant`, `BipolarQuant`, `Trunc` below; docs/convert.md, \"Quantized models\").",
+        "(rows `Quant`, `BipolarQuant`, `Trunc` below; docs/convert.md, \"Quantized models\"). A QDQ model",
+        "(ONNX Runtime's `quantize_static`: `QuantizeLinear` / `DequantizeLinear`) likewise, each tensor in",
+        "units of its own scale (rows `QuantizeLinear`, `DequantizeLinear`).",
         "",
         "A node that computes on constants only (the shape arithmetic an exporter writes for a pad: `Shape` of a",
         "weight, `ConstantOfShape`, `Concat`, `Slice`, `Cast`, ...) is folded into a constant, whatever its op.",

@@ -46,6 +46,7 @@ from .precision import HELD_OUT_RULE, Criterion, Precisions, as_cells, build_kno
 from .plan import BUDGET_SHARE, SEARCH_FLOOR, NetworkPlan, PlanError, check_pins, estimate_latency, format_fit, \
     layer_sizes, load_pins, plan_network
 from .profile import TensorRange, profile_activations, with_outputs
+from .qdq_in import OUTPUT_SCALE, OUTPUT_ZERO, fit_input_quantizer, impose_input_types, is_lowered_qdq, metadata
 from .qonnx_in import is_lowered_qonnx, model_precisions, qonnx_outputs, reference_graph
 
 REPORT_FILE = "report.json"
@@ -181,6 +182,12 @@ def step_canonicalize(ctx: BuildContext) -> None:
     spec = ctx.source.spec
     ctx.canonical = canonical_graph(ctx.onnx_model, str(ctx.source.onnx_path), spec.scale,
                                     list(spec.channel_mean), list(spec.channel_std))
+    if is_lowered_qdq(ctx.canonical):  # the input quantizer on raw pixels, with the normalization in front
+        misses = fit_input_quantizer(ctx.canonical, spec, str(ctx.source.onnx_path))
+        ctx.report["input_quantizer"] = {"pixel_values_one_step_away": misses, "of": 256 * spec.channels}
+        if misses:
+            ctx.log(f"[convert]   warning: the input quantizer lands one step away from ONNX Runtime's on {misses} of "
+                    f"{256 * spec.channels} pixel values (ties ONNX Runtime's float rounding decides; docs/convert.md)")
     ctx.canonical.save(str(ctx.out / "model" / "canonical.onnx"))
 
 
@@ -275,11 +282,21 @@ def model_types(ctx: BuildContext, criterion: Criterion) -> None:
     if ctx.cfg.overrides is not None:
         raise ConversionError(f"{ctx.cfg.overrides}: a quantized model's types are its own; --overrides applies "
                               "to the precision search, which does not run for it")
+    qdq = is_lowered_qdq(ctx.canonical)
     ctx.precisions = model_precisions(ctx.canonical, ctx.ranges, str(ctx.source.onnx_path))
+    if qdq:
+        impose_input_types(ctx.canonical, ctx.precisions)
+        ctx.report["output_dequantize"] = {  # the backends return scale * (q - zero_point) (runtime/backends/base.py)
+            "scale": float(metadata(ctx.canonical, OUTPUT_SCALE)), "zero_point": int(metadata(ctx.canonical, OUTPUT_ZERO)),
+            "why": "the accelerator returns the output quantizer's integers q; the scores are scale * (q - zero_point)"}
     onnx.save(reference_graph(ctx.canonical, ctx.precisions), str(ctx.out / "model" / REFERENCE_FILE))
     ctx.report["precision_search"] = {
-        "criterion": asdict(criterion), "skipped": "QONNX model: its own widths, scales and zero points",
-        "source": "model", "reference": f"model/{REFERENCE_FILE} (what qonnx computes on the model)",
+        "criterion": asdict(criterion),
+        "skipped": ("QDQ model: its own scales and zero points, each tensor in units of its scale" if qdq
+                    else "QONNX model: its own widths, scales and zero points"),
+        "source": "model", "reference": f"model/{REFERENCE_FILE} (" + (
+            "the model's integer arithmetic as float ONNX; ONNX Runtime on the QDQ file is checked separately)" if qdq
+            else "what qonnx computes on the model)"),
         "calibration": {"source": ctx.calibration.source, "n": len(ctx.calibration),
                         "labels": ctx.calibration.labels is not None}}
     ctx.write_json(PRECISIONS_FILE, ctx.precisions.to_dict())
@@ -379,7 +396,9 @@ def step_check_emulator(ctx: BuildContext) -> None:
     quantized = is_lowered_qonnx(ctx.canonical)
     reference = run_logits(onnx.load(str(ctx.out / "model" / REFERENCE_FILE)) if quantized
                            else with_outputs(ctx.canonical, []), pixels)
-    if quantized:
+    if is_lowered_qdq(ctx.canonical):
+        check_against_onnxruntime(ctx, check, integer)
+    elif quantized:
         check_against_qonnx(ctx, check, integer)
     proxy = run_logits(proxy_graph(ctx.canonical, ctx.precisions), pixels)
     row = {"n": len(check), "model": "integer model (hw/intmodel.py)"}
@@ -427,6 +446,37 @@ def check_against_qonnx(ctx: BuildContext, check: ImageSet, integer: np.ndarray)
     if not same.all():
         ctx.log(f"[convert]   warning: the integer model differs from qonnx's execution on {int((~same).sum())} of "
                 f"{n} images (largest difference {ctx.report['qonnx_check']['max_abs_diff']:.3g})")
+
+
+def onnxruntime_integers(model, path: Path, pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """ONNX Runtime running the user's QDQ file (its default session: the QLinear kernels) on
+    normalized pixels, its float scores back to the output quantizer's integers ``q``."""
+    from edgefpga.models.preprocess import normalize
+
+    scale, zero = float(metadata(model, OUTPUT_SCALE)), int(metadata(model, OUTPUT_ZERO))
+    scores = run_source(onnx.load(str(path)), normalize(pixels, spec))
+    return np.round(scores / np.float32(scale)).astype(np.int64) + zero
+
+
+def check_against_onnxruntime(ctx: BuildContext, check: ImageSet, integer: np.ndarray) -> None:
+    """The integer model against ONNX Runtime on the user's QDQ file: images with the very same
+    output integers, the largest difference (in output steps) and the top-1 agreement. The
+    requantization multipliers have MULTIPLIER_BITS bits where ONNX Runtime's floats have 24, so a
+    rounding may land one step away; a difference of more than one step fails the build."""
+    from .qdq_in import MULTIPLIER_BITS
+
+    theirs = onnxruntime_integers(ctx.canonical, ctx.source.onnx_path, check.pixels, ctx.source.spec)
+    ours = integer.astype(np.int64)
+    diff = np.abs(ours - theirs)
+    ctx.report["onnxruntime_check"] = {
+        "n": len(check), "bit_exact_images": int(np.all(diff == 0, axis=1).sum()), "max_abs_diff_steps": int(diff.max()),
+        "top1_agreement": float(np.mean(ours.argmax(1) == theirs.argmax(1))),
+        "multiplier_bits": MULTIPLIER_BITS,
+        "reference": "ONNX Runtime (default session) on the source QDQ file, its scores as output integers"}
+    if diff.max() > 1:
+        raise ConversionError(f"check failed: the integer model differs from ONNX Runtime on the QDQ model by up to "
+                              f"{int(diff.max())} output steps on {len(check)} calibration images (one is allowed: "
+                              "the requantization multipliers' last bit); please report this model")
 
 
 def allowed_flips(n: int, bar: float) -> int:

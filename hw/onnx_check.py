@@ -144,12 +144,15 @@ def branch_join(view, node: onnx.NodeProto, passthrough: tuple[str, ...]) -> onn
 
 def check_onnx(path: str | Path) -> tuple[onnx.ModelProto, list[int]]:
     """The model and its input shape [1, C, H, W], or a ConversionError saying what is wrong."""
+    from .qdq_in import is_qdq, lower_qdq
     from .qonnx_in import is_qonnx, lower_qonnx
 
     model = read_onnx(path)
     source = str(path)
     if is_qonnx(model):  # quantizers become fixed-point types on a float graph (hw/qonnx_in.py)
         model = lower_qonnx(model, source)
+    elif is_qdq(model):  # ONNX Runtime's QDQ: each tensor in units of its scale (hw/qdq_in.py)
+        model = lower_qdq(model, source)
     opset = default_opset(model)
     if opset < MIN_OPSET:
         raise ConversionError(f"{source}: opset {opset} is too old; opset {MIN_OPSET} or newer is supported")

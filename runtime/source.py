@@ -44,6 +44,8 @@ class ModelRef:
     output_activation: str = "softmax"  # how scores become probabilities: "softmax" or "sigmoid" (per class)
     defect_classes: tuple[str, ...] | None = None  # the classes that count as defective; None: all but the first
     stride: int | None = None  # a detector (card output kind "map"): input pixels between output cells
+    output_scale: float = 1.0  # a QDQ build's accelerator returns integers q: scores = scale * (q - zero point)
+    output_zero_point: int = 0
 
     @property
     def cells(self) -> tuple[int, int] | None:
@@ -83,13 +85,15 @@ class ModelRef:
             name = model.get("name") or build_dir.name  # older builds did not record the name
             defects = tuple(defect_classes_of(model, classes, str(report_path)))  # older builds: all but the first
             stride = map_stride(model.get("output"), str(report_path))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            dequantize = report.get("output_dequantize", {})
+            scale, zero = float(dequantize.get("scale", 1.0)), int(dequantize.get("zero_point", 0))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ModelCardError(f"{report_path}: not a report of `edgefpga convert` ({exc})") from exc
         onnx_path = build_dir / "model" / "source.onnx"
         if not onnx_path.is_file():
             raise ModelCardError(f"{onnx_path}: missing from the build folder (convert it again)")
         return cls(name, classes, spec, onnx_path, build_dir, f"{name}@{file_digest(onnx_path)}", activation, defects,
-                   stride)
+                   stride, scale, zero)
 
     def needs_build(self, backend: str) -> Path:
         """The build folder, or an error that says how to make one."""

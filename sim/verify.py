@@ -65,14 +65,23 @@ class VerifyFailed(Exception):
 # ---- the bit-accurate models ----------------------------------------------------------------------
 
 def float_logits(build_dir: Path, pixels: np.ndarray) -> np.ndarray:
-    """The float model (raw pixels in, normalization inside) in ONNX Runtime; for a quantized
-    (QONNX) model, its own arithmetic as qonnx computes it (model/reference.onnx)."""
+    """The float model (raw pixels in, normalization inside) in ONNX Runtime; for a QONNX model,
+    its own arithmetic as qonnx computes it (model/reference.onnx); for a QDQ model, ONNX Runtime
+    on the file itself, its scores as the output quantizer's integers (what the RTL emits)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from edgefpga.hw.qdq_in import is_lowered_qdq
+
+    canonical = ModelWrapper(str(build_dir / "model" / "canonical.onnx"))
+    if is_lowered_qdq(canonical):  # ONNX Runtime on the user's QDQ file, as the output integers
+        from edgefpga.hw.convert import onnxruntime_integers
+        from edgefpga.models.card import InputSpec
+
+        spec = InputSpec.from_dict(load_report(build_dir)["model"]["input"], str(build_dir / "report.json"))
+        return onnxruntime_integers(canonical, build_dir / "model" / "source.onnx", pixels, spec).astype(np.float64)
     reference = build_dir / "model" / "reference.onnx"
     if reference.is_file():
         return run_logits(onnx.load(str(reference)), pixels.astype(np.float32))
-    canonical = ModelWrapper(str(build_dir / "model" / "canonical.onnx"))
     return run_logits(with_outputs(canonical, []), pixels.astype(np.float32))
 
 
@@ -114,7 +123,9 @@ def verify_emulator(build_dir: Path, images: ImageSet, ints: np.ndarray, frac: i
                       ": no hls4ml project, so the integer model (which the RTL must match bit for bit) stands in "
                       "for the emulator")
     reference = float_logits(build_dir, images.pixels)
-    result["reference"] = ("the quantized model as qonnx computes it (model/reference.onnx)"
+    result["reference"] = ("ONNX Runtime on the QDQ model (model/source.onnx), as output integers"
+                           if "output_dequantize" in report else
+                           "the quantized model as qonnx computes it (model/reference.onnx)"
                            if (build_dir / "model" / "reference.onnx").is_file() else "the float model")
     classes = len(report["model"]["classes"])
     # a detector compares whole maps: each output cell is one decision, the disagreements name images

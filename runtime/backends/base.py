@@ -50,6 +50,14 @@ class Backend(ABC):
     def run(self, pixels: np.ndarray) -> BackendOutput:
         ...
 
+    def dequantized(self, values: np.ndarray) -> np.ndarray:
+        """The accelerator's output values as the model's scores. A QDQ model's accelerator returns
+        its output quantizer's integers ``q``; the scores are ``scale * (q - zero_point)``, what ONNX
+        Runtime returns on the file (report.json ``output_dequantize``; hw/qdq_in.py). Other builds:
+        the values themselves."""
+        scale, zero = self.model.output_scale, self.model.output_zero_point
+        return values if (scale, zero) == (1.0, 0) else (values - zero) * scale
+
     def describe(self) -> str:
         """One line for logs and the CLI: what runs the model."""
         return self.name

@@ -35,7 +35,7 @@ class EmulatorBackend(Backend):
         return None
 
     def run(self, pixels: np.ndarray) -> BackendOutput:
-        return BackendOutput(self.emulator.predict(pixels).astype(np.float64))
+        return BackendOutput(self.dequantized(self.emulator.predict(pixels).astype(np.float64)))
 
     def describe(self) -> str:
         return f"emulator (hls4ml C simulation of {self.model.build_dir}/hls)"

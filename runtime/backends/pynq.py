@@ -144,7 +144,7 @@ class PynqBackend(Backend):
             raise BackendError(f"{self.bitfile}: the accelerator returned {got} bytes for {n} frame(s), "
                                f"expected {out_bytes}")
         raw = np.array(self.out_buffer[:n * outputs], dtype=np.int64).reshape(n, outputs)
-        return raw / 2.0 ** self.format["output"]["frac"]
+        return self.dequantized(raw / 2.0 ** self.format["output"]["frac"])
 
     def _complete(self, frames: int) -> None:
         """Poll both channels until idle; on an error or past the deadline reset the DMA and raise."""

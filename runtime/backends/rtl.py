@@ -55,7 +55,7 @@ class RtlBackend(Backend):
                 raise BackendError(str(exc)) from exc
         if run.framing_errors:
             raise BackendError(f"{self.program}: {run.framing_errors} frame(s) came out with the wrong number of scores")
-        scores = to_signed(run.scores, out["tdata_bits"]) / 2.0 ** out["frac"]
+        scores = self.dequantized(to_signed(run.scores, out["tdata_bits"]) / 2.0 ** out["frac"])
         return BackendOutput(scores, run.latency_cycles)
 
     def describe(self) -> str:

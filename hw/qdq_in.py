@@ -1,0 +1,527 @@
+"""Quantized models in: ONNX QDQ (``QuantizeLinear`` / ``DequantizeLinear``), as ONNX Runtime's
+``quantize_static`` writes them (issue 30, item 2; DESIGN.md contract 13).
+
+A QDQ file holds int8 / uint8 weights and, on every activation, a quantize-dequantize pair with a
+float scale ``s`` and a zero point ``z``: the real value of a tensor is ``s * (q - z)``. ONNX
+Runtime runs such a file as integer layers (QLinearConv, QGemm, ...): an int32 sum of products,
+then ``q_y = clamp(round_half_even(sum * s_x * s_w / s_y) + z_y)``. The scales are any floats, not
+powers of two, and the datapath is fixed point. The route:
+
+- Every activation travels **in units of its own scale**: the stream carries ``v = q - z``, an
+  integer. Its range ``[qmin - z, qmax - z]`` must be a fixed-point type's, which it is for the
+  zero points ``quantize_static`` writes after a ReLU (int8: -128, uint8: 0: the range is
+  0..255, ``ufixed<8,8>``, whose saturation is the ReLU) and for symmetric ones (``z = 0`` on int8,
+  ``128`` on uint8: ``fixed<8,8>``). Any other zero point on a tensor that feeds another layer is
+  refused by name (a padded border is a real zero, so the stream cannot carry ``q``).
+- The **requantization multiplier** ``M_c = s_x * s_w[c] / s_y`` (float32, as ONNX Runtime
+  computes it) goes into the layer's weights: ``w' = q_w * m_c * 2**-k`` with ``m_c`` the nearest
+  integer to ``M_c * 2**k`` and ``k`` set so that the largest ``m_c`` has MULTIPLIER_BITS bits.
+  An 8-bit weight times a 17-bit multiplier is a 25-bit constant: one DSP48E1 product (25 x 18),
+  as before. The layer's own rounding cast to ``v_y``'s type is then ONNX Runtime's requantization,
+  up to the multiplier's last bit (``m_c`` has 17 bits where ONNX Runtime's float has 24).
+- The biases (int32, scale ``s_x * s_w``) become ``q_b * m_c * 2**-k``, kept to float32's 24
+  significant bits.
+- The **output** keeps ONNX Runtime's integers ``q``: its zero point joins the bias, so the
+  layer's saturation to ``int8`` / ``uint8`` is ONNX Runtime's clamp, and the build records
+  ``s`` and ``z`` (``report.json`` ``output_dequantize``, the RTL manifest and the overlay) so
+  that every backend returns ``s * (q - z)``, the scores ONNX Runtime returns.
+- The **input** quantizer ``q = clamp(round(x / s) + z)`` of the normalized pixels is fitted
+  once the card's normalization is in front (``fit_input_quantizer``): the per-channel affine
+  map on raw pixels gets the narrowest coefficients whose rounding gives ONNX Runtime's own
+  ``QuantizeLinear`` result for all 256 pixel values, checked value by value.
+
+The lowered file is float ONNX with the types as quantization annotations, the same form the
+QONNX route (hw/qonnx_in.py) gives: one way on from there (capability check, canonical graph, the
+model's own types, no precision search). Each tensor's type says it is an integer in units of its
+scale, so the canonical graph computes the quantized network in those units.
+
+Refused by name (exit 2, one line): weights with a zero point other than 0, a residual Add or
+channel Concat of two quantized tensors (their scales differ: the join would need a multiplier
+per branch), a pool or other pass-through layer whose output has other quantization than its
+input, a layer without a quantizer on its output, 16-bit (``com.microsoft``) quantizers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .fixed import FixedType
+from .onnx_check import ConversionError
+from .qonnx_in import QUANTIZED, annotate, grid_type
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+MULTIPLIER_BITS = 17  # m_c: an 8-bit weight x 17 bits = 25 bits, the DSP48E1's A port
+BIAS_BITS = 24  # float32's significand: the folded bias is kept to it
+OUTPUT_SCALE = "edgefpga.output_scale"  # metadata: the output quantizer's scale (scores are s * (q - z))
+OUTPUT_ZERO = "edgefpga.output_zero_point"
+INPUT_QUANTIZER = "edgefpga.input_quantizer"  # metadata: "scale,zero_point,qmin,qmax" of the input's quantizer
+INPUT_MISSES = "edgefpga.input_quantizer_misses"  # metadata: pixel values the fitted input map rounds otherwise
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+SAME_SCALE_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu", "ReduceMean", "ReduceMax")
+QDQ_HINT = ("quantize with onnxruntime.quantization.quantize_static(..., quant_format=QuantFormat.QDQ), "
+            "int8 weights (symmetric, the default), int8 or uint8 activations (docs/convert.md, \"Quantized models\")")
+
+
+def is_qdq(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in QDQ_OPS for n in model.graph.node)
+
+
+def is_lowered_qdq(model) -> bool:
+    proto = getattr(model, "model", model)
+    return any(p.key == QUANTIZED and p.value == "qdq" for p in proto.graph.metadata_props)
+
+
+def metadata(model, key: str) -> str | None:
+    proto = getattr(model, "model", model)
+    return next((p.value for p in proto.graph.metadata_props if p.key == key), None)
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """An activation's QuantizeLinear: real = scale * (q - zero), q in qmin..qmax."""
+
+    scale: float
+    zero: int
+    qmin: int
+    qmax: int
+
+    @property
+    def v_range(self) -> tuple[int, int]:
+        """The range of ``v = q - zero``, the integer the stream carries."""
+        return self.qmin - self.zero, self.qmax - self.zero
+
+    def same(self, other: "Quantizer") -> bool:
+        return (np.float32(self.scale), self.zero, self.qmin, self.qmax) == \
+            (np.float32(other.scale), other.zero, other.qmin, other.qmax)
+
+
+def integer_range(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def v_type(range_: tuple[int, int]) -> FixedType | None:
+    """The integer type whose saturation is exactly ``range_``, or None: 0..2**n-1 is ``ufixed<n,n>``,
+    -2**(n-1)..2**(n-1)-1 is ``fixed<n,n>``."""
+    low, high = range_
+    if low == 0 and high > 0 and (high + 1) & high == 0:
+        bits = high.bit_length()
+        return FixedType(bits, bits, False)
+    if low < 0 and high == -low - 1 and (-low) & (-low - 1) == 0:
+        bits = (-low).bit_length() + 1
+        return FixedType(bits, bits, True)
+    return None
+
+
+class Lowering:
+    """One QDQ file being lowered (module docstring)."""
+
+    def __init__(self, model: onnx.ModelProto, source: str):
+        self.model, self.source = model, source
+        self.graph = model.graph
+        self.init = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.producer = {o: n for n in self.graph.node for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.graph.node:
+            for t in n.input:
+                self.consumers.setdefault(t, []).append(n)
+        self.output = self.graph.output[0].name
+        self.input = self.graph.input[0].name
+
+    def refuse(self, node: onnx.NodeProto, attribute: str, reason: str) -> ConversionError:
+        return ConversionError(f"{self.source}: node '{node.name}' ({node.op_type}), {attribute}: {reason}")
+
+    def constant(self, node: onnx.NodeProto, index: int, what: str, default=None) -> np.ndarray:
+        if index >= len(node.input) or not node.input[index]:
+            if default is not None:
+                return np.asarray(default)
+            raise self.refuse(node, what, "missing")
+        value = self.init.get(node.input[index])
+        if value is None:
+            raise self.refuse(node, what, "must be a constant")
+        return value
+
+    def quantizer(self, q: onnx.NodeProto) -> Quantizer:
+        scale = self.constant(q, 1, "y_scale (input 1)")
+        zero = self.constant(q, 2, "y_zero_point (input 2)", np.uint8(0))
+        if q.domain not in ("", "ai.onnx"):
+            raise self.refuse(q, "domain", f"'{q.domain}' quantizers (16-bit) are not built; {QDQ_HINT}")
+        if zero.dtype not in (np.int8, np.uint8):
+            raise self.refuse(q, "y_zero_point", f"{zero.dtype} activations are not built (int8 and uint8 are)")
+        if scale.size != 1 or zero.size != 1:
+            raise self.refuse(q, "y_scale", "an activation quantizer must be per tensor")
+        scale_value = float(scale.reshape(-1)[0])
+        if not np.isfinite(scale_value) or scale_value <= 0:
+            raise self.refuse(q, "y_scale", f"{scale_value:g} is not a positive scale")
+        return Quantizer(scale_value, int(zero.reshape(-1)[0]), *integer_range(zero.dtype))
+
+    def weights(self, dq: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int]:
+        """A constant's DequantizeLinear: its integers, its scale(s) and the axis they run along."""
+        q = self.constant(dq, 0, "x (input 0)").astype(np.int64)
+        scale = self.constant(dq, 1, "x_scale (input 1)").astype(np.float32)
+        zero = self.constant(dq, 2, "x_zero_point (input 2)", np.int8(0))
+        if np.any(zero != 0):
+            raise self.refuse(dq, "x_zero_point", f"{zero.reshape(-1)[0]}: weights with a zero point other than 0 "
+                              f"(uint8 weights) are not built; {QDQ_HINT}")
+        axis = 1
+        for a in dq.attribute:
+            if a.name == "axis":
+                axis = helper.get_attribute_value(a)
+        return q, scale, axis % max(1, q.ndim)
+
+    # ---- the walk ---------------------------------------------------------------------------
+
+    def activation_quantizers(self) -> dict[str, Quantizer]:
+        """float tensor -> its quantizer; the QDQ pairs are taken out of the graph (each consumer of
+        the DequantizeLinear reads the quantized tensor itself)."""
+        found: dict[str, Quantizer] = {}
+        for q in [n for n in self.graph.node if n.op_type == "QuantizeLinear"]:
+            if q.input[0] in self.init:
+                raise self.refuse(q, "x", "a quantizer of a constant (a weight kept in float and quantized at run "
+                                  "time) is not built; quantize_static writes int8 weights")
+            quant = self.quantizer(q)
+            tensor = q.input[0]
+            if tensor in found and not found[tensor].same(quant):
+                raise self.refuse(q, "y_scale", f"'{tensor}' is quantized twice, differently")
+            found[tensor] = quant
+            for dq in self.consumers.get(q.output[0], []):
+                if dq.op_type != "DequantizeLinear" or not self.quantizer(dq).same(quant):
+                    raise self.refuse(dq, "input", f"the quantized '{q.output[0]}' must go to a DequantizeLinear "
+                                      "with the same scale and zero point")
+                self.rewire(dq.output[0], tensor)
+                self.graph.node.remove(dq)
+                if dq.output[0] == self.output:  # the producer now writes the graph output under its name
+                    found[self.output] = found.pop(tensor)
+            if q.output[0] == self.output:
+                raise self.refuse(q, "output", "an integer graph output is not built; end with a DequantizeLinear")
+            self.graph.node.remove(q)
+        return found
+
+    def rewire(self, old: str, new: str) -> None:
+        """Every reader of ``old`` reads ``new``; a graph output ``old`` is written by ``new``'s producer."""
+        for node in self.consumers.get(old, []):
+            node.input[:] = [new if t == old else t for t in node.input]
+        self.consumers.setdefault(new, []).extend(self.consumers.pop(old, []))
+        if old == self.output:
+            producer = self.producer[new]
+            producer.output[:] = [old if t == new else t for t in producer.output]
+            for node in self.consumers.get(new, []):
+                node.input[:] = [old if t == new else t for t in node.input]
+            self.producer[old] = producer
+
+    def constant_dequantizers(self) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+        found = {}
+        for dq in [n for n in self.graph.node if n.op_type == "DequantizeLinear"]:
+            if dq.input[0] not in self.init:
+                raise self.refuse(dq, "x", "a DequantizeLinear without its QuantizeLinear is not built")
+            found[dq.output[0]] = self.weights(dq)
+            self.graph.node.remove(dq)
+        return found
+
+
+def output_channel_axis(node: onnx.NodeProto, weight: np.ndarray) -> int:
+    """The axis of a layer's weight that runs over its outputs: Conv's 0, a Gemm's with transB 0, MatMul's 1."""
+    if node.op_type == "Conv":
+        return 0
+    trans = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
+    return 0 if node.op_type == "Gemm" and trans else 1
+
+
+def multipliers(s_x: float, s_w: np.ndarray, s_y: float) -> np.ndarray:
+    """``M_c = s_x * s_w[c] / s_y`` in float32, as ONNX Runtime's QLinearConv / QGemm compute it."""
+    return (np.float32(s_x) * s_w.astype(np.float32)).astype(np.float32) / np.float32(s_y)
+
+
+def fixed_multipliers(m: np.ndarray) -> tuple[np.ndarray, int]:
+    """(integers m_c, k) with m_c / 2**k nearest ``m`` and the largest m_c of MULTIPLIER_BITS bits."""
+    largest = float(np.max(m))
+    k = MULTIPLIER_BITS - 1 - math.floor(math.log2(largest))
+    ints = np.round(m.astype(np.float64) * 2.0 ** k).astype(np.int64)
+    while ints.max() >= 1 << MULTIPLIER_BITS:  # rounding up to the next power of two
+        k -= 1
+        ints = np.round(m.astype(np.float64) * 2.0 ** k).astype(np.int64)
+    return ints, k
+
+
+def fold_layer(low: Lowering, node: onnx.NodeProto, consts: dict, quantizers: dict[str, Quantizer],
+               out_zero: int) -> None:
+    """The layer's weights and bias in units of its input's and output's scales (module docstring)."""
+    x, y = node.input[0], node.output[0]
+    if x not in quantizers:
+        raise low.refuse(node, "input", f"'{x}' has no quantizer; {QDQ_HINT}")
+    if y not in quantizers:
+        raise low.refuse(node, "output", f"'{y}' has no quantizer; {QDQ_HINT}")
+    if node.input[1] not in consts:
+        raise low.refuse(node, "weight", f"a float weight in a quantized model is not built; {QDQ_HINT}")
+    q_w, s_w, axis = consts.pop(node.input[1])
+    out_axis = output_channel_axis(node, q_w)
+    channels = q_w.shape[out_axis]
+    s_w = np.broadcast_to(s_w.reshape(-1), (channels,)) if s_w.size in (1, channels) else None
+    if s_w is None or (s_w.size > 1 and axis != out_axis and len(set(s_w.tolist())) > 1):
+        raise low.refuse(node, "weight", "per-channel weight scales must run along the output channels")
+    m, k = fixed_multipliers(multipliers(quantizers[x].scale, s_w, quantizers[y].scale))
+    shape = [1] * q_w.ndim
+    shape[out_axis] = channels
+    folded = q_w * m.reshape(shape)
+    weight_name, bias_name = f"{node.name}_weight_qdq", f"{node.name}_bias_qdq"
+    low.init[weight_name] = (folded * 2.0 ** -k).astype(np.float32)
+    annotate(low.model, weight_name, grid_type(int(folded.min(initial=0)), int(folded.max(initial=0)), k, True))
+    q_b = np.zeros(channels, np.int64)
+    if len(node.input) > 2 and node.input[2]:
+        if node.input[2] not in consts:
+            raise low.refuse(node, "bias", f"a float bias in a quantized model is not built; {QDQ_HINT}")
+        q_b = consts.pop(node.input[2])[0].reshape(-1).astype(np.int64)
+    bias = q_b * m + (out_zero << k)  # in units of 2**-k: exact integers
+    frac = k
+    while np.abs(bias).max(initial=0) >= 1 << (BIAS_BITS - 1) and frac > -64:
+        bias = np.round(bias / 2.0).astype(np.int64)  # ties to even, as numpy rounds
+        frac -= 1
+    low.init[bias_name] = (bias * 2.0 ** -frac).astype(np.float32)
+    annotate(low.model, bias_name, grid_type(int(bias.min(initial=0)), int(bias.max(initial=0)), frac, True))
+    node.input[1] = weight_name
+    if len(node.input) > 2:
+        node.input[2] = bias_name
+    else:
+        node.input.append(bias_name)
+
+
+WIRING_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+POOL_FRAC = 8  # an average's extra fractional bits (the pool kind's accumulator keeps 8: hw/layers/pool.py)
+
+
+def quantized_after(low: Lowering, tensor: str, quantizers: dict[str, Quantizer]) -> str | None:
+    """The first quantized tensor from ``tensor`` on through wiring (ReduceMean's output goes
+    through a Reshape before PyTorch's default exporter's quantizer), or None."""
+    for _ in range(8):
+        if tensor in quantizers:
+            return tensor
+        users = low.consumers.get(tensor, [])
+        if len(users) != 1 or users[0].op_type not in WIRING_OPS:
+            return None
+        tensor = users[0].output[0]
+    return None
+
+
+def requantize_after(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, Quantizer], shapes: dict) -> None:
+    """A layer that only moves or selects values (a pool, a reshape) whose result has a scale of its
+    own (ONNX Runtime runs QLinearGlobalAveragePool, or the pool in float between quantizers): the
+    requantization ``v_y = round(v * s_x / s_y)`` as a 1x1 depthwise convolution right after it,
+    its weights the fixed multiplier. An average keeps POOL_FRAC fractional bits for it."""
+    x, y = node.input[0], node.output[0]
+    target = quantized_after(low, y, quantizers)
+    if x not in quantizers or target is None or quantizers[x].same(quantizers[target]):
+        return
+    shape = shapes.get(y)
+    if shape is None or len(shape) != 4:
+        raise low.refuse(node, "output", f"requantized from scale {quantizers[x].scale:.6g} to "
+                         f"{quantizers[target].scale:.6g} on a tensor that is not an image map; keep the scale")
+    channels = int(shape[1])
+    m, k = fixed_multipliers(multipliers(quantizers[x].scale, np.ones(1, np.float32), quantizers[target].scale))
+    x_t = v_type(quantizers[x].v_range)
+    if x_t is None:
+        return  # refused with the other tensors' types
+    before = f"{y}_before_requantization"
+    node.output[0] = before
+    weight, bias = f"{node.name}_requantize_weight", f"{node.name}_requantize_bias"
+    low.init[weight] = np.full((channels, 1, 1, 1), float(m[0]) * 2.0 ** -k, np.float32)
+    low.init[bias] = np.zeros(channels, np.float32)
+    annotate(low.model, weight, grid_type(0, int(m[0]), k, True))
+    annotate(low.model, bias, FixedType(4, 4, True))
+    index = list(low.graph.node).index(node)
+    low.graph.node.insert(index + 1, helper.make_node(
+        "Conv", [before, weight, bias], [y], name=f"{node.name}_requantize", group=channels, kernel_shape=[1, 1]))
+    if node.op_type in ("AveragePool", "GlobalAveragePool", "ReduceMean"):  # the mean before its rounding
+        annotate(low.model, before, FixedType(x_t.width + POOL_FRAC, x_t.integer, x_t.signed))
+    elif node.op_type == "Relu":
+        annotate(low.model, before, x_t)
+    if target != y:
+        quantizers.setdefault(y, quantizers[target])
+
+
+def check_same_scale(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, Quantizer]) -> None:
+    x, y = node.input[0], node.output[0]
+    if x in quantizers and y in quantizers and not quantizers[x].same(quantizers[y]):
+        raise low.refuse(node, "output", f"quantized with scale {quantizers[y].scale:.6g} and zero point "
+                         f"{quantizers[y].zero} after an input of {quantizers[x].scale:.6g} and {quantizers[x].zero}: "
+                         "a requantizing reshape is not built (ONNX Runtime's quantize_static keeps them equal)")
+
+
+def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """The QDQ model as annotated float ONNX in units of each tensor's scale (module docstring);
+    raise ConversionError naming what the flow cannot build."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in onnx.shape_inference.infer_shapes(proto).graph.value_info}
+    low = Lowering(proto, source)
+    quantizers = low.activation_quantizers()
+    consts = low.constant_dequantizers()
+    if low.input not in quantizers:
+        raise ConversionError(f"{source}: the network's input '{low.input}' has no QuantizeLinear; {QDQ_HINT}")
+    if low.output not in quantizers:
+        raise ConversionError(f"{source}: the network's output '{low.output}' has no QuantizeLinear (the last "
+                              f"layer's result stays float); {QDQ_HINT}")
+    out_q = quantizers[low.output]
+    # the output words are two's complement: a uint8 output travels as q - 128 (int8's range), its
+    # zero point moved alike
+    out_zero = out_q.zero if out_q.qmin < 0 else out_q.zero - 128
+    for node in list(low.graph.node):
+        if node.op_type in COMPUTE_OPS:
+            fold_layer(low, node, consts, quantizers, out_zero if node.output[0] == low.output else 0)
+        elif node.op_type in ("Add", "Concat", "Mul", "Sum") and \
+                sum(t in quantizers or t in consts for t in node.input) >= 2:
+            raise low.refuse(node, "op", "a join of two quantized tensors with their own scales is not built yet "
+                             "(it needs a multiplier per branch); quantize the blocks before and after it only, "
+                             "or use a QONNX model with power-of-two scales")
+        elif node.op_type in WIRING_OPS:
+            check_same_scale(low, node, quantizers)
+        elif node.op_type in SAME_SCALE_OPS:
+            requantize_after(low, node, quantizers, shapes)
+    if consts:
+        name = next(iter(consts))
+        raise ConversionError(f"{source}: the dequantized constant '{name}' is not a Conv, Gemm or MatMul weight or "
+                              "bias; only layer weights are built quantized")
+    for tensor, quant in quantizers.items():
+        if tensor == low.output:
+            annotate(proto, tensor, FixedType(8, 8, True))
+        elif tensor != low.input:
+            t = v_type(quant.v_range)
+            if t is None:
+                producer = low.producer.get(tensor)
+                what = f"node '{producer.name}' ({producer.op_type})" if producer else f"tensor '{tensor}'"
+                raise ConversionError(
+                    f"{source}: {what}, output: zero point {quant.zero} "
+                    f"leaves the integers {quant.v_range[0]}..{quant.v_range[1]} around the real zero, which no "
+                    "fixed-point type saturates to; quantize it symmetrically (extra_options={'ActivationSymmetric': "
+                    "True}) or put a ReLU after it")
+            annotate(proto, tensor, t)
+    inp = quantizers[low.input]
+    scale_node = helper.make_node("Div", [low.input, "edgefpga_input_scale"], [low.input + "_in_units"],
+                                  name="input_quantizer_scale")
+    for node in low.consumers.get(low.input, []):
+        node.input[:] = [scale_node.output[0] if t == low.input else t for t in node.input]
+    low.init["edgefpga_input_scale"] = np.asarray(inp.scale, np.float32)
+    low.graph.node.insert(0, scale_node)
+    del low.graph.initializer[:]
+    low.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in low.init.items()
+                                 if any(k in n.input for n in low.graph.node))
+    for key, value in ((QUANTIZED, "qdq"), (OUTPUT_SCALE, repr(out_q.scale)), (OUTPUT_ZERO, str(out_zero)),
+                       (INPUT_QUANTIZER, f"{inp.scale!r},{inp.zero},{inp.qmin},{inp.qmax}")):
+        proto.graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))  # where qonnx keeps them
+    for entry in list(proto.opset_import):
+        if entry.domain not in ("", "ai.onnx"):
+            proto.opset_import.remove(entry)
+    return proto
+
+
+# ---- after canonicalization: the input quantizer on raw pixels -------------------------------------
+
+PIXELS = np.arange(256)
+MAX_INPUT_FRAC = 24
+
+
+def onnxruntime_quantize(x: np.ndarray, scale: float, zero: int, signed: bool) -> np.ndarray:
+    """ONNX Runtime's own QuantizeLinear of ``x`` (float32): the integers the QDQ model starts from."""
+    from .graph import onnx_session
+
+    dtype = onnx.TensorProto.INT8 if signed else onnx.TensorProto.UINT8
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])], "input_quantizer",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [len(x)])],
+        [helper.make_tensor_value_info("q", dtype, [len(x)])],
+        [numpy_helper.from_array(np.asarray(scale, np.float32), "s"),
+         numpy_helper.from_array(np.asarray(zero, np.int8 if signed else np.uint8), "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return onnx_session(model).run(None, {"x": x.astype(np.float32)})[0].astype(np.int64)
+
+
+def input_targets(spec, scale: float, zero: int, qmin: int) -> np.ndarray:
+    """(C, 256): ``v = q - z`` of every 8-bit pixel value, channel by channel, as ONNX Runtime
+    quantizes the normalized pixel (models.preprocess.normalize, what the runtime feeds the model)."""
+    from edgefpga.models.preprocess import normalize
+
+    pixels = np.repeat(PIXELS[None, :, None], spec.channels, axis=0).astype(np.uint8)  # (C, 256, 1) as (C, H, W)
+    x = normalize(pixels, spec)[:, :, 0]
+    return np.stack([onnxruntime_quantize(row, scale, zero, qmin < 0) for row in x]) - zero
+
+
+def fit_input_quantizer(model, spec, source: str) -> int:
+    """The per-channel affine map in front (the card's normalization and the division by the input
+    scale, one BatchNormalization) gets the narrowest fixed-point coefficients whose rounding gives
+    ONNX Runtime's QuantizeLinear result for all 256 pixel values (module docstring). Where the
+    quantizer's clamp is not a type's saturation, a Clip after the map (fused into it: ef_affine's
+    saturation bounds) clamps where ONNX Runtime does. Returns how many pixel values (of 256 per
+    channel) still land one step away: where ONNX Runtime's float rounding decides a tie
+    (``x / s`` exactly half-way in exact arithmetic, as with mean 0.5, std 0.25 and a symmetric
+    quantizer), no affine map can follow it; the build's check against ONNX Runtime measures
+    what that costs."""
+    scale, zero, qmin, qmax = (float(v) for v in metadata(model, INPUT_QUANTIZER).split(","))
+    quant = Quantizer(scale, int(zero), int(qmin), int(qmax))
+    targets = input_targets(spec, quant.scale, quant.zero, quant.qmin)
+    inp = model.graph.input[0].name
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization" and n.input[0] == inp)
+    gain, offset = (model.get_initializer(t).astype(np.float64).reshape(-1) for t in bn.input[1:3])
+    low, high = quant.v_range
+    best = None
+    for frac in range(1, MAX_INPUT_FRAC + 1):
+        a, b = (np.round(v * 2.0 ** frac) for v in (gain, offset))
+        got = np.clip(np.round((PIXELS[None, :] * a[:, None] + b[:, None]) * 2.0 ** -frac), low, high)
+        misses = int(np.sum(got != targets))
+        if best is None or misses < best[0]:
+            best = (misses, frac, a, b)
+        if misses == 0:
+            break
+    misses, frac, a, b = best
+    set_metadata(model, INPUT_MISSES, str(misses))
+    for name, values in ((bn.input[1], a), (bn.input[2], b)):
+        model.set_initializer(name, (values * 2.0 ** -frac).astype(np.float32))
+    out_t = v_type(quant.v_range)
+    if out_t is None:
+        out_t = grid_type(low, high, 0, True)
+        clip_after(model, bn, low, high)
+        annotate(model, model.find_consumer(bn.output[0]).output[0], out_t)
+    else:
+        annotate(model, bn.output[0], out_t)
+    return misses
+
+
+def set_metadata(model, key: str, value: str) -> None:
+    proto = getattr(model, "model", model)
+    for p in proto.graph.metadata_props:
+        if p.key == key:
+            p.value = value
+            return
+    proto.graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+
+
+def clip_after(model, node: onnx.NodeProto, low: int, high: int) -> None:
+    """A Clip(low, high) on ``node``'s output (canonical form: bounds as constant inputs)."""
+    out = node.output[0]
+    clipped = out + "_clamped"
+    names = (f"{node.name}_clamp_low", f"{node.name}_clamp_high")
+    for consumer in model.find_consumers(out) or []:
+        consumer.input[:] = [clipped if t == out else t for t in consumer.input]
+    model.set_initializer(names[0], np.asarray(low, np.float32))
+    model.set_initializer(names[1], np.asarray(high, np.float32))
+    index = list(model.graph.node).index(node)
+    model.graph.node.insert(index + 1, helper.make_node("Clip", [out, *names], [clipped], name=f"{node.name}_clamp"))
+    model.set_tensor_shape(clipped, model.get_tensor_shape(out))
+
+
+def impose_input_types(model, p) -> None:
+    """The fitted coefficients' own types (derive_types would round them to CONSTANT_BITS)."""
+    inp = model.graph.input[0].name
+    bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization" and n.input[0] == inp)
+    for field, name in zip(("scale", "bias"), bn.input[1:3]):
+        values = model.get_initializer(name).astype(np.float64)
+        frac = next(f for f in range(MAX_INPUT_FRAC + 1) if np.all(values * 2.0 ** f == np.round(values * 2.0 ** f)))
+        ints = np.round(values * 2.0 ** frac).astype(np.int64)
+        t = grid_type(int(ints.min(initial=0)), int(ints.max(initial=0)), frac, True)
+        p.params[name] = t
+        p.set_layer(bn.name, field, t)

@@ -201,14 +201,14 @@ WIRING: tuple[Capability, ...] = (
                "quantizer after it", accepted, "-", QONNX_TESTS, emulator="-", built=False),
     Capability("QuantizeLinear", "ONNX QDQ (ONNX Runtime's quantize_static): with its DequantizeLinear, the "
                "tensor travels as the integer q - zero point, in units of its scale; the layer before it rounds and "
-               "saturates to it with the requantization multiplier s_x * s_w / s_y folded into its weights (17 bits: "
-               "8-bit weight x multiplier = 25 bits, one DSP48E1 product); a pool or ReLU whose output has a scale "
+               "saturates to it with the requantization multiplier s_x * s_w / s_y folded into its weights (each "
+               "weight x multiplier rounded to 25 bits, one DSP48E1 product); a pool or ReLU whose output has a scale "
                "of its own gets it as a 1x1 depthwise Conv after it; on the input, the normalization fitted to ONNX "
                "Runtime's own rounding of all 256 pixel values; on the output, the integers q, with scale and zero "
                "point in report.json for the runtime. No precision search runs (hw/qdq_in.py)",
                "int8 / uint8 activations, one scale per tensor; zero points whose range is a type's (0..255 after a "
                "ReLU, or symmetric), other zero points refused on a tensor that feeds another layer; ONNX Runtime's "
-               "scores matched to one step (the multiplier's 17 bits against float's 24)", accepted, "(types)",
+               "scores matched to one step (the folded weights' last bit, the input's ties)", accepted, "(types)",
                QDQ_TESTS, emulator="no: the integer model stands in where the input needs a clamp"),
     Capability("DequantizeLinear", "ONNX QDQ: on a weight or bias (int8, int32), folded into the layer's weights "
                "with its scale (per tensor or per output channel); on an activation, the pair of QuantizeLinear",

@@ -461,9 +461,10 @@ def onnxruntime_integers(model, path: Path, pixels: np.ndarray, spec: InputSpec)
 def check_against_onnxruntime(ctx: BuildContext, check: ImageSet, integer: np.ndarray) -> None:
     """The integer model against ONNX Runtime on the user's QDQ file: images with the very same
     output integers, the largest difference (in output steps) and the top-1 agreement. The
-    requantization multipliers have MULTIPLIER_BITS bits where ONNX Runtime's floats have 24, so a
-    rounding may land one step away; a difference of more than one step fails the build."""
-    from .qdq_in import MULTIPLIER_BITS
+    requantization multipliers are folded into weights of CONSTANT_BITS bits, where ONNX Runtime
+    multiplies in float, so a rounding may land one step away; a difference of more than one step
+    fails the build."""
+    from .qdq_in import CONSTANT_BITS
 
     theirs = onnxruntime_integers(ctx.canonical, ctx.source.onnx_path, check.pixels, ctx.source.spec)
     ours = integer.astype(np.int64)
@@ -471,12 +472,12 @@ def check_against_onnxruntime(ctx: BuildContext, check: ImageSet, integer: np.nd
     ctx.report["onnxruntime_check"] = {
         "n": len(check), "bit_exact_images": int(np.all(diff == 0, axis=1).sum()), "max_abs_diff_steps": int(diff.max()),
         "top1_agreement": float(np.mean(ours.argmax(1) == theirs.argmax(1))),
-        "multiplier_bits": MULTIPLIER_BITS,
+        "folded_weight_bits": CONSTANT_BITS,
         "reference": "ONNX Runtime (default session) on the source QDQ file, its scores as output integers"}
     if diff.max() > 1:
         raise ConversionError(f"check failed: the integer model differs from ONNX Runtime on the QDQ model by up to "
                               f"{int(diff.max())} output steps on {len(check)} calibration images (one is allowed: "
-                              "the requantization multipliers' last bit); please report this model")
+                              "the folded weights' last bit); please report this model")
 
 
 def allowed_flips(n: int, bar: float) -> int:

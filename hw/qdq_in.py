@@ -14,13 +14,12 @@ powers of two, and the datapath is fixed point. The route:
   ``128`` on uint8: ``fixed<8,8>``). Any other zero point on a tensor that feeds another layer is
   refused by name (a padded border is a real zero, so the stream cannot carry ``q``).
 - The **requantization multiplier** ``M_c = s_x * s_w[c] / s_y`` (float32, as ONNX Runtime
-  computes it) goes into the layer's weights: ``w' = q_w * m_c * 2**-k`` with ``m_c`` the nearest
-  integer to ``M_c * 2**k`` and ``k`` set so that the largest ``m_c`` has MULTIPLIER_BITS bits.
-  An 8-bit weight times a 17-bit multiplier is a 25-bit constant: one DSP48E1 product (25 x 18),
-  as before. The layer's own rounding cast to ``v_y``'s type is then ONNX Runtime's requantization,
-  up to the multiplier's last bit (``m_c`` has 17 bits where ONNX Runtime's float has 24).
-- The biases (int32, scale ``s_x * s_w``) become ``q_b * m_c * 2**-k``, kept to float32's 24
-  significant bits.
+  computes it) goes into the layer's weights: ``w' = round(q_w * M_c * 2**k) * 2**-k``, ``k`` the
+  largest that keeps every ``w'`` within CONSTANT_BITS (25) signed bits: one DSP48E1 product
+  (25 x 18), as before. The layer's own rounding cast to ``v_y``'s type is then ONNX Runtime's
+  requantization, up to the folded weights' last bit (each within half a step of ``2**-k``).
+- The biases (int32, scale ``s_x * s_w``) become ``q_b * M_c`` on their own grid, the output's
+  zero point added.
 - The **output** keeps ONNX Runtime's integers ``q``: its zero point joins the bias, so the
   layer's saturation to ``int8`` / ``uint8`` is ONNX Runtime's clamp, and the build records
   ``s`` and ``z`` (``report.json`` ``output_dequantize``, the RTL manifest and the overlay) so
@@ -55,8 +54,7 @@ from .onnx_check import ConversionError
 from .qonnx_in import QUANTIZED, annotate, grid_type
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-MULTIPLIER_BITS = 17  # m_c: an 8-bit weight x 17 bits = 25 bits, the DSP48E1's A port
-BIAS_BITS = 24  # float32's significand: the folded bias is kept to it
+CONSTANT_BITS = 25  # a folded weight (8-bit weight x multiplier): the DSP48E1's A port, one product as before
 OUTPUT_SCALE = "edgefpga.output_scale"  # metadata: the output quantizer's scale (scores are s * (q - z))
 OUTPUT_ZERO = "edgefpga.output_zero_point"
 INPUT_QUANTIZER = "edgefpga.input_quantizer"  # metadata: "scale,zero_point,qmin,qmax" of the input's quantizer
@@ -237,14 +235,21 @@ def multipliers(s_x: float, s_w: np.ndarray, s_y: float) -> np.ndarray:
     return (np.float32(s_x) * s_w.astype(np.float32)).astype(np.float32) / np.float32(s_y)
 
 
-def fixed_multipliers(m: np.ndarray) -> tuple[np.ndarray, int]:
-    """(integers m_c, k) with m_c / 2**k nearest ``m`` and the largest m_c of MULTIPLIER_BITS bits."""
-    largest = float(np.max(m))
-    k = MULTIPLIER_BITS - 1 - math.floor(math.log2(largest))
-    ints = np.round(m.astype(np.float64) * 2.0 ** k).astype(np.int64)
-    while ints.max() >= 1 << MULTIPLIER_BITS:  # rounding up to the next power of two
+def folded_constants(values: np.ndarray, multiplier: np.ndarray) -> tuple[np.ndarray, int]:
+    """(integers, k): each ``values * multiplier`` rounded on the grid ``2**-k``, ``k`` the largest
+    that keeps every integer within CONSTANT_BITS signed bits. Rounding each product, not the
+    multiplier, leaves every folded weight within half a grid step of its exact value, whatever
+    its channel's multiplier (a per-channel multiplier rounded to a fixed number of bits would
+    lose precision on the channels with the smaller ones)."""
+    exact = values.astype(np.float64) * multiplier.astype(np.float64)  # exact: 8 bits x float32's 24
+    largest = float(np.abs(exact).max(initial=0.0))
+    if largest == 0:
+        return np.zeros(values.shape, np.int64), 0
+    k = CONSTANT_BITS - 2 - math.floor(math.log2(largest))
+    ints = np.round(exact * 2.0 ** k).astype(np.int64)
+    while np.abs(ints).max() >= 1 << (CONSTANT_BITS - 1):  # rounding up to the next power of two
         k -= 1
-        ints = np.round(m.astype(np.float64) * 2.0 ** k).astype(np.int64)
+        ints = np.round(exact * 2.0 ** k).astype(np.int64)
     return ints, k
 
 
@@ -264,10 +269,10 @@ def fold_layer(low: Lowering, node: onnx.NodeProto, consts: dict, quantizers: di
     s_w = np.broadcast_to(s_w.reshape(-1), (channels,)) if s_w.size in (1, channels) else None
     if s_w is None or (s_w.size > 1 and axis != out_axis and len(set(s_w.tolist())) > 1):
         raise low.refuse(node, "weight", "per-channel weight scales must run along the output channels")
-    m, k = fixed_multipliers(multipliers(quantizers[x].scale, s_w, quantizers[y].scale))
+    m = multipliers(quantizers[x].scale, s_w, quantizers[y].scale)
     shape = [1] * q_w.ndim
     shape[out_axis] = channels
-    folded = q_w * m.reshape(shape)
+    folded, k = folded_constants(q_w, m.reshape(shape))
     weight_name, bias_name = f"{node.name}_weight_qdq", f"{node.name}_bias_qdq"
     low.init[weight_name] = (folded * 2.0 ** -k).astype(np.float32)
     annotate(low.model, weight_name, grid_type(int(folded.min(initial=0)), int(folded.max(initial=0)), k, True))
@@ -276,11 +281,8 @@ def fold_layer(low: Lowering, node: onnx.NodeProto, consts: dict, quantizers: di
         if node.input[2] not in consts:
             raise low.refuse(node, "bias", f"a float bias in a quantized model is not built; {QDQ_HINT}")
         q_b = consts.pop(node.input[2])[0].reshape(-1).astype(np.int64)
-    bias = q_b * m + (out_zero << k)  # in units of 2**-k: exact integers
-    frac = k
-    while np.abs(bias).max(initial=0) >= 1 << (BIAS_BITS - 1) and frac > -64:
-        bias = np.round(bias / 2.0).astype(np.int64)  # ties to even, as numpy rounds
-        frac -= 1
+    # the bias in output steps, and the output's zero point with it (module docstring)
+    bias, frac = folded_constants(q_b.astype(np.float64) * m.astype(np.float64) + out_zero, np.ones(1))
     low.init[bias_name] = (bias * 2.0 ** -frac).astype(np.float32)
     annotate(low.model, bias_name, grid_type(int(bias.min(initial=0)), int(bias.max(initial=0)), frac, True))
     node.input[1] = weight_name
@@ -321,7 +323,8 @@ def requantize_after(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, 
         raise low.refuse(node, "output", f"requantized from scale {quantizers[x].scale:.6g} to "
                          f"{quantizers[target].scale:.6g} on a tensor that is not an image map; keep the scale")
     channels = int(shape[1])
-    m, k = fixed_multipliers(multipliers(quantizers[x].scale, np.ones(1, np.float32), quantizers[target].scale))
+    m, k = folded_constants(np.ones(1), multipliers(quantizers[x].scale, np.ones(1, np.float32),
+                                                     quantizers[target].scale))
     x_t = v_type(quantizers[x].v_range)
     if x_t is None:
         return  # refused with the other tensors' types

@@ -25,7 +25,12 @@ def summary_lines(report: dict) -> list[str]:
            else f"project not generated ({'; '.join(report['hls']['not_generated_because'])})"),
         (f"precision: the model's own types ({search['skipped']}); no search"
          + (f"; the integer model equals qonnx's execution on {report['qonnx_check']['bit_exact_images']} of "
-            f"{report['qonnx_check']['n']} images" if report.get("qonnx_check") else "") if search.get("skipped") else
+            f"{report['qonnx_check']['n']} images" if report.get("qonnx_check") else "")
+         + (f"; ONNX Runtime's output integers on {report['onnxruntime_check']['bit_exact_images']} of "
+            f"{report['onnxruntime_check']['n']} images (largest difference "
+            f"{report['onnxruntime_check']['max_abs_diff_steps']} step), top-1 agreement "
+            f"{report['onnxruntime_check']['top1_agreement']:.2%}" if report.get("onnxruntime_check") else "")
+         if search.get("skipped") else
          search_line(search)),
         *([f"warning: {search['warning']}"] if search.get("warning") else []),
         f"{emu['model']} vs {'the model' if search.get('skipped') else 'float'} on {emu['n']} calibration images: top-1 agreement {emu['agreement']:.2%}"

@@ -7,7 +7,7 @@ TorchScript exporter writes it (``GlobalAveragePool``), then quantized with
 ``onnxruntime.quantization.quantize_static`` (QDQ format) on 64 training cells, as its docs show:
 int8 per tensor (the defaults), and uint8 activations with per-channel weights. ``convert``
 builds each with its own scales (no precision search); its integer model gives ONNX Runtime's
-output integers on held-out cells, to one step (the requantization multipliers' last bit), with
+output integers on held-out cells, to one step (the folded weights' last bit), with
 the same top-1; the RTL is bit-exact to the integer model, and the runtime's scores are ONNX
 Runtime's. What the flow cannot build is refused in one line naming the node.
 """
@@ -126,8 +126,8 @@ def onnxruntime_scores(path: Path, pixels: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_qdq_converts_and_matches_onnxruntime(name, quantized, cells, tmp_path):
-    """No search: every type is the model's, each weight a 25-bit constant (8-bit weight x 17-bit
-    multiplier). On 64 held-out cells the integer model gives ONNX Runtime's output integers to
+    """No search: every type is the model's, each weight a 25-bit constant (8-bit weight x the
+    requantization multiplier). On 64 held-out cells the integer model gives ONNX Runtime's output integers to
     one step, with the same top-1; the report says how to turn them into ONNX Runtime's scores."""
     from edgefpga.sim.verify import integer_scores
 

@@ -26,6 +26,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime.quantization")
 
 from brief_training import train_briefly  # noqa: E402
+from small_builds import convert_cells  # noqa: E402
 from torch import nn  # noqa: E402
 
 from edgefpga.hw.onnx_check import ConversionError, check_onnx  # noqa: E402
@@ -107,13 +108,7 @@ def quantized(cells, tmp_path_factory):
 
 
 def convert_net(path: Path, cells, out: Path) -> dict:
-    from edgefpga.hw.convert import ConvertConfig, convert
-
-    _, _, calib_raw, _ = cells
-    np.savez(out.parent / f"{out.name}_calib.npz", images=calib_raw)
-    cfg = ConvertConfig(calibration=str(out.parent / f"{out.name}_calib.npz"), calibration_images=64,
-                        emulator_images=64, progress=False, scale=SPEC.scale, mean=SPEC.mean, std=SPEC.std)
-    return convert(str(path), out, cfg, log=lambda _m: None)
+    return convert_cells(path, cells[2], out, SPEC)
 
 
 def onnxruntime_scores(path: Path, pixels: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("brevitas")
 
 from brief_training import train_briefly  # noqa: E402
+from small_builds import convert_cells  # noqa: E402
 from torch import nn  # noqa: E402
 
 from edgefpga.hw.onnx_check import ConversionError, check_onnx  # noqa: E402
@@ -87,13 +88,7 @@ def exported(cells, tmp_path_factory):
 
 
 def convert_net(path: Path, cells, out: Path) -> dict:
-    from edgefpga.hw.convert import ConvertConfig, convert
-
-    _, _, calib_raw, _ = cells
-    np.savez(out.parent / f"{out.name}_calib.npz", images=calib_raw)
-    cfg = ConvertConfig(calibration=str(out.parent / f"{out.name}_calib.npz"), calibration_images=64,
-                        emulator_images=64, progress=False, scale=SPEC.scale, mean=SPEC.mean, std=SPEC.std)
-    return convert(str(path), out, cfg, log=lambda _m: None)
+    return convert_cells(path, cells[2], out, SPEC)
 
 
 @ON_THE_NETS_WORKER

@@ -157,7 +157,8 @@ QONNX_TESTS = ("tests/hw/test_qonnx.py::test_qonnx_converts_with_its_own_types",
 
 QDQ_TESTS = ("tests/hw/test_qdq.py::test_qdq_converts_and_matches_onnxruntime",
              "tests/hw/test_qdq.py::test_qdq_rtl_is_bit_exact_and_scores_are_onnxruntimes",
-             "tests/hw/test_qdq.py::test_what_is_not_built_is_refused_by_name")
+             "tests/hw/test_qdq.py::test_what_is_not_built_is_refused_by_name",
+             "tests/hw/test_qdq.py::test_onnx_zoo_mnist_quantized_by_onnxruntime")
 
 FLATTEN: tuple[Capability, ...] = (
     Capability("Flatten", "the dense layer reads the map in stream order", "axis=1", check_flatten, "(wiring)",

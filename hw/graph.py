@@ -74,9 +74,16 @@ def to_target_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     if default_opset(model) >= TARGET_OPSET:
         return model
     try:
-        return onnx.version_converter.convert_version(model, TARGET_OPSET)
+        upgraded = onnx.version_converter.convert_version(model, TARGET_OPSET)
     except Exception as exc:  # the converter raises bare RuntimeErrors from C++
         raise ConversionError(f"{source}: cannot upgrade opset {default_opset(model)} to {TARGET_OPSET} ({exc})") from exc
+    # the converter drops the graph's metadata and quantization annotations: a lowered quantized
+    # model's types and marks (hw/qonnx_in.py, hw/qdq_in.py) travel in them
+    if not upgraded.graph.metadata_props:
+        upgraded.graph.metadata_props.extend(model.graph.metadata_props)
+    if not upgraded.graph.quantization_annotation:
+        upgraded.graph.quantization_annotation.extend(model.graph.quantization_annotation)
+    return upgraded
 
 
 def single_consumer(model: ModelWrapper, tensor: str) -> bool:

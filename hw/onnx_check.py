@@ -27,6 +27,11 @@ def read_onnx(path: str | Path) -> onnx.ModelProto:
         raise ConversionError(f"{path}: no such ONNX file")
     try:
         model = onnx.load(str(path))
+        inputs = {i.name for i in model.graph.input}
+        if model.ir_version < 4 and any(i.name not in inputs for i in model.graph.initializer):
+            # ONNX Runtime's quantization tools (quant_pre_process, quantize_static) keep an IR-3
+            # file's version while writing constants that are not graph inputs, as IR 4 allows
+            model.ir_version = 4
         onnx.checker.check_model(model)
     except Exception as exc:  # protobuf and onnx raise several unrelated exception types
         raise ConversionError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from exc

@@ -72,13 +72,13 @@ def export(model: nn.Module, path: Path, exporter: str, example: torch.Tensor | 
     return path
 
 
-def quantize(float_path: Path, path: Path, calibration: np.ndarray, **options) -> Path:
+def quantize(float_path: Path, path: Path, calibration: np.ndarray, input_name: str = "input", **options) -> Path:
     """``quantize_static`` in QDQ format, calibrated on normalized cells."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Cells(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter({"input": calibration[i:i + 1]} for i in range(len(calibration)))
+            self.batches = iter({input_name: calibration[i:i + 1]} for i in range(len(calibration)))
 
         def get_next(self):
             return next(self.batches, None)
@@ -220,3 +220,35 @@ def test_what_is_not_built_is_refused_by_name(cells, tmp_path):
         convert(str(tmp_path / "residual.onnx"), tmp_path / "build", ConvertConfig(progress=False, scale=SPEC.scale),
                 log=lambda _m: None)
     assert not (tmp_path / "build").exists()
+
+
+def test_onnx_zoo_mnist_quantized_by_onnxruntime(elpv_data, tmp_path):
+    """A file we did not write: the ONNX model zoo's MNIST-8 from the qonnx wheel (opset 8, IR 3),
+    through ONNX Runtime's own recipe (``quant_pre_process``, then ``quantize_static`` on 100 ELPV
+    cells resized to 28x28, raw 0..255 as the zoo model takes them). ONNX Runtime keeps the IR-3
+    version on a file whose constants are no longer graph inputs, and the opset upgrade must keep
+    the quantized types: the build is the QDQ route (every type the model's), and gives ONNX
+    Runtime's output integers."""
+    import qonnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgefpga.hw.convert import ConvertConfig, convert
+    from edgefpga.models import elpv
+
+    mnist = Path(qonnx.__file__).parent / "data" / "onnx" / "mnist-conv" / "model.onnx"
+    cells = elpv_data.images[elpv.split(elpv_data).train[:200]]
+    np.savez(tmp_path / "cells.npz", images=cells)
+    spec = InputSpec(1, 28, 28, "gray", "area", 1.0, 0.0, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quant_pre_process(str(mnist), str(tmp_path / "pre.onnx"))
+    x = normalize(resize_batch(cells[:100], spec), spec)
+    path = quantize(tmp_path / "pre.onnx", tmp_path / "mnist_int8.onnx", x, input_name="Input3")
+    assert onnx.load(str(path)).ir_version == 3
+    report = convert(str(path), tmp_path / "mnist", ConvertConfig(calibration=str(tmp_path / "cells.npz"),
+                                                                  calibration_images=64, emulator_images=64,
+                                                                  progress=False), log=lambda _m: None)
+    precisions = json.loads((tmp_path / "mnist" / "precisions.json").read_text())
+    assert set(precisions["sources"].values()) == {"model"}
+    check = report["onnxruntime_check"]
+    assert check["top1_agreement"] == 1.0 and check["max_abs_diff_steps"] <= 1, check

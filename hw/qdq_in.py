@@ -34,10 +34,13 @@ QONNX route (hw/qonnx_in.py) gives: one way on from there (capability check, can
 model's own types, no precision search). Each tensor's type says it is an integer in units of its
 scale, so the canonical graph computes the quantized network in those units.
 
-Refused by name (exit 2, one line): weights with a zero point other than 0, a residual Add or
-channel Concat of two quantized tensors (their scales differ: the join would need a multiplier
-per branch), a pool or other pass-through layer whose output has other quantization than its
-input, a layer without a quantizer on its output, 16-bit (``com.microsoft``) quantizers.
+Refused by name (exit 2, one line): any op between quantizers whose result does not scale with
+its input (a Clip with real bounds, HardSwish, ...: ``check_ops``), a final Softmax / Sigmoid, a
+network not ending in a Conv, Gemm or MatMul, weights with a zero point other than 0, a residual
+Add or channel Concat of two quantized tensors (their scales differ: the join would need a
+multiplier per branch), a reshape whose output has other quantization than its input, a layer
+without a quantizer on its output, 16-bit (``com.microsoft``) quantizers, ONNX Runtime's
+QOperator format.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def v_type(range_: tuple[int, int]) -> FixedType | None:
         bits = high.bit_length()
         return FixedType(bits, bits, False)
     if low < 0 and high == -low - 1 and (-low) & (-low - 1) == 0:
-        bits = (-low).bit_length() + 1
+        bits = (-low).bit_length()  # -128..127: 128 has 8 bits, fixed<8,8>
         return FixedType(bits, bits, True)
     return None
 
@@ -217,6 +220,12 @@ class Lowering:
         for dq in [n for n in self.graph.node if n.op_type == "DequantizeLinear"]:
             if dq.input[0] not in self.init:
                 raise self.refuse(dq, "x", "a DequantizeLinear without its QuantizeLinear is not built")
+            for user in self.consumers.get(dq.output[0], []):
+                if user.op_type not in COMPUTE_OPS or list(user.input).index(dq.output[0]) == 0:
+                    raise self.refuse(dq, "output", f"a quantized constant read by '{user.name}' ({user.op_type}), "
+                                      "not as a layer's weight or bias (a MatMul and its bias Add not fused into a "
+                                      "Gemm?): run onnxruntime.quantization.shape_inference.quant_pre_process on the "
+                                      "float model before quantize_static")
             found[dq.output[0]] = self.weights(dq)
             self.graph.node.remove(dq)
         return found
@@ -286,7 +295,12 @@ def fold_layer(low: Lowering, node: onnx.NodeProto, consts: dict, quantizers: di
     low.init[bias_name] = (bias * 2.0 ** -frac).astype(np.float32)
     annotate(low.model, bias_name, grid_type(int(bias.min(initial=0)), int(bias.max(initial=0)), frac, True))
     node.input[1] = weight_name
-    if len(node.input) > 2:
+    if node.op_type == "MatMul":  # MatMul has no bias input: an Add after it (the canonical dense layer)
+        product = f"{y}_product"
+        node.output[0] = product
+        index = list(low.graph.node).index(node)
+        low.graph.node.insert(index + 1, helper.make_node("Add", [product, bias_name], [y], name=f"{node.name}_bias"))
+    elif len(node.input) > 2:
         node.input[2] = bias_name
     else:
         node.input.append(bias_name)
@@ -318,10 +332,17 @@ def requantize_after(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, 
     target = quantized_after(low, y, quantizers)
     if x not in quantizers or target is None or quantizers[x].same(quantizers[target]):
         return
-    shape = shapes.get(y)
+    shape, flatten = shapes.get(y), False
+    if node.op_type in ("ReduceMean", "ReduceMax") and shape is not None and len(shape) == 2 and \
+            len(shapes.get(x) or []) == 4:  # keepdims=0 (x.mean((2, 3))): kept 4-D, flattened after the conv
+        for a in node.attribute:
+            if a.name == "keepdims":
+                a.i = 1
+        shape, flatten = shape + [1, 1], True
     if shape is None or len(shape) != 4:
         raise low.refuse(node, "output", f"requantized from scale {quantizers[x].scale:.6g} to "
-                         f"{quantizers[target].scale:.6g} on a tensor that is not an image map; keep the scale")
+                         f"{quantizers[target].scale:.6g} on a tensor that is not an image map; pool with "
+                         "AdaptiveAvgPool2d(1) (or keep the map 4-D) before a Flatten")
     channels = int(shape[1])
     m, k = folded_constants(np.ones(1), multipliers(quantizers[x].scale, np.ones(1, np.float32),
                                                      quantizers[target].scale))
@@ -336,8 +357,14 @@ def requantize_after(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, 
     annotate(low.model, weight, grid_type(0, int(m[0]), k, True))
     annotate(low.model, bias, FixedType(4, 4, True))
     index = list(low.graph.node).index(node)
+    requantized = f"{y}_requantized" if flatten else y
     low.graph.node.insert(index + 1, helper.make_node(
-        "Conv", [before, weight, bias], [y], name=f"{node.name}_requantize", group=channels, kernel_shape=[1, 1]))
+        "Conv", [before, weight, bias], [requantized], name=f"{node.name}_requantize", group=channels,
+        kernel_shape=[1, 1]))
+    if flatten:
+        low.graph.node.insert(index + 2, helper.make_node("Flatten", [requantized], [y], name=f"{node.name}_flatten",
+                                                          axis=1))
+        quantizers.setdefault(requantized, quantizers[target])
     if node.op_type in ("AveragePool", "GlobalAveragePool", "ReduceMean"):  # the mean before its rounding
         annotate(low.model, before, FixedType(x_t.width + POOL_FRAC, x_t.integer, x_t.signed))
     elif node.op_type == "Relu":
@@ -354,16 +381,60 @@ def check_same_scale(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, 
                          "a requantizing reshape is not built (ONNX Runtime's quantize_static keeps them equal)")
 
 
+QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "QLinearAdd",
+                 "QLinearGlobalAveragePool", "QLinearAveragePool", "DynamicQuantizeLinear")
+REMOVED_OPS = ("Identity", "Dropout")  # canonicalize drops them: scale-invariant
+
+
+def check_ops(low: Lowering, quantizers: dict[str, Quantizer]) -> None:
+    """Between quantizers the lowered graph computes in units of each tensor's scale: only layers
+    whose result scales with their input (convolutions and dense layers, whose weights take the
+    multiplier; pools, ReLU and wiring) are built; the rest is refused by name, as is a network
+    whose output is not a Conv, Gemm or MatMul (the output's zero point joins its bias)."""
+    known = set(COMPUTE_OPS) | set(SAME_SCALE_OPS) | set(WIRING_OPS) | set(REMOVED_OPS)
+    constants = set(low.init)
+    for node in low.graph.node:
+        if all(t in constants for t in node.input if t):  # shape arithmetic on constants: folded
+            constants.update(node.output)
+            continue
+        if node.op_type in ("Add", "Concat", "Mul", "Sum") and sum(t in quantizers for t in node.input) >= 2:
+            raise low.refuse(node, "op", "a join of two quantized tensors with their own scales is not built yet "
+                             "(it needs a multiplier per branch); quantize the blocks before and after it only, "
+                             "or use a QONNX model with power-of-two scales")
+        if node.op_type in ("Softmax", "Sigmoid") and node.output[0] == low.output:
+            raise low.refuse(node, "op", "a final activation between quantizers is not built for a QDQ model; "
+                             "quantize the model without it (the runtime applies it: docs/convert.md)")
+        if node.op_type not in known:
+            raise low.refuse(node, "op", f"{node.op_type} between quantizers would compute on integers in units of "
+                             "the scale, not on real values: not built for QDQ models (convolutions, dense layers, "
+                             "pools, ReLU and reshapes are)")
+        if node.op_type == "Gemm":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
+                raise low.refuse(node, "alpha", "a quantized Gemm with alpha, beta or transA is not built")
+    producer = low.producer.get(low.output)
+    if producer is None or producer.op_type not in COMPUTE_OPS:
+        raise ConversionError(f"{low.source}: node '{producer.name if producer else low.output}' "
+                              f"({producer.op_type if producer else 'input'}), output: a quantized network must end "
+                              "in a Conv, Gemm or MatMul (its output's zero point joins that layer's bias); not built")
+
+
 def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     """The QDQ model as annotated float ONNX in units of each tensor's scale (module docstring);
     raise ConversionError naming what the flow cannot build."""
     proto = onnx.ModelProto()
     proto.CopyFrom(model)
+    qoperators = [n for n in proto.graph.node if n.op_type in QOPERATOR_OPS]
+    if qoperators:
+        raise ConversionError(f"{source}: node '{qoperators[0].name}' ({qoperators[0].op_type}), op: ONNX Runtime's "
+                              "QOperator format is not read; quantize with quant_format=QuantFormat.QDQ (its "
+                              "default), which writes the same integers as QuantizeLinear / DequantizeLinear pairs")
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in onnx.shape_inference.infer_shapes(proto).graph.value_info}
     low = Lowering(proto, source)
     quantizers = low.activation_quantizers()
     consts = low.constant_dequantizers()
+    check_ops(low, quantizers)
     if low.input not in quantizers:
         raise ConversionError(f"{source}: the network's input '{low.input}' has no QuantizeLinear; {QDQ_HINT}")
     if low.output not in quantizers:
@@ -376,11 +447,6 @@ def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     for node in list(low.graph.node):
         if node.op_type in COMPUTE_OPS:
             fold_layer(low, node, consts, quantizers, out_zero if node.output[0] == low.output else 0)
-        elif node.op_type in ("Add", "Concat", "Mul", "Sum") and \
-                sum(t in quantizers or t in consts for t in node.input) >= 2:
-            raise low.refuse(node, "op", "a join of two quantized tensors with their own scales is not built yet "
-                             "(it needs a multiplier per branch); quantize the blocks before and after it only, "
-                             "or use a QONNX model with power-of-two scales")
         elif node.op_type in WIRING_OPS:
             check_same_scale(low, node, quantizers)
         elif node.op_type in SAME_SCALE_OPS:

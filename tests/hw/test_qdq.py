@@ -5,7 +5,8 @@ on 16x16 ELPV cells (random nets leave near-tie logits), exported with ``torch.o
 user calls it (PyTorch's default exporter: ``ReduceMean`` for the average pool) and as the
 TorchScript exporter writes it (``GlobalAveragePool``), then quantized with
 ``onnxruntime.quantization.quantize_static`` (QDQ format) on 64 training cells, as its docs show:
-int8 per tensor (the defaults), and uint8 activations with per-channel weights. ``convert``
+int8 per tensor (the defaults), uint8 activations with per-channel weights, and symmetric int8
+activations on a twin that averages with ``x.mean((2, 3))`` (ReduceMean, keepdims=0). ``convert``
 builds each with its own scales (no precision search); its integer model gives ONNX Runtime's
 output integers on held-out cells, to one step (the folded weights' last bit), with
 the same top-1; the RTL is bit-exact to the integer model, and the runtime's scores are ONNX
@@ -37,15 +38,32 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("qdq")]
 
 SPEC = InputSpec(1, 16, 16, "gray", "area", 1 / 255, 0.5, 0.25)
 STEPS = 300
-# name -> (exporter, quantize_static options)
-VARIANTS = {"int8_per_tensor": ("default", {}),
-            "uint8_per_channel": ("torchscript", {"per_channel": True, "activation_type": "QUInt8"})}
+# name -> (net, exporter, quantize_static options)
+VARIANTS = {"int8_per_tensor": ("pooled", "default", {}),
+            "uint8_per_channel": ("pooled", "torchscript", {"per_channel": True, "activation_type": "QUInt8"}),
+            "int8_symmetric_mean": ("mean", "default", {"extra_options": {"ActivationSymmetric": True}})}
 
 
 def small_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(16, 2))
+
+
+class MeanNet(nn.Module):
+    """``x.mean((2, 3))`` (the default exporter's ReduceMean with keepdims=0) into a dense layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                   nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.head(self.convs(x).mean((2, 3)))
+
+
+NETS = {"pooled": small_net, "mean": MeanNet}
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +104,10 @@ def quantize(float_path: Path, path: Path, calibration: np.ndarray, input_name: 
     for key in ("activation_type", "weight_type"):  # by name: QuantType loads with onnxruntime.quantization
         if key in options:
             options[key] = getattr(QuantType, options[key])
+    options["quant_format"] = getattr(QuantFormat, options.get("quant_format", "QDQ"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_static(str(float_path), str(path), Cells(), quant_format=QuantFormat.QDQ, **options)
+        quantize_static(str(float_path), str(path), Cells(), **options)
     return path
 
 
@@ -98,11 +117,11 @@ def quantized(cells, tmp_path_factory):
     pixels, labels, *_ = cells
     folder = tmp_path_factory.mktemp("qdq")
     x, y = torch.from_numpy(normalize(pixels, SPEC)), torch.from_numpy(labels).long()
-    model = train_briefly(small_net, x, y, STEPS)
+    models = {net: train_briefly(build, x, y, STEPS) for net, build in NETS.items()}
     calibration = x[:64].numpy()
     files = {}
-    for name, (exporter, options) in VARIANTS.items():
-        float_path = export(model, folder / f"{name}_float.onnx", exporter)
+    for name, (net, exporter, options) in VARIANTS.items():
+        float_path = export(models[net], folder / f"{name}_float.onnx", exporter)
         files[name] = quantize(float_path, folder / f"{name}.onnx", calibration, **dict(options))
     return files
 
@@ -198,8 +217,10 @@ def refusal(path: Path) -> str:
 
 def test_what_is_not_built_is_refused_by_name(cells, tmp_path):
     """uint8 weights (a zero point), a layer output with a zero point no type saturates to (a conv
-    without a ReLU feeding another), and a residual join of two differently scaled tensors: one
-    line each, naming the node and the reason; nothing is built."""
+    without a ReLU feeding another), a residual join of two differently scaled tensors, a ReLU6
+    (a Clip between quantizers: it would clip integers in units of the scale), a final Softmax
+    and ONNX Runtime's other format (QOperator): one line each, naming the node and the reason;
+    nothing is built."""
     from edgefpga.hw.convert import ConvertConfig, convert
 
     pixels = normalize(cells[0][:16], SPEC)
@@ -208,9 +229,15 @@ def test_what_is_not_built_is_refused_by_name(cells, tmp_path):
                           nn.Linear(4, 2)).eval()
     no_relu = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    relu6 = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2)).eval()
+    softmax = nn.Sequential(*plain, nn.Softmax(dim=1)).eval()
     cases = (("uint8_weights", plain, {"weight_type": "QUInt8", "activation_type": "QUInt8"}, "x_zero_point: "),
              ("no_relu", no_relu, {}, "which no fixed-point type saturates to"),
-             ("residual", Residual().eval(), {}, "a join of two quantized tensors"))
+             ("residual", Residual().eval(), {}, "a join of two quantized tensors"),
+             ("relu6", relu6, {"extra_options": {"ActivationSymmetric": True}}, "(Clip), op: Clip between quantizers"),
+             ("softmax", softmax, {"extra_options": {"ActivationSymmetric": True}}, "a final activation"),
+             ("qoperator", plain, {"quant_format": "QOperator"}, "QOperator format is not read"))
     for label, net, options, needle in cases:
         float_path = export(net, tmp_path / f"{label}_float.onnx", "default")
         path = quantize(float_path, tmp_path / f"{label}.onnx", pixels, **options)

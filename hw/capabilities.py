@@ -207,11 +207,11 @@ WIRING: tuple[Capability, ...] = (
                "of its own gets it as a 1x1 depthwise Conv after it; on the input, the normalization fitted to ONNX "
                "Runtime's own rounding of all 256 pixel values; on the output, the integers q, with scale and zero "
                "point in report.json for the runtime. No precision search runs (hw/qdq_in.py)",
-               "int8 / uint8 activations, one scale per tensor; between quantizers only Conv, Gemm / MatMul, pools, ReLU "
-               "and reshapes (others, a final Softmax, QOperator files refused by name); zero points whose range is a "
-               "type's (0..255 after a ReLU, or symmetric), other zero points refused on a tensor that feeds another "
-               "layer; ONNX Runtime's "
-               "scores matched to one step (the folded weights' last bit, the input's ties)", accepted, "(types)",
+               "int8 / uint8 activations, one scale per tensor; between quantizers only Conv, Gemm / MatMul, residual "
+               "Adds (a 1x1 depthwise Conv per branch holds its multiplier), pools, ReLU and reshapes (others, a "
+               "channel Concat, a final Softmax, QOperator files refused by name); an asymmetric zero point as a "
+               "Clip fused into the layer's saturation; ONNX Runtime's output integers but within about 1e-5 of a "
+               "rounding tie (the build fails beyond 3 steps or below the agreement bar)", accepted, "(types)",
                QDQ_TESTS, emulator="no: the integer model stands in where the input needs a clamp"),
     Capability("DequantizeLinear", "ONNX QDQ: on a weight or bias (int8, int32), folded into the layer's weights "
                "with its scale (per tensor or per output channel); on an activation, the pair of QuantizeLinear",

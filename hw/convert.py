@@ -458,26 +458,40 @@ def onnxruntime_integers(model, path: Path, pixels: np.ndarray, spec: InputSpec)
     return np.round(scores / np.float32(scale)).astype(np.int64) + zero
 
 
+QDQ_MAX_STEPS = 3  # a lowering that computes something else is off by many steps (a lost clamp: 9; a clip on integers: 86)
+
+
 def check_against_onnxruntime(ctx: BuildContext, check: ImageSet, integer: np.ndarray) -> None:
     """The integer model against ONNX Runtime on the user's QDQ file: images with the very same
-    output integers, the largest difference (in output steps) and the top-1 agreement. The
-    requantization multipliers are folded into weights of CONSTANT_BITS bits, where ONNX Runtime
-    multiplies in float, so a rounding may land one step away; a difference of more than one step
-    fails the build."""
+    output integers, the largest difference (in output steps) and the top-1 agreement. ONNX
+    Runtime rounds ``float(sum) * M`` in float32, the design ``sum * M`` folded into its 25-bit
+    weights: they agree but where a value lies within about 1e-5 of a step of a rounding tie. Such
+    a one-step difference inside the network moves the layers after it, by a step here and there
+    (a deep net with random weights, the MLPerf Tiny ResNet-8 shape: 204 of 654 test cells with
+    the same integers, 2 of them two steps away). So the build fails when the top-1 agreement
+    misses the bar (as every build's does against its reference) or a score is more than
+    QDQ_MAX_STEPS steps away, and warns beyond one."""
     from .qdq_in import CONSTANT_BITS
 
     theirs = onnxruntime_integers(ctx.canonical, ctx.source.onnx_path, check.pixels, ctx.source.spec)
     ours = integer.astype(np.int64)
     diff = np.abs(ours - theirs)
+    flips = int(np.sum(ours.argmax(1) != theirs.argmax(1)))
     ctx.report["onnxruntime_check"] = {
         "n": len(check), "bit_exact_images": int(np.all(diff == 0, axis=1).sum()), "max_abs_diff_steps": int(diff.max()),
+        "images_more_than_one_step_away": int(np.sum(diff.max(axis=1) > 1)),
         "top1_agreement": float(np.mean(ours.argmax(1) == theirs.argmax(1))),
-        "folded_weight_bits": CONSTANT_BITS,
+        "folded_weight_bits": CONSTANT_BITS, "max_steps_allowed": QDQ_MAX_STEPS,
         "reference": "ONNX Runtime (default session) on the source QDQ file, its scores as output integers"}
-    if diff.max() > 1:
+    if diff.max() > QDQ_MAX_STEPS or flips > allowed_flips(len(check), ctx.cfg.agreement):
         raise ConversionError(f"check failed: the integer model differs from ONNX Runtime on the QDQ model by up to "
-                              f"{int(diff.max())} output steps on {len(check)} calibration images (one is allowed: "
-                              "the folded weights' last bit); please report this model")
+                              f"{int(diff.max())} output steps and on {flips} of {len(check)} top-1 decisions on "
+                              f"calibration images (allowed: {QDQ_MAX_STEPS} steps, the {ctx.cfg.agreement:.2%} bar); "
+                              "please report this model")
+    if diff.max() > 1:
+        ctx.log(f"[convert]   warning: the integer model is {int(diff.max())} steps from ONNX Runtime's output "
+                f"integers on {ctx.report['onnxruntime_check']['images_more_than_one_step_away']} of {len(check)} "
+                "images (roundings within a hair of a tie, carried through the layers after them)")
 
 
 def allowed_flips(n: int, bar: float) -> int:

@@ -8,11 +8,14 @@ then ``q_y = clamp(round_half_even(sum * s_x * s_w / s_y) + z_y)``. The scales a
 powers of two, and the datapath is fixed point. The route:
 
 - Every activation travels **in units of its own scale**: the stream carries ``v = q - z``, an
-  integer. Its range ``[qmin - z, qmax - z]`` must be a fixed-point type's, which it is for the
-  zero points ``quantize_static`` writes after a ReLU (int8: -128, uint8: 0: the range is
-  0..255, ``ufixed<8,8>``, whose saturation is the ReLU) and for symmetric ones (``z = 0`` on int8,
-  ``128`` on uint8: ``fixed<8,8>``). Any other zero point on a tensor that feeds another layer is
-  refused by name (a padded border is a real zero, so the stream cannot carry ``q``).
+  integer (a padded border is a real zero, so the stream cannot carry ``q``). Its range
+  ``[qmin - z, qmax - z]`` is a fixed-point type's for the zero points ``quantize_static`` writes
+  after a ReLU (int8: -128, uint8: 0: 0..255, ``ufixed<8,8>``, whose saturation is the ReLU)
+  and for symmetric ones (``z = 0`` on int8, ``128`` on uint8: ``fixed<8,8>``); any other range
+  gets a Clip after its layer, fused into the layer's saturation (``clamp_output``).
+- A **residual Add** of two quantized tensors scales each branch to the join's units with a 1x1
+  depthwise Conv (``scale_branches``), keeping JOIN_FRAC fractional bits for the join's one
+  rounding.
 - The **requantization multiplier** ``M_c = s_x * s_w[c] / s_y`` (float32, as ONNX Runtime
   computes it) goes into the layer's weights: ``w' = round(q_w * M_c * 2**k) * 2**-k``, ``k`` the
   largest that keeps every ``w'`` within CONSTANT_BITS (25) signed bits: one DSP48E1 product
@@ -22,8 +25,8 @@ powers of two, and the datapath is fixed point. The route:
   zero point added.
 - The **output** keeps ONNX Runtime's integers ``q``: its zero point joins the bias, so the
   layer's saturation to ``int8`` / ``uint8`` is ONNX Runtime's clamp, and the build records
-  ``s`` and ``z`` (``report.json`` ``output_dequantize``, the RTL manifest and the overlay) so
-  that every backend returns ``s * (q - z)``, the scores ONNX Runtime returns.
+  ``s`` and ``z`` (``report.json`` ``output_dequantize``) so that every backend returns
+  ``s * (q - z)``, the scores ONNX Runtime returns.
 - The **input** quantizer ``q = clamp(round(x / s) + z)`` of the normalized pixels is fitted
   once the card's normalization is in front (``fit_input_quantizer``): the per-channel affine
   map on raw pixels gets the narrowest coefficients whose rounding gives ONNX Runtime's own
@@ -36,11 +39,10 @@ scale, so the canonical graph computes the quantized network in those units.
 
 Refused by name (exit 2, one line): any op between quantizers whose result does not scale with
 its input (a Clip with real bounds, HardSwish, ...: ``check_ops``), a final Softmax / Sigmoid, a
-network not ending in a Conv, Gemm or MatMul, weights with a zero point other than 0, a residual
-Add or channel Concat of two quantized tensors (their scales differ: the join would need a
-multiplier per branch), a reshape whose output has other quantization than its input, a layer
-without a quantizer on its output, 16-bit (``com.microsoft``) quantizers, ONNX Runtime's
-QOperator format.
+network not ending in a Conv, Gemm or MatMul, weights with a zero point other than 0, a channel
+Concat of two quantized tensors, an asymmetric zero point on a layer without its own rounding
+cast, a reshape whose output has other quantization than its input, a layer without a quantizer
+on its output, 16-bit (``com.microsoft``) quantizers, ONNX Runtime's QOperator format.
 """
 
 from __future__ import annotations
@@ -373,6 +375,67 @@ def requantize_after(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, 
         quantizers.setdefault(y, quantizers[target])
 
 
+JOIN_FRAC = 12  # a residual branch scaled to the join's units keeps this many fractional bits
+
+
+def scale_branches(low: Lowering, add: onnx.NodeProto, quantizers: dict[str, Quantizer], shapes: dict) -> None:
+    """A residual Add of two quantized tensors (ONNX Runtime's QLinearAdd: ``round(v_a * s_a / s_y
+    + v_b * s_b / s_y)``): each branch goes through a 1x1 depthwise Conv holding its multiplier
+    ``s_t / s_y`` and keeps JOIN_FRAC fractional bits, so the join adds them exactly and its one
+    rounding cast is the requantization, to the branches' last bit."""
+    y = add.output[0]
+    if y not in quantizers:
+        raise low.refuse(add, "output", f"'{y}' has no quantizer; {QDQ_HINT}")
+    for index, branch in enumerate(list(add.input)):
+        shape = shapes.get(branch)
+        if shape is None or len(shape) != 4:
+            raise low.refuse(add, f"input {index}", f"'{branch}': a join of image maps with their own scales is "
+                             "built for 4-D maps")
+        channels = int(shape[1])
+        m, k = folded_constants(np.ones(1), multipliers(quantizers[branch].scale, np.ones(1, np.float32),
+                                                        quantizers[y].scale))
+        scaled = f"{add.name}_input{index}_in_join_units"
+        weight, bias = f"{scaled}_weight", f"{scaled}_bias"
+        low.init[weight] = np.full((channels, 1, 1, 1), float(m[0]) * 2.0 ** -k, np.float32)
+        low.init[bias] = np.zeros(channels, np.float32)
+        annotate(low.model, weight, grid_type(0, int(m[0]), k, True))
+        annotate(low.model, bias, FixedType(4, 4, True))
+        largest = max(abs(v) for v in quantizers[branch].v_range) * float(m[0]) * 2.0 ** -k
+        integer = max(1, math.ceil(math.log2(largest + 1))) + 1
+        annotate(low.model, scaled, FixedType(integer + JOIN_FRAC, integer, True))
+        index_in_graph = list(low.graph.node).index(add)
+        low.graph.node.insert(index_in_graph, helper.make_node(
+            "Conv", [branch, weight, bias], [scaled], name=f"{add.name}_input{index}_requantize", group=channels,
+            kernel_shape=[1, 1]))
+        add.input[index] = scaled
+
+
+CLAMPING_OPS = ("Conv", "Gemm", "Add")  # their rounding cast saturates to a fused Clip's bounds
+
+
+def clamp_output(low: Lowering, tensor: str, quant: Quantizer) -> FixedType:
+    """A tensor whose zero point leaves integers ``qmin - z .. qmax - z`` that are no type's range
+    (a layer without a ReLU, asymmetric): a Clip to that range after its layer, which fuses into
+    the layer's saturation (its OMIN / OMAX), and the narrowest type holding it."""
+    producers = {o: n for n in low.graph.node for o in n.output}
+    producer = producers.get(tensor)
+    low_v, high_v = quant.v_range
+    if producer is None or producer.op_type not in CLAMPING_OPS:
+        what = f"node '{producer.name}' ({producer.op_type})" if producer else f"tensor '{tensor}'"
+        raise ConversionError(
+            f"{low.source}: {what}, output: zero point {quant.zero} leaves the integers {low_v}..{high_v} around the "
+            "real zero, which only a layer with its own rounding cast (Conv, Gemm, Add) saturates to; quantize it "
+            "symmetrically (extra_options={'ActivationSymmetric': True})")
+    unclamped = f"{tensor}_before_clamp"
+    producer.output[0] = unclamped
+    bounds = (f"{tensor}_clamp_low", f"{tensor}_clamp_high")
+    low.init[bounds[0]], low.init[bounds[1]] = np.asarray(low_v, np.float32), np.asarray(high_v, np.float32)
+    index = list(low.graph.node).index(producer)
+    low.graph.node.insert(index + 1, helper.make_node("Clip", [unclamped, *bounds], [tensor],
+                                                      name=f"{producer.name}_clamp"))
+    return grid_type(low_v, high_v, 0, True)
+
+
 def check_same_scale(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, Quantizer]) -> None:
     x, y = node.input[0], node.output[0]
     if x in quantizers and y in quantizers and not quantizers[x].same(quantizers[y]):
@@ -397,9 +460,11 @@ def check_ops(low: Lowering, quantizers: dict[str, Quantizer]) -> None:
         if all(t in constants for t in node.input if t):  # shape arithmetic on constants: folded
             constants.update(node.output)
             continue
+        if node.op_type == "Add" and len(node.input) == 2 and all(t in quantizers for t in node.input):
+            continue  # a residual join: each branch scaled to the join's units (scale_branches)
         if node.op_type in ("Add", "Concat", "Mul", "Sum") and sum(t in quantizers for t in node.input) >= 2:
             raise low.refuse(node, "op", "a join of two quantized tensors with their own scales is not built yet "
-                             "(it needs a multiplier per branch); quantize the blocks before and after it only, "
+                             "for this op (a residual Add is); quantize the blocks before and after it only, "
                              "or use a QONNX model with power-of-two scales")
         if node.op_type in ("Softmax", "Sigmoid") and node.output[0] == low.output:
             raise low.refuse(node, "op", "a final activation between quantizers is not built for a QDQ model; "
@@ -447,6 +512,8 @@ def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     for node in list(low.graph.node):
         if node.op_type in COMPUTE_OPS:
             fold_layer(low, node, consts, quantizers, out_zero if node.output[0] == low.output else 0)
+        elif node.op_type == "Add":
+            scale_branches(low, node, quantizers, shapes)
         elif node.op_type in WIRING_OPS:
             check_same_scale(low, node, quantizers)
         elif node.op_type in SAME_SCALE_OPS:
@@ -461,13 +528,7 @@ def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
         elif tensor != low.input:
             t = v_type(quant.v_range)
             if t is None:
-                producer = low.producer.get(tensor)
-                what = f"node '{producer.name}' ({producer.op_type})" if producer else f"tensor '{tensor}'"
-                raise ConversionError(
-                    f"{source}: {what}, output: zero point {quant.zero} "
-                    f"leaves the integers {quant.v_range[0]}..{quant.v_range[1]} around the real zero, which no "
-                    "fixed-point type saturates to; quantize it symmetrically (extra_options={'ActivationSymmetric': "
-                    "True}) or put a ReLU after it")
+                t = clamp_output(low, tensor, quant)
             annotate(proto, tensor, t)
     inp = quantizers[low.input]
     scale_node = helper.make_node("Div", [low.input, "edgefpga_input_scale"], [low.input + "_in_units"],

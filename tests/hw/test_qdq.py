@@ -5,8 +5,9 @@ on 16x16 ELPV cells (random nets leave near-tie logits), exported with ``torch.o
 user calls it (PyTorch's default exporter: ``ReduceMean`` for the average pool) and as the
 TorchScript exporter writes it (``GlobalAveragePool``), then quantized with
 ``onnxruntime.quantization.quantize_static`` (QDQ format) on 64 training cells, as its docs show:
-int8 per tensor (the defaults), uint8 activations with per-channel weights, and symmetric int8
-activations on a twin that averages with ``x.mean((2, 3))`` (ReduceMean, keepdims=0). ``convert``
+int8 per tensor (the defaults), uint8 activations with per-channel weights, symmetric int8
+activations on a twin that averages with ``x.mean((2, 3))`` (ReduceMean, keepdims=0), and a
+residual net (two joins, a strided shortcut, asymmetric zero points before the joins). ``convert``
 builds each with its own scales (no precision search); its integer model gives ONNX Runtime's
 output integers on held-out cells, to one step (the folded weights' last bit), with
 the same top-1; the RTL is bit-exact to the integer model, and the runtime's scores are ONNX
@@ -41,7 +42,8 @@ STEPS = 300
 # name -> (net, exporter, quantize_static options)
 VARIANTS = {"int8_per_tensor": ("pooled", "default", {}),
             "uint8_per_channel": ("pooled", "torchscript", {"per_channel": True, "activation_type": "QUInt8"}),
-            "int8_symmetric_mean": ("mean", "default", {"extra_options": {"ActivationSymmetric": True}})}
+            "int8_symmetric_mean": ("mean", "default", {"extra_options": {"ActivationSymmetric": True}}),
+            "int8_residual": ("residual", "default", {})}
 
 
 def small_net() -> nn.Module:
@@ -63,7 +65,26 @@ class MeanNet(nn.Module):
         return self.head(self.convs(x).mean((2, 3)))
 
 
-NETS = {"pooled": small_net, "mean": MeanNet}
+class Residual(nn.Module):
+    """Two residual joins, one with a strided 1x1 shortcut, the branches without a ReLU before the
+    join: ONNX Runtime gives them asymmetric zero points."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.branch = nn.Conv2d(8, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.shortcut = nn.Conv2d(8, 16, 1, stride=2)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        x = torch.relu(x + self.branch(x))
+        x = torch.relu(self.down(x) + self.shortcut(x))
+        return self.head(x.mean((2, 3)))
+
+
+NETS = {"pooled": small_net, "mean": MeanNet, "residual": Residual}
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +190,15 @@ def test_qdq_converts_and_matches_onnxruntime(name, quantized, cells, tmp_path):
 
 
 def test_qdq_rtl_is_bit_exact_and_scores_are_onnxruntimes(quantized, cells, tmp_path):
-    """The default-exported net's RTL against its integer model on held-out cells (a Verilator
-    build), and the rtl backend's scores against ONNX Runtime's on the QDQ file."""
+    """The residual net's RTL (its joins, the branches' requantizing 1x1 convs, the clamps of
+    asymmetric zero points) against its integer model on held-out cells (a Verilator build), and
+    the rtl backend's scores against ONNX Runtime's on the QDQ file."""
     from edgefpga.runtime.backends.rtl import RtlBackend
     from edgefpga.runtime.source import ModelRef
     from edgefpga.sim.verify import verify
 
-    build = tmp_path / "int8"
-    convert_net(quantized["int8_per_tensor"], cells, build)
+    build = tmp_path / "residual"
+    convert_net(quantized["int8_residual"], cells, build)
     _, _, _, test_raw = cells
     np.savez(tmp_path / "test.npz", images=test_raw)
     result = verify(build, images=str(tmp_path / "test.npz"), sample=4, progress=False)
@@ -189,21 +211,23 @@ def test_qdq_rtl_is_bit_exact_and_scores_are_onnxruntimes(quantized, cells, tmp_
         scores = backend.run(frames).scores
     finally:
         backend.close()
-    theirs = onnxruntime_scores(quantized["int8_per_tensor"], frames)
+    theirs = onnxruntime_scores(quantized["int8_residual"], frames)
     scale = json.loads((build / "report.json").read_text())["output_dequantize"]["scale"]
     assert np.abs(scores - theirs).max() <= scale * (1 + 1e-3), (scores, theirs)
 
 
-class Residual(nn.Module):
+class Fire(nn.Module):
+    """A channel Concat of two branches (SqueezeNet's fire module)."""
+
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.branch = nn.Conv2d(4, 4, 3, padding=1)
-        self.head = nn.Linear(4, 2)
+        self.squeeze = nn.Conv2d(1, 4, 1)
+        self.left, self.right = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(8, 2)
 
     def forward(self, x):
-        x = torch.relu(self.conv(x))
-        x = torch.relu(x + self.branch(x))
+        x = torch.relu(self.squeeze(x))
+        x = torch.cat([torch.relu(self.left(x)), torch.relu(self.right(x))], 1)
         return self.head(x.mean((2, 3)))
 
 
@@ -216,8 +240,7 @@ def refusal(path: Path) -> str:
 
 
 def test_what_is_not_built_is_refused_by_name(cells, tmp_path):
-    """uint8 weights (a zero point), a layer output with a zero point no type saturates to (a conv
-    without a ReLU feeding another), a residual join of two differently scaled tensors, a ReLU6
+    """uint8 weights (a zero point), a channel Concat of two differently scaled tensors, a ReLU6
     (a Clip between quantizers: it would clip integers in units of the scale), a final Softmax
     and ONNX Runtime's other format (QOperator): one line each, naming the node and the reason;
     nothing is built."""
@@ -227,14 +250,11 @@ def test_what_is_not_built_is_refused_by_name(cells, tmp_path):
     torch.manual_seed(0)
     plain = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 2)).eval()
-    no_relu = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
     relu6 = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 2)).eval()
     softmax = nn.Sequential(*plain, nn.Softmax(dim=1)).eval()
     cases = (("uint8_weights", plain, {"weight_type": "QUInt8", "activation_type": "QUInt8"}, "x_zero_point: "),
-             ("no_relu", no_relu, {}, "which no fixed-point type saturates to"),
-             ("residual", Residual().eval(), {}, "a join of two quantized tensors"),
+             ("concat", Fire().eval(), {}, "a join of two quantized tensors"),
              ("relu6", relu6, {"extra_options": {"ActivationSymmetric": True}}, "(Clip), op: Clip between quantizers"),
              ("softmax", softmax, {"extra_options": {"ActivationSymmetric": True}}, "a final activation"),
              ("qoperator", plain, {"quant_format": "QOperator"}, "QOperator format is not read"))
@@ -244,7 +264,7 @@ def test_what_is_not_built_is_refused_by_name(cells, tmp_path):
         message = refusal(path)
         assert "node '" in message and needle in message, (label, message)
     with pytest.raises(ConversionError):
-        convert(str(tmp_path / "residual.onnx"), tmp_path / "build", ConvertConfig(progress=False, scale=SPEC.scale),
+        convert(str(tmp_path / "concat.onnx"), tmp_path / "build", ConvertConfig(progress=False, scale=SPEC.scale),
                 log=lambda _m: None)
     assert not (tmp_path / "build").exists()
 

@@ -233,7 +233,7 @@ def judge(result: dict, bar: float) -> list[dict]:
         failed.append({"check": "emulator_bit_exact", "detail": f"the hls4ml emulator differs from the integer model "
                        f"on {checked - emu['integer_model_bit_exact_images']} of {checked} images"})
     if emu["top1_agreement"] < bar:
-        failed.append({"check": "agreement", "detail": f"top-1 agreement with the float model "
+        failed.append({"check": "agreement", "detail": f"top-1 agreement with {emu.get('reference', 'the float model')} "
                        f"{emu['top1_agreement']:.2%} on {emu['n']} images, below the bar {bar:.2%}"})
     rtl = result.get("rtl")
     if rtl is not None:

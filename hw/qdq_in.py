@@ -15,7 +15,8 @@ powers of two, and the datapath is fixed point. The route:
   gets a Clip after its layer, fused into the layer's saturation (``clamp_output``).
 - A **residual Add** of two quantized tensors scales each branch to the join's units with a 1x1
   depthwise Conv (``scale_branches``), keeping JOIN_FRAC fractional bits for the join's one
-  rounding.
+  rounding; a **channel Concat** rounds each branch to the output's integers in such a Conv
+  (``requantize_branches``), as ONNX Runtime's QLinearConcat does.
 - The **requantization multiplier** ``M_c = s_x * s_w[c] / s_y`` (float32, as ONNX Runtime
   computes it) goes into the layer's weights: ``w' = round(q_w * M_c * 2**k) * 2**-k``, ``k`` the
   largest that keeps every ``w'`` within CONSTANT_BITS (25) signed bits: one DSP48E1 product
@@ -39,8 +40,8 @@ scale, so the canonical graph computes the quantized network in those units.
 
 Refused by name (exit 2, one line): any op between quantizers whose result does not scale with
 its input (a Clip with real bounds, HardSwish, ...: ``check_ops``), a final Softmax / Sigmoid, a
-network not ending in a Conv, Gemm or MatMul, weights with a zero point other than 0, a channel
-Concat of two quantized tensors, an asymmetric zero point on a layer without its own rounding
+network not ending in a Conv, Gemm or MatMul, weights with a zero point other than 0, a join of
+more than two tensors, an asymmetric zero point on a layer without its own rounding
 cast, a reshape whose output has other quantization than its input, a layer without a quantizer
 on its output, 16-bit (``com.microsoft``) quantizers, ONNX Runtime's QOperator format.
 """
@@ -410,6 +411,37 @@ def scale_branches(low: Lowering, add: onnx.NodeProto, quantizers: dict[str, Qua
         add.input[index] = scaled
 
 
+def requantize_branches(low: Lowering, concat: onnx.NodeProto, quantizers: dict[str, Quantizer],
+                        shapes: dict) -> None:
+    """A channel Concat of two quantized tensors (ONNX Runtime's QLinearConcat: each input
+    requantized to the output's scale and zero point, then joined): a branch quantized otherwise
+    than the output goes through a 1x1 depthwise Conv holding ``s_t / s_y`` that rounds to the
+    output's integers; the join itself only places channels (ef_concat, no rounding)."""
+    y = concat.output[0]
+    if y not in quantizers:
+        raise low.refuse(concat, "output", f"'{y}' has no quantizer; {QDQ_HINT}")
+    for index, branch in enumerate(list(concat.input)):
+        if quantizers[branch].same(quantizers[y]):
+            continue
+        shape = shapes.get(branch)
+        if shape is None or len(shape) != 4:
+            raise low.refuse(concat, f"input {index}", f"'{branch}': a channel join of 4-D maps is built")
+        channels = int(shape[1])
+        m, k = folded_constants(np.ones(1), multipliers(quantizers[branch].scale, np.ones(1, np.float32),
+                                                        quantizers[y].scale))
+        requantized = f"{concat.name}_input{index}_in_output_units"
+        weight, bias = f"{requantized}_weight", f"{requantized}_bias"
+        low.init[weight] = np.full((channels, 1, 1, 1), float(m[0]) * 2.0 ** -k, np.float32)
+        low.init[bias] = np.zeros(channels, np.float32)
+        annotate(low.model, weight, grid_type(0, int(m[0]), k, True))
+        annotate(low.model, bias, FixedType(4, 4, True))
+        low.graph.node.insert(list(low.graph.node).index(concat), helper.make_node(
+            "Conv", [branch, weight, bias], [requantized], name=f"{concat.name}_input{index}_requantize",
+            group=channels, kernel_shape=[1, 1]))
+        concat.input[index] = requantized
+        quantizers[requantized] = quantizers[y]  # typed (or clamped) with the output's integers below
+
+
 CLAMPING_OPS = ("Conv", "Gemm", "Add")  # their rounding cast saturates to a fused Clip's bounds
 
 
@@ -460,12 +492,12 @@ def check_ops(low: Lowering, quantizers: dict[str, Quantizer]) -> None:
         if all(t in constants for t in node.input if t):  # shape arithmetic on constants: folded
             constants.update(node.output)
             continue
-        if node.op_type == "Add" and len(node.input) == 2 and all(t in quantizers for t in node.input):
-            continue  # a residual join: each branch scaled to the join's units (scale_branches)
+        if node.op_type in ("Add", "Concat") and len(node.input) == 2 and all(t in quantizers for t in node.input):
+            continue  # a residual join or a channel concat: each branch scaled to the join's units
         if node.op_type in ("Add", "Concat", "Mul", "Sum") and sum(t in quantizers for t in node.input) >= 2:
             raise low.refuse(node, "op", "a join of two quantized tensors with their own scales is not built yet "
-                             "for this op (a residual Add is); quantize the blocks before and after it only, "
-                             "or use a QONNX model with power-of-two scales")
+                             "for this op (a residual Add and a channel Concat of two are); quantize the blocks "
+                             "before and after it only, or use a QONNX model with power-of-two scales")
         if node.op_type in ("Softmax", "Sigmoid") and node.output[0] == low.output:
             raise low.refuse(node, "op", "a final activation between quantizers is not built for a QDQ model; "
                              "quantize the model without it (the runtime applies it: docs/convert.md)")
@@ -514,6 +546,8 @@ def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
             fold_layer(low, node, consts, quantizers, out_zero if node.output[0] == low.output else 0)
         elif node.op_type == "Add":
             scale_branches(low, node, quantizers, shapes)
+        elif node.op_type == "Concat":
+            requantize_branches(low, node, quantizers, shapes)
         elif node.op_type in WIRING_OPS:
             check_same_scale(low, node, quantizers)
         elif node.op_type in SAME_SCALE_OPS:
@@ -522,7 +556,10 @@ def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
         name = next(iter(consts))
         raise ConversionError(f"{source}: the dequantized constant '{name}' is not a Conv, Gemm or MatMul weight or "
                               "bias; only layer weights are built quantized")
-    for tensor, quant in quantizers.items():
+    concat_outputs = {n.output[0] for n in low.graph.node if n.op_type == "Concat"}
+    for tensor, quant in list(quantizers.items()):
+        if tensor in concat_outputs:
+            continue  # its type is its branches', joined (hw/layers/concat.py)
         if tensor == low.output:
             annotate(proto, tensor, FixedType(8, 8, True))
         elif tensor != low.input:

@@ -32,18 +32,18 @@ def stage_params(build, name: str) -> dict:
 # the foreign Conv_2 (3x3 stride 2, 20x20x16 map) in the build's own form over two frames is
 # test_frames_overlap_at_full_rate[1]'s; here the forms it did not choose
 @pytest.mark.parametrize("stage, params", [("Conv_1", {}),                 # 1x1
-                                           # multipliers as LUT logic; and the line buffer's read word
-                                           # registered, and again (block RAM), or its address
-                                           # (distributed RAM): the build's own choice is the first
-                                           # case, this one is the other (two independent parts of
-                                           # the datapath in one Verilator build: 40 s of the suite)
-                                           ("Conv_2", {"USE_DSP": 0, "LB_WORD_REG": OTHER}),
-                                           # stage B2 for the weight ROM alone (WROM_OUT_REG) in the
-                                           # address form: the selected slice waits in B2 (in the word
-                                           # form it builds the RTL of LB_OUT_REG=1, checked above);
-                                           # with it, flow control by credit or by one stall, the
-                                           # form the build did not choose (OUT_CREDIT)
-                                           ("Conv_2", {"LB_WORD_REG": 0, "LB_OUT_REG": 0, "WROM_OUT_REG": 1,
+                                           # the forms the build did not choose, independent parts of
+                                           # the datapath in one Verilator build (each build is about
+                                           # 30 s of the suite): multipliers as LUT logic (USE_DSP);
+                                           # the line buffer's read address registered (distributed
+                                           # RAM) where the build registers its word, and again (block
+                                           # RAM): LB_WORD_REG, LB_OUT_REG = OTHER, both 0 here; stage
+                                           # B2 for the weight ROM alone (WROM_OUT_REG) in that address
+                                           # form, the selected slice waiting in B2 (in the word form
+                                           # it builds the RTL of LB_OUT_REG=1, the build's own, in the
+                                           # two-frame run above); flow control by credit or by one
+                                           # stall, the other than the build's (OUT_CREDIT)
+                                           ("Conv_2", {"USE_DSP": 0, "LB_WORD_REG": OTHER, "WROM_OUT_REG": 1,
                                                        "OUT_CREDIT": OTHER}),
                                            ("AveragePool_1", {})])         # the global average pool
 def test_foreign_stages(foreign_build, foreign_dir, tmp_path, stage, params):

@@ -209,7 +209,7 @@ WIRING: tuple[Capability, ...] = (
                "point in report.json for the runtime. No precision search runs (hw/qdq_in.py)",
                "int8 / uint8 activations, one scale per tensor; between quantizers only Conv, Gemm / MatMul, residual "
                "Adds and channel Concats of two (a 1x1 depthwise Conv per branch holds its multiplier), pools, ReLU and "
-               "reshapes (others, a final Softmax, QOperator files refused by name); an asymmetric zero point as a "
+               "reshapes (others and QOperator files refused by name; a final Softmax / Sigmoid left to the runtime); an asymmetric zero point as a "
                "Clip fused into the layer's saturation; ONNX Runtime's output integers but within about 1e-5 of a "
                "rounding tie (the build fails beyond 3 steps or below the agreement bar)", accepted, "(types)",
                QDQ_TESTS, emulator="no: the integer model stands in where the input needs a clamp"),

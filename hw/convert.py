@@ -46,7 +46,7 @@ from .precision import HELD_OUT_RULE, Criterion, Precisions, as_cells, build_kno
 from .plan import BUDGET_SHARE, SEARCH_FLOOR, NetworkPlan, PlanError, check_pins, estimate_latency, format_fit, \
     layer_sizes, load_pins, plan_network
 from .profile import TensorRange, profile_activations, with_outputs
-from .qdq_in import OUTPUT_SCALE, OUTPUT_ZERO, fit_input_quantizer, impose_input_types, is_lowered_qdq, metadata
+from .qdq_in import OUTPUT_SCALE, OUTPUT_TENSOR, OUTPUT_ZERO, fit_input_quantizer, impose_input_types, is_lowered_qdq, metadata
 from .qonnx_in import is_lowered_qonnx, model_precisions, qonnx_outputs, reference_graph
 
 REPORT_FILE = "report.json"
@@ -229,7 +229,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def run_source(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
+def run_source(model: onnx.ModelProto, inputs: np.ndarray, output: str | None = None,
+               output_type: int = onnx.TensorProto.FLOAT) -> np.ndarray:
     """The user's own graph in ONNX Runtime, one image at a time (its batch size may be fixed;
     NCHW ``inputs`` are given channels-last to a graph that takes NHWC)."""
     from .graph import onnx_session
@@ -237,6 +238,9 @@ def run_source(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
 
     if input_transpose(model) is not None:
         inputs = np.ascontiguousarray(inputs.transpose(0, 2, 3, 1))
+    if output is not None:  # a tensor inside the graph, read as an output of its own
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        model.graph.output.insert(0, onnx.helper.make_tensor_value_info(output, output_type, None))
     session = onnx_session(model)
     name = session.get_inputs()[0].name
     outputs = [session.run(None, {name: inputs[i:i + 1]})[0] for i in range(len(inputs))]
@@ -450,9 +454,17 @@ def check_against_qonnx(ctx: BuildContext, check: ImageSet, integer: np.ndarray)
 
 def onnxruntime_integers(model, path: Path, pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     """ONNX Runtime running the user's QDQ file (its default session: the QLinear kernels) on
-    normalized pixels, its float scores back to the output quantizer's integers ``q``."""
+    normalized pixels: the output quantizer's integers ``q``, read from the file's own integer
+    tensor (older builds: its float scores turned back into them)."""
     from edgefpga.models.preprocess import normalize
 
+    tensor = metadata(model, OUTPUT_TENSOR)
+    if tensor is not None:  # the quantizer's own integers (before a final Softmax, too)
+        name, _, kind = tensor.partition(",")
+        unsigned = kind == "uint8"
+        q = run_source(onnx.load(str(path)), normalize(pixels, spec), name,
+                       onnx.TensorProto.UINT8 if unsigned else onnx.TensorProto.INT8)
+        return q.astype(np.int64) - (128 if unsigned else 0)  # as the output words carry them (hw/qdq_in.py)
     scale, zero = float(metadata(model, OUTPUT_SCALE)), int(metadata(model, OUTPUT_ZERO))
     scores = run_source(onnx.load(str(path)), normalize(pixels, spec))
     return np.round(scores / np.float32(scale)).astype(np.int64) + zero

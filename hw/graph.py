@@ -377,6 +377,7 @@ class DropFinalActivation(Transformation):
         node = model.find_producer(out)
         if node is not None and node.op_type in ("Softmax", "Sigmoid"):
             producer = model.find_producer(node.input[0])
+            move_annotation(model, node.input[0], out)  # a quantized model's output type goes along
             producer.output[0] = out
             model.graph.node.remove(node)
             model.set_metadata_prop(OUTPUT_ACTIVATION, node.op_type.lower())

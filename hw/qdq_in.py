@@ -39,8 +39,8 @@ model's own types, no precision search). Each tensor's type says it is an intege
 scale, so the canonical graph computes the quantized network in those units.
 
 Refused by name (exit 2, one line): any op between quantizers whose result does not scale with
-its input (a Clip with real bounds, HardSwish, ...: ``check_ops``), a final Softmax / Sigmoid, a
-network not ending in a Conv, Gemm or MatMul, weights with a zero point other than 0, a join of
+its input (a Clip with real bounds, HardSwish, ...: ``check_ops``), a network whose scores (before
+a final Softmax / Sigmoid, which the runtime applies) do not come from a Conv, Gemm or MatMul, weights with a zero point other than 0, a join of
 more than two tensors, an asymmetric zero point on a layer without its own rounding
 cast, a reshape whose output has other quantization than its input, a layer without a quantizer
 on its output, 16-bit (``com.microsoft``) quantizers, ONNX Runtime's QOperator format.
@@ -64,6 +64,7 @@ CONSTANT_BITS = 25  # a folded weight (8-bit weight x multiplier): the DSP48E1's
 OUTPUT_SCALE = "edgefpga.output_scale"  # metadata: the output quantizer's scale (scores are s * (q - z))
 OUTPUT_ZERO = "edgefpga.output_zero_point"
 INPUT_QUANTIZER = "edgefpga.input_quantizer"  # metadata: "scale,zero_point,qmin,qmax" of the input's quantizer
+OUTPUT_TENSOR = "edgefpga.output_quantized_tensor"  # metadata: the source file's integer tensor the output is
 INPUT_MISSES = "edgefpga.input_quantizer_misses"  # metadata: pixel values the fitted input map rounds otherwise
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 SAME_SCALE_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Relu", "ReduceMean", "ReduceMax")
@@ -184,12 +185,14 @@ class Lowering:
         """float tensor -> its quantizer; the QDQ pairs are taken out of the graph (each consumer of
         the DequantizeLinear reads the quantized tensor itself)."""
         found: dict[str, Quantizer] = {}
+        self.q_outputs: dict[str, str] = {}  # float tensor -> its integer tensor in the source file
         for q in [n for n in self.graph.node if n.op_type == "QuantizeLinear"]:
             if q.input[0] in self.init:
                 raise self.refuse(q, "x", "a quantizer of a constant (a weight kept in float and quantized at run "
                                   "time) is not built; quantize_static writes int8 weights")
             quant = self.quantizer(q)
             tensor = q.input[0]
+            self.q_outputs.setdefault(tensor, q.output[0])
             if tensor in found and not found[tensor].same(quant):
                 raise self.refuse(q, "y_scale", f"'{tensor}' is quantized twice, differently")
             found[tensor] = quant
@@ -201,6 +204,7 @@ class Lowering:
                 self.graph.node.remove(dq)
                 if dq.output[0] == self.output:  # the producer now writes the graph output under its name
                     found[self.output] = found.pop(tensor)
+                    self.q_outputs[self.output] = self.q_outputs[tensor]
             if q.output[0] == self.output:
                 raise self.refuse(q, "output", "an integer graph output is not built; end with a DequantizeLinear")
             self.graph.node.remove(q)
@@ -481,11 +485,21 @@ QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMul
 REMOVED_OPS = ("Identity", "Dropout")  # canonicalize drops them: scale-invariant
 
 
+def scores_tensor(low: Lowering) -> str:
+    """The tensor the accelerator returns: the graph output, or the scores before a final Softmax
+    / Sigmoid (canonicalize drops it and the runtime applies it: graph.DropFinalActivation)."""
+    producer = low.producer.get(low.output)
+    if producer is not None and producer.op_type in ("Softmax", "Sigmoid"):
+        return producer.input[0]
+    return low.output
+
+
 def check_ops(low: Lowering, quantizers: dict[str, Quantizer]) -> None:
     """Between quantizers the lowered graph computes in units of each tensor's scale: only layers
     whose result scales with their input (convolutions and dense layers, whose weights take the
-    multiplier; pools, ReLU and wiring) are built; the rest is refused by name, as is a network
-    whose output is not a Conv, Gemm or MatMul (the output's zero point joins its bias)."""
+    multiplier; joins of two; pools, ReLU and wiring) are built; the rest is refused by name, as is
+    a network whose scores do not come from a Conv, Gemm or MatMul (the output's zero point joins
+    its bias). A final Softmax / Sigmoid stays: canonicalize drops it and the runtime applies it."""
     known = set(COMPUTE_OPS) | set(SAME_SCALE_OPS) | set(WIRING_OPS) | set(REMOVED_OPS)
     constants = set(low.init)
     for node in low.graph.node:
@@ -499,8 +513,10 @@ def check_ops(low: Lowering, quantizers: dict[str, Quantizer]) -> None:
                              "for this op (a residual Add and a channel Concat of two are); quantize the blocks "
                              "before and after it only, or use a QONNX model with power-of-two scales")
         if node.op_type in ("Softmax", "Sigmoid") and node.output[0] == low.output:
-            raise low.refuse(node, "op", "a final activation between quantizers is not built for a QDQ model; "
-                             "quantize the model without it (the runtime applies it: docs/convert.md)")
+            if node.input[0] not in quantizers:
+                raise low.refuse(node, "input", "a final activation of unquantized scores is not built for a QDQ "
+                                 f"model; {QDQ_HINT}")
+            continue  # the accelerator returns the scores before it, the runtime applies it
         if node.op_type not in known:
             raise low.refuse(node, "op", f"{node.op_type} between quantizers would compute on integers in units of "
                              "the scale, not on real values: not built for QDQ models (convolutions, dense layers, "
@@ -509,7 +525,7 @@ def check_ops(low: Lowering, quantizers: dict[str, Quantizer]) -> None:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
                 raise low.refuse(node, "alpha", "a quantized Gemm with alpha, beta or transA is not built")
-    producer = low.producer.get(low.output)
+    producer = low.producer.get(scores_tensor(low))
     if producer is None or producer.op_type not in COMPUTE_OPS:
         raise ConversionError(f"{low.source}: node '{producer.name if producer else low.output}' "
                               f"({producer.op_type if producer else 'input'}), output: a quantized network must end "
@@ -534,16 +550,19 @@ def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     check_ops(low, quantizers)
     if low.input not in quantizers:
         raise ConversionError(f"{source}: the network's input '{low.input}' has no QuantizeLinear; {QDQ_HINT}")
-    if low.output not in quantizers:
-        raise ConversionError(f"{source}: the network's output '{low.output}' has no QuantizeLinear (the last "
+    scores = scores_tensor(low)
+    if scores not in quantizers:
+        raise ConversionError(f"{source}: the network's output '{scores}' has no QuantizeLinear (the last "
                               f"layer's result stays float); {QDQ_HINT}")
-    out_q = quantizers[low.output]
+    if scores != low.output:  # the activation's own quantizer is the runtime's business: it applies the activation
+        quantizers.pop(low.output, None)
+    out_q = quantizers[scores]
     # the output words are two's complement: a uint8 output travels as q - 128 (int8's range), its
     # zero point moved alike
     out_zero = out_q.zero if out_q.qmin < 0 else out_q.zero - 128
     for node in list(low.graph.node):
         if node.op_type in COMPUTE_OPS:
-            fold_layer(low, node, consts, quantizers, out_zero if node.output[0] == low.output else 0)
+            fold_layer(low, node, consts, quantizers, out_zero if node.output[0] == scores else 0)
         elif node.op_type == "Add":
             scale_branches(low, node, quantizers, shapes)
         elif node.op_type == "Concat":
@@ -560,7 +579,7 @@ def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     for tensor, quant in list(quantizers.items()):
         if tensor in concat_outputs:
             continue  # its type is its branches', joined (hw/layers/concat.py)
-        if tensor == low.output:
+        if tensor == scores:
             annotate(proto, tensor, FixedType(8, 8, True))
         elif tensor != low.input:
             t = v_type(quant.v_range)
@@ -578,6 +597,7 @@ def lower_qdq(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     low.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in low.init.items()
                                  if any(k in n.input for n in low.graph.node))
     for key, value in ((QUANTIZED, "qdq"), (OUTPUT_SCALE, repr(out_q.scale)), (OUTPUT_ZERO, str(out_zero)),
+                       (OUTPUT_TENSOR, low.q_outputs[scores] + ("" if out_q.qmin < 0 else ",uint8")),
                        (INPUT_QUANTIZER, f"{inp.scale!r},{inp.zero},{inp.qmin},{inp.qmax}")):
         proto.graph.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))  # where qonnx keeps them
     for entry in list(proto.opset_import):

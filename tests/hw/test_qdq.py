@@ -7,8 +7,9 @@ TorchScript exporter writes it (``GlobalAveragePool``), then quantized with
 ``onnxruntime.quantization.quantize_static`` (QDQ format) on 64 training cells, as its docs show:
 int8 per tensor (the defaults), uint8 activations with per-channel weights, symmetric int8
 activations on a twin that averages with ``x.mean((2, 3))`` (ReduceMean, keepdims=0), a
-residual net (two joins, a strided shortcut, asymmetric zero points before the joins) and a fire
-module (a channel Concat of two branches). ``convert``
+residual net (two joins, a strided shortcut, asymmetric zero points before the joins), a fire
+module (a channel Concat of two branches) and the first net ending in a Softmax (the runtime
+applies it to the scores before it). ``convert``
 builds each with its own scales (no precision search); its integer model gives ONNX Runtime's
 output integers on held-out cells, to one step (the folded weights' last bit), with
 the same top-1; the RTL is bit-exact to the integer model, and the runtime's scores are ONNX
@@ -45,7 +46,8 @@ VARIANTS = {"int8_per_tensor": ("pooled", "default", {}),
             "uint8_per_channel": ("pooled", "torchscript", {"per_channel": True, "activation_type": "QUInt8"}),
             "int8_symmetric_mean": ("mean", "default", {"extra_options": {"ActivationSymmetric": True}}),
             "int8_residual": ("residual", "default", {}),
-            "int8_fire": ("fire", "default", {})}
+            "int8_fire": ("fire", "default", {}),
+            "int8_softmax": ("pooled+softmax", "default", {})}
 
 
 def small_net() -> nn.Module:
@@ -158,6 +160,7 @@ def quantized(cells, tmp_path_factory):
     models = {net: train_briefly(build, x, y, STEPS) for net, build in NETS.items()}
     calibration = x[:64].numpy()
     files = {}
+    models["pooled+softmax"] = nn.Sequential(models["pooled"], nn.Softmax(dim=1)).eval()  # a final Softmax
     for name, (net, exporter, options) in VARIANTS.items():
         float_path = export(models[net], folder / f"{name}_float.onnx", exporter)
         files[name] = quantize(float_path, folder / f"{name}.onnx", calibration, **dict(options))
@@ -200,6 +203,16 @@ def test_qdq_converts_and_matches_onnxruntime(name, quantized, cells, tmp_path):
     assert frac == 0
     theirs = onnxruntime_scores(path, test)
     ours_scores = dequantize["scale"] * (ours - dequantize["zero_point"])
+    if report["output_activation"] == "softmax":  # the runtime applies it to the scores before it
+        assert name.endswith("softmax")
+        e = np.exp(ours_scores - ours_scores.max(1, keepdims=True))
+        probabilities = e / e.sum(1, keepdims=True)
+        softmax_step = float(onnx.numpy_helper.to_array(next(
+            i for i in onnx.load(str(path)).graph.initializer if i.name.startswith("scores") and
+            i.name.endswith("_scale"))))
+        assert np.abs(probabilities - theirs).max() <= 2 * softmax_step  # ONNX Runtime's, quantized
+        assert np.array_equal(probabilities.argmax(1), theirs.argmax(1))
+        return
     steps = np.abs(ours_scores - theirs) / dequantize["scale"]
     assert steps.max() <= 1 + 1e-3, steps.max()
     assert np.array_equal(ours.argmax(1), theirs.argmax(1))
@@ -243,9 +256,8 @@ def refusal(path: Path) -> str:
 
 def test_what_is_not_built_is_refused_by_name(cells, tmp_path):
     """uint8 weights (a zero point), a ReLU6
-    (a Clip between quantizers: it would clip integers in units of the scale), a final Softmax
-    and ONNX Runtime's other format (QOperator): one line each, naming the node and the reason;
-    nothing is built."""
+    (a Clip between quantizers: it would clip integers in units of the scale) and ONNX Runtime's
+    other format (QOperator): one line each, naming the node and the reason; nothing is built."""
     from edgefpga.hw.convert import ConvertConfig, convert
 
     pixels = normalize(cells[0][:16], SPEC)
@@ -254,10 +266,8 @@ def test_what_is_not_built_is_refused_by_name(cells, tmp_path):
                           nn.Linear(4, 2)).eval()
     relu6 = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 2)).eval()
-    softmax = nn.Sequential(*plain, nn.Softmax(dim=1)).eval()
     cases = (("uint8_weights", plain, {"weight_type": "QUInt8", "activation_type": "QUInt8"}, "x_zero_point: "),
              ("relu6", relu6, {"extra_options": {"ActivationSymmetric": True}}, "(Clip), op: Clip between quantizers"),
-             ("softmax", softmax, {"extra_options": {"ActivationSymmetric": True}}, "a final activation"),
              ("qoperator", plain, {"quant_format": "QOperator"}, "QOperator format is not read"))
     for label, net, options, needle in cases:
         float_path = export(net, tmp_path / f"{label}_float.onnx", "default")

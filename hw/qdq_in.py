@@ -330,6 +330,21 @@ def quantized_after(low: Lowering, tensor: str, quantizers: dict[str, Quantizer]
     return None
 
 
+def scaling_conv(low: Lowering, source: str, output: str, channels: int, s_from: float, s_to: float,
+                 name: str) -> tuple[onnx.NodeProto, float]:
+    """A 1x1 depthwise Conv ``source`` -> ``output`` multiplying every channel by ``s_from / s_to``
+    (the multiplier on its 25-bit grid, a zero bias), and the multiplier it holds: the one form of
+    a requantization where no layer with weights takes it (a pool's, a join's branches)."""
+    m, k = folded_constants(np.ones(1), multipliers(s_from, np.ones(1, np.float32), s_to))
+    weight, bias = f"{name}_weight", f"{name}_bias"
+    low.init[weight] = np.full((channels, 1, 1, 1), float(m[0]) * 2.0 ** -k, np.float32)
+    low.init[bias] = np.zeros(channels, np.float32)
+    annotate(low.model, weight, grid_type(0, int(m[0]), k, True))
+    annotate(low.model, bias, FixedType(4, 4, True))
+    node = helper.make_node("Conv", [source, weight, bias], [output], name=name, group=channels, kernel_shape=[1, 1])
+    return node, float(m[0]) * 2.0 ** -k
+
+
 def requantize_after(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, Quantizer], shapes: dict) -> None:
     """A layer that only moves or selects values (a pool, a reshape) whose result has a scale of its
     own (ONNX Runtime runs QLinearGlobalAveragePool, or the pool in float between quantizers): the
@@ -351,23 +366,16 @@ def requantize_after(low: Lowering, node: onnx.NodeProto, quantizers: dict[str, 
                          f"{quantizers[target].scale:.6g} on a tensor that is not an image map; pool with "
                          "AdaptiveAvgPool2d(1) (or keep the map 4-D) before a Flatten")
     channels = int(shape[1])
-    m, k = folded_constants(np.ones(1), multipliers(quantizers[x].scale, np.ones(1, np.float32),
-                                                     quantizers[target].scale))
     x_t = v_type(quantizers[x].v_range)
     if x_t is None:
         return  # refused with the other tensors' types
     before = f"{y}_before_requantization"
     node.output[0] = before
-    weight, bias = f"{node.name}_requantize_weight", f"{node.name}_requantize_bias"
-    low.init[weight] = np.full((channels, 1, 1, 1), float(m[0]) * 2.0 ** -k, np.float32)
-    low.init[bias] = np.zeros(channels, np.float32)
-    annotate(low.model, weight, grid_type(0, int(m[0]), k, True))
-    annotate(low.model, bias, FixedType(4, 4, True))
     index = list(low.graph.node).index(node)
     requantized = f"{y}_requantized" if flatten else y
-    low.graph.node.insert(index + 1, helper.make_node(
-        "Conv", [before, weight, bias], [requantized], name=f"{node.name}_requantize", group=channels,
-        kernel_shape=[1, 1]))
+    conv, _ = scaling_conv(low, before, requantized, channels, quantizers[x].scale, quantizers[target].scale,
+                           f"{node.name}_requantize")
+    low.graph.node.insert(index + 1, conv)
     if flatten:
         low.graph.node.insert(index + 2, helper.make_node("Flatten", [requantized], [y], name=f"{node.name}_flatten",
                                                           axis=1))
@@ -396,22 +404,13 @@ def scale_branches(low: Lowering, add: onnx.NodeProto, quantizers: dict[str, Qua
         if shape is None or len(shape) != 4:
             raise low.refuse(add, f"input {index}", f"'{branch}': a join of image maps with their own scales is "
                              "built for 4-D maps")
-        channels = int(shape[1])
-        m, k = folded_constants(np.ones(1), multipliers(quantizers[branch].scale, np.ones(1, np.float32),
-                                                        quantizers[y].scale))
         scaled = f"{add.name}_input{index}_in_join_units"
-        weight, bias = f"{scaled}_weight", f"{scaled}_bias"
-        low.init[weight] = np.full((channels, 1, 1, 1), float(m[0]) * 2.0 ** -k, np.float32)
-        low.init[bias] = np.zeros(channels, np.float32)
-        annotate(low.model, weight, grid_type(0, int(m[0]), k, True))
-        annotate(low.model, bias, FixedType(4, 4, True))
-        largest = max(abs(v) for v in quantizers[branch].v_range) * float(m[0]) * 2.0 ** -k
+        conv, multiplier = scaling_conv(low, branch, scaled, int(shape[1]), quantizers[branch].scale,
+                                        quantizers[y].scale, f"{add.name}_input{index}_requantize")
+        largest = max(abs(v) for v in quantizers[branch].v_range) * multiplier
         integer = max(1, math.ceil(math.log2(largest + 1))) + 1
         annotate(low.model, scaled, FixedType(integer + JOIN_FRAC, integer, True))
-        index_in_graph = list(low.graph.node).index(add)
-        low.graph.node.insert(index_in_graph, helper.make_node(
-            "Conv", [branch, weight, bias], [scaled], name=f"{add.name}_input{index}_requantize", group=channels,
-            kernel_shape=[1, 1]))
+        low.graph.node.insert(list(low.graph.node).index(add), conv)
         add.input[index] = scaled
 
 
@@ -430,18 +429,10 @@ def requantize_branches(low: Lowering, concat: onnx.NodeProto, quantizers: dict[
         shape = shapes.get(branch)
         if shape is None or len(shape) != 4:
             raise low.refuse(concat, f"input {index}", f"'{branch}': a channel join of 4-D maps is built")
-        channels = int(shape[1])
-        m, k = folded_constants(np.ones(1), multipliers(quantizers[branch].scale, np.ones(1, np.float32),
-                                                        quantizers[y].scale))
         requantized = f"{concat.name}_input{index}_in_output_units"
-        weight, bias = f"{requantized}_weight", f"{requantized}_bias"
-        low.init[weight] = np.full((channels, 1, 1, 1), float(m[0]) * 2.0 ** -k, np.float32)
-        low.init[bias] = np.zeros(channels, np.float32)
-        annotate(low.model, weight, grid_type(0, int(m[0]), k, True))
-        annotate(low.model, bias, FixedType(4, 4, True))
-        low.graph.node.insert(list(low.graph.node).index(concat), helper.make_node(
-            "Conv", [branch, weight, bias], [requantized], name=f"{concat.name}_input{index}_requantize",
-            group=channels, kernel_shape=[1, 1]))
+        conv, _ = scaling_conv(low, branch, requantized, int(shape[1]), quantizers[branch].scale,
+                               quantizers[y].scale, f"{concat.name}_input{index}_requantize")
+        low.graph.node.insert(list(low.graph.node).index(concat), conv)
         concat.input[index] = requantized
         quantizers[requantized] = quantizers[y]  # typed (or clamped) with the output's integers below
 

@@ -576,6 +576,9 @@ def service_session(args) -> tuple[Credentials | None, zenoh.Session]:
                                      config_file=args.zenoh_config)
 
 
+STOP_POLL_S = 0.1  # how often the console script looks whether SIGTERM has come
+
+
 def main(argv: list[str] | None = None) -> int:
     """``edgefpga-cloud``: serve until interrupted (SIGINT / SIGTERM), then print the counts."""
     import signal
@@ -592,15 +595,19 @@ def main(argv: list[str] | None = None) -> int:
     except (CloudError, TrustError, zenoh.ZError) as exc:
         print(f"edgefpga-cloud: error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM's handler only appends to a list: a handler that takes a lock (Event.set) can wait
+    # forever on the one the main thread holds inside Event.wait when the signal lands (a clean CI
+    # run saw the service hang at SIGTERM, printing nothing); the main thread polls instead
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     with session, CloudService(session, model, args.prefix, args.max_batch, args.max_wait_ms / 1000,
                                credentials=credentials) as service:
         print(f"edgefpga-cloud: {model.model_id} ({', '.join(model.classes)}) on {args.prefix}/infer, "
               f"providers {model.providers}, batches up to {service.max_batch}, "
               f"{'signed as ' + service.signer.subject if service.signer else 'unsigned answers, no TLS'}", flush=True)
         try:
-            stop.wait()
+            while not stopping:
+                time.sleep(STOP_POLL_S)
         except KeyboardInterrupt:
             pass
         print(f"edgefpga-cloud: stopped; {dict(service.counts)}", flush=True)

@@ -215,6 +215,8 @@ def write_rtl(model: ModelWrapper, p: Precisions, plan: NetworkPlan, out_dir: Pa
     for st in stages:
         if st.node in plan.layers and not plan.layers[st.node].dsp:
             st.params["USE_DSP"] = 0
+            if "PACK" in st.params:
+                st.params["PACK"] = 0  # products in LUTs are not packed
     src = out_dir / "src"
     src.mkdir(parents=True, exist_ok=True)
     for module in generic_modules(stages):

@@ -50,8 +50,9 @@ def relu_cast(ow: int) -> dict:
     return dict(OMIN=0, OMAX=(1 << ow) - 1)
 
 
-def conv(h, w, c, oc, k, ci, po, kp=1, *, s=1, p=None, dw=0, xw=8, ww=8, accw=24, ow=8, dsp=1, xsigned=0):
-    """ef_conv2d parameters of a k x k convolution (pads k//2 unless given), ReLU after it."""
+def conv(h, w, c, oc, k, ci, po, kp=1, *, s=1, p=None, dw=0, xw=8, ww=8, accw=24, ow=8, dsp=1, xsigned=0, pack=0):
+    """ef_conv2d parameters of a k x k convolution (pads k//2 unless given), ReLU after it; ``pack``:
+    two products per DSP48 (PACK)."""
     p = k // 2 if p is None else p
     oh, owd = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     params = dict(H=h, W=w, KH=k, KW=k, SH=s, SW=s, PT=p, PL=p, OH=oh, OWD=owd, C=c, OC=oc, CI=ci, PO=po, KP=kp,
@@ -59,6 +60,8 @@ def conv(h, w, c, oc, k, ci, po, kp=1, *, s=1, p=None, dw=0, xw=8, ww=8, accw=24
                   FRAME_OVERLAP=frame_overlap(h, oh, s), **relu_cast(ow))
     if not dsp:
         params["USE_DSP"] = 0
+    if pack:
+        params["PACK"] = 1
     params.update(read_regs(params))  # as hw/layers/conv.py's stage() sets them
     return params
 
@@ -250,6 +253,19 @@ def grid(module: str) -> list[dict]:
             conv(8, 8, 4, 4, 3, 1, 2, 1, xw=24, ww=18, accw=48, ow=16),
             conv(8, 8, 4, 4, 3, 1, 2, 1, xw=26, ww=20, accw=48, ow=16),
             *random_convs(16),
+            # two products per DSP48 (PACK: 2*WW+XW+1 <= 25), their unpacked twins above
+            conv(16, 16, 16, 16, 3, 4, 4, 1, pack=1),
+            conv(16, 16, 16, 16, 3, 1, 16, 1, pack=1),
+            conv(16, 16, 16, 16, 3, 16, 8, 1, pack=1),
+            conv(16, 16, 16, 16, 3, 4, 2, 3, pack=1),
+            conv(16, 16, 16, 12, 3, 4, 3, 1, pack=1),
+            conv(16, 16, 16, 16, 3, 4, 4, 1, xw=10, ww=7, accw=24, ow=10, pack=1),
+            conv(16, 16, 16, 16, 3, 4, 4, 1, xw=6, ww=4, accw=16, ow=6, pack=1),
+            conv(32, 32, 16, 32, 3, 8, 2, 1, s=2, pack=1),
+            conv(8, 8, 64, 64, 3, 16, 2, 1, pack=1),
+            conv(48, 48, 8, 16, 1, 8, 4, 1, accw=20, pack=1),
+            conv(24, 24, 16, 32, 3, 16, 4, 1, xsigned=1, pack=1),
+            conv(96, 96, 1, 8, 3, 1, 8, 3, xw=8, ww=8, accw=22, ow=8, xsigned=1, pack=1),
             # small stages, as the test suite's tiny builds have them (gray 16x16, a few channels)
             conv(16, 16, 1, 4, 3, 1, 4, 3, xw=7, ww=5, accw=15, ow=7, xsigned=1),
             conv(16, 16, 1, 8, 3, 1, 8, 1, ww=6, accw=16),

@@ -13,7 +13,7 @@ import numpy as np
 from ..graph import attr
 from ..precision import drop_unused_fraction, exact_accumulator, fused_result, param_knob, result_knob
 from .base import Resources, clog2, divisors, hls_entries
-from .estimate import Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
+from .estimate import DSP_A, DSP_B, Model, dsp_per_product, map_memory, predict, rom_columns, rom_luts_per_bit
 from .rule import MAX_KERNEL, MAX_STRIDE, Capability, GraphView, Refusal, attribute, check_spatial
 from .stage import (Stage, StreamInfo, Window, align, aligned_weights, frame_overlap, hex_word, line_buffer_rows,
                     overlap_registers, saturation, to_int, window_geometry, window_need, window_params)
@@ -44,6 +44,43 @@ def multipliers(layer, ci: int, po: int, kp: int) -> int:
     return ci * po * kp
 
 
+def packable(xw: int, ww: int) -> bool:
+    """Whether two output lanes' products fit one DSP48E1 (hw/rtl/ef_conv2d.v PACK): the input, XW+1
+    bits signed, on the 18-bit port, and both weights as w_hi * 2^(XW+WW) + w_lo (2*WW+XW+1 bits,
+    signed) on the 25-bit one; 8-bit inputs and weights just fit. A product narrow enough that Yosys
+    builds it in LUTs (``dsp_per_product`` 0) is left there."""
+    return 2 * ww + xw + 1 <= DSP_A and xw + 1 <= DSP_B and dsp_per_product(xw + 1, ww) == 1
+
+
+def packed(params: dict) -> bool:
+    """Whether an instance is built with two products per DSP48 (the RTL's PK): PACK, DSP
+    multipliers, not depthwise, at least two output lanes."""
+    p = params
+    return bool(p.get("PACK", 0) and p.get("USE_DSP", 1) and not p.get("DW", 0) and p.get("PO", 1) > 1)
+
+
+def paired_products(params: dict) -> int:
+    """The products that share their DSP48 with another (PACK: each pair of output lanes at each of
+    its KP*CI inputs; an odd last lane is alone)."""
+    p = params
+    return 2 * (p["PO"] // 2) * p.get("KP", 1) * p.get("CI", 1) if packed(p) else 0
+
+
+def dsp_products(params: dict) -> int:
+    """The DSP48 multipliers of an instance: one per product, or with PACK one per pair of output
+    lanes (an odd last lane alone) at each of its KP*CI inputs."""
+    p = params
+    lanes = p.get("PO", 1) * p.get("KP", 1) * p.get("CI", 1)
+    if packed(p):
+        return -(-p["PO"] // 2) * p.get("KP", 1) * p.get("CI", 1)
+    return lanes
+
+
+def packs(layer, ci: int, po: int, kp: int) -> bool:
+    """Whether these lanes of ``layer`` (a planner row with its widths) pair output lanes in DSP48s."""
+    return layer.kind == "conv" and po % 2 == 0 and packable(layer.widths.xw, layer.widths.ww)
+
+
 def plan_params(layer, widths, use_dsp: bool) -> dict:
     """The RTL parameters that set the instance's size, as ``stage`` writes them
     (the rounding and saturation constants, which cost nothing, left out)."""
@@ -52,7 +89,8 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
                 SW=layer.stride[1], PT=layer.pads[0], PL=layer.pads[1], OH=oh, OWD=ow, OC=layer.outputs,
                 CI=layer.ci, PO=layer.po, KP=layer.kp, DW=int(layer.kind == "depthwise"), XW=widths.xw,
                 XSIGNED=int(widths.x_signed), WW=widths.ww, ACCW=widths.accw, OW=widths.ow,
-                USE_DSP=int(use_dsp), FRAME_OVERLAP=frame_overlap(h, oh, layer.stride[0]))
+                USE_DSP=int(use_dsp), FRAME_OVERLAP=frame_overlap(h, oh, layer.stride[0]),
+                PACK=int(use_dsp and packable(widths.xw, widths.ww)))
     params.update(read_regs(params))
     return params
 
@@ -194,7 +232,7 @@ def read_regs(params: dict) -> dict[str, int]:
 
 
 # the registers past stage A that one stall would enable: the model's flip-flop features of them
-STALL_ENABLED = ("operands", "operands_fabric", "x_copies", "b2_words", "b2_weights", "terms_lut", "terms_dsp",
+STALL_ENABLED = ("operands", "operands_fabric", "pack", "x_copies", "b2_words", "b2_weights", "terms_lut", "terms_dsp",
                  "terms_soft", "tree", "acc")
 CREDIT_MIN_ENABLES = 4096  # a stall net's fan-out past which the RTL's flow control is by credit
 CREDIT_MIN_STEPS = 32  # a pixel's steps: more than twice the stages of any pipeline here, so no cycle lost
@@ -272,7 +310,10 @@ def model(module: str, params: dict) -> Model:
     lb = line_buffer(p)
     sliced = int(bool(p.get("LB_SLICED", 0)) and sels > 1)
     word_reg = p.get("LB_WORD_REG", 1) or sliced
-    x_copies = po if use_dsp and not dw and po > 1 else 1  # stage C's slice, one per lane sharing it
+    pack = packed(p)
+    pairs = po // 2 if pack else 0
+    # stage C's slice, one per lane sharing it (PACK: one per pair)
+    x_copies = (-(-po // 2) if pack else po) if use_dsp and not dw and po > 1 else 1
     # stage B2: the line buffer's word (or, where its address is registered, the step's slice), the
     # weights and the step's flags again
     b2 = bool((word_reg and p.get("LB_OUT_REG", 0)) or p.get("WROM_OUT_REG", 0))
@@ -285,7 +326,7 @@ def model(module: str, params: dict) -> Model:
     fold = p.get("WFOLD", 1)
     brom = map_memory(groups, po * accw, rom=True)
     m = Model()
-    m.exact = Resources(dsp=lanes * dsp_per_product(xw + 1, ww) if use_dsp else 0,
+    m.exact = Resources(dsp=(dsp_products(p) if pack else lanes * dsp_per_product(xw + 1, ww)) if use_dsp else 0,
                         bram18=lb.bram18 + wrom.bram18 + brom.bram18, lutram=lb.lutram,
                         # a registered word (sync read) outside block RAM; else the held slice and its flag
                         ff=lb.out_ff if word_reg else kp * (xl * xw + 1))
@@ -323,9 +364,13 @@ def model(module: str, params: dict) -> Model:
     # the step's slice and weights, registered again: a DSP48's A and B registers where the products
     # are DSPs, the fabric's where they are LUTs (shift-and-add, or too narrow for a DSP48)
     fabric_products = (not use_dsp) or dsp_per_product(xw + 1, ww) == 0
-    m.add("ff", "operands", (not fabric_products) * (kp * xl * xw + lanes * ww))
+    m.add("ff", "operands", (not fabric_products) * (kp * xl * xw + (lanes - 2 * pairs * kp * ci) * ww))
     m.add("ff", "operands_fabric", fabric_products * (x_copies * kp * xl * xw + (not rom_in_address) * lanes * ww))
     m.add("ff", "x_copies", (x_copies - 1) * kp * xl * xw)
+    # PACK: a pair's multiplicand {w_hi - sign(w_lo), w_lo} from the step's weights (a decrement),
+    # registered in stage C (the DSP48's A register), 2*WW+1 bits that differ
+    m.add("lut", "pack", pairs * kp * ci * (ww + 1))
+    m.add("ff", "pack", pairs * kp * ci * (2 * ww + 1))
     m.add("ff", "bias_again", po * accw)  # the bias ROM's word registered again before the accumulator
     m.add("ff", "b2_words", b2 * kp * (c if word_reg and not sliced else xl) * xw)
     m.add("ff", "b2_weights", b2 * (not rom_in_address) * fold * lanes * ww)  # every word of a folded row
@@ -393,7 +438,7 @@ def stage(model, p, node, inputs: list[StreamInfo], lanes) -> Stage:
     window = Window.of(node, [kh, kw])
     params = dict(window_params(window, x.h, x.w), C=c, OC=oc, CI=ci, PO=po, KP=kp, DW=int(depthwise),
                   XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww, ACCW=acc_t.width, SHIFT=shift,
-                  OW=out_t.width, OMIN=omin, OMAX=omax)
+                  OW=out_t.width, OMIN=omin, OMAX=omax, PACK=int(packable(x_t.width, ww)))
     params.update(read_regs(params))
     words = fold_rom(words, params["WFOLD"], weight_word_bits(params))
     return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,

@@ -39,6 +39,8 @@ module ef_conv2d #(
     parameter OUT_CREDIT = 0,                  // 1: flow control by credit, nothing past A waits (an output register more)
     parameter FRAME_OVERLAP = 0,               // 1: the next frame's rows enter while the engine ends a frame
                                                // (built only where (OH-1)*SH <= H, see OVL)
+    parameter PACK = 0,                        // 1 (DSP multipliers, not depthwise): output lanes 2q and 2q+1
+                                               // share each DSP48, their weights packed (see stage D)
     parameter WW = 8, ACCW = 32,
     parameter SHIFT = 8, OW = 8,
     parameter signed [63:0] OMIN = 0,
@@ -296,7 +298,14 @@ module ef_conv2d #(
     // apart from synthesis' register merging, so that each copy sits by its lane's multipliers
     // rather than one register driving all of them across the die (ELPV's Conv_0: 24 MULT18s,
     // 99.7 MHz on the ECP5 with one)
-    localparam XCOPIES = (USE_DSP && !DW && PO > 1) ? PO : 1;
+    // Two products per DSP48 (PACK): lanes 2q and 2q+1 read the same input, so one multiplier takes
+    // x * (w_hi * 2^PK_K + w_lo), a product of XW+1 by PK_AW bits (at most 18 by 25: one DSP48E1), and
+    // both products are its fields (stage D). A lane's product has at most PK_K = XW+WW bits, signed.
+    localparam PK = PACK && USE_DSP && !DW && (PO > 1);
+    localparam NPAIR = PK ? PO / 2 : 0;
+    localparam PK_K = XW + WW;
+    localparam PK_AW = 2 * WW + XW + 1;
+    localparam XCOPIES = (USE_DSP && !DW && PO > 1) ? (PK ? (PO + 1) / 2 : PO) : 1;
     localparam XBITS = KP * XL * XW;
     wire [XCOPIES*XBITS-1:0] c_x;
     genvar gj;
@@ -378,11 +387,31 @@ module ef_conv2d #(
         end
     endfunction
 
+    // stage C's packed multiplicands (PACK): w_hi * 2^PK_K + w_lo as bits, {w_hi - sign(w_lo) (WW+1
+    // bits), w_lo sign-extended to PK_K bits}: a decrement per pair, from the step's weights (B or B2)
+    localparam AWORD = (NPAIR > 0 ? NPAIR : 1) * KP * CI * PK_AW;
+    reg [AWORD-1:0] c_a, packed_w;
+    reg signed [WW:0] w_hi;
+    reg signed [WW-1:0] w_lo;
+    integer pq, pj, pi;
+    always @* begin
+        packed_w = 0;
+        for (pq = 0; pq < NPAIR; pq = pq + 1)
+            for (pj = 0; pj < KP; pj = pj + 1)
+                for (pi = 0; pi < CI; pi = pi + 1) begin
+                    w_lo = s_w[(((2 * pq) * KP + pj) * CI + pi) * WW +: WW];
+                    w_hi = $signed(s_w[(((2 * pq + 1) * KP + pj) * CI + pi) * WW +: WW]) - $signed({1'b0, w_lo[WW - 1]});
+                    packed_w[((pq * KP + pj) * CI + pi) * PK_AW +: PK_AW] = {w_hi, {(PK_K - WW){w_lo[WW - 1]}}, w_lo};
+                end
+    end
     // stage D: the products (or parts) of stage C's step; lane p's terms are [p*NT, (p+1)*NT)
     reg [PO*NT*PW-1:0] d_terms;
     reg [PO*NT*PW-1:0] terms;
     reg signed [XW:0] xv;
     reg signed [WW-1:0] wv;
+    reg signed [PK_AW-1:0] av;                 // PACK: a pair's packed multiplicand
+    reg signed [XW+PK_AW:0] pprod;             // and its product
+    localparam signed [XW+PK_AW:0] PK_OFFSET = 1 <<< (PK_K - 1);
     integer p, j, i, xi, h;
     always @* begin
         for (p = 0; p < PO; p = p + 1)
@@ -390,18 +419,32 @@ module ef_conv2d #(
                 for (i = 0; i < CI; i = i + 1) begin
                     // depthwise: lane p reads channel p of the group's slice; else chunk channel i
                     xi = DW ? (j * XL + p) : (j * XL + i);
-                    xi = xi + ((XCOPIES > 1) ? p * KP * XL : 0);   // lane p's copy
+                    xi = xi + ((XCOPIES > 1) ? (PK ? p / 2 : p) * KP * XL : 0);   // lane p's copy (a pair's)
                     xv = XSIGNED ? $signed({c_x[xi * XW + XW - 1], c_x[xi * XW +: XW]})
                                  : $signed({1'b0, c_x[xi * XW +: XW]});
                     wv = $signed(c_w[((p * KP + j) * CI + i) * WW +: WW]);
-                    for (h = 0; h < NPART; h = h + 1)
-                        terms[(((p * KP + j) * CI + i) * NPART + h) * PW +: PW] =
-                            USE_DSP ? xv * wv : lut_part(xv, wv, h * PB, (h + 1) * PB);
+                    if (p < 2 * NPAIR) begin
+                        // a pair's product, once (its even lane): the low field with the offset
+                        // 2^(PK_K-1) added (in the DSP48's post-adder, from its C port) is the low
+                        // product plus 2^(PK_K-1), in [0, 2^PK_K): so the field above is exactly the
+                        // high product, and the low product is the field with its top bit inverted
+                        if (p % 2 == 0) begin
+                            av = $signed(c_a[(((p / 2) * KP + j) * CI + i) * PK_AW +: PK_AW]);
+                            pprod = xv * av + PK_OFFSET;
+                            terms[(((p * KP + j) * CI + i) * NPART) * PW +: PW] =
+                                $signed({~pprod[PK_K - 1], pprod[PK_K - 2:0]});
+                            terms[((((p + 1) * KP + j) * CI + i) * NPART) * PW +: PW] = pprod[PK_K +: PW];
+                        end
+                    end else
+                        for (h = 0; h < NPART; h = h + 1)
+                            terms[(((p * KP + j) * CI + i) * NPART + h) * PW +: PW] =
+                                USE_DSP ? xv * wv : lut_part(xv, wv, h * PB, (h + 1) * PB);
                 end
     end
     always @(posedge clk) begin
         if (!stall) begin
             c_w <= s_w;
+            if (PK) c_a <= packed_w;
             d_terms <= terms;
         end
     end

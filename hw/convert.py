@@ -347,7 +347,8 @@ def step_plan_parallelism(ctx: BuildContext) -> None:
     ctx.report["estimate"] = {
         "ii_cycles": ii, "latency_cycles": estimate_latency(plan), "roofline_cycles": plan.roofline,
         "ii_over_roofline": round(ii / plan.roofline, 3), "multipliers": plan.multipliers,
-        "dsp_multipliers": plan.dsp_multipliers, "dsp_budget": plan.dsp_budget, "relaxed_to_fit": plan.relaxed,
+        "dsp_multipliers": plan.dsp_multipliers, "paired_multipliers": plan.paired_multipliers,
+        "dsp_budget": plan.dsp_budget, "relaxed_to_fit": plan.relaxed,
         "requested_interval": plan.target_interval, "fps_at_clock": round(ctx.board.clock_mhz * 1e6 / ii, 1),
         "clock_mhz": ctx.board.clock_mhz, "fit": fit,
         "note": "planned engine cycles of the RTL and resources predicted by each layer's hardware model "

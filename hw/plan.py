@@ -124,6 +124,12 @@ class LayerPlan:
     def rtl_params(self, use_dsp: bool | None = None) -> dict:
         return self.model.plan_params(self, self.widths, self.dsp if use_dsp is None else use_dsp)
 
+    @property
+    def paired_products(self) -> int:
+        """Its products that share a DSP48 with another as laid out (its kind's ``paired_products``)."""
+        rule = getattr(self.model, "paired_products", None)
+        return rule(self.rtl_params()) if rule and self.multipliers and self.dsp else 0
+
     def estimate(self, use_dsp: bool | None = None) -> Resources:
         from .layers.estimate import stage_resources
 
@@ -162,6 +168,11 @@ class NetworkPlan:
         return sum(lp.multipliers for lp in self.layers.values() if lp.dsp)
 
     @property
+    def paired_multipliers(self) -> int:
+        """DSP products that share their DSP48 with another (a conv's output lanes in pairs, PACK)."""
+        return sum(lp.paired_products for lp in self.layers.values())
+
+    @property
     def ii_cycles(self) -> int:
         return max([self.input_beats] + [lp.cycles for lp in self.layers.values()])
 
@@ -184,7 +195,8 @@ class NetworkPlan:
         return {"board": self.board.name, "interval_target": self.interval, "requested_interval": self.target_interval,
                 "ii_cycles": self.ii_cycles, "roofline_cycles": self.roofline, "input_beats": self.input_beats,
                 "dsp_budget": self.dsp_budget, "multipliers": self.multipliers,
-                "dsp_multipliers": self.dsp_multipliers, "relaxed": self.relaxed,
+                "dsp_multipliers": self.dsp_multipliers, "paired_multipliers": self.paired_multipliers,
+                "relaxed": self.relaxed,
                 "below_roofline": self.below_roofline,
                 "fps_at_clock": round(self.fps(), 1), "clock_mhz": self.board.clock_mhz,
                 "fit": self.fit(), "overhead": self.overhead.to_dict(),
@@ -239,8 +251,14 @@ def engine_cycles(layer: LayerPlan, ci: int, po: int, kp: int) -> int:
 
 def lanes_for(layer: LayerPlan, budget: int) -> tuple[int, int, int]:
     """The fewest multipliers whose cycles fit ``budget``; the most parallel choice when none
-    does. Ties prefer whole input pixels (ci), then adjacent positions (kp)."""
-    options = sorted(lane_options(layer), key=lambda o: (o[0] * o[1] * o[2], -o[0], -o[2]))
+    does. Ties prefer output lanes in pairs where two products share a DSP48 (a conv's ``packs``:
+    half the DSPs), then whole input pixels (ci), then adjacent positions (kp)."""
+    packs = getattr(layer.model, "packs", None)
+
+    def shares(o: tuple[int, int, int]) -> bool:
+        return bool(packs and packs(layer, *o))
+
+    options = sorted(lane_options(layer), key=lambda o: (o[0] * o[1] * o[2], not shares(o), -o[0], -o[2]))
     for ci, po, kp in options:
         if engine_cycles(layer, ci, po, kp) <= budget:
             return ci, po, kp

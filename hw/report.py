@@ -36,7 +36,9 @@ def summary_lines(report: dict) -> list[str]:
         f"{emu['model']} vs {'the model' if search.get('skipped') else 'float'} on {emu['n']} calibration images: top-1 agreement {emu['agreement']:.2%}"
         + (f", accuracy {emu['accuracy']:.4f} (float {emu['accuracy'] + emu['accuracy_drop']:.4f})"
            if emu.get("accuracy") is not None else ""),
-        f"plan: {est['multipliers']} multipliers ({est['dsp_multipliers']} in DSPs, budget {est['dsp_budget']}), "
+        f"plan: {est['multipliers']} multipliers ({est['dsp_multipliers']} in DSPs"
+        + (f", {est['paired_multipliers']} of them two to a DSP48" if est.get("paired_multipliers") else "")
+        + f", budget {est['dsp_budget']} DSP48s), "
         f"II {est['ii_cycles']:,} cycles "
         f"({est['ii_over_roofline']}x roofline {est['roofline_cycles']:,}"
         + (f", relaxed {est['relaxed_to_fit']}x to fit" if est.get("relaxed_to_fit") else "")

@@ -10,11 +10,13 @@ import pytest
 
 from edgefpga.hw.boards import get_board
 from edgefpga.hw.graph import canonical_graph
-from edgefpga.hw.plan import (LayerPlan, PlanError, engine_cycles, hls4ml_reuse, lanes_for, layer_sizes, load_pins,
-                              plan_layers, plan_network, roofline_cycles, valid_reuse_factors)
+from edgefpga.hw.plan import (LayerPlan, PlanError, Widths, engine_cycles, hls4ml_reuse, lanes_for, layer_sizes,
+                              load_pins, plan_layers, plan_network, roofline_cycles, valid_reuse_factors)
 
 pytestmark = pytest.mark.timeout(120)
 PYNQ = get_board("pynq-z2")
+# 9-bit operands: each product its own DSP48 (2*9 + 9 + 1 > 25 bits: no two output lanes share one)
+UNPAIRED = Widths(xw=9, ww=9)
 
 
 @pytest.mark.parametrize("n_in, n_out", [(9, 8), (72, 16), (144, 32), (8, 16), (80, 2), (75, 8)])
@@ -35,7 +37,11 @@ def test_elpv_plan_reaches_the_roofline_within_the_board(elpv_canonical):
     plan = plan_network(elpv_canonical, PYNQ)
     assert plan.roofline == roofline_cycles(9_372_832, 96 * 96, 220)
     assert plan.ii_cycles <= 1.25 * plan.roofline
-    assert plan.dsp_multipliers <= plan.dsp_budget == 176
+    # DSP48s within the budget; at these default 8-bit widths a conv's output lanes go two to a
+    # DSP48 (PACK), so the products in DSPs may reach twice it
+    dsp48 = sum(lp.resources.dsp for lp in plan.layers.values())
+    assert dsp48 <= plan.dsp_budget == 176
+    assert plan.dsp_multipliers - plan.paired_multipliers / 2 <= dsp48
     fit = plan.fit()
     assert fit["fits"] and all(fit["used"][k] <= 0.8 * fit["available"][k] for k in fit["used"])
     assert fit["used"] == plan.total().board_use()
@@ -71,16 +77,37 @@ def zoo_canonical(name: str):
 
 def test_past_the_dsp_roofline_with_lut_multipliers():
     """The roofline counts DSP48s; with LUT multipliers the planner builds a faster layout when it
-    fits (ResNet-8 at 8-bit operands: the 55,296-cycle layout at the roofline, the 49,152 one
-    below it, both within the budget). With ``--fps`` it builds the rate asked, not a faster one."""
+    fits (ResNet-8 at 9-bit operands, one product a DSP48: a layout below the roofline within the
+    budget). With ``--fps`` it builds the rate asked, not a faster one."""
     model = zoo_canonical("resnet8_ref")
-    plan = plan_network(model, PYNQ)
+    plan = plan_network(model, PYNQ, UNPAIRED)
     assert plan.below_roofline and plan.ii_cycles < plan.roofline and plan.fits
     assert any(lp.multipliers and not lp.dsp for lp in plan.layers.values())  # the products past the DSPs
     assert plan.to_dict()["below_roofline"] is True
-    asked = plan_network(model, PYNQ, fps=PYNQ.clock_mhz * 1e6 / plan.roofline)
+    asked = plan_network(model, PYNQ, UNPAIRED, fps=PYNQ.clock_mhz * 1e6 / plan.roofline)
     assert not asked.below_roofline and plan.ii_cycles < asked.ii_cycles <= plan.roofline
     assert asked.multipliers < plan.multipliers
+
+
+def test_two_products_per_dsp48_where_the_widths_allow():
+    """At 8-bit operands two output lanes of a convolution share a DSP48 (PACK, hw/layers/conv.py):
+    the planner prefers paired lanes and counts one DSP48 per pair, so the same budget holds more
+    products and ResNet-8 plans faster than with every product in a DSP48 of its own (the rule
+    turned off: the baseline), within the budget either way."""
+    from unittest import mock
+
+    model = zoo_canonical("resnet8_ref")
+    paired = plan_network(model, PYNQ, Widths(xw=8, ww=8))
+    with mock.patch("edgefpga.hw.layers.conv.packable", lambda xw, ww: False):
+        single = plan_network(model, PYNQ, Widths(xw=8, ww=8))
+    assert single.paired_multipliers == 0 < paired.paired_multipliers
+    assert paired.ii_cycles < single.ii_cycles and paired.fits and single.fits
+    dsp48 = sum(lp.resources.dsp for lp in paired.layers.values())
+    assert dsp48 <= paired.dsp_budget < paired.dsp_multipliers
+    for lp in paired.layers.values():
+        if lp.paired_products:
+            assert lp.paired_products == lp.multipliers and lp.po % 2 == 0  # the planner pairs whole layers
+            assert lp.resources.dsp == lp.multipliers // 2
 
 
 def test_lane_less_dsps_count_in_the_dsp_budget():
@@ -98,10 +125,10 @@ def test_lane_less_dsps_count_in_the_dsp_budget():
 
 
 def test_a_small_board_relaxes_the_interval_to_fit(elpv_canonical):
-    roomy = plan_network(elpv_canonical, PYNQ)
+    roomy = plan_network(elpv_canonical, PYNQ, UNPAIRED)
     used = roomy.fit()["used"]
     small = replace(PYNQ, name="small", lut=int(used["LUT"] * 0.9 / 0.8))  # 10 % too few LUTs for the fastest
-    tight = plan_network(elpv_canonical, small)
+    tight = plan_network(elpv_canonical, small, UNPAIRED)
     assert tight.relaxed > 0 and tight.ii_cycles > roomy.ii_cycles
     assert tight.fits and tight.fit()["used"]["LUT"] <= 0.8 * small.lut
 

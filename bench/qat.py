@@ -38,9 +38,10 @@ def progress(message: str) -> None:
     print(f"[qat] {message}", flush=True)
 
 
-def trained(arm: str, epochs: int) -> Path:
-    """The model folder of ``arm`` at ``epochs``, trained with the CLI as a user would when missing."""
-    folder = WORK / "models" / arm.lower()
+def trained(arm: str, epochs: int, work: Path = WORK) -> Path:
+    """The model folder of ``arm`` at ``epochs`` (under ``work``/models), trained with the CLI as a
+    user would when missing."""
+    folder = work / "models" / arm.lower()
     card = folder / "card.json"
     if card.exists() and json.loads(card.read_text())["training"]["config"]["epochs"] == epochs:
         return folder
@@ -64,9 +65,10 @@ def hardware(build: Path) -> dict:
             "qonnx_check": report.get("qonnx_check")}
 
 
-def exactness(build: Path, model_dir: Path) -> dict:
+def exactness(build: Path, model_dir: Path, resources: bool = False) -> dict:
     """The integer model against qonnx's execution of the QONNX file on all 654 test cells, then
-    ``verify`` (the RTL bit for bit against the integer model on all 654)."""
+    ``verify`` (the RTL bit for bit against the integer model on all 654; with ``resources``, and
+    Yosys's count of the design against the prediction)."""
     import numpy as np
 
     from edgefpga.models import elpv
@@ -87,13 +89,16 @@ def exactness(build: Path, model_dir: Path) -> dict:
              "seconds": round(time.perf_counter() - start, 1)}
     progress(f"integer model = qonnx on {qonnx['equal_images']}/{qonnx['n']} test cells")
     try:
-        result = verify(build, images="elpv:test", progress=True)
+        result = verify(build, images="elpv:test", progress=True, resources=resources, jobs=2 if resources else 1)
     except VerifyFailed as failed:  # recorded, and the bench's checks fail on it
         result = failed.result
     rtl = result["rtl"]
     progress(f"RTL bit-exact on {rtl['bit_exact_frames']}/{rtl['n']} test cells")
+    counted = result.get("resources") or {}
     return {"integer_vs_qonnx": qonnx, "rtl": {k: rtl[k] for k in ("n", "bit_exact_frames", "latency_cycles",
                                                                       "ii_cycles")},
+            **({"yosys": {k: counted.get(k) for k in ("used", "share", "fits", "predicted_over_counted")}}
+               if resources else {}),
             "emulator": {k: result["emulator"].get(k) for k in ("n", "top1_agreement")},
             "verify_failed": result.get("failed", [])}
 

@@ -194,6 +194,14 @@ def bench_qat() -> dict:
     return run()
 
 
+def bench_pack() -> dict:
+    """Two products per DSP48: ELPV's architecture at W8A8 and W4A4 (QAT), packed against unpacked in
+    the same run, the packed W8A8 build verified on all 654 test cells with Yosys (bench/pack.py)."""
+    from pack import bench_pack as run
+
+    return run()
+
+
 def bench_qdq() -> dict:
     """The shipped ELPV model quantized by ONNX Runtime's quantize_static (QDQ; per tensor and per
     channel), converted with its own scales and verified on the 654 test cells, RTL included
@@ -203,7 +211,7 @@ def bench_qdq() -> dict:
     return run()
 
 
-BENCHES = {"fit": bench_fit, "qdq": bench_qdq, "estimates": bench_estimates, "qat": bench_qat, "timing": bench_timing, "timing_resnet8": bench_timing_resnet8,
+BENCHES = {"fit": bench_fit, "qdq": bench_qdq, "pack": bench_pack, "estimates": bench_estimates, "qat": bench_qat, "timing": bench_timing, "timing_resnet8": bench_timing_resnet8,
            "timing_mobilenet": bench_timing_mobilenet, "timing_dense_head": bench_timing_dense_head, "runtime": bench_runtime, "board": bench_board, "ros_node": bench_ros_node, "ros_soak": bench_ros_soak,
            "reference_models": bench_reference_models, "collab": bench_collab, "federated": bench_federated,
            "federated_dp": bench_federated_dp, "federated_road": bench_federated_road,

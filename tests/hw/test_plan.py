@@ -110,6 +110,17 @@ def test_two_products_per_dsp48_where_the_widths_allow():
             assert lp.resources.dsp == lp.multipliers // 2
 
 
+@pytest.mark.parametrize("xw, ww, pairs", [(8, 8, True), (9, 8, False), (10, 7, True), (12, 6, True),
+                                            (4, 4, True), (8, 9, False), (17, 3, True), (18, 3, False),
+                                            (4, 3, False)])  # 5 x 3 bits: Yosys builds it in LUTs
+def test_which_widths_pair_in_a_dsp48(xw, ww, pairs):
+    """The input (XW+1 bits, signed) on the 18-bit port, the pair's multiplicand (2*WW+XW+1 bits)
+    on the 25-bit one; a product Yosys builds in LUTs stays there."""
+    from edgefpga.hw.layers.conv import packable
+
+    assert packable(xw, ww) is pairs
+
+
 def test_lane_less_dsps_count_in_the_dsp_budget():
     """A global average pool has no lanes but divides in a DSP48: the knapsack that gives the
     conv layers their DSPs leaves it one (MobileNet-V1 0.25 was laid out at 177 DSPs of 176, and

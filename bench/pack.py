@@ -6,8 +6,9 @@ elpv_defect --epochs E --qat WxAy``, E = $EDGEFPGA_PACK_EPOCHS, default 2: the a
 QONNX model has the model's own widths, so its II and resources do not depend on how long it
 trained; its accuracy does, and is reported, not judged). Each is converted for a PYNQ-Z2 twice
 in the same run: as ``convert`` builds it (output lanes 2q and 2q+1 of a convolution share one
-DSP48 where 2*WW + XW + 1 <= 25, hw/layers/conv.py ``packable``) and, the baseline, with that
-rule off (every product its own DSP48, as before). Reported side by side: the planned II and
+DSP48 where 2*WW + XW + 1 <= 25, hw/layers/conv.py ``packable``, if that plans a shorter interval
+than without pairs: hw/plan.py ``plan_layers``) and, the baseline, with that rule off (every
+product its own DSP48, as before). Reported side by side: the planned II and
 frames/s at the nominal 100 MHz (not placed and routed), DSP products per cycle, the predicted
 resources and whether they fit. The packed W8A8 build is then verified on all 654 test cells:
 the integer model against qonnx's execution of the QONNX file, the RTL bit for bit against the

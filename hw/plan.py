@@ -101,6 +101,7 @@ class LayerPlan:
     pads: tuple[int, int] = (0, 0)
     widths: Widths = DEFAULT_WIDTHS
     pinned: bool = False
+    pairing: bool = True  # two products may share a DSP48 where the widths allow (plan_layers decides)
     resources: Resources = field(default_factory=Resources)
 
     @property
@@ -383,7 +384,57 @@ def plan_layers(layers: list[LayerPlan], beats: int, board: Board, widths: dict[
     """Lanes for every layer at the roofline interval (or ``interval``, or ``fps``), relaxed until
     every resource fits the budget; PlanError when nothing fits (see the module docstring).
     ``layers`` come from a graph (layer_sizes) or, before a model exists, from an architecture
-    (hw/sizing.py); ``widths`` per layer (or one for all; default 8-bit operands) price them."""
+    (hw/sizing.py); ``widths`` per layer (or one for all; default 8-bit operands) price them.
+
+    Where a layer's widths let two products share a DSP48 (``LayerPlan.pairing``, a conv's PACK),
+    the network is planned both ways and the paired plan is kept only where its interval is
+    shorter: a pair costs LUTs and flip-flops, and its stage places slower on the ECP5 (docs/rtl.md,
+    "Two products per DSP48"), so pairs are built where they buy rate, not where the same rate
+    fits without them (MobileNet-V1 0.25 and the dense-head shape: the same interval either way)."""
+    options = dict(overhead=overhead, interval=interval, fps=fps, pins=pins, budget_share=budget_share, what=what)
+    single = [replace(lp, pairing=False) for lp in layers]
+    try:
+        unpaired = plan_some_way(single, beats, board, widths, **options)
+    except PlanError:  # pinned lanes may fit only paired
+        if not any(could_pair(lp) for lp in single):
+            raise
+        unpaired = None
+    if unpaired is not None and not any(could_pair(lp) for lp in single):
+        return adopt(layers, unpaired, pairing=False)
+    for lp in layers:
+        lp.pairing = True
+    try:
+        paired = plan_some_way(layers, beats, board, widths, **options)
+    except PlanError:
+        if unpaired is None:
+            raise
+        return adopt(layers, unpaired, pairing=False)
+    if unpaired is None or paired.ii_cycles < unpaired.ii_cycles:
+        return paired
+    return adopt(layers, unpaired, pairing=False)
+
+
+def could_pair(layer: LayerPlan) -> bool:
+    """Whether some layout of ``layer`` would put two products in one DSP48 (its kind's ``packs``)."""
+    packs = getattr(layer.model, "packs", None)
+    return bool(packs) and any(packs(replace(layer, pairing=True), *o) for o in lane_options(layer))
+
+
+def adopt(layers: list[LayerPlan], plan: NetworkPlan, pairing: bool) -> NetworkPlan:
+    """``plan``, made of copies of ``layers``, over ``layers`` themselves (the caller's objects)."""
+    restore(layers, plan.layers.values())
+    for lp in layers:
+        src = plan.layers[lp.node]
+        lp.pairing, lp.widths, lp.pinned = pairing, src.widths, src.pinned
+    plan.layers = {lp.node: lp for lp in layers}
+    return plan
+
+
+def plan_some_way(layers: list[LayerPlan], beats: int, board: Board, widths: dict[str, Widths] | Widths | None = None,
+                  overhead: Resources | None = None, interval: int | None = None, fps: float | None = None,
+                  pins: dict[str, tuple[int, int, int]] | None = None, budget_share: float = BUDGET_SHARE,
+                  what: str = "the network") -> NetworkPlan:
+    """``plan_layers`` for one setting of the layers' ``pairing``."""
     overhead = overhead or Resources()
     for lp in layers:
         w = widths.get(lp.node, DEFAULT_WIDTHS) if isinstance(widths, dict) else (widths or DEFAULT_WIDTHS)

@@ -78,7 +78,7 @@ def dsp_products(params: dict) -> int:
 
 def packs(layer, ci: int, po: int, kp: int) -> bool:
     """Whether these lanes of ``layer`` (a planner row with its widths) pair output lanes in DSP48s."""
-    return layer.kind == "conv" and po % 2 == 0 and packable(layer.widths.xw, layer.widths.ww)
+    return layer.kind == "conv" and layer.pairing and po % 2 == 0 and packable(layer.widths.xw, layer.widths.ww)
 
 
 def plan_params(layer, widths, use_dsp: bool) -> dict:
@@ -90,7 +90,7 @@ def plan_params(layer, widths, use_dsp: bool) -> dict:
                 CI=layer.ci, PO=layer.po, KP=layer.kp, DW=int(layer.kind == "depthwise"), XW=widths.xw,
                 XSIGNED=int(widths.x_signed), WW=widths.ww, ACCW=widths.accw, OW=widths.ow,
                 USE_DSP=int(use_dsp), FRAME_OVERLAP=frame_overlap(h, oh, layer.stride[0]),
-                PACK=int(use_dsp and packable(widths.xw, widths.ww)))
+                PACK=int(use_dsp and layer.pairing and packable(widths.xw, widths.ww)))
     params.update(read_regs(params))
     return params
 
@@ -438,7 +438,8 @@ def stage(model, p, node, inputs: list[StreamInfo], lanes) -> Stage:
     window = Window.of(node, [kh, kw])
     params = dict(window_params(window, x.h, x.w), C=c, OC=oc, CI=ci, PO=po, KP=kp, DW=int(depthwise),
                   XW=x_t.width, XSIGNED=int(x_t.signed), WW=ww, ACCW=acc_t.width, SHIFT=shift,
-                  OW=out_t.width, OMIN=omin, OMAX=omax, PACK=int(packable(x_t.width, ww)))
+                  OW=out_t.width, OMIN=omin, OMAX=omax,
+                  PACK=int(bool(lanes.dsp and lanes.pairing and packable(x_t.width, ww))))
     params.update(read_regs(params))
     words = fold_rom(words, params["WFOLD"], weight_word_bits(params))
     return Stage(node.name, "ef_conv2d", params, {"WFILE": words, "BFILE": biases}, [], [("out", tensor)], oc,

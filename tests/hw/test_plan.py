@@ -110,6 +110,22 @@ def test_two_products_per_dsp48_where_the_widths_allow():
             assert lp.resources.dsp == lp.multipliers // 2
 
 
+def test_pairs_only_where_they_buy_rate(elpv_canonical):
+    """At 4-bit operands ELPV's LUT multipliers are cheap: without pairs the planner reaches the
+    same interval, so it builds none (a pair costs LUTs, flip-flops and ECP5 clock); at 8 bits pairs
+    shorten the interval, and are built."""
+    from edgefpga.hw.plan import plan_some_way
+
+    four = Widths(xw=4, ww=4, accw=16, ow=4, x_signed=False)
+    narrow = plan_network(elpv_canonical, PYNQ, four)
+    assert narrow.paired_multipliers == 0 and narrow.fits
+    assert not any(lp.rtl_params().get("PACK") for lp in narrow.layers.values())
+    forced = plan_some_way(layer_sizes(elpv_canonical), 96 * 96, PYNQ, four)  # pairs allowed: not faster
+    assert forced.paired_multipliers > 0 and forced.ii_cycles >= narrow.ii_cycles
+    wide = plan_network(elpv_canonical, PYNQ, Widths(xw=8, ww=8))
+    assert wide.paired_multipliers > 0
+
+
 @pytest.mark.parametrize("xw, ww, pairs", [(8, 8, True), (9, 8, False), (10, 7, True), (12, 6, True),
                                             (4, 4, True), (8, 9, False), (17, 3, True), (18, 3, False),
                                             (4, 3, False)])  # 5 x 3 bits: Yosys builds it in LUTs

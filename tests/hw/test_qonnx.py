@@ -91,16 +91,22 @@ def convert_net(path: Path, cells, out: Path) -> dict:
     return convert_cells(path, cells[2], out, SPEC)
 
 
+@pytest.fixture(scope="module")
+def builds(exported, cells, tmp_path_factory):
+    """name -> (build folder, report) of each exported net, converted once for the module's tests."""
+    folder = tmp_path_factory.mktemp("qonnx_builds")
+    return {name: (folder / name, convert_net(path, cells, folder / name)) for name, path in exported.items()}
+
+
 @ON_THE_NETS_WORKER
 @pytest.mark.parametrize("name", list(NETS))
-def test_qonnx_converts_with_its_own_types(name, exported, cells, tmp_path):
+def test_qonnx_converts_with_its_own_types(name, builds, exported, cells):
     """No search: every type is the model's; the integer model equals qonnx's execution of the file
     on 64 held-out cells, score for score."""
     from edgefpga.hw.qonnx_in import qonnx_outputs
     from edgefpga.sim.verify import integer_scores
 
-    report = convert_net(exported[name], cells, tmp_path / name)
-    build = tmp_path / name
+    build, report = builds[name]
     precisions = json.loads((build / "precisions.json").read_text())
     assert set(precisions["sources"].values()) == {"model"}
     assert not (build / "calibration" / "search.json").exists()
@@ -122,14 +128,14 @@ def test_qonnx_converts_with_its_own_types(name, exported, cells, tmp_path):
 
 @ON_THE_NETS_WORKER
 @pytest.mark.slow
-def test_qonnx_rtl_is_bit_exact(exported, cells, tmp_path):
+def test_qonnx_rtl_is_bit_exact(builds, cells, tmp_path):
     """The W4A4 net's RTL against its integer model on a few held-out cells (a Verilator build)."""
     from edgefpga.sim.verify import verify
 
-    convert_net(exported["w4a4"], cells, tmp_path / "w4a4")
+    build = builds["w4a4"][0]  # verify adds its verify.json; nothing else here reads one
     _, _, _, test_raw = cells
     np.savez(tmp_path / "test.npz", images=test_raw)
-    result = verify(tmp_path / "w4a4", images=str(tmp_path / "test.npz"), sample=4, progress=False)
+    result = verify(build, images=str(tmp_path / "test.npz"), sample=4, progress=False)
     assert result["rtl"]["bit_exact_frames"] == result["rtl"]["n"] == 4
     assert result["emulator"]["top1_agreement"] == 1.0  # against the model's own arithmetic (reference.onnx)
     assert result["failed"] == []
@@ -250,7 +256,7 @@ def test_qat_model_converts_with_its_own_widths(qat_model, tmp_path):
 @ON_THE_NETS_WORKER
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["Conv_0", "Conv_1"])  # a signed input (the input quantizer), an unsigned one
-def test_w8a8_conv_packs_two_products_per_dsp_bit_exact(exported, cells, tmp_path, stage):
+def test_w8a8_conv_packs_two_products_per_dsp_bit_exact(builds, cells, tmp_path, stage):
     """The W8A8 net's 8-bit inputs and weights fit two products in one DSP48E1 (ef_conv2d PACK, issue
     29 item 1). The planner builds pairs only where they shorten the interval, which this small net's
     do not; so each convolution is built here as a paired DSP stage (PACK=1, USE_DSP=1 over the
@@ -259,8 +265,7 @@ def test_w8a8_conv_packs_two_products_per_dsp_bit_exact(exported, cells, tmp_pat
     from edgefpga.hw.layers.conv import packable
     from edgefpga.sim.layer_check import check_stage
 
-    build = tmp_path / "w8a8"
-    convert_net(exported["w8a8"], cells, build)
+    build = builds["w8a8"][0]
     manifest = json.loads((build / "rtl" / "manifest.json").read_text())
     params = next(st for st in manifest["stages"] if st["name"] == stage)["params"]
     assert params["PO"] > 1 and packable(params["XW"], params["WW"]), params

@@ -400,7 +400,7 @@ def plan_layers(layers: list[LayerPlan], beats: int, board: Board, widths: dict[
             raise
         unpaired = None
     if unpaired is not None and not any(could_pair(lp) for lp in single):
-        return adopt(layers, unpaired, pairing=False)
+        return adopt(layers, unpaired)
     for lp in layers:
         lp.pairing = True
     try:
@@ -408,10 +408,10 @@ def plan_layers(layers: list[LayerPlan], beats: int, board: Board, widths: dict[
     except PlanError:
         if unpaired is None:
             raise
-        return adopt(layers, unpaired, pairing=False)
+        return adopt(layers, unpaired)
     if unpaired is None or paired.ii_cycles < unpaired.ii_cycles:
         return paired
-    return adopt(layers, unpaired, pairing=False)
+    return adopt(layers, unpaired)
 
 
 def could_pair(layer: LayerPlan) -> bool:
@@ -420,12 +420,12 @@ def could_pair(layer: LayerPlan) -> bool:
     return bool(packs) and any(packs(replace(layer, pairing=True), *o) for o in lane_options(layer))
 
 
-def adopt(layers: list[LayerPlan], plan: NetworkPlan, pairing: bool) -> NetworkPlan:
+def adopt(layers: list[LayerPlan], plan: NetworkPlan) -> NetworkPlan:
     """``plan``, made of copies of ``layers``, over ``layers`` themselves (the caller's objects)."""
     restore(layers, plan.layers.values())
     for lp in layers:
         src = plan.layers[lp.node]
-        lp.pairing, lp.widths, lp.pinned = pairing, src.widths, src.pinned
+        lp.pairing, lp.widths, lp.pinned = src.pairing, src.widths, src.pinned
     plan.layers = {lp.node: lp for lp in layers}
     return plan
 

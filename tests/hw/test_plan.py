@@ -89,25 +89,26 @@ def test_past_the_dsp_roofline_with_lut_multipliers():
     assert asked.multipliers < plan.multipliers
 
 
-def test_two_products_per_dsp48_where_the_widths_allow():
+def test_two_products_per_dsp48_where_the_widths_allow(elpv_canonical):
     """At 8-bit operands two output lanes of a convolution share a DSP48 (PACK, hw/layers/conv.py):
     the planner prefers paired lanes and counts one DSP48 per pair, so the same budget holds more
-    products and ResNet-8 plans faster than with every product in a DSP48 of its own (the rule
-    turned off: the baseline), within the budget either way."""
+    products and ELPV's net plans faster than with every product in a DSP48 of its own (the rule
+    turned off: the baseline; bench/pack.py measures the same on a trained W8A8 model), within the
+    budget either way."""
     from unittest import mock
 
-    model = zoo_canonical("resnet8_ref")
-    paired = plan_network(model, PYNQ, Widths(xw=8, ww=8))
+    paired = plan_network(elpv_canonical, PYNQ, Widths(xw=8, ww=8))
     with mock.patch("edgefpga.hw.layers.conv.packable", lambda xw, ww: False):
-        single = plan_network(model, PYNQ, Widths(xw=8, ww=8))
+        single = plan_network(elpv_canonical, PYNQ, Widths(xw=8, ww=8))
     assert single.paired_multipliers == 0 < paired.paired_multipliers
     assert paired.ii_cycles < single.ii_cycles and paired.fits and single.fits
     dsp48 = sum(lp.resources.dsp for lp in paired.layers.values())
     assert dsp48 <= paired.dsp_budget < paired.dsp_multipliers
     for lp in paired.layers.values():
         if lp.paired_products:
-            assert lp.paired_products == lp.multipliers and lp.po % 2 == 0  # the planner pairs whole layers
-            assert lp.resources.dsp == lp.multipliers // 2
+            lone = (lp.po % 2) * lp.kp * lp.ci  # an odd last lane keeps a DSP48 of its own
+            assert lp.paired_products == lp.multipliers - lone  # the planner pairs whole layers
+            assert lp.resources.dsp == lp.paired_products // 2 + lone
 
 
 def test_pairs_only_where_they_buy_rate(elpv_canonical):

@@ -30,6 +30,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
                         agreement=args.agreement, max_accuracy_drop=args.max_accuracy_drop, overrides=args.overrides,
                         scale=args.scale, mean=args.mean, std=args.std, classes=args.classes,
                         progress=not args.quiet, fps=args.fps, plan=args.plan, budget_share=args.budget,
+                        emulator=args.emulator,
                         skips=Skips(strict=args.strict, command="edgefpga convert"))
     report = convert(str(source), out, cfg, force=args.force, log=(lambda _m: None) if args.quiet else print)
     print("\n".join(summary_lines(report)))
@@ -77,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "{\"Conv_0\": {\"ci\": 1, \"po\": 8, \"kp\": 3}, ...} (FINN's folding config)")
     p.add_argument("--budget", type=float, default=0.8, help="share of each board resource (LUT, FF, DSP, BRAM) "
                    "the design may use (default 0.8)")
+    p.add_argument("--no-emulator", dest="emulator", action="store_false",
+                   help="skip compiling hls4ml's C simulation (g++, tens of seconds to minutes): convert checks the "
+                   "integer model alone; `verify` compiles the emulator when it checks it")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable calibration image file (exit 2); "
                    "by default each is named and left out (report.json calibration_skipped), exit status 3")

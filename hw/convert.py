@@ -69,6 +69,7 @@ class ConvertConfig:
     margin: float = 0.004
     overrides: Path | None = None
     emulator_images: int = 200
+    emulator: bool = True  # compile hls4ml's C simulation (g++); False: the integer model stands in (verify compiles it)
     scale: float | None = None  # normalization for a bare .onnx (a card's own values win)
     mean: float | None = None
     std: float | None = None
@@ -380,8 +381,9 @@ def step_hls_project(ctx: BuildContext) -> None:
 
 
 def step_compile_emulator(ctx: BuildContext) -> None:
-    """g++ C simulation of the project: the bit-accurate emulator (skipped without an hls4ml project)."""
-    if ctx.report["hls"]["project"] is None:
+    """g++ C simulation of the project: the bit-accurate emulator (skipped without an hls4ml project,
+    or with ``emulator`` off: a g++ build of tens of seconds that `verify` makes when it checks it)."""
+    if ctx.report["hls"]["project"] is None or not ctx.cfg.emulator:
         return
     start = time.perf_counter()
     spec = ctx.source.spec
@@ -415,7 +417,8 @@ def step_check_emulator(ctx: BuildContext) -> None:
             raise ConversionError(f"check failed: the hls4ml emulator and the integer model (which the RTL implements) "
                                   f"differ on {mismatched} of {len(check)} calibration images; please report this model")
     else:
-        row["stand_in_for_emulator"] = "; ".join(ctx.report["hls"]["not_generated_because"])
+        row["stand_in_for_emulator"] = "; ".join(ctx.report["hls"]["not_generated_because"]) or \
+            "not compiled (convert --no-emulator): verify compiles it"
     classes = output_classes(ctx.canonical)
     s = score(integer, reference, check.labels, ctx.cfg.guard, classes)
     ctx.report["emulator_on_calibration"] = {

@@ -71,12 +71,6 @@ def test_foreign_cnn_meets_the_same_bar(foreign_verify, foreign_build):
     assert report["output_activation"] == "softmax"
 
 
-def test_vitis_board_project(elpv_data, tmp_path):
-    report = convert_tiny(elpv_data, tmp_path, "tiny_relu", board="kv260")
-    assert report["hls"]["backend"] == "Vitis"
-    assert "xck26-sfvc784-2LV-c" in (tmp_path / "build" / "hls" / "hls4ml_config.yml").read_text()
-
-
 def bad_models(tmp_path):
     elu = helper.make_node("Elu", ["y0"], ["y"], name="gate")
     yield "unsupported", conv_net(tmp_path / "elu.onnx", extra_nodes=[elu]), "'gate' (Elu)"
@@ -110,7 +104,8 @@ def test_failed_rebuild_restores_the_previous_folder(foreign_dir, tmp_path):
 
 
 def test_old_opset_model_converts(tmp_path, elpv_data):
-    """opset 8, bias as a separate Add, Flatten over a 6x6 map before MatMul + Add."""
+    """opset 8, bias as a separate Add, Flatten over a 6x6 map before MatMul + Add; converted without
+    the emulator (``--no-emulator``): the integer model stands in for convert's check, no g++ build."""
     from edgefpga.models import elpv
 
     model = conv_net(tmp_path / "old.onnx", opset=8)
@@ -118,8 +113,11 @@ def test_old_opset_model_converts(tmp_path, elpv_data):
     np.savez(tmp_path / "cal.npz", images=cells)
     report = convert(str(model), tmp_path / "old", ConvertConfig(calibration=str(tmp_path / "cal.npz"),
                                                                   calibration_images=300, emulator_images=32,
-                                                                  progress=False), log=lambda _m: None)
+                                                                  progress=False, emulator=False),
+                     log=lambda _m: None)
     assert report["emulator_on_calibration"]["agreement"] >= 0.995
+    assert report["hls"]["project"] and "--no-emulator" in report["emulator_on_calibration"]["stand_in_for_emulator"]
+    assert "emulator_compile_s" not in report and not list((tmp_path / "old" / "hls").rglob("*.so"))
     assert report["model"]["input"]["scale"] == 1.0  # bare .onnx: pixels as they are, recorded as assumed
     assert any("input.scale" in a for a in report["model"]["assumed"])
 
@@ -144,16 +142,19 @@ def test_a_moved_build_folder_gets_its_own_emulator(elpv_data, tmp_path):
     """hls4ml's C simulation reads its weights from the folder it was compiled in: a build folder
     copied elsewhere (and the original removed) must build its own library, not load one that
     reads the removed folder's weights (the process would exit inside the C++). On the smallest
-    build with an emulator: the property is the folder's, not the model's."""
+    build with an emulator: the property is the folder's, not the model's. Built for a KV260, so
+    that it is also the Vitis board's project (hls4ml's Vitis backend, the board's part)."""
     import shutil
 
     from edgefpga.hw.hls import Emulator
     from edgefpga.models.card import InputSpec
     from edgefpga.models.preprocess import resize_batch
 
-    report = convert_tiny(elpv_data, tmp_path / "work", "tiny_relu")
+    report = convert_tiny(elpv_data, tmp_path / "work", "tiny_relu", board="kv260")
     assert report["hls"]["project"] == "hls"  # an emulator was compiled in the build's hls/
     first, shape = tmp_path / "work" / "build", report["model"]["input"]["shape"]
+    assert report["hls"]["backend"] == "Vitis"
+    assert "xck26-sfvc784-2LV-c" in (first / "hls" / "hls4ml_config.yml").read_text()
     pixels = resize_batch(np.load(tmp_path / "work" / "calib.npz")["images"][:3], InputSpec(**TINY_SPEC))
     expected = Emulator.load(first / "hls", shape).predict(pixels, workers=1)
     moved = tmp_path / "moved"

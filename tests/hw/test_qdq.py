@@ -305,7 +305,7 @@ def test_onnx_zoo_mnist_quantized_by_onnxruntime(elpv_data, tmp_path):
     assert onnx.load(str(path)).ir_version == 3
     report = convert(str(path), tmp_path / "mnist", ConvertConfig(calibration=str(tmp_path / "cells.npz"),
                                                                   calibration_images=64, emulator_images=64,
-                                                                  progress=False), log=lambda _m: None)
+                                                                  progress=False, emulator=False), log=lambda _m: None)
     precisions = json.loads((tmp_path / "mnist" / "precisions.json").read_text())
     assert set(precisions["sources"].values()) == {"model"}
     check = report["onnxruntime_check"]

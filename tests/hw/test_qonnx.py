@@ -87,15 +87,17 @@ def exported(cells, tmp_path_factory):
     return files
 
 
-def convert_net(path: Path, cells, out: Path) -> dict:
-    return convert_cells(path, cells[2], out, SPEC)
+def convert_net(path: Path, cells, out: Path, emulator: bool = True) -> dict:
+    return convert_cells(path, cells[2], out, SPEC, emulator)
 
 
 @pytest.fixture(scope="module")
 def builds(exported, cells, tmp_path_factory):
-    """name -> (build folder, report) of each exported net, converted once for the module's tests."""
+    """name -> (build folder, report) of each exported net, converted once for the module's tests
+    (the W4A4 build's emulator is verified; the W8A8 build's tests read its integer model and RTL)."""
     folder = tmp_path_factory.mktemp("qonnx_builds")
-    return {name: (folder / name, convert_net(path, cells, folder / name)) for name, path in exported.items()}
+    return {name: (folder / name, convert_net(path, cells, folder / name, emulator=name == "w4a4"))
+            for name, path in exported.items()}
 
 
 @ON_THE_NETS_WORKER
@@ -117,7 +119,7 @@ def test_qonnx_converts_with_its_own_types(name, builds, exported, cells):
     assert {t["width"] for t in weights} == {widths["weight_bits"]}, weights
     relus = [t for k, t in precisions["tensors"].items() if k.startswith("Relu")]
     assert {(t["width"], t["signed"]) for t in relus} == {(widths["act_bits"], False)}, relus
-    assert report["qonnx_check"]["bit_exact_images"] == report["qonnx_check"]["n"] == 64
+    assert report["qonnx_check"]["bit_exact_images"] == report["qonnx_check"]["n"] == 16  # convert's own check
     _, _, _, test_raw = cells
     test = resize_batch(test_raw, SPEC)
     ours, frac = integer_scores(build, test)
@@ -225,7 +227,7 @@ def test_bipolar_weights_convert_exactly(exported, cells, tmp_path):
         del q["weight"].attribute[:]
 
     path = edited(exported["w4a4"], tmp_path / "bipolar.onnx", bipolar)
-    convert_net(path, cells, tmp_path / "bipolar")
+    convert_net(path, cells, tmp_path / "bipolar", emulator=False)
     precisions = json.loads((tmp_path / "bipolar" / "precisions.json").read_text())
     assert precisions["layers"]["Conv_0"]["weight"]["width"] == 2
     _, _, _, test_raw = cells
@@ -242,8 +244,8 @@ def test_qat_model_converts_with_its_own_widths(qat_model, tmp_path):
     from edgefpga.hw.convert import ConvertConfig, convert
 
     build = tmp_path / "build"
-    report = convert(str(qat_model), build, ConvertConfig(calibration_images=64, emulator_images=16, progress=False),
-                     log=lambda _m: None)
+    report = convert(str(qat_model), build, ConvertConfig(calibration_images=64, emulator_images=16, progress=False,
+                                                          emulator=False), log=lambda _m: None)
     precisions = json.loads((build / "precisions.json").read_text())
     assert set(precisions["sources"].values()) == {"model"}
     weights = {f["weight"]["width"] for f in precisions["layers"].values() if "weight" in f}

@@ -107,7 +107,7 @@ def convert_foreign(folder: Path, out: Path, **overrides) -> dict:
 @pytest.fixture(scope="session")
 def foreign_build(tmp_path_factory, foreign_dir) -> Path:
     out = tmp_path_factory.mktemp("builds") / "foreign"
-    convert_foreign(foreign_dir, out, emulator_images=32)  # convert's own emulator check (verify checks again)
+    convert_foreign(foreign_dir, out, emulator_images=8)  # convert's own emulator check (verify checks again)
     return out
 
 
@@ -159,15 +159,15 @@ def elpv_build(tmp_path_factory, zoo_model) -> Path:
         shutil.copytree(REUSE_ELPV_BUILD, out)
         return out
     # the default calibration (1024 train cells: fewer let the search overfit them and miss the bar
-    # on the test split); the emulator's own check on 32 of them (verify checks it again)
-    convert(str(zoo_model), out, ConvertConfig(emulator_images=32, progress=False), log=lambda _m: None)
+    # on the test split); the emulator's own check on 8 of them (verify checks it again)
+    convert(str(zoo_model), out, ConvertConfig(emulator_images=8, progress=False), log=lambda _m: None)
     return out
 
 
 # The shared verify runs: the agreement bar on all held-out images (the integer model), the emulator
 # and the RTL bit for bit on this many of them (`edgefpga verify --sample`). `make bench` (board)
 # runs the full `edgefpga verify` of the shipped model: every one of the 654 test cells in RTL.
-VERIFY_SAMPLE = 32  # RTL frames of the shared verifies (every image still goes through the integer model and the emulator)
+VERIFY_SAMPLE = 16  # RTL frames of the shared verifies (every image still goes through the integer model and the emulator)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from edgefpga.runtime.inputs import elpv_inputs
 pytestmark = pytest.mark.slow
 
 
-SAMPLE = 32  # the shared verify checks the RTL and the emulator against the integer model as well
+SAMPLE = 8  # the shared verify checks the RTL and the emulator against the integer model as well
 
 
 @pytest.fixture(scope="module")

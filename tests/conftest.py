@@ -172,7 +172,7 @@ VERIFY_SAMPLE = 16  # RTL frames of the shared verifies (every image still goes 
 
 @pytest.fixture(scope="session")
 def elpv_verify(elpv_build) -> dict:
-    """`edgefpga verify --sample 32` on the ELPV build (the bar on all 654 test cells; no Yosys)."""
+    """`edgefpga verify --sample 16` on the ELPV build (the bar on all 654 test cells; no Yosys)."""
     from edgefpga.sim.verify import verify
 
     return verify(elpv_build, progress=False, resources=False, sample=VERIFY_SAMPLE)

@@ -254,13 +254,16 @@ module ef_conv2d #(
             assign s_w = B2 ? b2_w : b_w;
         end
     endgenerate
-    reg [FW*(TS+1)-1:0] t_flags;               // D's flags low, then each tree stage's: the top is E's input
-    wire [FW*(TS+2)-1:0] chain = {t_flags, c_flags};
-    wire [FW-1:0] pre_flags = chain[FW*(TS+1) +: FW];    // the step entering E
+    // PACK: a pair's raw product is registered (stage DP, DS = 1) before its fields are split
+    localparam DS = (PACK && USE_DSP && !DW && (PO > 1)) ? 1 : 0;
+    localparam TD = TS + DS;                   // registered stages from D's output to E's input
+    reg [FW*(TD+1)-1:0] t_flags;               // D's flags low, then DP's and each tree stage's: the top is E's input
+    wire [FW*(TD+2)-1:0] chain = {t_flags, c_flags};
+    wire [FW-1:0] pre_flags = chain[FW*(TD+1) +: FW];    // the step entering E
     // the step two stages before E, whose group's bias is read from the ROM (a block RAM's read,
     // registered again, so that the RAM's clock-to-out is not in the accumulator's cycle)
-    localparam BI = (TS > 0) ? TS - 1 : 0;
-    wire [FW-1:0] bias_flags = (TS > 0) ? chain[FW*BI +: FW] : s_flags;
+    localparam BI = (TD > 0) ? TD - 1 : 0;
+    wire [FW-1:0] bias_flags = (TD > 0) ? chain[FW*BI +: FW] : s_flags;
     reg e_valid, e_last, e_gfirst, e_pixel_end;
     reg f_valid, f_gfirst, f_pixel_end;
     // a pixel's first group waits while the output register holds the previous pixel unsent
@@ -300,8 +303,9 @@ module ef_conv2d #(
     // 99.7 MHz on the ECP5 with one)
     // Two products per DSP48 (PACK): lanes 2q and 2q+1 read the same input, so one multiplier takes
     // x * (w_hi * 2^PK_K + w_lo), a product of XW+1 by PK_AW bits (at most 18 by 25: one DSP48E1), and
-    // both products are its fields (stage D). A lane's product has at most PK_K = XW+WW bits, signed.
-    localparam PK = PACK && USE_DSP && !DW && (PO > 1);
+    // both products are fields of it (stage D registers the product, stage DP adds the offset and
+    // splits it). A lane's product has at most PK_K = XW+WW bits, signed.
+    localparam PK = DS;
     localparam NPAIR = PK ? PO / 2 : 0;
     localparam PK_K = XW + WW;
     localparam PK_AW = 2 * WW + XW + 1;
@@ -404,16 +408,25 @@ module ef_conv2d #(
                     packed_w[((pq * KP + pj) * CI + pi) * PK_AW +: PK_AW] = {w_hi, {(PK_K - WW){w_lo[WW - 1]}}, w_lo};
                 end
     end
-    // stage D: the products (or parts) of stage C's step; lane p's terms are [p*NT, (p+1)*NT)
+    // stage D: the products (or parts) of stage C's step; lane p's terms are [p*NT, (p+1)*NT).
+    // PACK: a pair's product is registered as it comes out of its multiplier (a DSP48's own M or P
+    // register), and stage DP adds the offset and splits it into the pair's two terms, so that the
+    // offset's carry chain is not in the multiplier's cycle; the other lanes' terms wait in DP.
+    localparam RAWW = XW + 1 + PK_AW;          // a pair's product, exact
+    localparam RWORD = (NPAIR > 0 ? NPAIR : 1) * KP * CI * RAWW;
     reg [PO*NT*PW-1:0] d_terms;
     reg [PO*NT*PW-1:0] terms;
+    reg [RWORD-1:0] raws, d_raw;               // PACK: the pairs' products, D's register
+    reg [PO*NT*PW-1:0] d_lone, split;          // PACK: D's unpaired terms; DP's terms
     reg signed [XW:0] xv;
     reg signed [WW-1:0] wv;
     reg signed [PK_AW-1:0] av;                 // PACK: a pair's packed multiplicand
-    reg signed [XW+PK_AW:0] pprod;             // and its product
+    reg signed [XW+PK_AW:0] pprod;             // and its product plus the offset (DP)
     localparam signed [XW+PK_AW:0] PK_OFFSET = 1 <<< (PK_K - 1);
-    integer p, j, i, xi, h;
+    integer p, j, i, xi, h, rq, rj, ri;
     always @* begin
+        terms = 0;
+        raws = 0;
         for (p = 0; p < PO; p = p + 1)
             for (j = 0; j < KP; j = j + 1)
                 for (i = 0; i < CI; i = i + 1) begin
@@ -424,16 +437,9 @@ module ef_conv2d #(
                                  : $signed({1'b0, c_x[xi * XW +: XW]});
                     wv = $signed(c_w[((p * KP + j) * CI + i) * WW +: WW]);
                     if (p < 2 * NPAIR) begin
-                        // a pair's product, once (its even lane): the low field with the offset
-                        // 2^(PK_K-1) added (in the DSP48's post-adder, from its C port) is the low
-                        // product plus 2^(PK_K-1), in [0, 2^PK_K): so the field above is exactly the
-                        // high product, and the low product is the field with its top bit inverted
-                        if (p % 2 == 0) begin
+                        if (p % 2 == 0) begin   // a pair's product, once (its even lane)
                             av = $signed(c_a[(((p / 2) * KP + j) * CI + i) * PK_AW +: PK_AW]);
-                            pprod = xv * av + PK_OFFSET;
-                            terms[(((p * KP + j) * CI + i) * NPART) * PW +: PW] =
-                                $signed({~pprod[PK_K - 1], pprod[PK_K - 2:0]});
-                            terms[((((p + 1) * KP + j) * CI + i) * NPART) * PW +: PW] = pprod[PK_K +: PW];
+                            raws[(((p / 2) * KP + j) * CI + i) * RAWW +: RAWW] = xv * av;
                         end
                     end else
                         for (h = 0; h < NPART; h = h + 1)
@@ -441,11 +447,29 @@ module ef_conv2d #(
                                 USE_DSP ? xv * wv : lut_part(xv, wv, h * PB, (h + 1) * PB);
                 end
     end
+    // stage DP's split: the pair's product plus 2^(PK_K-1) has the low product plus 2^(PK_K-1) in
+    // its low PK_K bits, in [0, 2^PK_K): so the field above is exactly the high product, and the
+    // low product is the low field with its top bit inverted
+    always @* begin
+        split = d_lone;
+        for (rq = 0; rq < NPAIR; rq = rq + 1)
+            for (rj = 0; rj < KP; rj = rj + 1)
+                for (ri = 0; ri < CI; ri = ri + 1) begin
+                    pprod = $signed(d_raw[((rq * KP + rj) * CI + ri) * RAWW +: RAWW]) + PK_OFFSET;
+                    split[((((2 * rq) * KP + rj) * CI + ri) * NPART) * PW +: PW] =
+                        $signed({~pprod[PK_K - 1], pprod[PK_K - 2:0]});
+                    split[((((2 * rq + 1) * KP + rj) * CI + ri) * NPART) * PW +: PW] = pprod[PK_K +: PW];
+                end
+    end
     always @(posedge clk) begin
         if (!stall) begin
             c_w <= s_w;
-            if (PK) c_a <= packed_w;
-            d_terms <= terms;
+            if (PK) begin
+                c_a <= packed_w;
+                d_raw <= raws;
+                d_lone <= terms;
+                d_terms <= split;
+            end else d_terms <= terms;
         end
     end
 

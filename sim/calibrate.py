@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import tempfile
 import time
@@ -448,12 +449,21 @@ def unit_of(module: str, params: dict, src: Path) -> tuple[dict[str, str], str]:
     return stage_unit(folder, stage)
 
 
+def verilog_logic(text: str) -> str:
+    """The Verilog that synthesis reads: comments removed, spacing normalized, blank lines dropped
+    (a comment edited is no reason to synthesize a calibration grid again; any other edit is)."""
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", "", text)
+    return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+
+
 def rtl_digest(module: str) -> str:
-    """A digest of the module's Verilog (and includes): the calibration is stale when it changes."""
+    """A digest of the module's Verilog (and includes), comments aside: the calibration is stale
+    when it changes (tests/hw/test_resource_model.py checks every calibration against it)."""
     h = hashlib.sha256()
     for name in (f"{module}.v", *INCLUDE_FILES):
         if (RTL_DIR / name).is_file():
-            h.update((RTL_DIR / name).read_bytes())
+            h.update(verilog_logic((RTL_DIR / name).read_text()).encode())
     return h.hexdigest()[:16]
 
 

@@ -10,7 +10,7 @@ import pytest
 from edgefpga.hw.layers.base import CALIBRATION_DIR, Resources
 from edgefpga.hw.layers.estimate import (KEYS, SMALL, design_resources, dsp_per_product, map_memory, model_of,
                                          observed, predict, stage_resources)
-from edgefpga.sim.calibrate import MODULES, conv, dense, grid
+from edgefpga.sim.calibrate import MODULES, conv, dense, grid, rtl_digest, verilog_logic
 
 
 def test_every_module_has_a_calibration_with_its_grid():
@@ -19,6 +19,20 @@ def test_every_module_has_a_calibration_with_its_grid():
         assert data["module"] == module and data["coefficients"]
         assert len(data["points"]) >= len(grid(module)) >= 4
         assert set(data["quality"]) == set(KEYS)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_calibration_is_of_the_rtl_as_it_is(module):
+    """A module's Verilog changed (comments aside) since its calibration was synthesized: rerun
+    ``python -m edgefpga.sim.calibrate --modules <module>``, or its model prices other logic."""
+    data = json.loads((CALIBRATION_DIR / f"{module}.json").read_text())
+    assert data["rtl_digest"] == rtl_digest(module), f"{module}: calibrated on other RTL; recalibrate it"
+
+
+def test_a_comment_is_not_a_change_of_the_rtl():
+    text = "module m; // a comment\n  /* two\n lines */ assign y = a;   // b\nendmodule\n"
+    assert verilog_logic(text) == verilog_logic("module m;\nassign y = a;\nendmodule") != verilog_logic(
+        text.replace("a;", "b;"))
 
 
 @pytest.mark.parametrize("module", MODULES)

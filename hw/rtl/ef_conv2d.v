@@ -157,7 +157,8 @@ module ef_conv2d #(
     // waits: its flags, slice select and weights, and the line buffer's word (or, where its
     // address is registered, the step's slice already selected))] -> C (the step's channel slice selected and masked, the weights
     // registered again) -> D (the products: a DSP multiplier's, or each shift-and-add multiplier's
-    // parts of PB weight bits) -> T (each lane's adder tree, a register after every LPS adder levels)
+    // parts of PB weight bits) [-> DP (with PACK: each pair's product split into its two terms)]
+    // -> T (each lane's adder tree, a register after every LPS adder levels)
     // -> E (the accumulator, the only loop: the bias or itself plus the tree's sum) -> F (a group's
     // sums rounded, with saturation flags) -> the output register, into which each group is shifted.
     // Everything past A moves on one enable, !stall, from registered flags only (out_ready as well
